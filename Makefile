@@ -1,0 +1,35 @@
+# The two commands of the README:
+#   make up     run a local cluster on the embedded SQLite default
+#   make test   lint, type-check and run every test (needs MariaDB and Redis, see README)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: up test lint proto bench clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+up: $(BIN)/.installed
+	$(BIN)/imctl up
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+test: lint
+	$(BIN)/pytest
+
+proto: $(BIN)/.installed
+	$(BIN)/python scripts/gen_proto.py
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/load.py
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,202 @@
+"""Command ids and the protobuf message each one carries.
+
+Client commands are TeamTalk's (the high byte is the service id); internal
+commands live in service 0x08, which no TeamTalk client sends.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from google.protobuf.message import Message
+
+from common.pb import buddy_pb2, group_pb2, internal_pb2, login_pb2, message_pb2, other_pb2
+
+
+class Cmd(IntEnum):
+    # 0x01 login
+    LOGIN_REQ = 0x0103
+    LOGIN_RES = 0x0104
+    LOGOUT_REQ = 0x0105
+    LOGOUT_RES = 0x0106
+    KICK_USER = 0x0107
+    DEVICE_TOKEN_REQ = 0x0108
+    DEVICE_TOKEN_RES = 0x0109
+    KICK_PC_CLIENT_REQ = 0x010A
+    KICK_PC_CLIENT_RES = 0x010B
+    PUSH_SHIELD_REQ = 0x010C
+    PUSH_SHIELD_RES = 0x010D
+    QUERY_PUSH_SHIELD_REQ = 0x010E
+    QUERY_PUSH_SHIELD_RES = 0x010F
+    # 0x02 buddy list
+    RECENT_SESSION_REQ = 0x0201
+    RECENT_SESSION_RES = 0x0202
+    USER_STAT_NOTIFY = 0x0203
+    USERS_INFO_REQ = 0x0204
+    USERS_INFO_RES = 0x0205
+    REMOVE_SESSION_REQ = 0x0206
+    REMOVE_SESSION_RES = 0x0207
+    ALL_USER_REQ = 0x0208
+    ALL_USER_RES = 0x0209
+    USERS_STAT_REQ = 0x020A
+    USERS_STAT_RES = 0x020B
+    CHANGE_AVATAR_REQ = 0x020C
+    CHANGE_AVATAR_RES = 0x020D
+    PC_LOGIN_STATUS_NOTIFY = 0x020E
+    REMOVE_SESSION_NOTIFY = 0x020F
+    DEPARTMENT_REQ = 0x0210
+    DEPARTMENT_RES = 0x0211
+    AVATAR_CHANGED_NOTIFY = 0x0212
+    CHANGE_SIGN_INFO_REQ = 0x0213
+    CHANGE_SIGN_INFO_RES = 0x0214
+    SIGN_INFO_CHANGED_NOTIFY = 0x0215
+    # 0x03 message
+    MSG_DATA = 0x0301
+    MSG_DATA_ACK = 0x0302
+    MSG_READ_ACK = 0x0303
+    MSG_READ_NOTIFY = 0x0304
+    CLIENT_TIME_REQ = 0x0305
+    CLIENT_TIME_RES = 0x0306
+    UNREAD_CNT_REQ = 0x0307
+    UNREAD_CNT_RES = 0x0308
+    MSG_LIST_REQ = 0x0309
+    MSG_LIST_RES = 0x030A
+    LATEST_MSG_ID_REQ = 0x030B
+    LATEST_MSG_ID_RES = 0x030C
+    MSG_BY_ID_REQ = 0x030D
+    MSG_BY_ID_RES = 0x030E
+    # 0x04 group
+    NORMAL_GROUP_LIST_REQ = 0x0401
+    NORMAL_GROUP_LIST_RES = 0x0402
+    GROUP_INFO_REQ = 0x0403
+    GROUP_INFO_RES = 0x0404
+    GROUP_CREATE_REQ = 0x0405
+    GROUP_CREATE_RES = 0x0406
+    GROUP_CHANGE_MEMBER_REQ = 0x0407
+    GROUP_CHANGE_MEMBER_RES = 0x0408
+    GROUP_SHIELD_REQ = 0x0409
+    GROUP_SHIELD_RES = 0x040A
+    GROUP_CHANGE_MEMBER_NOTIFY = 0x040B
+    # 0x06 switch, 0x07 other
+    P2P_CMD = 0x0601
+    HEARTBEAT = 0x0701
+    # 0x08 internal
+    LINK_HELLO = 0x0801
+    LINK_ERROR = 0x0802
+    LINK_OK = 0x0803
+    GATEWAY_INFO = 0x0810
+    GATEWAY_LOAD = 0x0811
+    DB_LOGIN_REQ = 0x0820
+    DB_LOGIN_RES = 0x0821
+    DB_SAVE_MSG_REQ = 0x0822
+    DB_SAVE_MSG_RES = 0x0823
+    ROUTE_SNAPSHOT = 0x0830
+    ROUTE_SESSION_UP = 0x0831
+    ROUTE_SESSION_DOWN = 0x0832
+    ROUTE_DELIVER = 0x0833
+    ROUTE_KICK = 0x0834
+
+
+MESSAGE_OF: dict[int, type[Message]] = {
+    Cmd.LOGIN_REQ: login_pb2.IMLoginReq,
+    Cmd.LOGIN_RES: login_pb2.IMLoginRes,
+    Cmd.LOGOUT_REQ: login_pb2.IMLogoutReq,
+    Cmd.LOGOUT_RES: login_pb2.IMLogoutRsp,
+    Cmd.KICK_USER: login_pb2.IMKickUser,
+    Cmd.DEVICE_TOKEN_REQ: login_pb2.IMDeviceTokenReq,
+    Cmd.DEVICE_TOKEN_RES: login_pb2.IMDeviceTokenRsp,
+    Cmd.KICK_PC_CLIENT_REQ: login_pb2.IMKickPCClientReq,
+    Cmd.KICK_PC_CLIENT_RES: login_pb2.IMKickPCClientRsp,
+    Cmd.PUSH_SHIELD_REQ: login_pb2.IMPushShieldReq,
+    Cmd.PUSH_SHIELD_RES: login_pb2.IMPushShieldRsp,
+    Cmd.QUERY_PUSH_SHIELD_REQ: login_pb2.IMQueryPushShieldReq,
+    Cmd.QUERY_PUSH_SHIELD_RES: login_pb2.IMQueryPushShieldRsp,
+    Cmd.RECENT_SESSION_REQ: buddy_pb2.IMRecentContactSessionReq,
+    Cmd.RECENT_SESSION_RES: buddy_pb2.IMRecentContactSessionRsp,
+    Cmd.USER_STAT_NOTIFY: buddy_pb2.IMUserStatNotify,
+    Cmd.USERS_INFO_REQ: buddy_pb2.IMUsersInfoReq,
+    Cmd.USERS_INFO_RES: buddy_pb2.IMUsersInfoRsp,
+    Cmd.REMOVE_SESSION_REQ: buddy_pb2.IMRemoveSessionReq,
+    Cmd.REMOVE_SESSION_RES: buddy_pb2.IMRemoveSessionRsp,
+    Cmd.ALL_USER_REQ: buddy_pb2.IMAllUserReq,
+    Cmd.ALL_USER_RES: buddy_pb2.IMAllUserRsp,
+    Cmd.USERS_STAT_REQ: buddy_pb2.IMUsersStatReq,
+    Cmd.USERS_STAT_RES: buddy_pb2.IMUsersStatRsp,
+    Cmd.CHANGE_AVATAR_REQ: buddy_pb2.IMChangeAvatarReq,
+    Cmd.CHANGE_AVATAR_RES: buddy_pb2.IMChangeAvatarRsp,
+    Cmd.PC_LOGIN_STATUS_NOTIFY: buddy_pb2.IMPCLoginStatusNotify,
+    Cmd.REMOVE_SESSION_NOTIFY: buddy_pb2.IMRemoveSessionNotify,
+    Cmd.DEPARTMENT_REQ: buddy_pb2.IMDepartmentReq,
+    Cmd.DEPARTMENT_RES: buddy_pb2.IMDepartmentRsp,
+    Cmd.AVATAR_CHANGED_NOTIFY: buddy_pb2.IMAvatarChangedNotify,
+    Cmd.CHANGE_SIGN_INFO_REQ: buddy_pb2.IMChangeSignInfoReq,
+    Cmd.CHANGE_SIGN_INFO_RES: buddy_pb2.IMChangeSignInfoRsp,
+    Cmd.SIGN_INFO_CHANGED_NOTIFY: buddy_pb2.IMSignInfoChangedNotify,
+    Cmd.MSG_DATA: message_pb2.IMMsgData,
+    Cmd.MSG_DATA_ACK: message_pb2.IMMsgDataAck,
+    Cmd.MSG_READ_ACK: message_pb2.IMMsgDataReadAck,
+    Cmd.MSG_READ_NOTIFY: message_pb2.IMMsgDataReadNotify,
+    Cmd.CLIENT_TIME_REQ: message_pb2.IMClientTimeReq,
+    Cmd.CLIENT_TIME_RES: message_pb2.IMClientTimeRsp,
+    Cmd.UNREAD_CNT_REQ: message_pb2.IMUnreadMsgCntReq,
+    Cmd.UNREAD_CNT_RES: message_pb2.IMUnreadMsgCntRsp,
+    Cmd.MSG_LIST_REQ: message_pb2.IMGetMsgListReq,
+    Cmd.MSG_LIST_RES: message_pb2.IMGetMsgListRsp,
+    Cmd.LATEST_MSG_ID_REQ: message_pb2.IMGetLatestMsgIdReq,
+    Cmd.LATEST_MSG_ID_RES: message_pb2.IMGetLatestMsgIdRsp,
+    Cmd.MSG_BY_ID_REQ: message_pb2.IMGetMsgByIdReq,
+    Cmd.MSG_BY_ID_RES: message_pb2.IMGetMsgByIdRsp,
+    Cmd.NORMAL_GROUP_LIST_REQ: group_pb2.IMNormalGroupListReq,
+    Cmd.NORMAL_GROUP_LIST_RES: group_pb2.IMNormalGroupListRsp,
+    Cmd.GROUP_INFO_REQ: group_pb2.IMGroupInfoListReq,
+    Cmd.GROUP_INFO_RES: group_pb2.IMGroupInfoListRsp,
+    Cmd.GROUP_CREATE_REQ: group_pb2.IMGroupCreateReq,
+    Cmd.GROUP_CREATE_RES: group_pb2.IMGroupCreateRsp,
+    Cmd.GROUP_CHANGE_MEMBER_REQ: group_pb2.IMGroupChangeMemberReq,
+    Cmd.GROUP_CHANGE_MEMBER_RES: group_pb2.IMGroupChangeMemberRsp,
+    Cmd.GROUP_SHIELD_REQ: group_pb2.IMGroupShieldReq,
+    Cmd.GROUP_SHIELD_RES: group_pb2.IMGroupShieldRsp,
+    Cmd.GROUP_CHANGE_MEMBER_NOTIFY: group_pb2.IMGroupChangeMemberNotify,
+    Cmd.P2P_CMD: other_pb2.IMP2PCmdMsg,
+    Cmd.HEARTBEAT: other_pb2.IMHeartBeat,
+    Cmd.LINK_HELLO: internal_pb2.LinkHello,
+    Cmd.LINK_ERROR: internal_pb2.LinkError,
+    Cmd.LINK_OK: internal_pb2.LinkOk,
+    Cmd.GATEWAY_INFO: internal_pb2.GatewayInfo,
+    Cmd.GATEWAY_LOAD: internal_pb2.GatewayLoad,
+    Cmd.DB_LOGIN_REQ: internal_pb2.DbLoginReq,
+    Cmd.DB_LOGIN_RES: internal_pb2.DbLoginRes,
+    Cmd.DB_SAVE_MSG_REQ: internal_pb2.DbSaveMsgReq,
+    Cmd.DB_SAVE_MSG_RES: internal_pb2.DbSaveMsgRes,
+    Cmd.ROUTE_SNAPSHOT: internal_pb2.RouteSnapshot,
+    Cmd.ROUTE_SESSION_UP: internal_pb2.RouteSessionUp,
+    Cmd.ROUTE_SESSION_DOWN: internal_pb2.RouteSessionDown,
+    Cmd.ROUTE_DELIVER: internal_pb2.RouteDeliver,
+    Cmd.ROUTE_KICK: internal_pb2.RouteKick,
+}
+
+
+class BadBody(Exception):
+    """A frame's body is not a valid message for its command."""
+
+
+def decode_body(command_id: int, body: bytes) -> Message:
+    """Parse a frame body as the message its command carries.
+
+    Raises BadBody for an unknown command, a malformed body or a body that
+    lacks a required field (proto2 checks that on parse).
+    """
+    cls = MESSAGE_OF.get(command_id)
+    if cls is None:
+        raise BadBody(f"unknown command 0x{command_id:04x}")
+    msg = cls()
+    try:
+        msg.ParseFromString(body)
+    except Exception as exc:  # DecodeError, or anything the parser raises on garbage
+        raise BadBody(f"malformed body for command 0x{command_id:04x}: {exc}") from exc
+    # The parser accepts a body that lacks required fields; TeamTalk's peers
+    # would not, and neither do we.
+    if not msg.IsInitialized():
+        missing = ", ".join(msg.FindInitializationErrors())  # type: ignore[attr-defined]
+        raise BadBody(f"command 0x{command_id:04x} lacks required fields: {missing}")
+    return msg

@@ -1,0 +1,71 @@
+"""Process entry point shared by every server.
+
+``run_server`` installs uvloop, turns SIGTERM/SIGINT into a graceful stop
+(the server stops accepting, tells its peers, waits a bounded time) and a
+second signal into an immediate exit. When the server is listening it may
+announce its real ports in a JSON "ready file", which is how ``imctl up`` and
+the end-to-end tests find servers started on port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+log = logging.getLogger(__name__)
+
+Serve = Callable[[asyncio.Event, Callable[[dict[str, Any]], None]], Awaitable[None]]
+
+
+def write_ready_file(path: Path | None, info: dict[str, Any]) -> None:
+    if path is None:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), **info}))
+    os.replace(tmp, path)
+
+
+def run_server(serve: Serve, ready_file: Path | None = None) -> None:
+    """Run ``serve(stop, announce)`` until it returns; blocks the caller."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal(signame: str) -> None:
+            if stop.is_set():
+                log.warning("second %s: exiting now", signame)
+                os._exit(1)
+            log.info("%s: shutting down", signame)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        await serve(stop, lambda info: write_ready_file(ready_file, info))
+
+    uvloop.run(main())
+
+
+def run_configured(
+    config_cls: type[Any],
+    section: str,
+    serve: Callable[[Any, asyncio.Event, Callable[[dict[str, Any]], None]], Awaitable[None]],
+    config_path: Path | None,
+    overrides: dict[str, str],
+    ready_file: Path | None,
+) -> None:
+    """Load ``config_cls`` from file/env/overrides, set up logging and run."""
+    from common.config import load_config
+    from common.log import setup_logging
+
+    config = load_config(config_cls, section, config_path, overrides)
+    setup_logging(getattr(config, "node_id", section), getattr(config, "log_level", "INFO"))
+    run_server(lambda stop, announce: serve(config, stop, announce), ready_file)

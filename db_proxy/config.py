@@ -1,0 +1,46 @@
+"""Configuration of a db_proxy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.config import ConfigError, setting, split_address
+
+
+@dataclass(frozen=True, slots=True)
+class DbProxyConfig:
+    node_id: str = setting("db-1", "Unique name of this db_proxy.")
+    host: str = setting("0.0.0.0", "Address to listen on for gateway links.")
+    port: int = setting(10600, "TCP port for gateway links.")
+    database_url: str = setting(
+        "sqlite:///var/imcluster.db",
+        "Storage: sqlite:///PATH (embedded default) or mysql://USER:PASSWORD@HOST:PORT/DB.",
+    )
+    redis_url: str = setting(
+        "", "Optional Redis for caches (redis://127.0.0.1:6379/0); empty: in-process caches only."
+    )
+    workers: int = setting(8, "Ordered message workers; a conversation always lands on the same one.")
+    queue_size: int = setting(1024, "Jobs each worker may queue; past that requests fail with 'overloaded'.")
+    batch_size: int = setting(64, "Messages committed in one transaction when they queue up (group commit).")
+    hash_threads: int = setting(2, "Threads for password hashing.")
+    max_pending_logins: int = setting(
+        1024, "Logins waiting for a hashing thread before new ones are refused."
+    )
+    login_cache_ttl: int = setting(
+        86400, "Seconds a verified password stays in the fast-path cache (0: off)."
+    )
+    login_failure_limit: int = setting(
+        20, "Failed logins per user name per window before further attempts are refused."
+    )
+    login_failure_window: int = setting(300, "Seconds of the failed-login window.")
+    route_servers: tuple[str, ...] = setting(
+        ["127.0.0.1:8200"], "route_server addresses, for pushing stored messages."
+    )
+    link_idle_timeout: float = setting(20.0, "Seconds of silence after which a gateway link is dropped.")
+    log_level: str = setting("INFO", "Logging level.")
+
+    def __post_init__(self) -> None:
+        for address in self.route_servers:
+            split_address("db_proxy.route_servers", address)
+        if self.workers < 1 or self.queue_size < 1 or self.batch_size < 1:
+            raise ConfigError("db_proxy.workers, queue_size and batch_size must be at least 1")

@@ -1,0 +1,248 @@
+"""What db_proxy does for a gateway: one handler per command, no SQL here.
+
+The gateway has already authenticated the user and overwritten every
+``user_id`` in a request with it, so handlers trust ``user_id`` and nothing
+else the client chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from google.protobuf.message import Message
+
+from common.codec import Frame
+from common.commands import Cmd
+from common.conversation import SINGLE_MSG_TYPES, conversation_key
+from common.link import LinkServerConnection, ServiceError
+from common.pb import base_pb2, internal_pb2, message_pb2
+from db_proxy.cache import LoginCache
+from db_proxy.passwords import verify_password
+from db_proxy.storage.model import (
+    SESSION_SINGLE,
+    NewMessage,
+    Store,
+    StoredMessage,
+    User,
+)
+from db_proxy.workers import MessageWorkers
+
+log = logging.getLogger("db.handlers")
+
+MAX_LIST = 100  # messages per list/by-id request; TeamTalk clients ask for 20
+KNOWN_USERS = 100_000
+
+Reply = tuple[int, Message]
+
+
+def user_info(user: User) -> base_pb2.UserInfo:
+    return base_pb2.UserInfo(
+        user_id=user.id,
+        user_gender=user.gender,
+        user_nick_name=user.nick or user.name,
+        avatar_url=user.avatar,
+        department_id=user.department_id,
+        email=user.email,
+        user_real_name=user.real_name,
+        user_tel=user.tel,
+        user_domain=user.domain,
+        status=user.status,
+        sign_info=user.sign_info,
+    )
+
+
+def msg_info(message: StoredMessage) -> base_pb2.MsgInfo:
+    return base_pb2.MsgInfo(
+        msg_id=message.msg_id,
+        from_session_id=message.from_user_id,
+        create_time=message.create_time,
+        msg_type=message.msg_type,
+        msg_data=message.msg_data,
+    )
+
+
+class Handlers:
+    def __init__(
+        self,
+        store: Store,
+        workers: MessageWorkers,
+        cache: LoginCache,
+        hash_pool: ThreadPoolExecutor,
+        max_pending_logins: int,
+    ) -> None:
+        self.store = store
+        self.workers = workers
+        self.cache = cache
+        self.hash_pool = hash_pool
+        self.max_pending_logins = max_pending_logins
+        self.pending_logins = 0
+        self.logins_ok = 0
+        self.logins_failed = 0
+        self._known_users: OrderedDict[int, None] = OrderedDict()
+
+    def table(self) -> Mapping[int, Callable[[LinkServerConnection, Frame, Any], Any]]:
+        """The commands a gateway may send to db_proxy."""
+        return {
+            Cmd.DB_LOGIN_REQ: self.login,
+            Cmd.DB_SAVE_MSG_REQ: self.save_message,
+            Cmd.UNREAD_CNT_REQ: self.unread_counts,
+            Cmd.MSG_LIST_REQ: self.message_list,
+            Cmd.MSG_READ_ACK: self.read_ack,
+            Cmd.LATEST_MSG_ID_REQ: self.latest_msg_id,
+            Cmd.MSG_BY_ID_REQ: self.messages_by_id,
+        }
+
+    # -- login ------------------------------------------------------------------
+
+    async def login(self, conn: LinkServerConnection, frame: Frame, req: internal_pb2.DbLoginReq) -> Reply:
+        refused = internal_pb2.DbLoginRes(
+            result_code=base_pb2.REFUSE_REASON_DB_VALIDATE_FAILED,
+            result_string="wrong user name or password",
+        )
+        name = req.user_name.strip()
+        if not name or await self.cache.too_many_failures(name):
+            if name:
+                refused.result_string = "too many failed logins; try again later"
+            return Cmd.DB_LOGIN_RES, refused
+        user = await self.store.user_by_name(name)
+        ok = user is not None and not user.disabled and await self._password_matches(user, req.password_md5)
+        if not ok or user is None:
+            self.logins_failed += 1
+            await self.cache.record_failure(name)
+            log.info("login refused for %r from %s", name, req.peer)
+            return Cmd.DB_LOGIN_RES, refused
+        self.logins_ok += 1
+        await self.cache.clear_failures(name)
+        self._remember_user(user.id)
+        return Cmd.DB_LOGIN_RES, internal_pb2.DbLoginRes(
+            result_code=base_pb2.REFUSE_REASON_NONE, user_info=user_info(user)
+        )
+
+    async def _password_matches(self, user: User, md5: str) -> bool:
+        if await self.cache.is_verified(user.id, user.password_hash, md5):
+            return True
+        if self.pending_logins >= self.max_pending_logins:
+            raise ServiceError(internal_pb2.ERR_OVERLOADED, "too many logins waiting for a hash")
+        self.pending_logins += 1
+        try:
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(self.hash_pool, verify_password, md5, user.password_hash)
+        finally:
+            self.pending_logins -= 1
+        if ok:
+            await self.cache.remember(user.id, user.password_hash, md5)
+        return ok
+
+    # -- messages -----------------------------------------------------------------
+
+    def _remember_user(self, user_id: int) -> None:
+        self._known_users[user_id] = None
+        self._known_users.move_to_end(user_id)
+        if len(self._known_users) > KNOWN_USERS:
+            self._known_users.popitem(last=False)
+
+    async def _user_exists(self, user_id: int) -> bool:
+        if user_id in self._known_users:
+            return True
+        found = await self.store.users_by_id([user_id])
+        if found:
+            self._remember_user(user_id)
+        return bool(found)
+
+    async def save_message(
+        self, conn: LinkServerConnection, frame: Frame, req: internal_pb2.DbSaveMsgReq
+    ) -> Reply:
+        msg = req.msg
+        if req.session_type != SESSION_SINGLE:
+            raise ServiceError(internal_pb2.ERR_BAD_REQUEST, "group messages are not supported yet")
+        if msg.msg_type not in SINGLE_MSG_TYPES:
+            raise ServiceError(internal_pb2.ERR_BAD_REQUEST, f"msg_type {msg.msg_type} is not a 1:1 type")
+        if not await self._user_exists(msg.to_session_id):
+            raise ServiceError(internal_pb2.ERR_NOT_FOUND, f"no user {msg.to_session_id}")
+        new = NewMessage(
+            from_user_id=msg.from_user_id,
+            session_type=req.session_type,
+            to_id=msg.to_session_id,
+            msg_type=msg.msg_type,
+            msg_data=msg.msg_data,
+            create_time=int(time.time()),
+            client_msg_id=msg.msg_id,
+        )
+        saved = await self.workers.save(new, req.origin)
+        return Cmd.DB_SAVE_MSG_RES, internal_pb2.DbSaveMsgRes(
+            msg_id=saved.msg_id, create_time=saved.create_time, duplicate=saved.duplicate
+        )
+
+    async def read_ack(
+        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMMsgDataReadAck
+    ) -> Reply:
+        key = conversation_key(req.session_type, req.user_id, req.session_id)
+        # Behind any message of that conversation still queued, so the ack
+        # does not clear a count the queued message is about to raise.
+        await self.workers.run_ordered(
+            key, lambda: self.store.mark_read(req.user_id, req.session_type, req.session_id, req.msg_id)
+        )
+        return Cmd.LINK_OK, internal_pb2.LinkOk()
+
+    async def unread_counts(
+        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMUnreadMsgCntReq
+    ) -> Reply:
+        sessions = await self.store.unread_sessions(req.user_id)
+        res = message_pb2.IMUnreadMsgCntRsp(
+            user_id=req.user_id, total_cnt=sum(s.unread_cnt for s in sessions)
+        )
+        for s in sessions:
+            res.unreadinfo_list.add(
+                session_id=s.peer_id,
+                session_type=s.session_type,
+                unread_cnt=s.unread_cnt,
+                latest_msg_id=s.latest_msg_id,
+                latest_msg_data=s.latest_msg_data,
+                latest_msg_type=s.latest_msg_type,
+                latest_msg_from_user_id=s.latest_from_user_id,
+            )
+        return Cmd.UNREAD_CNT_RES, res
+
+    async def message_list(
+        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMGetMsgListReq
+    ) -> Reply:
+        messages = await self.store.message_list(
+            req.user_id, req.session_type, req.session_id, req.msg_id_begin, min(req.msg_cnt, MAX_LIST)
+        )
+        res = message_pb2.IMGetMsgListRsp(
+            user_id=req.user_id,
+            session_type=req.session_type,
+            session_id=req.session_id,
+            msg_id_begin=req.msg_id_begin,
+            msg_list=[msg_info(m) for m in messages],
+        )
+        return Cmd.MSG_LIST_RES, res
+
+    async def latest_msg_id(
+        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMGetLatestMsgIdReq
+    ) -> Reply:
+        latest = await self.store.latest_msg_id(req.user_id, req.session_type, req.session_id)
+        return Cmd.LATEST_MSG_ID_RES, message_pb2.IMGetLatestMsgIdRsp(
+            user_id=req.user_id,
+            session_type=req.session_type,
+            session_id=req.session_id,
+            latest_msg_id=latest,
+        )
+
+    async def messages_by_id(
+        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMGetMsgByIdReq
+    ) -> Reply:
+        ids = list(req.msg_id_list)[:MAX_LIST]
+        messages = await self.store.messages_by_id(req.user_id, req.session_type, req.session_id, ids)
+        return Cmd.MSG_BY_ID_RES, message_pb2.IMGetMsgByIdRsp(
+            user_id=req.user_id,
+            session_type=req.session_type,
+            session_id=req.session_id,
+            msg_list=[msg_info(m) for m in messages],
+        )

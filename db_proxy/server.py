@@ -1,0 +1,111 @@
+"""db_proxy: login and message storage for the gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from common.commands import Cmd
+from common.config import split_address
+from common.link import LinkServer, Upstream
+from common.pb import internal_pb2, message_pb2
+from db_proxy.cache import LoginCache
+from db_proxy.config import DbProxyConfig
+from db_proxy.handlers import Handlers
+from db_proxy.storage import open_store
+from db_proxy.storage.model import NewMessage, SavedMessage
+from db_proxy.workers import MessageWorkers
+
+log = logging.getLogger("db")
+
+
+class RoutePublisher:
+    """Pushes stored messages to the route servers, in commit order.
+
+    Every route server knows every gateway, so one copy to the first linked
+    route server is enough. A push that cannot go out is not an error: the
+    message is stored and the recipient finds it on its next sync.
+    """
+
+    def __init__(self, node_id: str, addresses: list[tuple[str, int]]) -> None:
+        hello = internal_pb2.LinkHello(role=internal_pb2.ROLE_DB_PROXY, node_id=node_id)
+        self.upstreams = [Upstream(f"route@{h}:{p}", [(h, p)], hello) for h, p in addresses]
+        self.dropped = 0
+
+    def start(self) -> None:
+        for upstream in self.upstreams:
+            upstream.start()
+
+    async def stop(self) -> None:
+        for upstream in self.upstreams:
+            await upstream.stop()
+
+    def publish(self, message: NewMessage, saved: SavedMessage, origin: internal_pb2.Origin) -> None:
+        push = message_pb2.IMMsgData(
+            from_user_id=message.from_user_id,
+            to_session_id=message.to_id,
+            msg_id=saved.msg_id,
+            create_time=saved.create_time,
+            msg_type=message.msg_type,
+            msg_data=message.msg_data,
+        )
+        recipients = {message.to_id, message.from_user_id}  # the sender's other devices get a copy
+        deliver = internal_pb2.RouteDeliver(
+            user_ids=sorted(recipients), command_id=Cmd.MSG_DATA, body=push.SerializeToString(), origin=origin
+        ).SerializeToString()
+        for upstream in self.upstreams:
+            if upstream.send_raw(Cmd.ROUTE_DELIVER, deliver):
+                return
+        self.dropped += 1
+
+
+async def connect_redis(url: str) -> Any | None:
+    if not url:
+        return None
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        await client.ping()
+    except Exception as exc:
+        # Redis only holds caches: run without it rather than refuse to start.
+        log.warning("redis at %s is unreachable (%s); using in-process caches until it is back", url, exc)
+    return client
+
+
+async def serve(
+    config: DbProxyConfig, stop: asyncio.Event, announce: Callable[[dict[str, Any]], None]
+) -> None:
+    store = open_store(config.database_url)
+    await store.open()
+    version = await store.migrate()
+    log.info("storage %s ready (schema version %d)", store.engine, version)
+    redis = await connect_redis(config.redis_url)
+    publisher = RoutePublisher(
+        config.node_id, [split_address("db_proxy.route_servers", a) for a in config.route_servers]
+    )
+    workers = MessageWorkers(store, publisher.publish, config.workers, config.queue_size, config.batch_size)
+    hash_pool = ThreadPoolExecutor(config.hash_threads, thread_name_prefix="hash")
+    cache = LoginCache(redis, config.login_cache_ttl, config.login_failure_limit, config.login_failure_window)
+    handlers = Handlers(store, workers, cache, hash_pool, config.max_pending_logins)
+    server = LinkServer({internal_pb2.ROLE_GATEWAY: handlers.table()}, idle_timeout=config.link_idle_timeout)
+    publisher.start()
+    workers.start()
+    port = await server.listen(config.host, config.port)
+    log.info("db_proxy %s listening on %s:%d", config.node_id, config.host, port)
+    announce({"port": port})
+    try:
+        await stop.wait()
+    finally:
+        if server.server is not None:
+            server.server.close()
+        await workers.stop(timeout=5.0)
+        await server.close()
+        await publisher.stop()
+        hash_pool.shutdown(wait=False, cancel_futures=True)
+        if redis is not None:
+            await redis.aclose()
+        await store.close()

@@ -1,0 +1,277 @@
+"""MySQL/MariaDB engine adapter (aiomysql) for production.
+
+A connection pool with autocommit off: a transaction starts implicitly with
+its first statement (no BEGIN round trip) and ends with COMMIT or ROLLBACK.
+Tables are InnoDB in utf8mb4 with binary collation, so names compare exactly
+as they do in SQLite.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, NoReturn
+from urllib.parse import unquote, urlsplit
+
+import aiomysql
+import pymysql
+
+from .model import StoreError
+from .sql import Dialect, Row, TransientError, Tx, UniqueViolation
+
+
+def _escape_bytes(value: bytes) -> str:
+    return "_binary X'" + value.hex() + "'"
+
+
+# aiomysql 0.3.2 escapes every bytes parameter with a PyMySQL helper that
+# PyMySQL 1.2.3 replaced by a placeholder string, so any BLOB parameter fails
+# with "'str' object is not callable" (aio-libs/aiomysql#1080). Supply the
+# helper in the form PyMySQL itself now uses, as the pending upstream fix
+# (aio-libs/aiomysql#1081) does; a no-op once aiomysql carries its own.
+if not callable(aiomysql.connection.escape_bytes_prefixed):
+    aiomysql.connection.escape_bytes_prefixed = _escape_bytes
+
+_OPTIONS = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+MYSQL = Dialect(
+    name="mysql",
+    autoinc_pk="INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY",
+    blob="MEDIUMBLOB",  # BLOB stops 1 byte short of 64 KiB
+    table_options=_OPTIONS,
+    clustered_options=_OPTIONS,
+    upsert_clause="ON DUPLICATE KEY UPDATE",
+    # MariaDB's spelling; MySQL >= 8.0.20 still accepts it, with a
+    # deprecation warning.
+    new_value="VALUES({column})",
+    signed_u64=False,
+)
+
+# Run on every new connection. Strict mode whatever the server's default, so
+# an out-of-range or too-long value fails the transaction instead of being
+# clipped; no notes, because "CREATE TABLE IF NOT EXISTS" on an existing table
+# is a note, which aiomysql turns into a Python warning.
+_INIT_COMMAND = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', SESSION sql_notes = 0"
+CONNECT_TIMEOUT = 10.0
+POOL_RECYCLE = 3600  # seconds; well under the server's default wait_timeout of 8 h
+_ER_DUP_ENTRY = frozenset({1062, 1586})
+_ER_LOCK_DEADLOCK = 1213
+_CLIENT_ERRORS = 2000  # codes from here on come from the client: the connection is broken
+_DATABASE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class MysqlUrl:
+    """``mysql://user[:password]@host[:port]/database``."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @classmethod
+    def parse(cls, url: str) -> MysqlUrl:
+        parts = urlsplit(url)
+        if parts.scheme != "mysql" or not parts.hostname or not parts.username:
+            raise ValueError(f"not a mysql://user[:password]@host[:port]/database URL: {url!r}")
+        database = unquote(parts.path.lstrip("/"))
+        if not _DATABASE_NAME.fullmatch(database):
+            # The name is spliced into CREATE/DROP DATABASE, which take no parameters.
+            raise ValueError(f"database name must be 1-64 of [A-Za-z0-9_]: {database!r}")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=unquote(parts.username),
+            password=unquote(parts.password or ""),
+            database=database,
+        )
+
+    def connect_args(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "charset": "utf8mb4",
+            "init_command": _INIT_COMMAND,
+            "connect_timeout": CONNECT_TIMEOUT,
+        }
+
+
+@lru_cache(maxsize=1024)
+def _format(sql: str) -> str:
+    """Shared ``?`` placeholders in pymysql's ``%s`` style."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _MysqlTx:
+    def __init__(self, conn: aiomysql.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        async with self._conn.cursor() as cursor:
+            return int(await cursor.execute(_format(sql), params))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        # aiomysql turns an INSERT ... VALUES (%s, ...) into one multi-row
+        # statement (split at ~1 MB), so a batch is one round trip.
+        async with self._conn.cursor() as cursor:
+            await cursor.executemany(_format(sql), rows)
+
+    async def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        async with self._conn.cursor() as cursor:
+            await cursor.execute(_format(sql), params)
+            return list(await cursor.fetchall())
+
+    async def insert(self, sql: str, params: Sequence[object]) -> int:
+        async with self._conn.cursor() as cursor:
+            await cursor.execute(_format(sql), params)
+            return int(cursor.lastrowid)
+
+
+class MysqlDatabase:
+    """A MySQL/MariaDB database behind the :class:`~.sql.Database` interface."""
+
+    engine = "mysql"
+    dialect = MYSQL
+
+    def __init__(self, url: MysqlUrl, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self._pool: aiomysql.Pool | None = None
+
+    async def open(self) -> None:
+        try:
+            self._pool = await aiomysql.create_pool(
+                minsize=1,
+                maxsize=self.pool_size,
+                pool_recycle=POOL_RECYCLE,
+                db=self.url.database,
+                autocommit=False,
+                **self.url.connect_args(),
+            )
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise StoreError(
+                f"cannot connect to MySQL {self.url.host}:{self.url.port}/{self.url.database}: {exc}"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+            self._pool = None
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        return self._session(commit=True)
+
+    def reading(self) -> AbstractAsyncContextManager[Tx]:
+        # Autocommit is off, so even a read opens a transaction; it must be
+        # ended or the pool would discard the connection.
+        return self._session(commit=False)
+
+    @asynccontextmanager
+    async def _session(self, commit: bool) -> AsyncIterator[Tx]:
+        if self._pool is None:
+            raise StoreError("MySQL database is not open")
+        pool = self._pool
+        try:
+            conn = await pool.acquire()
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise StoreError(f"MySQL: {exc}") from exc
+        try:
+            yield _MysqlTx(conn)
+            if commit:
+                await conn.commit()
+            else:
+                await conn.rollback()
+        except BaseException as exc:
+            await _abandon(conn, exc)
+            _reraise(exc)
+        finally:
+            await pool.release(conn)
+
+
+async def _abandon(conn: aiomysql.Connection, exc: BaseException) -> None:
+    """Roll back after ``exc``; a connection in an unknown state is closed instead.
+
+    A server-side error leaves the connection usable. A client error or a
+    cancellation may have left a reply unread, so the connection is dropped
+    (the server then rolls back) and the pool opens a fresh one.
+    """
+    code = _code(exc)
+    usable = (
+        0 < code < _CLIENT_ERRORS
+        if isinstance(exc, pymysql.err.MySQLError)
+        else isinstance(exc, Exception) and not isinstance(exc, OSError)
+    )
+    if usable:
+        try:
+            await conn.rollback()
+            return
+        except (pymysql.err.MySQLError, OSError):
+            pass
+    conn.close()
+
+
+def _code(exc: BaseException) -> int:
+    args = exc.args if isinstance(exc, pymysql.err.MySQLError) else ()
+    return args[0] if args and isinstance(args[0], int) else 0
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise a driver error as StoreError; anything else unchanged."""
+    if isinstance(exc, pymysql.err.MySQLError):
+        code = _code(exc)
+        if code in _ER_DUP_ENTRY:
+            raise UniqueViolation(f"MySQL: {exc}") from exc
+        if code == _ER_LOCK_DEADLOCK:
+            raise TransientError(f"MySQL: {exc}") from exc
+        raise StoreError(f"MySQL: {exc}") from exc
+    if isinstance(exc, OSError):
+        raise StoreError(f"MySQL connection: {exc}") from exc
+    raise exc
+
+
+async def _admin(url: MysqlUrl, sql: str, params: Sequence[object] = ()) -> list[Row]:
+    """Run one statement on the server without selecting a database."""
+    try:
+        conn = await aiomysql.connect(autocommit=True, **url.connect_args())
+    except (pymysql.err.MySQLError, OSError) as exc:
+        raise StoreError(f"cannot connect to MySQL {url.host}:{url.port}: {exc}") from exc
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(_format(sql), params)
+            return list(await cursor.fetchall())
+    except pymysql.err.MySQLError as exc:
+        raise StoreError(f"MySQL: {exc}") from exc
+    finally:
+        try:
+            await conn.ensure_closed()
+        except OSError:
+            conn.close()
+
+
+async def create_database_if_missing(url: str) -> bool:
+    """Create the URL's database (utf8mb4, binary collation); True if it was missing."""
+    parsed = MysqlUrl.parse(url)
+    found = await _admin(
+        parsed,
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+        (parsed.database,),
+    )
+    if found:
+        return False
+    await _admin(
+        parsed,
+        f"CREATE DATABASE IF NOT EXISTS `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+    )
+    return True
+
+
+async def drop_database(url: str) -> None:
+    """Drop the URL's database if it exists (tests and ``imctl`` resets)."""
+    parsed = MysqlUrl.parse(url)
+    await _admin(parsed, f"DROP DATABASE IF EXISTS `{parsed.database}`")

@@ -1,0 +1,239 @@
+"""The one schema both engines share, as an ordered list of migrations.
+
+Column types are written once in a subset both MySQL/MariaDB and SQLite accept;
+only the few spellings that cannot be shared (auto-increment key, blob type,
+table options) come from the engine's :class:`~db_proxy.storage.sql.Dialect`.
+
+Every statement is idempotent (``IF NOT EXISTS``) because MySQL commits DDL
+implicitly: a migration interrupted half-way is simply run again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .model import StoreError
+
+if TYPE_CHECKING:
+    from .sql import Database, Dialect, Tx
+
+# Maximum length (characters) of each user text column: the DDL and the
+# validation in create_user both read it, so MySQL (which rejects longer
+# values in strict mode) and SQLite (which would store them) behave the same.
+USER_TEXT_LIMITS: dict[str, int] = {
+    "name": 64,
+    "password_hash": 255,
+    "nick": 64,
+    "avatar": 255,
+    "email": 128,
+    "real_name": 64,
+    "tel": 32,
+    "domain": 64,
+    "sign_info": 255,
+}
+
+
+def _table(d: Dialect, name: str, body: str, key: str, *indexes: tuple[str, str]) -> list[str]:
+    """CREATE TABLE plus its secondary indexes, in the engine's spelling.
+
+    ``key`` is the primary key column list, or "" when a column is the
+    auto-increment key. MySQL declares indexes inside the table (so the one
+    IF NOT EXISTS covers them); SQLite has no inline index syntax.
+    """
+    parts = [body.strip()]
+    if key:
+        parts.append(f"PRIMARY KEY ({key})")
+    if d.name == "mysql":
+        parts += [f"KEY {index} ({columns})" for index, columns in indexes]
+    columns_sql = ",\n  ".join(parts)
+    # Composite keys get SQLite's WITHOUT ROWID: the table is then clustered
+    # on its key like InnoDB, instead of a rowid table plus a key index.
+    options = d.clustered_options if key else d.table_options
+    statements = [f"CREATE TABLE IF NOT EXISTS {name} (\n  {columns_sql}\n){options}"]
+    if d.name != "mysql":
+        statements += [
+            f"CREATE INDEX IF NOT EXISTS {index} ON {name} ({columns})" for index, columns in indexes
+        ]
+    return statements
+
+
+def _user_text(column: str) -> str:
+    return f"{column} VARCHAR({USER_TEXT_LIMITS[column]}) NOT NULL DEFAULT ''"
+
+
+def _initial(d: Dialect) -> list[str]:
+    user_texts = ",\n  ".join(
+        _user_text(c) for c in ("nick", "avatar", "email", "real_name", "tel", "domain")
+    )
+    return [
+        *_table(
+            d,
+            "users",
+            f"""
+  id {d.autoinc_pk},
+  {_user_text("name")},
+  {_user_text("password_hash")},
+  {user_texts},
+  gender INT NOT NULL DEFAULT 0,
+  department_id INT UNSIGNED NOT NULL DEFAULT 0,
+  status INT NOT NULL DEFAULT 0,
+  {_user_text("sign_info")},
+  disabled TINYINT NOT NULL DEFAULT 0,
+  created BIGINT NOT NULL DEFAULT 0,
+  updated BIGINT NOT NULL DEFAULT 0,
+  CONSTRAINT uq_users_name UNIQUE (name)""",
+            "",
+            ("idx_users_updated", "updated"),
+        ),
+        *_table(
+            d,
+            "departments",
+            f"""
+  id {d.autoinc_pk},
+  name VARCHAR(64) NOT NULL,
+  parent_id INT UNSIGNED NOT NULL DEFAULT 0,
+  priority INT NOT NULL DEFAULT 0,
+  deleted TINYINT NOT NULL DEFAULT 0,
+  updated BIGINT NOT NULL DEFAULT 0,
+  CONSTRAINT uq_departments_name UNIQUE (parent_id, name)""",
+            "",
+            ("idx_departments_updated", "updated"),
+        ),
+        # "groups" is a reserved word in MySQL 8.
+        *_table(
+            d,
+            "chat_groups",
+            f"""
+  id {d.autoinc_pk},
+  name VARCHAR(64) NOT NULL,
+  avatar VARCHAR(255) NOT NULL DEFAULT '',
+  creator_id INT UNSIGNED NOT NULL,
+  group_type TINYINT UNSIGNED NOT NULL DEFAULT 1,
+  version INT UNSIGNED NOT NULL DEFAULT 1,
+  dismissed TINYINT NOT NULL DEFAULT 0,
+  created BIGINT NOT NULL DEFAULT 0,
+  updated BIGINT NOT NULL DEFAULT 0""",
+            "",
+            ("idx_chat_groups_updated", "updated"),
+        ),
+        *_table(
+            d,
+            "group_members",
+            """
+  group_id INT UNSIGNED NOT NULL,
+  user_id INT UNSIGNED NOT NULL,
+  joined_msg_id BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  removed TINYINT NOT NULL DEFAULT 0,
+  updated BIGINT NOT NULL DEFAULT 0""",
+            "group_id, user_id",
+            ("idx_group_members_user", "user_id"),
+        ),
+        # The durable msg id counter of each conversation; conv_id is the
+        # packed user pair for 1:1 and the group id for groups.
+        *_table(
+            d,
+            "conversations",
+            """
+  session_type TINYINT UNSIGNED NOT NULL,
+  conv_id BIGINT UNSIGNED NOT NULL,
+  last_msg_id BIGINT UNSIGNED NOT NULL""",
+            "session_type, conv_id",
+        ),
+        *_table(
+            d,
+            "messages",
+            f"""
+  session_type TINYINT UNSIGNED NOT NULL,
+  conv_id BIGINT UNSIGNED NOT NULL,
+  msg_id BIGINT UNSIGNED NOT NULL,
+  from_user_id INT UNSIGNED NOT NULL,
+  to_id INT UNSIGNED NOT NULL,
+  msg_type INT UNSIGNED NOT NULL,
+  msg_data {d.blob} NOT NULL,
+  create_time BIGINT NOT NULL""",
+            "session_type, conv_id, msg_id",
+        ),
+        # created is the original message's create_time: a duplicate's ack
+        # repeats it, and old rows can be pruned by it.
+        *_table(
+            d,
+            "message_dedup",
+            """
+  from_user_id INT UNSIGNED NOT NULL,
+  session_type TINYINT UNSIGNED NOT NULL,
+  to_id INT UNSIGNED NOT NULL,
+  client_msg_id BIGINT UNSIGNED NOT NULL,
+  body_hash BIGINT UNSIGNED NOT NULL,
+  msg_id BIGINT UNSIGNED NOT NULL,
+  created BIGINT NOT NULL""",
+            "from_user_id, session_type, to_id, client_msg_id, body_hash",
+            ("idx_message_dedup_created", "created"),
+        ),
+        # conv_id is derivable from the key but stored so that joining a
+        # session to its latest message needs no engine-specific arithmetic.
+        *_table(
+            d,
+            "sessions",
+            """
+  user_id INT UNSIGNED NOT NULL,
+  session_type TINYINT UNSIGNED NOT NULL,
+  peer_id INT UNSIGNED NOT NULL,
+  conv_id BIGINT UNSIGNED NOT NULL,
+  updated BIGINT NOT NULL,
+  latest_msg_id BIGINT UNSIGNED NOT NULL,
+  unread_cnt INT UNSIGNED NOT NULL DEFAULT 0,
+  removed TINYINT NOT NULL DEFAULT 0""",
+            "user_id, session_type, peer_id",
+            ("idx_sessions_updated", "user_id, updated"),
+        ),
+    ]
+
+
+# (version, description, statements for a dialect). Append only: a released
+# migration never changes, a new one gets the next version.
+Migration = tuple[int, str, Callable[["Dialect"], list[str]]]
+MIGRATIONS: Sequence[Migration] = ((1, "initial schema", _initial),)
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+async def migrate(db: Database) -> int:
+    """Apply the migrations not yet recorded; returns the version now in place."""
+    d = db.dialect
+    async with db.transaction() as tx:
+        for statement in _table(
+            d,
+            "schema_version",
+            """
+  version INT NOT NULL,
+  description VARCHAR(200) NOT NULL,
+  applied BIGINT NOT NULL""",
+            "version",
+        ):
+            await tx.execute(statement)
+    async with db.transaction() as tx:
+        current = await _current_version(tx)
+        if current > LATEST_VERSION:
+            raise StoreError(
+                f"the database has schema version {current}, newer than this code's "
+                f"{LATEST_VERSION}; upgrade imcluster"
+            )
+        for version, description, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements(d):
+                await tx.execute(statement)
+            # Another process may have applied the same migration meanwhile
+            # (all statements are idempotent); recording it twice is no error.
+            await tx.execute(
+                "INSERT INTO schema_version (version, description, applied) VALUES (?, ?, ?) "
+                f"{d.upsert('version')} version = version",
+                (version, description, int(time.time())),
+            )
+        return LATEST_VERSION
+
+
+async def _current_version(tx: Tx) -> int:
+    rows = await tx.fetchall("SELECT MAX(version) FROM schema_version")
+    return int(rows[0][0] or 0)

@@ -1,0 +1,3 @@
+from imctl.cli import main
+
+main(prog_name="imctl")

@@ -1,0 +1,172 @@
+"""A local cluster as separate processes: what ``imctl up`` runs.
+
+Each server is ``python -m imctl run <server>`` with the shared config file
+and its own overrides (node id, port). Children die with us: they get
+SIGTERM from the kernel if imctl dies (PR_SET_PDEATHSIG), and on Ctrl-C or
+SIGTERM imctl stops them in dependency order and waits, bounded, before
+killing what is left, so nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: Ctrl-C still reaches the whole process group
+
+
+@dataclass
+class ServerProcess:
+    kind: str  # login, msg, route, db
+    name: str
+    overrides: dict[str, str]
+    ready_file: Path
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+    def start(self, config_path: Path | None) -> None:
+        args = [sys.executable, "-m", "imctl", "run", self.kind, "--ready-file", str(self.ready_file)]
+        if config_path is not None:
+            args += ["--config", str(config_path)]
+        for key, value in self.overrides.items():
+            args += ["--set", f"{key}={value}"]
+        self.ready_file.unlink(missing_ok=True)
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
+        log.close()
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                return False
+            if self.ready_file.exists():
+                self.info = json.loads(self.ready_file.read_text())
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class LocalCluster:
+    """The default local topology: 1 route, 1 db_proxy, 1 login, N gateways.
+
+    With ``base_port`` 0 every server binds a free port and the next one is
+    told the real port of the last (that is how the tests run clusters).
+    """
+
+    run_dir: Path
+    config_path: Path | None
+    gateways: int = 2
+    base_port: int = 8000
+    http_port: int = 8080
+    advertise_ip: str = "127.0.0.1"
+    database_url: str | None = None
+    redis_url: str | None = None
+    extra: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> overrides for every such server
+    servers: list[ServerProcess] = field(default_factory=list)
+
+    def _port(self, offset: int) -> str:
+        return str(self.base_port + offset) if self.base_port else "0"
+
+    def _server(self, kind: str, name: str, overrides: dict[str, str]) -> ServerProcess:
+        merged = {**overrides, **self.extra.get(kind, {})}
+        return ServerProcess(kind, name, merged, self.run_dir / f"{name}.ready", self.run_dir / f"{name}.log")
+
+    def start(self, ready_timeout: float = 30.0) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        route = self._launch(self._server("route", "route-1", {"port": self._port(200)}), ready_timeout)
+        route_addr = f"127.0.0.1:{route.info['port']}"
+        db_overrides = {"port": self._port(2600), "route_servers": route_addr}
+        if self.database_url:
+            db_overrides["database_url"] = self.database_url
+        if self.redis_url:
+            db_overrides["redis_url"] = self.redis_url
+        db = self._launch(self._server("db", "db-1", db_overrides), ready_timeout)
+        http = str(self.http_port) if self.base_port else "0"
+        login = self._launch(
+            self._server("login", "login-1", {"http_port": http, "gateway_port": self._port(100)}),
+            ready_timeout,
+        )
+        for i in range(self.gateways):
+            self.add_gateway(
+                i,
+                route_addr,
+                f"127.0.0.1:{db.info['port']}",
+                f"127.0.0.1:{login.info['gateway_port']}",
+                ready_timeout,
+            )
+        self.wait_registered(self.gateways, ready_timeout)
+
+    def wait_registered(self, count: int, timeout: float) -> None:
+        """Wait until login_server hands out ``count`` gateways."""
+        url = f"http://127.0.0.1:{self.by_name('login-1').info['http_port']}/gateways"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if len(json.loads(response.read())) >= count:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"login_server did not see {count} gateways within {timeout}s")
+
+    def add_gateway(
+        self, index: int, route: str, db: str, login: str, ready_timeout: float = 30.0
+    ) -> ServerProcess:
+        name = f"msg-{index + 1}"
+        overrides = {
+            "node_id": name,
+            "port": self._port(index),
+            "advertise_ip": self.advertise_ip,
+            "db_proxies": db,
+            "route_servers": route,
+            "login_servers": login,
+        }
+        return self._launch(self._server("msg", name, overrides), ready_timeout)
+
+    def _launch(self, server: ServerProcess, ready_timeout: float) -> ServerProcess:
+        self.servers.append(server)
+        server.start(self.config_path)
+        if not server.wait_ready(ready_timeout):
+            tail = server.log_file.read_text(errors="replace")[-3000:]
+            self.stop()
+            raise RuntimeError(f"{server.name} did not start; its log ends with:\n{tail}")
+        return server
+
+    def by_name(self, name: str) -> ServerProcess:
+        return next(s for s in self.servers if s.name == name)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # Gateways first (their clients go), then the services they lean on.
+        for server in reversed(self.servers):
+            server.stop(timeout)
+
+    def dead(self) -> list[ServerProcess]:
+        return [s for s in self.servers if s.process is not None and s.process.poll() is not None]

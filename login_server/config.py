@@ -1,0 +1,34 @@
+"""Configuration of the login_server (HTTP balancer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.config import ConfigError, setting
+
+
+@dataclass(frozen=True, slots=True)
+class LoginServerConfig:
+    host: str = setting("0.0.0.0", "Address to listen on, for clients (HTTP) and gateways (link).")
+    http_port: int = setting(8080, "HTTP port clients ask for a gateway (GET /msg_server).")
+    gateway_port: int = setting(8100, "TCP port gateways link to and report their load on.")
+    msfs_prior: str = setting(
+        "", "File server URL handed to clients (msfsPrior), e.g. http://10.0.0.5:8700/."
+    )
+    msfs_backup: str = setting("", "Fallback file server URL (msfsBackup); empty: same as msfs_prior.")
+    discovery_url: str = setting("", "Discovery URL handed to clients (discovery).")
+    link_idle_timeout: float = setting(
+        20.0,
+        "Seconds of silence after which a gateway link is dropped (gateways heartbeat every 5 s).",
+    )
+    backlog: int = setting(4096, "Listen backlog of both ports (TeamTalk's 64 overflows in login storms).")
+    log_level: str = setting("INFO", "Logging level.")
+
+    def __post_init__(self) -> None:
+        for key in ("http_port", "gateway_port"):
+            if not 0 <= getattr(self, key) <= 65535:
+                raise ConfigError(f"login_server.{key}: port out of range")
+        if self.link_idle_timeout <= 0:
+            raise ConfigError("login_server.link_idle_timeout: must be positive")
+        if self.backlog < 1:
+            raise ConfigError("login_server.backlog: must be at least 1")

@@ -1,0 +1,303 @@
+"""The login_server process: HTTP discovery for clients, a link port for gateways.
+
+Clients ``GET /msg_server`` (TeamTalk's clients append things to the path, and
+TeamTalk matches only the prefix) and get the least-loaded gateway in exactly
+the JSON TeamTalk's login server sends. Gateways link to ``gateway_port``,
+register with ``GatewayInfo`` and report ``GatewayLoad``; a gateway is handed
+out only while its link is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.message import Message
+
+from common.codec import Frame
+from common.commands import Cmd
+from common.link import LinkServer, LinkServerConnection
+from common.pb import internal_pb2
+from login_server.balancer import Balancer, Gateway, PickError
+from login_server.config import LoginServerConfig
+
+log = logging.getLogger("login_server")
+
+# TeamTalk's wording is Chinese; the codes are what clients act on.
+FAILURE_MESSAGES = {
+    PickError.NO_GATEWAY: "no msg server available",
+    PickError.ALL_FULL: "all msg servers are full",
+}
+# TeamTalk answers text/html. JSON parsers ignore the type, but iOS code often
+# restricts AFNetworking's accepted types to the one the server has always sent.
+DISCOVERY_CONTENT_TYPE = "text/html"
+SHUTDOWN_TIMEOUT = 3.0  # per listener: in-flight HTTP answers, link close
+
+FAILURE_LOG_INTERVAL = 10.0  # seconds; a login storm against a full cluster
+
+
+class _Throttle:
+    """Lets one event through per interval and counts the ones it swallowed."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.next_at = 0.0
+        self.suppressed = 0
+
+    def ready(self) -> bool:
+        now = self.clock()
+        if now < self.next_at:
+            self.suppressed += 1
+            return False
+        self.next_at = now + self.interval
+        return True
+
+
+BALANCER_KEY = web.AppKey("balancer", Balancer)
+CONFIG_KEY = web.AppKey("config", LoginServerConfig)
+FAILURE_LOG_KEY = web.AppKey("failure_log", _Throttle)
+
+
+def discovery_reply(result: Gateway | PickError, config: LoginServerConfig) -> dict[str, Any]:
+    """The JSON object TeamTalk's login server answers ``/msg_server`` with.
+
+    On failure TeamTalk sends only ``code`` and ``msg``; so do we, since a
+    client that sees a ``priorIP`` key might try it.
+    """
+    if isinstance(result, PickError):
+        return {"code": int(result), "msg": FAILURE_MESSAGES[result]}
+    return {
+        "code": 0,
+        "msg": "",
+        "priorIP": result.prior_ip,
+        "backupIP": result.backup_ip,
+        "port": str(result.port),  # a string on the wire: clients parse it as one
+        "msfsPrior": config.msfs_prior,
+        "msfsBackup": config.msfs_backup or config.msfs_prior,
+        "discovery": config.discovery_url,
+    }
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def handle_msg_server(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    result = request.app[BALANCER_KEY].pick()
+    if isinstance(result, PickError):
+        throttle = request.app[FAILURE_LOG_KEY]
+        if throttle.ready():
+            more = f" ({throttle.suppressed} more since the last line)" if throttle.suppressed else ""
+            log.warning("discovery from %s: %s%s", request.remote, FAILURE_MESSAGES[result], more)
+            throttle.suppressed = 0
+    return web.Response(
+        body=_json_bytes(discovery_reply(result, config)),
+        content_type=DISCOVERY_CONTENT_TYPE,
+        charset="utf-8",
+        # An answer cached by a proxy would send everyone to one gateway.
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "gateways": len(request.app[BALANCER_KEY])})
+
+
+async def handle_gateways(request: web.Request) -> web.Response:
+    now, wall = time.monotonic(), time.time()
+    rows = []
+    for gateway in request.app[BALANCER_KEY].gateways():
+        # started_at comes from the gateway's clock (skew can make the
+        # difference negative, hence max); without it, count from our
+        # registration.
+        started = gateway.started_at or wall - (now - gateway.registered_at)
+        rows.append(
+            {
+                "node_id": gateway.node_id,
+                "prior_ip": gateway.prior_ip,
+                "backup_ip": gateway.backup_ip,
+                "port": gateway.port,
+                "connections": gateway.connections,
+                "handed_out": gateway.handed_out,
+                "max_connections": gateway.max_connections,
+                "uptime": max(0, round(wall - started)),
+                "registered_for": max(0, round(now - gateway.registered_at)),
+                "last_report_age": round(max(0.0, now - gateway.last_report), 1),
+                "peer": gateway.peer,
+            }
+        )
+    return web.json_response(rows)
+
+
+def build_app(config: LoginServerConfig, balancer: Balancer) -> web.Application:
+    app = web.Application()
+    app[CONFIG_KEY] = config
+    app[BALANCER_KEY] = balancer
+    app[FAILURE_LOG_KEY] = _Throttle(FAILURE_LOG_INTERVAL)
+    # TeamTalk matches the "/msg_server" prefix only; clients add suffixes.
+    for method in ("GET", "POST"):
+        app.router.add_route(method, "/msg_server{tail:.*}", handle_msg_server)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/gateways", handle_gateways)
+    return app
+
+
+@dataclass(slots=True)
+class _LinkState:
+    """Per gateway link: a load report may arrive before GatewayInfo."""
+
+    connections: int = 0
+    registered: bool = False
+
+
+class GatewayLinks(LinkServer):
+    """Accepts gateway links and keeps the balancer in step with them."""
+
+    def __init__(
+        self,
+        balancer: Balancer,
+        *,
+        idle_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            {
+                internal_pb2.ROLE_GATEWAY: {
+                    Cmd.GATEWAY_INFO: self._on_info,
+                    Cmd.GATEWAY_LOAD: self._on_load,
+                }
+            },
+            idle_timeout=idle_timeout,
+        )
+        self.balancer = balancer
+        self.clock = clock
+
+    def on_hello(self, conn: LinkServerConnection) -> None:
+        if not conn.node_id:
+            # Registrations are keyed by node_id: an empty one would collide.
+            conn.log.warning("gateway sent an empty node_id; closing")
+            conn.abort()
+            return
+        conn.state = _LinkState()
+
+    def on_goodbye(self, conn: LinkServerConnection) -> None:
+        if self.balancer.remove(conn.node_id, owner=conn):
+            conn.log.info("gateway %s unregistered (link closed)", conn.node_id)
+
+    def _on_info(self, conn: LinkServerConnection, frame: Frame, message: Message) -> None:
+        assert isinstance(message, internal_pb2.GatewayInfo)
+        state: _LinkState = conn.state
+        if not message.prior_ip or not 0 < message.port <= 65535:
+            conn.log.warning(
+                "gateway %s sent an unusable address %r port %d; not handing it out",
+                conn.node_id,
+                message.prior_ip,
+                message.port,
+            )
+            return
+        replaced = self.balancer.register(
+            conn.node_id,
+            owner=conn,
+            prior_ip=message.prior_ip,
+            backup_ip=message.backup_ip,
+            port=message.port,
+            max_connections=message.max_connections,
+            started_at=message.started_at,
+            now=self.clock(),
+            connections=state.connections,
+            peer=conn.peer,
+        )
+        if replaced is not None:
+            # Usually the same gateway reconnecting before its old link timed
+            # out; two gateways configured with one node_id look the same and
+            # keep replacing each other, so say it loudly.
+            conn.log.warning(
+                "gateway %s registered again; replacing the registration from %s",
+                conn.node_id,
+                replaced.peer,
+            )
+        if not state.registered:
+            conn.log.info(
+                "gateway %s registered: %s:%d (backup %s), max %d connections",
+                conn.node_id,
+                message.prior_ip,
+                message.port,
+                message.backup_ip or message.prior_ip,
+                message.max_connections,
+            )
+        if _is_loopback(message.prior_ip):
+            conn.log.warning(
+                "gateway %s advertises %s: only clients on its own machine can reach it "
+                "(set msg_server.advertise_ip)",
+                conn.node_id,
+                message.prior_ip,
+            )
+        state.registered = True
+
+    def _on_load(self, conn: LinkServerConnection, frame: Frame, message: Message) -> None:
+        assert isinstance(message, internal_pb2.GatewayLoad)
+        state: _LinkState = conn.state
+        state.connections = message.connections
+        if state.registered:
+            self.balancer.report_load(
+                conn.node_id, owner=conn, connections=message.connections, now=self.clock()
+            )
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+async def serve(
+    config: LoginServerConfig,
+    stop: asyncio.Event,
+    announce: Callable[[dict[str, Any]], None],
+) -> None:
+    """Serve until ``stop`` is set, then close both listeners (bounded)."""
+    balancer = Balancer()
+    links = GatewayLinks(balancer, idle_timeout=config.link_idle_timeout)
+    # No access log: at thousands of logins per second it would be most of
+    # the process's work; failures are logged by the handler.
+    runner = web.AppRunner(build_app(config, balancer), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner,
+            config.host,
+            config.http_port,
+            backlog=config.backlog,
+        )
+        await site.start()
+        gateway_port = await links.listen(config.host, config.gateway_port, backlog=config.backlog)
+        log.info("listening on %s: HTTP %d, gateway links %d", config.host, site.port, gateway_port)
+        announce({"http_port": site.port, "gateway_port": gateway_port})
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await _shutdown(runner, links)
+
+
+async def _shutdown(runner: web.AppRunner, links: LinkServer) -> None:
+    # HTTP first: a client refused here retries another login server, and
+    # while HTTP drains the gateways are still registered to answer it.
+    try:
+        await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT + 1)
+    except TimeoutError:
+        log.warning("HTTP listener did not stop within %.0fs", SHUTDOWN_TIMEOUT + 1)
+    await links.close()
+    if links.server is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(links.server.wait_closed(), SHUTDOWN_TIMEOUT)

@@ -1,0 +1,141 @@
+"""One client's TCP connection: a thin adapter from frames to handlers.
+
+Before login the only commands accepted are login and heartbeat; anything
+else closes the connection (TeamTalk processes commands before login). Each
+request runs as its own task; a client with too many in flight is paused
+until they drain, so one client cannot queue unbounded work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from common.codec import Frame
+from common.commands import MESSAGE_OF, Cmd, decode_body
+from common.connection import Deadline, FrameConnection
+from common.conversation import is_mobile
+from common.pb import base_pb2, internal_pb2
+
+if TYPE_CHECKING:
+    from msg_server.gateway import Gateway
+
+from msg_server import handlers
+
+log = logging.getLogger("client")
+
+BEFORE_LOGIN = frozenset({Cmd.LOGIN_REQ, Cmd.HEARTBEAT})
+
+
+class ClientConnection(FrameConnection):
+    logger = log
+
+    def __init__(self, gateway: Gateway) -> None:
+        config = gateway.config
+        super().__init__(max_frame_size=config.max_frame_size, max_write_buffer=config.max_write_buffer)
+        self.gateway = gateway
+        self.conn_id = gateway.next_conn_id()
+        self.user_id = 0
+        self.client_type = 0
+        self.status = base_pb2.USER_STATUS_ONLINE
+        self.logging_in = False
+        self.pending = 0
+        self.paused = False
+        self.deadline: Deadline | None = None
+
+    @property
+    def logged_in(self) -> bool:
+        return self.user_id != 0
+
+    def online_session(self) -> internal_pb2.OnlineSession:
+        return internal_pb2.OnlineSession(
+            user_id=self.user_id, conn_id=self.conn_id, client_type=self.client_type, status=self.status
+        )
+
+    def origin(self) -> internal_pb2.Origin:
+        return internal_pb2.Origin(gateway_id=self.gateway.node_id, conn_id=self.conn_id)
+
+    # -- protocol hooks -----------------------------------------------------------
+
+    def on_connect(self) -> None:
+        self.gateway.connections.add(self)
+        self.deadline = Deadline(
+            asyncio.get_running_loop(), self.gateway.config.login_timeout, self._timed_out
+        )
+
+    def on_bytes_received(self) -> None:
+        # Any traffic proves the client alive, not only heartbeats; before
+        # login the deadline is the login timeout and must not be extended.
+        if self.deadline is not None and self.logged_in:
+            self.deadline.touch()
+
+    def _timed_out(self) -> None:
+        phase = "heartbeat" if self.logged_in else "login"
+        self.log.info("%s timeout; closing", phase)
+        self.abort()
+
+    def on_frame(self, frame: Frame) -> None:
+        command = frame.command_id
+        if not self.logged_in and (command not in BEFORE_LOGIN or self.logging_in):
+            self.log.warning("command 0x%04x before login; closing", command)
+            self.abort()
+            return
+        if command == Cmd.HEARTBEAT:
+            decode_body(command, frame.body)
+            self.send_raw(Cmd.HEARTBEAT, b"", frame.seq_num)
+            return
+        handler = handlers.CLIENT_COMMANDS.get(command)
+        if handler is None:
+            if command in MESSAGE_OF and command >> 8 != 0x08:
+                # A TeamTalk command we do not serve (yet): say so in the log,
+                # but do not break a real client by closing on it.
+                self.log.info("unsupported command 0x%04x ignored", command)
+                return
+            self.log.warning("unknown command 0x%04x; closing", command)
+            self.abort()
+            return
+        message = decode_body(command, frame.body)
+        if command == Cmd.LOGIN_REQ:
+            self.logging_in = True
+        self.pending += 1
+        if self.pending >= self.gateway.config.max_pending_requests and not self.paused:
+            self.paused = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+        task = asyncio.ensure_future(self._handle(handler, frame, message))
+        task.add_done_callback(self._request_done)
+
+    async def _handle(self, handler: handlers.Handler, frame: Frame, message: object) -> None:
+        try:
+            await handler(self.gateway, self, frame, message)
+        except Exception:
+            self.log.exception("handling 0x%04x failed", frame.command_id)
+
+    def _request_done(self, _task: asyncio.Future[None]) -> None:
+        self.pending -= 1
+        if self.paused and self.pending <= self.gateway.config.max_pending_requests // 2:
+            self.paused = False
+            if self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+    def on_disconnect(self, exc: Exception | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.gateway.connections.discard(self)
+        if self.logged_in:
+            self.gateway.detach(self)
+
+    # -- called by the login handler -------------------------------------------------
+
+    def became_logged_in(self, user_id: int, client_type: int, status: int) -> None:
+        self.user_id = user_id
+        self.client_type = client_type
+        self.status = status
+        self.logging_in = False
+        self.log = type(self.log)(self.logger, f"{self.peer} user {user_id}")
+        config = self.gateway.config
+        timeout = config.heartbeat_timeout_mobile if is_mobile(client_type) else config.heartbeat_timeout_pc
+        if self.deadline is not None:
+            self.deadline.reset(timeout)
+        self.gateway.attach(self)

@@ -1,0 +1,63 @@
+"""Configuration of a msg_server (gateway)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.config import ConfigError, setting, split_address
+
+
+@dataclass(frozen=True, slots=True)
+class MsgServerConfig:
+    node_id: str = setting("msg-1", "Unique name of this gateway in the cluster.")
+    host: str = setting("0.0.0.0", "Address to listen on for clients.")
+    port: int = setting(8000, "TCP port for clients.")
+    advertise_ip: str = setting(
+        "127.0.0.1",
+        "Address handed to clients by login_server (priorIP). Must be reachable by the "
+        "clients: 127.0.0.1 only works for clients on this machine.",
+    )
+    advertise_backup_ip: str = setting(
+        "", "Fallback address for clients (backupIP); empty: same as advertise_ip."
+    )
+    max_connections: int = setting(
+        100_000, "Clients this gateway accepts before login_server stops handing it out."
+    )
+    max_frame_size: int = setting(
+        64 * 1024, "Largest client frame in bytes, header included; larger closes the connection."
+    )
+    max_write_buffer: int = setting(
+        1 << 20, "Unsent bytes to one client before it is cut off as a slow reader."
+    )
+    max_pending_requests: int = setting(
+        64, "Requests one client may have in flight before we stop reading from it."
+    )
+    login_timeout: float = setting(15.0, "Seconds a new connection has to log in.")
+    heartbeat_timeout_pc: float = setting(
+        120.0, "Seconds of silence after which a desktop client is dropped."
+    )
+    heartbeat_timeout_mobile: float = setting(
+        300.0, "Seconds of silence after which a mobile client is dropped."
+    )
+    request_timeout: float = setting(10.0, "Seconds to wait for db_proxy on a client's behalf.")
+    backlog: int = setting(4096, "Listen backlog (TeamTalk's 64 overflows in login storms).")
+    load_report_interval: float = setting(2.0, "Seconds between load reports to login_server.")
+    login_servers: tuple[str, ...] = setting(
+        ["127.0.0.1:8100"], "login_server gateway-link addresses; the gateway reports to all of them."
+    )
+    route_servers: tuple[str, ...] = setting(
+        ["127.0.0.1:8200"], "route_server addresses; the gateway links to every one."
+    )
+    db_proxies: tuple[str, ...] = setting(
+        ["127.0.0.1:10600"], "db_proxy addresses; conversations are spread over them."
+    )
+    log_level: str = setting("INFO", "Logging level.")
+
+    def __post_init__(self) -> None:
+        for key in ("login_servers", "route_servers", "db_proxies"):
+            for address in getattr(self, key):
+                split_address(f"msg_server.{key}", address)
+        if not self.db_proxies:
+            raise ConfigError("msg_server.db_proxies: at least one db_proxy is needed")
+        if self.max_frame_size < 16:
+            raise ConfigError("msg_server.max_frame_size: must be at least 16")

@@ -1,0 +1,69 @@
+"""msg_server: the gateway that holds client connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from msg_server.client import ClientConnection
+from msg_server.config import MsgServerConfig
+from msg_server.gateway import Gateway
+
+log = logging.getLogger("msg")
+
+CLOSE_GRACE = 3.0
+LINK_WAIT = 10.0
+
+
+async def serve(
+    config: MsgServerConfig, stop: asyncio.Event, announce: Callable[[dict[str, Any]], None]
+) -> None:
+    if config.advertise_ip in ("127.0.0.1", "localhost") and config.host not in ("127.0.0.1", "localhost"):
+        log.warning(
+            "advertise_ip is %s: only clients on this machine can reach this gateway; "
+            "set msg_server.advertise_ip to an address clients can reach",
+            config.advertise_ip,
+        )
+    gateway = Gateway(config)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: ClientConnection(gateway),
+        config.host,
+        config.port,
+        backlog=config.backlog,
+        reuse_address=True,
+    )
+    gateway.port = int(server.sockets[0].getsockname()[1])
+    gateway.start()
+    reporter = loop.create_task(gateway.report_load())
+    log.info("msg_server %s listening on %s:%d", config.node_id, config.host, gateway.port)
+    # Ready means linked: a gateway that cannot reach db_proxy or the route
+    # servers yet still serves, but does not claim to be ready until it can.
+    links = gateway.all_links
+    linked = await asyncio.gather(*(link.wait_ready(LINK_WAIT) for link in links))
+    for link, ok in zip(links, linked, strict=True):
+        if not ok:
+            log.warning(
+                "%s not reachable after %.0fs; serving anyway, it will be retried", link.name, LINK_WAIT
+            )
+    announce({"port": gateway.port})
+    try:
+        await stop.wait()
+    finally:
+        # Stop taking clients, leave login_server's pool (links close), then
+        # let the clients go: they reconnect through login_server elsewhere.
+        server.close()
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        await gateway.stop()
+        for conn in list(gateway.connections):
+            conn.close()
+        deadline = loop.time() + CLOSE_GRACE
+        while gateway.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(gateway.connections):
+            conn.abort()

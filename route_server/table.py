@@ -1,0 +1,90 @@
+"""Who is online where: the route server's only state, kept sans-IO.
+
+The table is rebuilt from the gateways: each sends a full snapshot when it
+links, then session up/down deltas. Losing the route server loses nothing
+that the gateways cannot tell the next one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    gateway_id: str
+    conn_id: int
+    client_type: int
+    status: int
+
+
+class RouteTable:
+    def __init__(self) -> None:
+        # user -> {(gateway, conn): session}; the common case is one or two entries.
+        self._by_user: dict[int, dict[tuple[str, int], Session]] = {}
+        self._by_gateway: dict[str, set[int]] = defaultdict(set)
+
+    @property
+    def online_users(self) -> int:
+        return len(self._by_user)
+
+    def gateways(self) -> list[str]:
+        return sorted(self._by_gateway)
+
+    def sessions_of(self, user_id: int) -> list[Session]:
+        return list(self._by_user.get(user_id, {}).values())
+
+    def session_count(self, gateway_id: str) -> int:
+        return sum(
+            1
+            for user_id in self._by_gateway.get(gateway_id, ())
+            for key in self._by_user.get(user_id, {})
+            if key[0] == gateway_id
+        )
+
+    def add(self, user_id: int, session: Session) -> None:
+        self._by_user.setdefault(user_id, {})[(session.gateway_id, session.conn_id)] = session
+        self._by_gateway[session.gateway_id].add(user_id)
+
+    def remove(self, gateway_id: str, user_id: int, conn_id: int) -> None:
+        sessions = self._by_user.get(user_id)
+        if sessions is None:
+            return
+        sessions.pop((gateway_id, conn_id), None)
+        if not sessions:
+            del self._by_user[user_id]
+        if not any(key[0] == gateway_id for key in sessions):
+            users = self._by_gateway.get(gateway_id)
+            if users is not None:
+                users.discard(user_id)
+
+    def drop_gateway(self, gateway_id: str) -> None:
+        for user_id in self._by_gateway.pop(gateway_id, set()):
+            sessions = self._by_user.get(user_id)
+            if sessions is None:
+                continue
+            for key in [k for k in sessions if k[0] == gateway_id]:
+                del sessions[key]
+            if not sessions:
+                del self._by_user[user_id]
+
+    def replace_gateway(self, gateway_id: str, entries: Iterable[tuple[int, Session]]) -> None:
+        self.drop_gateway(gateway_id)
+        for user_id, session in entries:
+            self.add(user_id, session)
+
+    def fan_out(self, user_ids: Iterable[int]) -> dict[str, list[int]]:
+        """Group recipients by the gateways that hold them; others are offline."""
+        targets: dict[str, list[int]] = {}
+        for user_id in user_ids:
+            sessions = self._by_user.get(user_id)
+            if not sessions:
+                continue
+            seen: set[str] = set()
+            for gateway_id, _conn in sessions:
+                if gateway_id not in seen:
+                    seen.add(gateway_id)
+                    targets.setdefault(gateway_id, []).append(user_id)
+        return targets

@@ -1,0 +1,107 @@
+"""End-to-end fixtures: real server processes on real sockets.
+
+Each cluster runs every server as its own process (``imctl run ...``) on
+free ports (port 0, real ports read back from ready files), against SQLite
+or against the MariaDB and Redis servers named by IMCLUSTER_TEST_MYSQL and
+IMCLUSTER_TEST_REDIS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from db_proxy.passwords import hash_password, md5_hex
+from db_proxy.storage import open_store
+from imctl.cluster import LocalCluster
+from tests.support.databases import fresh_mysql_url
+from tests.support.ttclient import TTClient, discover
+
+REDIS_URL = os.environ.get("IMCLUSTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PASSWORD = "secret"
+
+
+@dataclass
+class Cluster:
+    local: LocalCluster
+    database_url: str
+    redis_url: str | None
+    users: dict[str, int]
+
+    @property
+    def discovery_url(self) -> str:
+        return f"http://127.0.0.1:{self.local.by_name('login-1').info['http_port']}/msg_server"
+
+    def gateway_port(self, name: str) -> int:
+        return int(self.local.by_name(name).info["port"])
+
+    def gateway_of_port(self, port: int) -> str:
+        return next(s.name for s in self.local.servers if s.kind == "msg" and s.info.get("port") == port)
+
+    async def client(self, name: str, gateway: str | None = None, client_type: int = 1) -> TTClient:
+        """A logged-in client, on the named gateway or wherever discovery sends it."""
+        if gateway is None:
+            reply = await asyncio.to_thread(discover, self.discovery_url)
+            assert reply["code"] == 0, reply
+            port = int(reply["port"])
+        else:
+            port = self.gateway_port(gateway)
+        client = TTClient()
+        await client.connect("127.0.0.1", port)
+        res = await client.login(name, PASSWORD, client_type)
+        assert res.result_code == 0, res
+        return client
+
+
+async def create_users(database_url: str, names: list[str]) -> dict[str, int]:
+    store = open_store(database_url)
+    await store.open()
+    try:
+        await store.migrate()
+        hashed = hash_password(md5_hex(PASSWORD))
+        return {name: await store.create_user(name, hashed, nick=name.title()) for name in names}
+    finally:
+        await store.close()
+
+
+USERS = ["alice", "bob", "carol", "dave", "erin"]
+
+
+def _start(tmp: Path, database_url: str, redis_url: str | None) -> Cluster:
+    users = asyncio.run(create_users(database_url, USERS))
+    local = LocalCluster(tmp, None, gateways=2, base_port=0, database_url=database_url, redis_url=redis_url)
+    local.extra = {"msg": {"request_timeout": "5"}}
+    local.start()
+    return Cluster(local, database_url, redis_url, users)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mysql+redis"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    if request.param == "sqlite":
+        started = _start(tmp, f"sqlite:///{tmp}/im.db", None)
+        try:
+            yield started
+        finally:
+            started.local.stop()
+        return
+    with fresh_mysql_url() as url:
+        started = _start(tmp, url, REDIS_URL)
+        try:
+            yield started
+        finally:
+            started.local.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[TTClient]]:
+    """Collects clients a test opens and closes them afterwards."""
+    opened: list[TTClient] = []
+    yield opened
+    for client in opened:
+        await client.close()

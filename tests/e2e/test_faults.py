@@ -1,0 +1,164 @@
+"""kill -9 of server processes in the middle of traffic: nothing acked is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.commands import Cmd
+from imctl.cluster import ServerProcess
+from tests.e2e.conftest import Cluster, _start
+from tests.support.databases import fresh_mysql_url
+from tests.support.ttclient import ServerClosed, TTClient
+
+REDIS_URL = os.environ.get("IMCLUSTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(params=["sqlite", "mysql+redis"])
+def fresh_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of its own: these tests break it."""
+    if request.param == "sqlite":
+        started = _start(tmp_path, f"sqlite:///{tmp_path}/im.db", None)
+        try:
+            yield started
+        finally:
+            started.local.stop()
+        return
+    with fresh_mysql_url() as url:
+        started = _start(tmp_path, url, REDIS_URL)
+        try:
+            yield started
+        finally:
+            started.local.stop()
+
+
+def kill9(server: ServerProcess) -> None:
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait(10)
+
+
+def restart_on_same_port(cluster: Cluster, server: ServerProcess) -> None:
+    server.overrides["port"] = str(server.info["port"])
+    server.start(cluster.local.config_path)
+    assert server.wait_ready(30), server.log_file.read_text()[-2000:]
+
+
+async def send_stream(sender: TTClient, to: int, count: int, acked: dict[int, bytes], prefix: str) -> None:
+    """Send ``count`` messages one after another; record what was acked."""
+    for i in range(count):
+        body = f"{prefix}-{i}".encode()
+        try:
+            ack = await sender.send_text(to, body, client_msg_id=10_000 + i, timeout=3)
+        except (TimeoutError, ServerClosed):
+            continue
+        acked[ack.msg_id] = body
+        await asyncio.sleep(0.005)
+
+
+async def all_messages(client: TTClient, peer: int) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    begin = 0
+    while True:
+        page = await client.msg_list(peer, begin=begin, count=50)
+        for m in page.msg_list:
+            found[m.msg_id] = m.msg_data
+        # msg_id_begin 0 means "from the newest", so id 1 is the end too.
+        if len(page.msg_list) < 50 or page.msg_list[-1].msg_id <= 1:
+            return found
+        begin = page.msg_list[-1].msg_id - 1
+
+
+async def test_kill9_of_recipients_gateway_loses_nothing_acked(fresh_cluster: Cluster) -> None:
+    cluster = fresh_cluster
+    alice = await cluster.client("alice", "msg-1")
+    bob = await cluster.client("bob", "msg-2")
+    acked: dict[int, bytes] = {}
+    sending = asyncio.create_task(send_stream(alice, bob.user_id, 150, acked, "k"))
+    async with asyncio.timeout(20):
+        while len(acked) < 30:
+            await asyncio.sleep(0.01)
+    kill9(cluster.local.by_name("msg-2"))
+    await asyncio.wait_for(bob.closed.wait(), 5)
+    pushed = {m.msg_id for c, m in bob.pushes if c == Cmd.MSG_DATA}
+    await bob.close()
+    # Bob logs in again through login_server, which no longer hands out msg-2.
+    async with asyncio.timeout(10):
+        while True:
+            bob = await cluster.client("bob")
+            if bob.writer is not None and bob.writer.get_extra_info("peername")[1] == cluster.gateway_port(
+                "msg-1"
+            ):
+                break
+            await bob.close()
+            await asyncio.sleep(0.2)
+    await sending
+    assert len(acked) >= 100  # alice's gateway never went away
+    stored = await all_messages(bob, alice.user_id)
+    for msg_id, body in acked.items():
+        assert stored.get(msg_id) == body, f"acked message {msg_id} lost"
+    assert pushed <= set(stored)
+    unread = await bob.unread()
+    [info] = [u for u in unread.unreadinfo_list if u.session_id == alice.user_id]
+    assert info.unread_cnt == len(acked)
+    await alice.close()
+    await bob.close()
+
+
+async def test_kill9_of_db_proxy_loses_nothing_acked(fresh_cluster: Cluster) -> None:
+    cluster = fresh_cluster
+    alice = await cluster.client("alice", "msg-1")
+    acked: dict[int, bytes] = {}
+    bob_id = cluster.users["bob"]
+    sending = asyncio.create_task(send_stream(alice, bob_id, 120, acked, "d"))
+    async with asyncio.timeout(20):
+        while len(acked) < 20:
+            await asyncio.sleep(0.01)
+    db = cluster.local.by_name("db-1")
+    kill9(db)
+    await asyncio.sleep(0.5)
+    restart_on_same_port(cluster, db)
+    await sending
+    # Resend what was not acked: the store must dedupe the ones it had
+    # committed before it died without answering.
+    for i in range(120):
+        body = f"d-{i}".encode()
+        if body not in acked.values():
+            ack = await alice.send_text(bob_id, body, client_msg_id=10_000 + i, timeout=10)
+            acked[ack.msg_id] = body
+    bob = await cluster.client("bob")
+    stored = await all_messages(bob, alice.user_id)
+    assert stored == acked  # every message exactly once, under the id its ack gave
+    assert sorted(stored) == list(range(min(stored), min(stored) + len(stored)))  # no holes, no reuse
+    await alice.close()
+    await bob.close()
+
+
+async def test_route_server_restart_resumes_delivery(fresh_cluster: Cluster) -> None:
+    cluster = fresh_cluster
+    alice = await cluster.client("alice", "msg-1")
+    bob = await cluster.client("bob", "msg-2")
+    await alice.send_text(bob.user_id, b"before")
+    await bob.next_push(Cmd.MSG_DATA)
+    route = cluster.local.by_name("route-1")
+    kill9(route)
+    during = await alice.send_text(bob.user_id, b"during")  # stored and acked without a route server
+    restart_on_same_port(cluster, route)
+    # The gateways relink and resend their sessions; pushes flow again.
+    async with asyncio.timeout(15):
+        while True:
+            ack = await alice.send_text(bob.user_id, b"after")
+            with contextlib.suppress(TimeoutError):
+                push = await bob.next_push(Cmd.MSG_DATA, timeout=1)
+                if push.msg_id == ack.msg_id:
+                    break
+    stored = await all_messages(bob, alice.user_id)
+    assert stored[during.msg_id] == b"during"
+    await alice.close()
+    await bob.close()

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: databases to test against, a wire client."""
