@@ -144,6 +144,8 @@ class MysqlDatabase:
         self._pool: aiomysql.Pool | None = None
 
     async def open(self) -> None:
+        if self._pool is not None:
+            return
         try:
             self._pool = await aiomysql.create_pool(
                 minsize=1,

@@ -71,6 +71,8 @@ class SqliteDatabase:
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
+        if self._writer is not None:
+            return
         memory = self.path == ":memory:"
         try:
             if not memory:
