@@ -95,6 +95,10 @@ class Cmd(IntEnum):
     ROUTE_SESSION_DOWN = 0x0832
     ROUTE_DELIVER = 0x0833
     ROUTE_KICK = 0x0834
+    ROUTE_KICK_DESKTOP = 0x0835
+    ROUTE_STATUS_BATCH = 0x0836
+    ROUTE_USERS_STAT_REQ = 0x0837
+    ROUTE_USERS_STAT_RES = 0x0838
 
 
 MESSAGE_OF: dict[int, type[Message]] = {
@@ -173,6 +177,10 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.ROUTE_SESSION_DOWN: internal_pb2.RouteSessionDown,
     Cmd.ROUTE_DELIVER: internal_pb2.RouteDeliver,
     Cmd.ROUTE_KICK: internal_pb2.RouteKick,
+    Cmd.ROUTE_KICK_DESKTOP: internal_pb2.RouteKickDesktop,
+    Cmd.ROUTE_STATUS_BATCH: internal_pb2.RouteStatusBatch,
+    Cmd.ROUTE_USERS_STAT_REQ: internal_pb2.RouteUsersStatReq,
+    Cmd.ROUTE_USERS_STAT_RES: internal_pb2.RouteUsersStatRes,
 }
 
 

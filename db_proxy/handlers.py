@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from common.codec import Frame
 from common.commands import Cmd
-from common.conversation import SINGLE_MSG_TYPES, conversation_key
+from common.conversation import conversation_key, session_type_of
 from common.link import LinkServerConnection, ServiceError
 from common.pb import base_pb2, internal_pb2, message_pb2
 from db_proxy.cache import LoginCache
@@ -159,11 +159,12 @@ class Handlers:
         self, conn: LinkServerConnection, frame: Frame, req: internal_pb2.DbSaveMsgReq
     ) -> Reply:
         msg = req.msg
-        if req.session_type != SESSION_SINGLE:
-            raise ServiceError(internal_pb2.ERR_BAD_REQUEST, "group messages are not supported yet")
-        if msg.msg_type not in SINGLE_MSG_TYPES:
-            raise ServiceError(internal_pb2.ERR_BAD_REQUEST, f"msg_type {msg.msg_type} is not a 1:1 type")
-        if not await self._user_exists(msg.to_session_id):
+        if session_type_of(msg.msg_type) != req.session_type:
+            raise ServiceError(
+                internal_pb2.ERR_BAD_REQUEST, f"msg_type {msg.msg_type} does not fit the session"
+            )
+        # Group membership is checked by the store inside the commit.
+        if req.session_type == SESSION_SINGLE and not await self._user_exists(msg.to_session_id):
             raise ServiceError(internal_pb2.ERR_NOT_FOUND, f"no user {msg.to_session_id}")
         new = NewMessage(
             from_user_id=msg.from_user_id,

@@ -14,12 +14,16 @@ from common.link import LinkServer, Upstream
 from common.pb import internal_pb2, message_pb2
 from db_proxy.cache import LoginCache
 from db_proxy.config import DbProxyConfig
+from db_proxy.directory import DirectoryHandlers
+from db_proxy.groups import GroupHandlers
 from db_proxy.handlers import Handlers
 from db_proxy.storage import open_store
 from db_proxy.storage.model import NewMessage, SavedMessage
 from db_proxy.workers import MessageWorkers
 
 log = logging.getLogger("db")
+
+REDIS_CONNECTIONS = 64
 
 
 class RoutePublisher:
@@ -52,9 +56,13 @@ class RoutePublisher:
             msg_type=message.msg_type,
             msg_data=message.msg_data,
         )
-        recipients = {message.to_id, message.from_user_id}  # the sender's other devices get a copy
+        # The sender is among the recipients: its other devices get a copy.
+        recipients = saved.recipients or (message.from_user_id, message.to_id)
         deliver = internal_pb2.RouteDeliver(
-            user_ids=sorted(recipients), command_id=Cmd.MSG_DATA, body=push.SerializeToString(), origin=origin
+            user_ids=sorted(set(recipients)),
+            command_id=Cmd.MSG_DATA,
+            body=push.SerializeToString(),
+            origin=origin,
         ).SerializeToString()
         for upstream in self.upstreams:
             if upstream.send_raw(Cmd.ROUTE_DELIVER, deliver):
@@ -67,7 +75,12 @@ async def connect_redis(url: str) -> Any | None:
         return None
     import redis.asyncio as aioredis
 
-    client = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    # A blocking pool waits for a free connection instead of failing with
+    # "too many connections" in a login storm (redis-py's default pool raises).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_CONNECTIONS, timeout=2.0, socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    client = aioredis.Redis(connection_pool=pool)
     try:
         await client.ping()
     except Exception as exc:
@@ -91,7 +104,12 @@ async def serve(
     hash_pool = ThreadPoolExecutor(config.hash_threads, thread_name_prefix="hash")
     cache = LoginCache(redis, config.login_cache_ttl, config.login_failure_limit, config.login_failure_window)
     handlers = Handlers(store, workers, cache, hash_pool, config.max_pending_logins)
-    server = LinkServer({internal_pb2.ROLE_GATEWAY: handlers.table()}, idle_timeout=config.link_idle_timeout)
+    gateway_commands = {
+        **handlers.table(),
+        **DirectoryHandlers(store).table(),
+        **GroupHandlers(store).table(),
+    }
+    server = LinkServer({internal_pb2.ROLE_GATEWAY: gateway_commands}, idle_timeout=config.link_idle_timeout)
     publisher.start()
     workers.start()
     port = await server.listen(config.host, config.port)

@@ -21,7 +21,7 @@ from typing import Any
 from common.conversation import conversation_key
 from common.link import ServiceError
 from common.pb import internal_pb2
-from db_proxy.storage.model import NewMessage, SavedMessage, Store
+from db_proxy.storage.model import NewMessage, NotMember, SavedMessage, Store
 
 log = logging.getLogger("db.workers")
 
@@ -152,6 +152,10 @@ class MessageWorkers:
 
     @staticmethod
     def _fail(job: SaveJob, exc: Exception) -> None:
-        log.error("storing a message failed: %s", exc)
+        if isinstance(exc, NotMember):
+            error = ServiceError(internal_pb2.ERR_FORBIDDEN, str(exc) or "not a member of that group")
+        else:
+            log.error("storing a message failed: %s", exc)
+            error = ServiceError(internal_pb2.ERR_UNAVAILABLE, f"storage failed: {exc}")
         if not job.future.done():
-            job.future.set_exception(ServiceError(internal_pb2.ERR_UNAVAILABLE, f"storage failed: {exc}"))
+            job.future.set_exception(error)

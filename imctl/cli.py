@@ -233,10 +233,14 @@ def user_add(
 @click.argument(
     "section", required=False, type=click.Choice(["login_server", "msg_server", "route_server", "db_proxy"])
 )
-def config_reference(section: str | None) -> None:
+@click.option("--markdown", is_flag=True, help="Print the reference as Markdown (docs/configuration.md).")
+def config_reference(section: str | None, markdown: bool) -> None:
     """Print every setting with its default and meaning."""
-    from common.config import describe
+    from common.config import describe, markdown_reference
 
+    if markdown:
+        click.echo(markdown_reference(_config_classes()), nl=False)
+        return
     for name, cls in _config_classes().items():
         if section and name != section:
             continue

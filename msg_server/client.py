@@ -43,10 +43,15 @@ class ClientConnection(FrameConnection):
         self.pending = 0
         self.paused = False
         self.deadline: Deadline | None = None
+        self.watching: set[int] = set()  # users whose presence this client follows
 
     @property
     def logged_in(self) -> bool:
         return self.user_id != 0
+
+    @property
+    def is_mobile(self) -> bool:
+        return is_mobile(self.client_type)
 
     def online_session(self) -> internal_pb2.OnlineSession:
         return internal_pb2.OnlineSession(

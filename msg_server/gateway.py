@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
@@ -19,14 +20,17 @@ from google.protobuf.message import Message
 from common.codec import Frame
 from common.commands import Cmd, decode_body
 from common.config import split_address
+from common.conversation import is_mobile
 from common.link import LinkClient, LinkDown, Upstream
-from common.pb import internal_pb2, login_pb2
+from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from msg_server.config import MsgServerConfig
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
 
 log = logging.getLogger("gateway")
+
+MAX_WATCHED = 5000  # users one connection may follow one by one
 
 
 class Gateway:
@@ -61,6 +65,11 @@ class Gateway:
         ]
         self.logged_in = 0
         self.pushed = 0
+        # Presence: the status each user last had, and which connections
+        # asked about whom (IMUsersStatReq), so a change reaches only them.
+        self.known_status: dict[int, int] = {}
+        self.watchers: dict[int, set[ClientConnection]] = {}
+        self.watch_all: set[ClientConnection] = set()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -97,9 +106,33 @@ class Gateway:
         if not conns:
             del self.sessions[conn.user_id]
         self.logged_in -= 1
+        self.unwatch(conn)
         down = internal_pb2.RouteSessionDown(user_id=conn.user_id, conn_id=conn.conn_id)
         for link in self.route_links:
             link.send(Cmd.ROUTE_SESSION_DOWN, down)
+
+    def watch(self, conn: ClientConnection, user_ids: list[int]) -> None:
+        if conn in self.watch_all:
+            return
+        new = [u for u in user_ids if u not in conn.watching]
+        if len(conn.watching) + len(new) > MAX_WATCHED:
+            # A client that follows most of the directory is cheaper to treat as following all.
+            self.unwatch(conn)
+            self.watch_all.add(conn)
+            return
+        for user_id in new:
+            conn.watching.add(user_id)
+            self.watchers.setdefault(user_id, set()).add(conn)
+
+    def unwatch(self, conn: ClientConnection) -> None:
+        self.watch_all.discard(conn)
+        for user_id in conn.watching:
+            watchers = self.watchers.get(user_id)
+            if watchers is not None:
+                watchers.discard(conn)
+                if not watchers:
+                    del self.watchers[user_id]
+        conn.watching.clear()
 
     def _send_snapshot(self, link: LinkClient) -> None:
         snapshot = internal_pb2.RouteSnapshot(
@@ -156,13 +189,25 @@ class Gateway:
     # -- route_server ---------------------------------------------------------------
 
     def route(self, deliver: internal_pb2.RouteDeliver) -> bool:
-        body = deliver.SerializeToString()
-        return any(link.send_raw(Cmd.ROUTE_DELIVER, body) for link in self.route_links)
+        return self.to_route(Cmd.ROUTE_DELIVER, deliver)
+
+    def to_route(self, command_id: int, message: Message) -> bool:
+        """One-way to the first linked route server (each knows every gateway)."""
+        body = message.SerializeToString()
+        return any(link.send_raw(command_id, body) for link in self.route_links)
+
+    async def route_request(self, command_id: int, message: Message) -> tuple[int, Message]:
+        for link in self.route_links:
+            if link.connected:
+                return await link.request(command_id, message, self.config.request_timeout)
+        raise LinkDown("no route_server is reachable")
 
     def _on_route_frame(self, link: LinkClient, frame: Frame) -> None:
         message = decode_body(frame.command_id, frame.body)
         if isinstance(message, internal_pb2.RouteDeliver):
             self.push_local(message)
+        elif isinstance(message, internal_pb2.RouteStatusBatch):
+            self.publish_status(message)
         elif isinstance(message, internal_pb2.RouteKick):
             self.kick_local(message.user_id, message.conn_id, message.reason)
         else:
@@ -174,11 +219,37 @@ class Gateway:
             if deliver.HasField("origin") and deliver.origin.gateway_id == self.node_id
             else 0
         )
-        for user_id in deliver.user_ids:
-            for conn in self.sessions.get(user_id, ()):
-                if conn.conn_id != skip_conn:
-                    conn.send_raw(deliver.command_id, deliver.body)
-                    self.pushed += 1
+        wanted = deliver.device_class
+        if deliver.broadcast:
+            targets: Iterable[ClientConnection] = [c for conns in self.sessions.values() for c in conns]
+        else:
+            targets = [c for user_id in deliver.user_ids for c in self.sessions.get(user_id, ())]
+        for conn in targets:
+            if conn.conn_id == skip_conn:
+                continue
+            if wanted != internal_pb2.DEVICE_ANY and (wanted == internal_pb2.DEVICE_MOBILE) != is_mobile(
+                conn.client_type
+            ):
+                continue
+            conn.send_raw(deliver.command_id, deliver.body)
+            self.pushed += 1
+
+    def publish_status(self, batch: internal_pb2.RouteStatusBatch) -> None:
+        for stat in batch.stats:
+            # Every route server sends every change: only the first copy counts.
+            if self.known_status.get(stat.user_id, base_pb2.USER_STATUS_OFFLINE) == stat.status:
+                continue
+            if stat.status == base_pb2.USER_STATUS_OFFLINE:
+                self.known_status.pop(stat.user_id, None)
+            else:
+                self.known_status[stat.user_id] = stat.status
+            watchers = self.watchers.get(stat.user_id, set()) | self.watch_all
+            if not watchers:
+                continue
+            body = buddy_pb2.IMUserStatNotify(user_stat=stat).SerializeToString()
+            for conn in watchers:
+                if conn.user_id != stat.user_id:
+                    conn.send_raw(Cmd.USER_STAT_NOTIFY, body)
 
     def kick_local(self, user_id: int, conn_id: int, reason: int) -> None:
         for conn in list(self.sessions.get(user_id, ())):

@@ -1,19 +1,23 @@
-"""route_server: relays frames to the gateways that hold their recipients."""
+"""route_server: relays frames to the gateways that hold their recipients,
+enforces the login policy across gateways and publishes presence."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import Message
 
 from common.codec import Frame
 from common.commands import Cmd
+from common.conversation import is_mobile
 from common.link import Handler, LinkServer, LinkServerConnection
-from common.pb import internal_pb2
+from common.pb import base_pb2, buddy_pb2, internal_pb2
 from route_server.config import RouteServerConfig
+from route_server.presence import LoginPolicy, has_desktop, sessions_to_kick, user_status
 from route_server.table import RouteTable, Session
 
 log = logging.getLogger("route")
@@ -26,17 +30,25 @@ class RouteServer(LinkServer):
             Cmd.ROUTE_SESSION_UP: self.on_session_up,
             Cmd.ROUTE_SESSION_DOWN: self.on_session_down,
             Cmd.ROUTE_DELIVER: self.on_deliver,
+            Cmd.ROUTE_KICK_DESKTOP: self.on_kick_desktop,
+            Cmd.ROUTE_USERS_STAT_REQ: self.on_users_stat,
         }
         super().__init__(
             {
                 internal_pb2.ROLE_GATEWAY: gateway_commands,
                 internal_pb2.ROLE_DB_PROXY: {Cmd.ROUTE_DELIVER: self.on_deliver},
+                internal_pb2.ROLE_ADMIN: {
+                    Cmd.ROUTE_DELIVER: self.on_deliver,
+                    Cmd.ROUTE_USERS_STAT_REQ: self.on_users_stat,
+                },
             },
             idle_timeout=config.link_idle_timeout,
         )
         self.config = config
+        self.policy = LoginPolicy(config.login_policy)
         self.table = RouteTable()
         self.gateway_links: dict[str, LinkServerConnection] = {}
+        self.pending_status: dict[int, int] = {}
         self.relayed = 0
 
     # -- link lifecycle -------------------------------------------------------
@@ -48,44 +60,135 @@ class RouteServer(LinkServer):
         if old is not None and old is not conn:
             conn.log.warning("gateway relinked; dropping its previous link")
             old.abort()
+        # What we knew of this gateway stays until its snapshot (sent right
+        # after the hello) replaces it, so a relink does not flap presence.
         self.gateway_links[conn.node_id] = conn
-        # Until the snapshot arrives we know nothing of this gateway's users.
-        self.table.drop_gateway(conn.node_id)
 
     def on_goodbye(self, conn: LinkServerConnection) -> None:
         if conn.role == internal_pb2.ROLE_GATEWAY and self.gateway_links.get(conn.node_id) is conn:
             del self.gateway_links[conn.node_id]
-            self.table.drop_gateway(conn.node_id)
+            self._presence_change(
+                self.table.users_on(conn.node_id), lambda: self.table.drop_gateway(conn.node_id)
+            )
             log.info("gateway %s gone; its users are offline here", conn.node_id)
+
+    # -- presence ---------------------------------------------------------------
+
+    def _presence_change(self, users: Iterable[int], change: Callable[[], Any]) -> None:
+        """Apply ``change`` and queue the status of every user it altered."""
+        users = list(users)
+        before = {
+            u: (user_status(self.table.sessions_of(u)), has_desktop(self.table.sessions_of(u))) for u in users
+        }
+        change()
+        for user_id, (status, desktop) in before.items():
+            sessions = self.table.sessions_of(user_id)
+            if user_status(sessions) != status:
+                self.pending_status[user_id] = user_status(sessions)
+            if has_desktop(sessions) != desktop:
+                self._tell_mobiles(user_id, sessions, online=not desktop)
+
+    def _tell_mobiles(self, user_id: int, sessions: list[Session], online: bool) -> None:
+        """IMPCLoginStatusNotify: a user's phones hear when its desktop comes or goes."""
+        gateways = {s.gateway_id for s in sessions if is_mobile(s.client_type)}
+        if not gateways:
+            return
+        stat = base_pb2.USER_STATUS_ONLINE if online else base_pb2.USER_STATUS_OFFLINE
+        body = buddy_pb2.IMPCLoginStatusNotify(user_id=user_id, login_stat=stat).SerializeToString()
+        deliver = internal_pb2.RouteDeliver(
+            user_ids=[user_id],
+            command_id=Cmd.PC_LOGIN_STATUS_NOTIFY,
+            body=body,
+            device_class=internal_pb2.DEVICE_MOBILE,
+        )
+        for gateway_id in gateways:
+            self._send_to_gateway(gateway_id, Cmd.ROUTE_DELIVER, deliver)
+
+    async def flush_status(self) -> None:
+        """Coalesce presence changes so a login storm costs one frame per gateway per tick."""
+        while True:
+            await asyncio.sleep(self.config.status_batch_interval)
+            if not self.pending_status:
+                continue
+            batch = internal_pb2.RouteStatusBatch(
+                stats=[base_pb2.UserStat(user_id=u, status=s) for u, s in self.pending_status.items()]
+            )
+            self.pending_status = {}
+            body = batch.SerializeToString()
+            for link in self.gateway_links.values():
+                link.send_raw(Cmd.ROUTE_STATUS_BATCH, body)
+
+    def _send_to_gateway(self, gateway_id: str, command_id: int, message: Message) -> None:
+        link = self.gateway_links.get(gateway_id)
+        if link is not None:
+            link.send(command_id, message)
+
+    def _kick(self, user_id: int, session: Session, reason: int) -> None:
+        self.table.remove(session.gateway_id, user_id, session.conn_id)
+        kick = internal_pb2.RouteKick(user_id=user_id, conn_id=session.conn_id, reason=reason)
+        self._send_to_gateway(session.gateway_id, Cmd.ROUTE_KICK, kick)
 
     # -- commands from gateways --------------------------------------------------
 
     def on_snapshot(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
         assert isinstance(msg, internal_pb2.RouteSnapshot)
-        self.table.replace_gateway(
-            conn.node_id,
-            ((s.user_id, Session(conn.node_id, s.conn_id, s.client_type, s.status)) for s in msg.sessions),
-        )
+        entries = [
+            (s.user_id, Session(conn.node_id, s.conn_id, s.client_type, s.status)) for s in msg.sessions
+        ]
+        users = self.table.users_on(conn.node_id) | {user_id for user_id, _ in entries}
+        self._presence_change(users, lambda: self.table.replace_gateway(conn.node_id, entries))
         conn.log.info("snapshot: %d sessions", len(msg.sessions))
 
     def on_session_up(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
         assert isinstance(msg, internal_pb2.RouteSessionUp)
         s = msg.session
-        self.table.add(s.user_id, Session(conn.node_id, s.conn_id, s.client_type, s.status))
+        new = Session(conn.node_id, s.conn_id, s.client_type, s.status)
+
+        def change() -> None:
+            for victim in sessions_to_kick(self.policy, self.table.sessions_of(s.user_id), new):
+                self._kick(s.user_id, victim, base_pb2.KICK_REASON_DUPLICATE_USER)
+            self.table.add(s.user_id, new)
+
+        self._presence_change([s.user_id], change)
 
     def on_session_down(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
         assert isinstance(msg, internal_pb2.RouteSessionDown)
-        self.table.remove(conn.node_id, msg.user_id, msg.conn_id)
+        self._presence_change(
+            [msg.user_id], lambda: self.table.remove(conn.node_id, msg.user_id, msg.conn_id)
+        )
+
+    def on_kick_desktop(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
+        assert isinstance(msg, internal_pb2.RouteKickDesktop)
+
+        def change() -> None:
+            for session in self.table.sessions_of(msg.user_id):
+                if not is_mobile(session.client_type):
+                    self._kick(msg.user_id, session, base_pb2.KICK_REASON_MOBILE_KICK)
+
+        self._presence_change([msg.user_id], change)
+
+    def on_users_stat(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> tuple[int, Message]:
+        assert isinstance(msg, internal_pb2.RouteUsersStatReq)
+        stats = [
+            base_pb2.UserStat(user_id=u, status=user_status(self.table.sessions_of(u))) for u in msg.user_ids
+        ]
+        return Cmd.ROUTE_USERS_STAT_RES, internal_pb2.RouteUsersStatRes(stats=stats)
 
     def on_deliver(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
         assert isinstance(msg, internal_pb2.RouteDeliver)
+        if msg.broadcast:
+            for gateway_link in self.gateway_links.values():
+                gateway_link.send_raw(Cmd.ROUTE_DELIVER, frame.body)
+            self.relayed += 1
+            return
         for gateway_id, users in self.table.fan_out(msg.user_ids).items():
             link = self.gateway_links.get(gateway_id)
             if link is None:
                 continue
-            narrowed = internal_pb2.RouteDeliver(user_ids=users, command_id=msg.command_id, body=msg.body)
-            if msg.HasField("origin"):
-                narrowed.origin.CopyFrom(msg.origin)
+            narrowed = internal_pb2.RouteDeliver()
+            narrowed.CopyFrom(msg)
+            del narrowed.user_ids[:]
+            narrowed.user_ids.extend(users)
             link.send(Cmd.ROUTE_DELIVER, narrowed)
             self.relayed += 1
 
@@ -95,7 +198,17 @@ async def serve(
 ) -> None:
     server = RouteServer(config)
     port = await server.listen(config.host, config.port)
-    log.info("route_server %s listening on %s:%d", config.node_id, config.host, port)
+    flusher = asyncio.get_running_loop().create_task(server.flush_status())
+    log.info(
+        "route_server %s listening on %s:%d (login policy %s)",
+        config.node_id,
+        config.host,
+        port,
+        server.policy,
+    )
     announce({"port": port})
     await stop.wait()
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
     await server.close()

@@ -48,20 +48,26 @@ class RouteTable:
         self._by_user.setdefault(user_id, {})[(session.gateway_id, session.conn_id)] = session
         self._by_gateway[session.gateway_id].add(user_id)
 
-    def remove(self, gateway_id: str, user_id: int, conn_id: int) -> None:
+    def remove(self, gateway_id: str, user_id: int, conn_id: int) -> Session | None:
         sessions = self._by_user.get(user_id)
         if sessions is None:
-            return
-        sessions.pop((gateway_id, conn_id), None)
+            return None
+        removed = sessions.pop((gateway_id, conn_id), None)
         if not sessions:
             del self._by_user[user_id]
         if not any(key[0] == gateway_id for key in sessions):
             users = self._by_gateway.get(gateway_id)
             if users is not None:
                 users.discard(user_id)
+        return removed
 
-    def drop_gateway(self, gateway_id: str) -> None:
-        for user_id in self._by_gateway.pop(gateway_id, set()):
+    def users_on(self, gateway_id: str) -> set[int]:
+        return set(self._by_gateway.get(gateway_id, ()))
+
+    def drop_gateway(self, gateway_id: str) -> set[int]:
+        """Forget a gateway's sessions; returns the users it held."""
+        users = self._by_gateway.pop(gateway_id, set())
+        for user_id in users:
             sessions = self._by_user.get(user_id)
             if sessions is None:
                 continue
@@ -69,11 +75,15 @@ class RouteTable:
                 del sessions[key]
             if not sessions:
                 del self._by_user[user_id]
+        return users
 
-    def replace_gateway(self, gateway_id: str, entries: Iterable[tuple[int, Session]]) -> None:
-        self.drop_gateway(gateway_id)
+    def replace_gateway(self, gateway_id: str, entries: Iterable[tuple[int, Session]]) -> set[int]:
+        """Swap in a gateway's snapshot; returns every user it touched."""
+        touched = self.drop_gateway(gateway_id)
         for user_id, session in entries:
             self.add(user_id, session)
+            touched.add(user_id)
+        return touched
 
     def fan_out(self, user_ids: Iterable[int]) -> dict[str, list[int]]:
         """Group recipients by the gateways that hold them; others are offline."""

@@ -50,6 +50,9 @@ class SavedMessage:
     msg_id: int
     create_time: int
     duplicate: bool  # True: an earlier identical send was already stored; nothing new was written
+    # Who gets it pushed, as of the commit: both users of a 1:1 conversation,
+    # or the group's members at that moment (sender included: its other devices).
+    recipients: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +104,9 @@ class Group:
     avatar: str
     creator_id: int
     group_type: int  # 1 normal, 2 temporary
-    version: int
-    members: tuple[int, ...] = field(default=())
+    version: int  # raised by every change of name, avatar or members
+    members: tuple[int, ...] = field(default=())  # current members, ascending
+    shield: int = 0  # the viewing user's shield status (1: muted), where a viewer is known
 
 
 class StoreError(Exception):
@@ -111,6 +115,14 @@ class StoreError(Exception):
 
 class DuplicateName(StoreError):
     """A user (or department) with that name exists."""
+
+
+class NotMember(StoreError):
+    """The user is not (or no longer) a member of that group."""
+
+
+class UnknownGroup(NotMember):
+    """There is no such group (so nobody is a member of it)."""
 
 
 class Store(Protocol):
@@ -163,3 +175,58 @@ class Store(Protocol):
     async def mark_read(self, user_id: int, session_type: int, peer_id: int, msg_id: int) -> None:
         """The user has read the session up to msg_id: its unread count becomes 0."""
         ...
+
+    # profile and directory (incremental sync by "updated" time)
+    async def users_updated_since(self, since: int) -> list[User]:
+        """Users whose profile changed after ``since`` (unix s), oldest change first."""
+        ...
+
+    async def update_user_profile(self, user_id: int, **fields: object) -> User | None:
+        """Change profile fields (avatar, sign_info, nick, ...); bumps ``updated``."""
+        ...
+
+    async def create_department(self, name: str, parent_id: int = 0, priority: int = 0) -> int: ...
+    async def departments_updated_since(self, since: int) -> list[Department]: ...
+
+    # recent sessions
+    async def recent_sessions(self, user_id: int, since: int) -> list[RecentSession]:
+        """The user's sessions changed after ``since``, newest first, removed ones flagged."""
+        ...
+
+    async def remove_session(self, user_id: int, session_type: int, peer_id: int) -> bool:
+        """Hide a session until its next message; False if the user had no such session."""
+        ...
+
+    # groups
+    async def create_group(
+        self, name: str, avatar: str, creator_id: int, group_type: int, member_ids: list[int]
+    ) -> Group:
+        """Create a group; the creator is always a member; unknown user ids are dropped."""
+        ...
+
+    async def normal_groups_of(self, user_id: int) -> list[tuple[int, int]]:
+        """(group_id, version) of the normal (type 1) groups the user belongs to."""
+        ...
+
+    async def groups_for_member(self, user_id: int, group_ids: list[int]) -> list[Group]:
+        """Those of ``group_ids`` the user belongs to, with members and the user's shield."""
+        ...
+
+    async def change_group_members(
+        self, group_id: int, add: list[int], remove: list[int]
+    ) -> tuple[Group, list[int]]:
+        """Add or remove members; returns the group after and the ids actually changed.
+
+        A new member sees history only from after it joined. Raises
+        UnknownGroup (a NotMember) if there is no such group.
+        """
+        ...
+
+    async def set_group_shield(self, group_id: int, user_id: int, shield: int) -> None:
+        """Raises NotMember if the user is not in the group."""
+        ...
+
+    # devices
+    async def set_device_token(self, user_id: int, client_type: int, token: str) -> None: ...
+    async def set_push_shield(self, user_id: int, shield: int) -> None: ...
+    async def push_shield(self, user_id: int) -> int: ...

@@ -20,7 +20,7 @@ import aiomysql
 import pymysql
 
 from .model import StoreError
-from .sql import Dialect, Row, TransientError, Tx, UniqueViolation
+from .sql_base import Dialect, Row, TransientError, Tx, UniqueViolation
 
 
 def _escape_bytes(value: bytes) -> str:
@@ -47,6 +47,7 @@ MYSQL = Dialect(
     # deprecation warning.
     new_value="VALUES({column})",
     signed_u64=False,
+    for_update=" FOR UPDATE",
 )
 
 # Run on every new connection. Strict mode whatever the server's default, so

@@ -2,22 +2,24 @@
 
 Column types are written once in a subset both MySQL/MariaDB and SQLite accept;
 only the few spellings that cannot be shared (auto-increment key, blob type,
-table options) come from the engine's :class:`~db_proxy.storage.sql.Dialect`.
+table options) come from the engine's :class:`~db_proxy.storage.sql_base.Dialect`.
 
-Every statement is idempotent (``IF NOT EXISTS``) because MySQL commits DDL
-implicitly: a migration interrupted half-way is simply run again.
+Every step is idempotent (``IF NOT EXISTS``, or :class:`AddColumn`, which
+looks before it alters) because MySQL commits DDL implicitly: a migration
+interrupted half-way is simply run again.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .model import StoreError
 
 if TYPE_CHECKING:
-    from .sql import Database, Dialect, Tx
+    from .sql_base import Database, Dialect, Tx
 
 # Maximum length (characters) of each user text column: the DDL and the
 # validation in create_user both read it, so MySQL (which rejects longer
@@ -33,6 +35,27 @@ USER_TEXT_LIMITS: dict[str, int] = {
     "domain": 64,
     "sign_info": 255,
 }
+# The same for the other tables' text columns (migration 1 spells them out).
+GROUP_TEXT_LIMITS: dict[str, int] = {"name": 64, "avatar": 255}
+DEPARTMENT_NAME_LIMIT = 64
+DEVICE_TOKEN_LIMIT = 255
+
+
+@dataclass(frozen=True, slots=True)
+class AddColumn:
+    """A migration step: add a column unless it is there already.
+
+    Neither MySQL 8 nor SQLite has ``ADD COLUMN IF NOT EXISTS`` (MariaDB
+    has), so :func:`migrate` looks first. ``definition`` needs a DEFAULT:
+    existing rows get it.
+    """
+
+    table: str
+    column: str
+    definition: str
+
+
+Step = str | AddColumn
 
 
 def _table(d: Dialect, name: str, body: str, key: str, *indexes: tuple[str, str]) -> list[str]:
@@ -191,10 +214,41 @@ def _initial(d: Dialect) -> list[str]:
     ]
 
 
-# (version, description, statements for a dialect). Append only: a released
+def _groups_and_devices(d: Dialect) -> list[Step]:
+    return [
+        # The member's own mute of the group (TeamTalk's shield_status).
+        AddColumn("group_members", "shield", "TINYINT NOT NULL DEFAULT 0"),
+        # One push token per user and client type (TeamTalk's client_type).
+        *_table(
+            d,
+            "devices",
+            f"""
+  user_id INT UNSIGNED NOT NULL,
+  client_type INT UNSIGNED NOT NULL,
+  token VARCHAR({DEVICE_TOKEN_LIMIT}) NOT NULL DEFAULT '',
+  updated BIGINT NOT NULL DEFAULT 0""",
+            "user_id, client_type",
+        ),
+        # Per-user settings without a place in the profile; no row: defaults.
+        *_table(
+            d,
+            "push_settings",
+            """
+  user_id INT UNSIGNED NOT NULL,
+  shield TINYINT NOT NULL DEFAULT 0,
+  updated BIGINT NOT NULL DEFAULT 0""",
+            "user_id",
+        ),
+    ]
+
+
+# (version, description, steps for a dialect). Append only: a released
 # migration never changes, a new one gets the next version.
-Migration = tuple[int, str, Callable[["Dialect"], list[str]]]
-MIGRATIONS: Sequence[Migration] = ((1, "initial schema", _initial),)
+Migration = tuple[int, str, Callable[["Dialect"], Sequence[Step]]]
+MIGRATIONS: Sequence[Migration] = (
+    (1, "initial schema", _initial),
+    (2, "group shield, device tokens, push settings", _groups_and_devices),
+)
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
@@ -219,13 +273,13 @@ async def migrate(db: Database) -> int:
                 f"the database has schema version {current}, newer than this code's "
                 f"{LATEST_VERSION}; upgrade imcluster"
             )
-        for version, description, statements in MIGRATIONS:
+        for version, description, steps in MIGRATIONS:
             if version <= current:
                 continue
-            for statement in statements(d):
-                await tx.execute(statement)
+            for step in steps(d):
+                await _run(tx, d, step)
             # Another process may have applied the same migration meanwhile
-            # (all statements are idempotent); recording it twice is no error.
+            # (all steps are idempotent); recording it twice is no error.
             await tx.execute(
                 "INSERT INTO schema_version (version, description, applied) VALUES (?, ?, ?) "
                 f"{d.upsert('version')} version = version",
@@ -237,3 +291,21 @@ async def migrate(db: Database) -> int:
 async def _current_version(tx: Tx) -> int:
     rows = await tx.fetchall("SELECT MAX(version) FROM schema_version")
     return int(rows[0][0] or 0)
+
+
+async def _run(tx: Tx, d: Dialect, step: Step) -> None:
+    if isinstance(step, str):
+        await tx.execute(step)
+    elif step.column not in await _columns(tx, d, step.table):
+        await tx.execute(f"ALTER TABLE {step.table} ADD COLUMN {step.column} {step.definition}")
+
+
+async def _columns(tx: Tx, d: Dialect, table: str) -> set[str]:
+    if d.name == "mysql":
+        sql = (
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = ?"
+        )
+    else:
+        sql = "SELECT name FROM pragma_table_info(?)"
+    return {str(row[0]).lower() for row in await tx.fetchall(sql, (table,))}

@@ -21,7 +21,7 @@ from typing import NoReturn
 import aiosqlite
 
 from .model import StoreError
-from .sql import Dialect, Row, Tx, UniqueViolation
+from .sql_base import Dialect, Row, Tx, UniqueViolation
 
 SQLITE = Dialect(
     name="sqlite",
@@ -32,6 +32,7 @@ SQLITE = Dialect(
     upsert_clause="ON CONFLICT ({keys}) DO UPDATE SET",
     new_value="excluded.{column}",
     signed_u64=True,
+    for_update="",  # the writer connection holds the database's write lock
 )
 
 BUSY_TIMEOUT_MS = 5000  # another process holding the write lock (imctl on a live file)

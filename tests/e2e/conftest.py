@@ -38,7 +38,9 @@ class Cluster:
         return f"http://127.0.0.1:{self.local.by_name('login-1').info['http_port']}/msg_server"
 
     def gateway_port(self, name: str) -> int:
-        return int(self.local.by_name(name).info["port"])
+        port = self.local.by_name(name).info["port"]
+        assert isinstance(port, int)
+        return port
 
     def gateway_of_port(self, port: int) -> str:
         return next(s.name for s in self.local.servers if s.kind == "msg" and s.info.get("port") == port)
@@ -58,22 +60,27 @@ class Cluster:
         return client
 
 
-async def create_users(database_url: str, names: list[str]) -> dict[str, int]:
+async def create_users(database_url: str, names: list[str], bulk: list[str]) -> dict[str, int]:
+    """``names`` get a real password hash; the ``bulk`` crowd a cheap one (load only)."""
     store = open_store(database_url)
     await store.open()
     try:
         await store.migrate()
         hashed = hash_password(md5_hex(PASSWORD))
-        return {name: await store.create_user(name, hashed, nick=name.title()) for name in names}
+        cheap = hash_password(md5_hex(PASSWORD), log2_n=4)
+        users = {name: await store.create_user(name, hashed, nick=name.title()) for name in names}
+        users.update({name: await store.create_user(name, cheap, nick=name) for name in bulk})
+        return users
     finally:
         await store.close()
 
 
-USERS = ["alice", "bob", "carol", "dave", "erin"]
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
+CROWD = [f"member{i:02d}" for i in range(1, 51)]
 
 
 def _start(tmp: Path, database_url: str, redis_url: str | None) -> Cluster:
-    users = asyncio.run(create_users(database_url, USERS))
+    users = asyncio.run(create_users(database_url, USERS, CROWD))
     local = LocalCluster(tmp, None, gateways=2, base_port=0, database_url=database_url, redis_url=redis_url)
     local.extra = {"msg": {"request_timeout": "5"}}
     local.start()

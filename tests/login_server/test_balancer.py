@@ -18,8 +18,14 @@ def register(
     connections: int = 0,
 ) -> Gateway | None:
     return balancer.register(
-        node_id, owner=owner, prior_ip=prior_ip, backup_ip=backup_ip, port=port,
-        max_connections=max_connections, started_at=1_700_000_000, now=now,
+        node_id,
+        owner=owner,
+        prior_ip=prior_ip,
+        backup_ip=backup_ip,
+        port=port,
+        max_connections=max_connections,
+        started_at=1_700_000_000,
+        now=now,
         connections=connections,
     )
 
@@ -137,7 +143,10 @@ def test_same_owner_reregistering_updates_address_and_keeps_counts() -> None:
     gateway = balancer.get("a")
     assert gateway is not None
     assert (gateway.prior_ip, gateway.port, gateway.connections, gateway.registered_at) == (
-        "10.0.0.9", 8001, 7, 1.0,
+        "10.0.0.9",
+        8001,
+        7,
+        1.0,
     )
 
 

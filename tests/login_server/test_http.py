@@ -61,8 +61,11 @@ class Cluster:
     ) -> Upstream:
         """Link a fake gateway; it registers (and reports a load) on connect."""
         info = internal_pb2.GatewayInfo(
-            prior_ip=prior_ip, backup_ip=backup_ip, port=port,
-            max_connections=max_connections, started_at=1_700_000_000,
+            prior_ip=prior_ip,
+            backup_ip=backup_ip,
+            port=port,
+            max_connections=max_connections,
+            started_at=1_700_000_000,
         )
 
         def on_connected(link: LinkClient) -> None:
@@ -84,7 +87,8 @@ class Cluster:
         assert await upstream.wait_ready(5)
         await self.until(
             lambda rows: any(
-                r["node_id"] == node_id and r["prior_ip"] == prior_ip
+                r["node_id"] == node_id
+                and r["prior_ip"] == prior_ip
                 and (connections is None or r["connections"] == connections)
                 for r in rows
             )
@@ -95,8 +99,7 @@ class Cluster:
         assert upstream.send(Cmd.GATEWAY_LOAD, internal_pb2.GatewayLoad(connections=connections))
         await self.until(
             lambda rows: any(
-                r["node_id"] == node_id and r["connections"] == connections
-                and r["handed_out"] == 0
+                r["node_id"] == node_id and r["connections"] == connections and r["handed_out"] == 0
                 for r in rows
             )
         )
@@ -118,8 +121,12 @@ def idle_timeout() -> float:
 @pytest.fixture
 async def cluster(idle_timeout: float) -> AsyncIterator[Cluster]:
     config = LoginServerConfig(
-        host="127.0.0.1", http_port=0, gateway_port=0,
-        msfs_prior=MSFS, discovery_url=DISCOVERY, link_idle_timeout=idle_timeout,
+        host="127.0.0.1",
+        http_port=0,
+        gateway_port=0,
+        msfs_prior=MSFS,
+        discovery_url=DISCOVERY,
+        link_idle_timeout=idle_timeout,
     )
     stop = asyncio.Event()
     ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -241,8 +248,7 @@ async def test_healthz_and_gateways(cluster: Cluster) -> None:
     response, body = await cluster.get("/healthz")
     assert response.status == 200
     assert json.loads(body) == {"status": "ok", "gateways": 0}
-    await cluster.gateway("msg-1", prior_ip="192.0.2.1", port=8001, max_connections=500,
-                          connections=12)
+    await cluster.gateway("msg-1", prior_ip="192.0.2.1", port=8001, max_connections=500, connections=12)
     response, body = await cluster.get("/healthz")
     assert json.loads(body) == {"status": "ok", "gateways": 1}
     (row,) = await cluster.gateways()
@@ -255,23 +261,32 @@ async def test_healthz_and_gateways(cluster: Cluster) -> None:
 
 def sender(prior_ip: str, port: int) -> Callable[[LinkClient], None]:
     def on_connected(link: LinkClient) -> None:
-        link.send(Cmd.GATEWAY_INFO, internal_pb2.GatewayInfo(
-            prior_ip=prior_ip, backup_ip="", port=port, max_connections=1, started_at=0,
-        ))
+        link.send(
+            Cmd.GATEWAY_INFO,
+            internal_pb2.GatewayInfo(
+                prior_ip=prior_ip,
+                backup_ip="",
+                port=port,
+                max_connections=1,
+                started_at=0,
+            ),
+        )
 
     return on_connected
 
 
 async def test_wrong_role_and_unusable_address_are_not_registered(cluster: Cluster) -> None:
     admin = Upstream(
-        "admin", [("127.0.0.1", cluster.gateway_port)],
+        "admin",
+        [("127.0.0.1", cluster.gateway_port)],
         internal_pb2.LinkHello(role=internal_pb2.ROLE_ADMIN, node_id="imctl"),
         on_connected=sender("192.0.2.1", 8000),
     )
     cluster.upstreams.append(admin)
     admin.start()
     bad = Upstream(
-        "bad", [("127.0.0.1", cluster.gateway_port)],
+        "bad",
+        [("127.0.0.1", cluster.gateway_port)],
         internal_pb2.LinkHello(role=internal_pb2.ROLE_GATEWAY, node_id="msg-bad"),
         on_connected=sender("", 0),
     )
@@ -291,8 +306,9 @@ async def test_silent_gateway_link_is_dropped(cluster: Cluster) -> None:
         lambda: LinkClient(lambda link, frame: None), "127.0.0.1", cluster.gateway_port
     )
     try:
-        link.send(Cmd.LINK_HELLO, internal_pb2.LinkHello(
-            role=internal_pb2.ROLE_GATEWAY, node_id="msg-silent"))
+        link.send(
+            Cmd.LINK_HELLO, internal_pb2.LinkHello(role=internal_pb2.ROLE_GATEWAY, node_id="msg-silent")
+        )
         sender("192.0.2.7", 8000)(link)
         await cluster.until(lambda rows: [r["node_id"] for r in rows] == ["msg-silent"])
         await asyncio.wait_for(link.lost, 2)

@@ -68,7 +68,7 @@ class FakeDb:
 def make(**config: Any) -> tuple[Gateway, ClientConnection, MemoryTransport, FakeDb]:
     gateway = Gateway(MsgServerConfig(**config))
     fake = FakeDb()
-    gateway.db_request = fake  # type: ignore[method-assign]
+    gateway.db_request = fake  # type: ignore[method-assign,assignment]
     conn = ClientConnection(gateway)
     transport = MemoryTransport(conn)
     conn.connection_made(transport)
@@ -174,7 +174,7 @@ async def test_message_is_acked_with_the_stored_id_and_sender_overwritten() -> N
     feed(conn, Cmd.MSG_DATA, msg, seq=3)
     await settle()
     command, sent = fake.requests[-1]
-    assert command == Cmd.DB_SAVE_MSG_REQ
+    assert command == Cmd.DB_SAVE_MSG_REQ and isinstance(sent, internal_pb2.DbSaveMsgReq)
     assert sent.msg.from_user_id == 7  # not the 999 the client claimed
     assert sent.msg.msg_id == 55 and sent.msg.msg_data == b"\x00\xffbody"
     [(frame, ack)] = transport.frames()

@@ -48,7 +48,7 @@ async def test_a_resend_across_batches_returns_the_original(store: SqlStore) -> 
     (first,) = await store.save_messages([msg(1, 2, b"hi", client_msg_id=77, create_time=100)])
     await store.save_messages([msg(2, 1, b"other")])
     (again,) = await store.save_messages([msg(1, 2, b"hi", client_msg_id=77, create_time=200)])
-    assert first == SavedMessage(1, 100, duplicate=False)
+    assert first == SavedMessage(1, 100, duplicate=False, recipients=(1, 2))
     assert again == SavedMessage(1, 100, duplicate=True)
     assert await ids_of(store, 1, 2) == [2, 1]
     (unread,) = await store.unread_sessions(2)
@@ -63,7 +63,11 @@ async def test_a_resend_inside_one_batch_is_stored_once(store: SqlStore) -> None
             msg(1, 2, b"x", client_msg_id=5, create_time=12),
         ]
     )
-    assert saved == [SavedMessage(1, 10, False), SavedMessage(2, 11, False), SavedMessage(1, 10, True)]
+    assert saved == [
+        SavedMessage(1, 10, False, (1, 2)),
+        SavedMessage(2, 11, False, (1, 2)),
+        SavedMessage(1, 10, True),
+    ]
     assert await ids_of(store, 1, 2) == [2, 1]
     (unread,) = await store.unread_sessions(2)
     assert (unread.unread_cnt, unread.latest_msg_id) == (2, 2)
@@ -182,7 +186,7 @@ async def test_invalid_messages_are_refused_before_anything_is_written(store: Sq
         msg(1, 2**32),
         msg(1, 2, client_msg_id=2**64),
         msg(1, 2, msg_type=-1),
-        NewMessage(1, SESSION_GROUP, 10, 0x11, b"group", 1),
+        NewMessage(1, SESSION_GROUP, 2**32, 0x11, b"no such group id", 1),
         NewMessage(1, 9, 2, 1, b"unknown session type", 1),
     ]
     for message in bad:
@@ -191,7 +195,9 @@ async def test_invalid_messages_are_refused_before_anything_is_written(store: Sq
     assert await store.latest_msg_id(1, SESSION_SINGLE, 2) == 0
     assert await store.save_messages([]) == []
     with pytest.raises(StoreError):
-        await store.message_list(1, SESSION_GROUP, 10, 0, 10)
+        await store.message_list(1, 9, 2, 0, 10)
+    with pytest.raises(StoreError):
+        await store.message_list(1, SESSION_GROUP, 0, 0, 10)
 
 
 async def test_concurrent_batches_get_distinct_consecutive_ids(store: SqlStore) -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from db_proxy.storage import create_database_if_missing, open_store
-from db_proxy.storage.model import SESSION_SINGLE, StoreError
+from db_proxy.storage import create_database_if_missing, open_store, schema
+from db_proxy.storage.model import SESSION_GROUP, SESSION_SINGLE, StoreError
 from db_proxy.storage.mysql import MysqlUrl
 from db_proxy.storage.schema import LATEST_VERSION, MIGRATIONS
 from db_proxy.storage.sql import SqlStore
-from tests.storage.conftest import msg
+from tests.storage.conftest import gmsg, msg
 from tests.support.databases import fresh_mysql_url, sqlite_url
 
 
@@ -41,6 +41,59 @@ async def test_a_reopened_store_keeps_everything(store_url: str) -> None:
         assert [u.name for u in await store.users_by_id([user_id])] == ["kept"]
         with pytest.raises(StoreError):
             await store.create_user("kept", "h")
+
+
+async def migrate_to(store: SqlStore, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migrate as a release that knew only the migrations up to ``version`` did."""
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", MIGRATIONS[:version])
+        patch.setattr(schema, "LATEST_VERSION", version)
+        assert await store.migrate() == version
+
+
+async def test_a_version_1_database_is_upgraded_in_place(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_store(store_url) as store:
+        await migrate_to(store, 1, monkeypatch)
+        a, b = await store.create_user("a", "h"), await store.create_user("b", "h")
+        await store.save_messages([msg(a, b)])
+        # A group as migration 1 could hold it (no shield column yet).
+        async with store.db.transaction() as tx:
+            group_id = await tx.insert(
+                "INSERT INTO chat_groups (name, creator_id, group_type) VALUES (?, ?, ?)", ("old", a, 1)
+            )
+            await tx.executemany(
+                "INSERT INTO group_members (group_id, user_id) VALUES (?, ?)", [(group_id, a), (group_id, b)]
+            )
+        with pytest.raises(StoreError):
+            await store.set_group_shield(group_id, a, 1)
+    async with open_store(store_url) as store:
+        assert await store.migrate() == LATEST_VERSION
+        (group,) = await store.groups_for_member(b, [group_id])
+        assert (group.name, group.members, group.shield) == ("old", (a, b), 0)
+        await store.set_group_shield(group_id, b, 1)
+        (saved,) = await store.save_messages([gmsg(a, group_id)])
+        assert (saved.msg_id, saved.recipients) == (1, (a, b))
+        assert [s.unread_cnt for s in await store.unread_sessions(b)] == [1, 1]
+        assert await store.latest_msg_id(a, SESSION_SINGLE, b) == 1
+        assert await store.latest_msg_id(b, SESSION_GROUP, group_id) == 1
+        await store.set_push_shield(a, 1)
+        await store.set_device_token(a, 1, "token")
+
+
+async def test_a_half_applied_migration_runs_again(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MySQL commits each DDL statement: a migration that stopped half-way
+    # leaves some of its steps applied and the version unrecorded.
+    async with open_store(store_url) as store:
+        await migrate_to(store, 1, monkeypatch)
+        async with store.db.transaction() as tx:
+            await tx.execute("ALTER TABLE group_members ADD COLUMN shield TINYINT NOT NULL DEFAULT 0")
+            for statement in [s for s in MIGRATIONS[1][2](store.db.dialect) if isinstance(s, str)][:1]:
+                await tx.execute(statement)
+        assert await store.migrate() == LATEST_VERSION
+        await store.set_push_shield(1, 1)
+        assert await store.push_shield(1) == 1
 
 
 async def test_a_newer_schema_is_refused(store: SqlStore) -> None:

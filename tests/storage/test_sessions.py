@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from db_proxy.storage.model import SESSION_SINGLE, UnreadSession
+from db_proxy.storage.model import SESSION_GROUP, SESSION_SINGLE, RecentSession, UnreadSession
 from db_proxy.storage.sql import SqlStore
-from tests.storage.conftest import msg
+from tests.storage.conftest import gmsg, make_users, msg
 
 
 async def unread(store: SqlStore, user: int) -> dict[int, int]:
@@ -75,6 +76,60 @@ async def test_a_message_to_oneself_is_not_unread(store: SqlStore) -> None:
     assert await unread(store, 7) == {}
     assert await session_rows(store, 7) == [(7, 1, 0, 0, 1_700_000_000)]
     assert [m.msg_data for m in await store.message_list(7, SESSION_SINGLE, 7, 0, 5)] == [b"note to self"]
+
+
+async def test_recent_sessions_newest_first_with_their_latest_message(store: SqlStore) -> None:
+    a, b, c = await make_users(store, 3)
+    g = (await store.create_group("g", "", b, 2, [a])).id
+    await store.save_messages([msg(a, b, b"to b", create_time=100)])
+    await store.save_messages([msg(c, a, b"\x00from c", create_time=200, msg_type=2)])
+    await store.save_messages([gmsg(b, g, b"group", create_time=300)])
+    assert await store.recent_sessions(a, 0) == [
+        RecentSession(SESSION_GROUP, g, 300, False, 1, 0x11, b"group", b),
+        RecentSession(SESSION_SINGLE, c, 200, False, 1, 2, b"\x00from c", c),
+        RecentSession(SESSION_SINGLE, b, 100, False, 1, 1, b"to b", a),
+    ]
+    assert [s.peer_id for s in await store.recent_sessions(a, 199)] == [g, c]
+    assert await store.recent_sessions(a, 300) == []
+    assert [s.peer_id for s in await store.recent_sessions(b, 0)] == [g, a]
+
+
+async def test_session_updated_never_goes_back(store: SqlStore) -> None:
+    # create_time comes from the gateways' clocks, which may disagree.
+    await store.save_messages([msg(1, 2, b"new", create_time=300)])
+    await store.save_messages([msg(2, 1, b"late", create_time=250)])
+    assert await session_rows(store, 1) == [(2, 2, 1, 0, 300)]
+    assert [(s.updated, s.latest_msg_data) for s in await store.recent_sessions(1, 0)] == [(300, b"late")]
+
+
+async def test_a_removed_session_is_flagged_and_comes_back_with_the_next_message(store: SqlStore) -> None:
+    await store.save_messages([msg(1, 2, create_time=100), msg(1, 3, create_time=100)])
+    before = int(time.time())
+    assert await store.remove_session(1, SESSION_SINGLE, 2)
+    (removed,) = await store.recent_sessions(1, 100)
+    assert (removed.peer_id, removed.removed, removed.latest_msg_id) == (2, True, 1)
+    assert before <= removed.updated <= int(time.time())
+    assert [(s.peer_id, s.removed) for s in await store.recent_sessions(2, 0)] == [(1, False)]
+    assert not await store.remove_session(1, SESSION_SINGLE, 4)
+    assert not await store.remove_session(4, SESSION_SINGLE, 1)
+    assert not await store.remove_session(1, SESSION_GROUP, 2)
+
+    # The next message brings it back, and a sync from the removal sees that,
+    # even with a create_time from before the removal.
+    await store.save_messages([msg(2, 1, b"back", create_time=150)])
+    (back,) = await store.recent_sessions(1, removed.updated)
+    assert (back.peer_id, back.removed, back.latest_msg_data) == (2, False, b"back")
+    assert back.updated == removed.updated + 1
+    assert await unread(store, 1) == {2: 1}
+
+    # Every removal moves updated on, several in one second too.
+    seen = [back.updated]
+    for _ in range(3):
+        assert await store.remove_session(1, SESSION_SINGLE, 2)
+        (row,) = await store.recent_sessions(1, seen[-1])
+        assert row.removed
+        seen.append(row.updated)
+    assert seen == sorted(set(seen))
 
 
 # A property test: random batches of sends (with resends) and reads among a

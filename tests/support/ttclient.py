@@ -112,17 +112,37 @@ class TTClient:
     async def send_text(
         self, to_user_id: int, data: bytes, client_msg_id: int = 0, timeout: float = 10.0
     ) -> message_pb2.IMMsgDataAck:
+        return await self._send_data(to_user_id, data, base_pb2.MSG_TYPE_SINGLE_TEXT, client_msg_id, timeout)
+
+    async def send_group_text(
+        self, group_id: int, data: bytes, client_msg_id: int = 0, timeout: float = 10.0
+    ) -> message_pb2.IMMsgDataAck:
+        return await self._send_data(group_id, data, base_pb2.MSG_TYPE_GROUP_TEXT, client_msg_id, timeout)
+
+    async def _send_data(
+        self, to: int, data: bytes, msg_type: int, client_msg_id: int, timeout: float
+    ) -> message_pb2.IMMsgDataAck:
         msg = message_pb2.IMMsgData(
             from_user_id=self.user_id,
-            to_session_id=to_user_id,
+            to_session_id=to,
             msg_id=client_msg_id,
             create_time=0,
-            msg_type=base_pb2.MSG_TYPE_SINGLE_TEXT,
+            msg_type=msg_type,
             msg_data=data,
         )
         command, ack = await self.request(Cmd.MSG_DATA, msg, timeout)
         assert command == Cmd.MSG_DATA_ACK and isinstance(ack, message_pb2.IMMsgDataAck)
         return ack
+
+    async def call(self, command_id: int, message: Message, timeout: float = 10.0) -> Any:
+        """A request whose reply is the next command id (TeamTalk's pairs: 0x0201 -> 0x0202)."""
+        command, reply = await self.request(command_id, message, timeout)
+        assert command == command_id + 1, f"0x{command_id:04x} answered with 0x{command:04x}"
+        return reply
+
+    def pushed(self, command_id: int) -> list[Any]:
+        """Pushes of that command received so far (not consumed)."""
+        return [m for c, m in self.pushes if c == command_id]
 
     async def next_push(self, command_id: int, timeout: float = 10.0) -> Any:
         """The oldest unclaimed push of that command; other pushes stay queued."""

@@ -46,3 +46,18 @@ def test_assignments_and_addresses() -> None:
         parse_assignments(["novalue"])
     assert split_address("k", ":80") == ("127.0.0.1", 80)
     assert split_address("k", "[::1]:80") == ("::1", 80)
+
+
+def test_example_cluster_config_loads() -> None:
+    from db_proxy.config import DbProxyConfig
+    from login_server.config import LoginServerConfig
+    from route_server.config import RouteServerConfig
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "examples" / "three-hosts.toml"
+    for cls, section in [
+        (MsgServerConfig, "msg_server"),
+        (DbProxyConfig, "db_proxy"),
+        (RouteServerConfig, "route_server"),
+        (LoginServerConfig, "login_server"),
+    ]:
+        load_config(cls, section, path, environ={})

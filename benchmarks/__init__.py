@@ -1,0 +1,1 @@
+"""Load benchmarks for imcluster; see benchmarks/README.md."""

@@ -1,0 +1,199 @@
+"""Groups and their members.
+
+A member row is kept when the member leaves (``removed = 1``), so a group's
+membership history stays; every read checks current membership. A member's
+``joined_msg_id`` is the group's last msg id when it (last) joined: it sees
+only later messages.
+
+Locking (InnoDB; SQLite's single writer serialises everything anyway): a
+member change locks the group row, then the group's msg id counter, then its
+member rows. A message save locks the counter (allocating ids), then reads
+the members with a locking read. So the two queue on the counter, and the
+members a message goes to are exactly those at its commit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from functools import cache
+
+from . import schema
+from .model import SESSION_GROUP, Group, NotMember, StoreError, UnknownGroup
+from .sql_base import (
+    BUMP_UPDATED,
+    Database,
+    Dialect,
+    Tx,
+    check_int,
+    check_text,
+    chunks,
+    existing_users,
+    marks,
+    valid_ids,
+)
+
+GROUP_TYPES = (1, 2)  # normal, temporary
+_GROUP_COLUMNS = "g.id, g.name, g.avatar, g.creator_id, g.group_type, g.version"
+
+
+async def current_members(
+    tx: Tx, d: Dialect, group_ids: list[int], *, lock: bool = False
+) -> dict[int, tuple[int, ...]]:
+    """The current members of each of ``group_ids`` (sorted), ascending.
+
+    ``lock``: inside a write transaction, read the latest commit and keep
+    those rows until it ends. Groups without members are absent.
+    """
+    members: dict[int, tuple[int, ...]] = {}
+    suffix = d.for_update if lock else ""
+    for chunk in chunks(group_ids):
+        rows = await tx.fetchall(
+            f"SELECT group_id, user_id FROM group_members WHERE group_id IN ({marks(len(chunk))}) "
+            f"AND removed = 0 ORDER BY group_id, user_id{suffix}",
+            chunk,
+        )
+        for group_id, group_rows in itertools.groupby(rows, key=lambda row: row[0]):
+            members[group_id] = tuple(row[1] for row in group_rows)
+    return members
+
+
+@cache
+def _join_sql(d: Dialect) -> str:
+    # A new member, or a former one back: joins now, unmuted.
+    return (
+        "INSERT INTO group_members (group_id, user_id, joined_msg_id, removed, updated, shield) "
+        f"VALUES (?, ?, ?, 0, ?, 0) {d.upsert('group_id, user_id')} "
+        f"joined_msg_id = {d.new('joined_msg_id')}, removed = 0, updated = {d.new('updated')}, shield = 0"
+    )
+
+
+class GroupQueries:
+    """The group part of :class:`~db_proxy.storage.sql.SqlStore`."""
+
+    db: Database
+
+    async def create_group(
+        self, name: str, avatar: str, creator_id: int, group_type: int, member_ids: list[int]
+    ) -> Group:
+        """See :meth:`Store.create_group`; StoreError if the creator is no user."""
+        check_text("group name", name, schema.GROUP_TEXT_LIMITS["name"])
+        check_text("group avatar", avatar, schema.GROUP_TEXT_LIMITS["avatar"])
+        if group_type not in GROUP_TYPES:
+            raise StoreError(f"unknown group type {group_type}")
+        now = int(time.time())
+        async with self.db.transaction() as tx:
+            members = await existing_users(tx, [creator_id, *member_ids])
+            if creator_id not in members:
+                raise StoreError(f"the creator {creator_id} is not a user")
+            group_id = await tx.insert(
+                "INSERT INTO chat_groups (name, avatar, creator_id, group_type, version, created, updated) "
+                "VALUES (?, ?, ?, ?, 1, ?, ?)",
+                (name, avatar, creator_id, group_type, now, now),
+            )
+            # The msg id counter exists from the start: member changes lock it.
+            await tx.execute(
+                "INSERT INTO conversations (session_type, conv_id, last_msg_id) VALUES (?, ?, 0)",
+                (SESSION_GROUP, group_id),
+            )
+            await tx.executemany(_join_sql(self.db.dialect), [(group_id, m, 0, now) for m in members])
+        return Group(group_id, name, avatar, creator_id, group_type, 1, tuple(members))
+
+    async def normal_groups_of(self, user_id: int) -> list[tuple[int, int]]:
+        async with self.db.reading() as tx:
+            rows = await tx.fetchall(
+                "SELECT g.id, g.version FROM group_members gm JOIN chat_groups g ON g.id = gm.group_id "
+                "WHERE gm.user_id = ? AND gm.removed = 0 AND g.group_type = 1 "
+                "ORDER BY g.id",
+                (user_id,),
+            )
+        return [(group_id, version) for group_id, version in rows]
+
+    async def groups_for_member(self, user_id: int, group_ids: list[int]) -> list[Group]:
+        """Those of ``group_ids`` the user is a member of, ascending by id."""
+        groups: list[Group] = []
+        async with self.db.reading() as tx:
+            for chunk in chunks(valid_ids(group_ids)):
+                # One statement (a row per member), so version and members agree.
+                rows = await tx.fetchall(
+                    f"SELECT {_GROUP_COLUMNS}, v.shield, m.user_id FROM group_members v "
+                    "JOIN chat_groups g ON g.id = v.group_id "
+                    "JOIN group_members m ON m.group_id = v.group_id AND m.removed = 0 "
+                    f"WHERE v.user_id = ? AND v.removed = 0 AND v.group_id IN ({marks(len(chunk))}) "
+                    "ORDER BY g.id, m.user_id",
+                    (user_id, *chunk),
+                )
+                for _, group_rows in itertools.groupby(rows, key=lambda row: row[0]):
+                    members = list(group_rows)
+                    group_id, name, avatar, creator_id, group_type, version, shield, _ = members[0]
+                    member_ids = tuple(row[-1] for row in members)
+                    groups.append(
+                        Group(group_id, name, avatar, creator_id, group_type, version, member_ids, shield)
+                    )
+        return groups
+
+    async def change_group_members(
+        self, group_id: int, add: list[int], remove: list[int]
+    ) -> tuple[Group, list[int]]:
+        """See :meth:`Store.change_group_members`.
+
+        Adding a member or a non-user, and removing a non-member, change
+        nothing; a user in both lists is left as it is. The version goes up
+        only if someone changed. A removed member's session with the group
+        is hidden and its unread count cleared. UnknownGroup (a NotMember)
+        if there is no such group. The returned group has no viewer (shield 0).
+        """
+        now = int(time.time())
+        d = self.db.dialect
+        async with self.db.transaction() as tx:
+            found = await tx.fetchall(
+                f"SELECT {_GROUP_COLUMNS} FROM chat_groups g WHERE g.id = ?{d.for_update}", (group_id,)
+            )
+            if not found:
+                raise UnknownGroup(f"no group {group_id}")
+            counter = await tx.fetchall(
+                f"SELECT last_msg_id FROM conversations WHERE session_type = ? AND conv_id = ?{d.for_update}",
+                (SESSION_GROUP, group_id),
+            )
+            last_msg_id = counter[0][0] if counter else 0
+            current = set((await current_members(tx, d, [group_id], lock=True)).get(group_id, ()))
+            both = set(add) & set(remove)
+            adding = sorted(set(await existing_users(tx, add)) - current - both)
+            removing = sorted(current & set(remove) - both)
+            if adding:
+                await tx.executemany(_join_sql(d), [(group_id, m, last_msg_id, now) for m in adding])
+            for chunk in chunks(removing):
+                await tx.execute(
+                    "UPDATE group_members SET removed = 1, updated = ? "
+                    f"WHERE group_id = ? AND user_id IN ({marks(len(chunk))})",
+                    (now, group_id, *chunk),
+                )
+                await tx.execute(
+                    f"UPDATE sessions SET {BUMP_UPDATED}, unread_cnt = 0, removed = 1 "
+                    f"WHERE session_type = ? AND peer_id = ? AND user_id IN ({marks(len(chunk))})",
+                    (now, now, SESSION_GROUP, group_id, *chunk),
+                )
+            changed = sorted(adding + removing)
+            if changed:
+                await tx.execute(
+                    "UPDATE chat_groups SET version = version + 1, updated = ? WHERE id = ?", (now, group_id)
+                )
+        _, name, avatar, creator_id, group_type, version = found[0]
+        members = tuple(sorted(current.union(adding).difference(removing)))
+        after = Group(group_id, name, avatar, creator_id, group_type, version + bool(changed), members)
+        return after, changed
+
+    async def set_group_shield(self, group_id: int, user_id: int, shield: int) -> None:
+        check_int("group shield", shield, 0, 1)
+        async with self.db.transaction() as tx:
+            member = await tx.fetchall(
+                "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ? AND removed = 0"
+                f"{self.db.dialect.for_update}",
+                (group_id, user_id),
+            )
+            if not member:
+                raise NotMember(f"user {user_id} is not a member of group {group_id}")
+            await tx.execute(
+                "UPDATE group_members SET shield = ?, updated = ? WHERE group_id = ? AND user_id = ?",
+                (shield, int(time.time()), group_id, user_id),
+            )
