@@ -99,6 +99,8 @@ class Cmd(IntEnum):
     ROUTE_STATUS_BATCH = 0x0836
     ROUTE_USERS_STAT_REQ = 0x0837
     ROUTE_USERS_STAT_RES = 0x0838
+    ADMIN_CALL = 0x0840
+    ADMIN_RESULT = 0x0841
 
 
 MESSAGE_OF: dict[int, type[Message]] = {
@@ -181,6 +183,8 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.ROUTE_STATUS_BATCH: internal_pb2.RouteStatusBatch,
     Cmd.ROUTE_USERS_STAT_REQ: internal_pb2.RouteUsersStatReq,
     Cmd.ROUTE_USERS_STAT_RES: internal_pb2.RouteUsersStatRes,
+    Cmd.ADMIN_CALL: internal_pb2.AdminCall,
+    Cmd.ADMIN_RESULT: internal_pb2.AdminResult,
 }
 
 

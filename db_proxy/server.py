@@ -8,10 +8,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from common.admin import admin_handler
 from common.commands import Cmd
 from common.config import split_address
 from common.link import LinkServer, Upstream
 from common.pb import internal_pb2, message_pb2
+from db_proxy.admin import DbAdmin
 from db_proxy.cache import LoginCache
 from db_proxy.config import DbProxyConfig
 from db_proxy.directory import DirectoryHandlers
@@ -109,7 +111,14 @@ async def serve(
         **DirectoryHandlers(store).table(),
         **GroupHandlers(store).table(),
     }
-    server = LinkServer({internal_pb2.ROLE_GATEWAY: gateway_commands}, idle_timeout=config.link_idle_timeout)
+    admin = DbAdmin(config, store, workers, redis)
+    server = LinkServer(
+        {
+            internal_pb2.ROLE_GATEWAY: gateway_commands,
+            internal_pb2.ROLE_ADMIN: {Cmd.ADMIN_CALL: admin_handler(admin.methods())},
+        },
+        idle_timeout=config.link_idle_timeout,
+    )
     publisher.start()
     workers.start()
     port = await server.listen(config.host, config.port)

@@ -22,6 +22,11 @@ class LoginServerConfig:
         "Seconds of silence after which a gateway link is dropped (gateways heartbeat every 5 s).",
     )
     backlog: int = setting(4096, "Listen backlog of both ports (TeamTalk's 64 overflows in login storms).")
+    admin_token: str = setting("", "Bearer token of the admin API (/admin/v1); empty: the admin API is off.")
+    db_proxies: tuple[str, ...] = setting(["127.0.0.1:10600"], "db_proxy addresses the admin API calls.")
+    route_servers: tuple[str, ...] = setting(
+        ["127.0.0.1:8200"], "route_server addresses the admin API calls."
+    )
     log_level: str = setting("INFO", "Logging level.")
 
     def __post_init__(self) -> None:

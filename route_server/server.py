@@ -11,11 +11,13 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from common.admin import admin_handler
 from common.codec import Frame
 from common.commands import Cmd
 from common.conversation import is_mobile
 from common.link import Handler, LinkServer, LinkServerConnection
 from common.pb import base_pb2, buddy_pb2, internal_pb2
+from route_server.admin import RouteAdmin
 from route_server.config import RouteServerConfig
 from route_server.presence import LoginPolicy, has_desktop, sessions_to_kick, user_status
 from route_server.table import RouteTable, Session
@@ -38,8 +40,8 @@ class RouteServer(LinkServer):
                 internal_pb2.ROLE_GATEWAY: gateway_commands,
                 internal_pb2.ROLE_DB_PROXY: {Cmd.ROUTE_DELIVER: self.on_deliver},
                 internal_pb2.ROLE_ADMIN: {
-                    Cmd.ROUTE_DELIVER: self.on_deliver,
                     Cmd.ROUTE_USERS_STAT_REQ: self.on_users_stat,
+                    Cmd.ADMIN_CALL: admin_handler(RouteAdmin(self).methods()),
                 },
             },
             idle_timeout=config.link_idle_timeout,
