@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from common.codec import DEFAULT_MAX_FRAME, Frame, FrameDecoder, ProtocolError, encode_frame
 from common.commands import BadBody
 from common.log import PeerLogger, format_peer
+from common.metrics import ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class FrameConnection(asyncio.Protocol):
             try:
                 frame = self.decoder.next_frame()
             except ProtocolError as exc:
+                ERRORS.labels("protocol").inc()
                 self.log.warning("protocol error: %s; closing the connection", exc)
                 self.abort()
                 return
@@ -113,6 +115,7 @@ class FrameConnection(asyncio.Protocol):
             try:
                 self.on_frame(frame)
             except BadBody as exc:
+                ERRORS.labels("bad_body").inc()
                 self.log.warning("bad frame: %s; closing the connection", exc)
                 self.abort()
                 return
@@ -150,6 +153,7 @@ class FrameConnection(asyncio.Protocol):
             return False
         transport.write(encode_frame(command_id, body, seq_num))
         if transport.get_write_buffer_size() > self.max_write_buffer:
+            ERRORS.labels("slow_reader").inc()
             self.log.warning(
                 "peer is not reading (%d bytes unsent); cutting it off",
                 transport.get_write_buffer_size(),

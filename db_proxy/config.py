@@ -37,6 +37,7 @@ class DbProxyConfig:
         ["127.0.0.1:8200"], "route_server addresses, for pushing stored messages."
     )
     link_idle_timeout: float = setting(20.0, "Seconds of silence after which a gateway link is dropped.")
+    metrics_port: int = setting(10610, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     log_level: str = setting("INFO", "Logging level.")
 
     def __post_init__(self) -> None:

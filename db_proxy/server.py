@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,13 +13,16 @@ from common.admin import admin_handler
 from common.commands import Cmd
 from common.config import split_address
 from common.link import LinkServer, Upstream
+from common.metrics import start_metrics_server
 from common.pb import internal_pb2, message_pb2
+from db_proxy import metrics
 from db_proxy.admin import DbAdmin
 from db_proxy.cache import LoginCache
 from db_proxy.config import DbProxyConfig
 from db_proxy.directory import DirectoryHandlers
 from db_proxy.groups import GroupHandlers
 from db_proxy.handlers import Handlers
+from db_proxy.metrics import PUSHES_DROPPED
 from db_proxy.storage import open_store
 from db_proxy.storage.model import NewMessage, SavedMessage
 from db_proxy.workers import MessageWorkers
@@ -65,11 +69,13 @@ class RoutePublisher:
             command_id=Cmd.MSG_DATA,
             body=push.SerializeToString(),
             origin=origin,
+            sent_at_us=int(time.time() * 1_000_000),
         ).SerializeToString()
         for upstream in self.upstreams:
             if upstream.send_raw(Cmd.ROUTE_DELIVER, deliver):
                 return
         self.dropped += 1
+        PUSHES_DROPPED.inc()
 
 
 async def connect_redis(url: str) -> Any | None:
@@ -121,9 +127,21 @@ async def serve(
     )
     publisher.start()
     workers.start()
+    metrics.bind(workers.queues)
     port = await server.listen(config.host, config.port)
+
+    async def health() -> dict[str, Any]:
+        database = await store.ping()
+        return {
+            "ok": database,
+            "node_id": config.node_id,
+            "database": database,
+            "queue_depths": workers.depths(),
+        }
+
+    exposed = await start_metrics_server(config.host, config.metrics_port, health)
     log.info("db_proxy %s listening on %s:%d", config.node_id, config.host, port)
-    announce({"port": port})
+    announce({"port": port, "metrics_port": exposed[1] if exposed else None})
     try:
         await stop.wait()
     finally:
@@ -135,4 +153,6 @@ async def serve(
         hash_pool.shutdown(wait=False, cancel_futures=True)
         if redis is not None:
             await redis.aclose()
+        if exposed is not None:
+            await exposed[0].cleanup()
         await store.close()

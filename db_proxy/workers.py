@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from common.conversation import conversation_key
 from common.link import ServiceError
 from common.pb import internal_pb2
+from db_proxy import metrics
 from db_proxy.storage.model import NewMessage, NotMember, SavedMessage, Store
 
 log = logging.getLogger("db.workers")
@@ -128,6 +130,7 @@ class MessageWorkers:
             job.future.set_result(result)
 
     async def _commit(self, batch: list[SaveJob]) -> None:
+        started = time.monotonic()
         try:
             results = await self.store.save_messages([job.message for job in batch])
         except Exception as exc:  # StoreError, or a bug: either way the worker lives on
@@ -140,8 +143,13 @@ class MessageWorkers:
                 await self._commit([job])
             return
         self.batches += 1
+        metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
+        metrics.BATCH_SIZE.observe(len(batch))
         for job, saved in zip(batch, results, strict=True):
-            if not saved.duplicate:
+            if saved.duplicate:
+                metrics.DUPLICATES.inc()
+            else:
+                metrics.COMMITTED.inc()
                 self.committed += 1
                 try:
                     self.publish(job.message, saved, job.origin)

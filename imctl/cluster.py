@@ -103,9 +103,16 @@ class LocalCluster:
 
     def start(self, ready_timeout: float = 30.0) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        route = self._launch(self._server("route", "route-1", {"port": self._port(200)}), ready_timeout)
+        route = self._launch(
+            self._server("route", "route-1", {"port": self._port(200), "metrics_port": self._port(210)}),
+            ready_timeout,
+        )
         route_addr = f"127.0.0.1:{route.info['port']}"
-        db_overrides = {"port": self._port(2600), "route_servers": route_addr}
+        db_overrides = {
+            "port": self._port(2600),
+            "metrics_port": self._port(2610),
+            "route_servers": route_addr,
+        }
         if self.database_url:
             db_overrides["database_url"] = self.database_url
         if self.redis_url:
@@ -144,6 +151,7 @@ class LocalCluster:
         overrides = {
             "node_id": name,
             "port": self._port(index),
+            "metrics_port": self._port(10 + index),
             "advertise_ip": self.advertise_ip,
             "db_proxies": db,
             "route_servers": route,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.config import ConfigError, setting
+from common.config import ConfigError, setting, split_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +37,10 @@ class LoginServerConfig:
             raise ConfigError("login_server.link_idle_timeout: must be positive")
         if self.backlog < 1:
             raise ConfigError("login_server.backlog: must be at least 1")
+        for key in ("db_proxies", "route_servers"):
+            for address in getattr(self, key):
+                split_address(f"login_server.{key}", address)
+        # The token travels in an Authorization header: whitespace in it could
+        # never be sent, and the check would silently fail every request.
+        if any(ch.isspace() or not ch.isprintable() for ch in self.admin_token):
+            raise ConfigError("login_server.admin_token: must not contain whitespace")

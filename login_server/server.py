@@ -28,6 +28,7 @@ from common.link import LinkServer, LinkServerConnection
 from common.pb import internal_pb2
 from login_server.balancer import Balancer, Gateway, PickError
 from login_server.config import LoginServerConfig
+from login_server.throttle import Throttle
 
 log = logging.getLogger("login_server")
 
@@ -44,27 +45,9 @@ SHUTDOWN_TIMEOUT = 3.0  # per listener: in-flight HTTP answers, link close
 FAILURE_LOG_INTERVAL = 10.0  # seconds; a login storm against a full cluster
 
 
-class _Throttle:
-    """Lets one event through per interval and counts the ones it swallowed."""
-
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self.next_at = 0.0
-        self.suppressed = 0
-
-    def ready(self) -> bool:
-        now = self.clock()
-        if now < self.next_at:
-            self.suppressed += 1
-            return False
-        self.next_at = now + self.interval
-        return True
-
-
 BALANCER_KEY = web.AppKey("balancer", Balancer)
 CONFIG_KEY = web.AppKey("config", LoginServerConfig)
-FAILURE_LOG_KEY = web.AppKey("failure_log", _Throttle)
+FAILURE_LOG_KEY = web.AppKey("failure_log", Throttle)
 
 
 def discovery_reply(result: Gateway | PickError, config: LoginServerConfig) -> dict[str, Any]:
@@ -97,9 +80,7 @@ async def handle_msg_server(request: web.Request) -> web.Response:
     if isinstance(result, PickError):
         throttle = request.app[FAILURE_LOG_KEY]
         if throttle.ready():
-            more = f" ({throttle.suppressed} more since the last line)" if throttle.suppressed else ""
-            log.warning("discovery from %s: %s%s", request.remote, FAILURE_MESSAGES[result], more)
-            throttle.suppressed = 0
+            log.warning("discovery from %s: %s%s", request.remote, FAILURE_MESSAGES[result], throttle.more())
     return web.Response(
         body=_json_bytes(discovery_reply(result, config)),
         content_type=DISCOVERY_CONTENT_TYPE,
@@ -143,7 +124,7 @@ def build_app(config: LoginServerConfig, balancer: Balancer) -> web.Application:
     app = web.Application()
     app[CONFIG_KEY] = config
     app[BALANCER_KEY] = balancer
-    app[FAILURE_LOG_KEY] = _Throttle(FAILURE_LOG_INTERVAL)
+    app[FAILURE_LOG_KEY] = Throttle(FAILURE_LOG_INTERVAL)
     # TeamTalk matches the "/msg_server" prefix only; clients add suffixes.
     for method in ("GET", "POST"):
         app.router.add_route(method, "/msg_server{tail:.*}", handle_msg_server)

@@ -16,6 +16,7 @@ from common.codec import Frame
 from common.commands import MESSAGE_OF, Cmd, decode_body
 from common.connection import Deadline, FrameConnection
 from common.conversation import is_mobile
+from common.metrics import ERRORS
 from common.pb import base_pb2, internal_pb2
 
 if TYPE_CHECKING:
@@ -77,12 +78,14 @@ class ClientConnection(FrameConnection):
 
     def _timed_out(self) -> None:
         phase = "heartbeat" if self.logged_in else "login"
+        ERRORS.labels(f"{phase}_timeout").inc()
         self.log.info("%s timeout; closing", phase)
         self.abort()
 
     def on_frame(self, frame: Frame) -> None:
         command = frame.command_id
         if not self.logged_in and (command not in BEFORE_LOGIN or self.logging_in):
+            ERRORS.labels("before_login").inc()
             self.log.warning("command 0x%04x before login; closing", command)
             self.abort()
             return
@@ -97,6 +100,7 @@ class ClientConnection(FrameConnection):
                 # but do not break a real client by closing on it.
                 self.log.info("unsupported command 0x%04x ignored", command)
                 return
+            ERRORS.labels("unknown_command").inc()
             self.log.warning("unknown command 0x%04x; closing", command)
             self.abort()
             return
@@ -115,6 +119,7 @@ class ClientConnection(FrameConnection):
         try:
             await handler(self.gateway, self, frame, message)
         except Exception:
+            ERRORS.labels("handler").inc()
             self.log.exception("handling 0x%04x failed", frame.command_id)
 
     def _request_done(self, _task: asyncio.Future[None]) -> None:

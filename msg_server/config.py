@@ -51,6 +51,7 @@ class MsgServerConfig:
     db_proxies: tuple[str, ...] = setting(
         ["127.0.0.1:10600"], "db_proxy addresses; conversations are spread over them."
     )
+    metrics_port: int = setting(8010, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     log_level: str = setting("INFO", "Logging level.")
 
     def __post_init__(self) -> None:

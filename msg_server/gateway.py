@@ -24,6 +24,7 @@ from common.conversation import is_mobile
 from common.link import LinkClient, LinkDown, Upstream
 from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from msg_server.config import MsgServerConfig
+from msg_server.metrics import PUSHED, RELAY_LATENCY
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -64,7 +65,6 @@ class Gateway:
             for h, p in addresses("login_servers", config.login_servers)
         ]
         self.logged_in = 0
-        self.pushed = 0
         # Presence: the status each user last had, and which connections
         # asked about whom (IMUsersStatReq), so a change reaches only them.
         self.known_status: dict[int, int] = {}
@@ -219,6 +219,8 @@ class Gateway:
             if deliver.HasField("origin") and deliver.origin.gateway_id == self.node_id
             else 0
         )
+        if deliver.sent_at_us and deliver.command_id == Cmd.MSG_DATA:
+            RELAY_LATENCY.observe(max(0.0, time.time() - deliver.sent_at_us / 1e6))
         wanted = deliver.device_class
         if deliver.broadcast:
             targets: Iterable[ClientConnection] = [c for conns in self.sessions.values() for c in conns]
@@ -232,7 +234,7 @@ class Gateway:
             ):
                 continue
             conn.send_raw(deliver.command_id, deliver.body)
-            self.pushed += 1
+            PUSHED.inc()
 
     def publish_status(self, batch: internal_pb2.RouteStatusBatch) -> None:
         for stat in batch.stats:
@@ -250,6 +252,7 @@ class Gateway:
             for conn in watchers:
                 if conn.user_id != stat.user_id:
                     conn.send_raw(Cmd.USER_STAT_NOTIFY, body)
+                    PUSHED.inc()
 
     def kick_local(self, user_id: int, conn_id: int, reason: int) -> None:
         for conn in list(self.sessions.get(user_id, ())):

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from common.metrics import start_metrics_server
+from msg_server import metrics
 from msg_server.client import ClientConnection
 from msg_server.config import MsgServerConfig
 from msg_server.gateway import Gateway
@@ -38,6 +40,8 @@ async def serve(
     )
     gateway.port = int(server.sockets[0].getsockname()[1])
     gateway.start()
+    metrics.bind(gateway)
+    exposed = await start_metrics_server(config.host, config.metrics_port, lambda: health(gateway))
     reporter = loop.create_task(gateway.report_load())
     log.info("msg_server %s listening on %s:%d", config.node_id, config.host, gateway.port)
     # Ready means linked: a gateway that cannot reach db_proxy or the route
@@ -49,7 +53,7 @@ async def serve(
             log.warning(
                 "%s not reachable after %.0fs; serving anyway, it will be retried", link.name, LINK_WAIT
             )
-    announce({"port": gateway.port})
+    announce({"port": gateway.port, "metrics_port": exposed[1] if exposed else None})
     try:
         await stop.wait()
     finally:
@@ -67,3 +71,19 @@ async def serve(
             await asyncio.sleep(0.05)
         for conn in list(gateway.connections):
             conn.abort()
+        if exposed is not None:
+            await exposed[0].cleanup()
+
+
+def health(gateway: Gateway) -> dict[str, object]:
+    """Healthy while it can store (a db_proxy) and relay (a route server)."""
+    db = any(link.connected for link in gateway.db_links)
+    route = any(link.connected for link in gateway.route_links)
+    return {
+        "ok": db and route,
+        "node_id": gateway.node_id,
+        "db_proxy": db,
+        "route_server": route,
+        "connections": len(gateway.connections),
+        "sessions": gateway.logged_in,
+    }

@@ -23,6 +23,7 @@ class RouteServerConfig:
     status_batch_interval: float = setting(
         0.1, "Seconds over which presence changes are coalesced before gateways hear of them."
     )
+    metrics_port: int = setting(8210, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     log_level: str = setting("INFO", "Logging level.")
 
     def __post_init__(self) -> None:

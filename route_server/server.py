@@ -16,9 +16,12 @@ from common.codec import Frame
 from common.commands import Cmd
 from common.conversation import is_mobile
 from common.link import Handler, LinkServer, LinkServerConnection
+from common.metrics import start_metrics_server
 from common.pb import base_pb2, buddy_pb2, internal_pb2
+from route_server import metrics
 from route_server.admin import RouteAdmin
 from route_server.config import RouteServerConfig
+from route_server.metrics import KICKS, RELAYED, STATUS_CHANGES
 from route_server.presence import LoginPolicy, has_desktop, sessions_to_kick, user_status
 from route_server.table import RouteTable, Session
 
@@ -51,7 +54,6 @@ class RouteServer(LinkServer):
         self.table = RouteTable()
         self.gateway_links: dict[str, LinkServerConnection] = {}
         self.pending_status: dict[int, int] = {}
-        self.relayed = 0
 
     # -- link lifecycle -------------------------------------------------------
 
@@ -116,6 +118,7 @@ class RouteServer(LinkServer):
                 stats=[base_pb2.UserStat(user_id=u, status=s) for u, s in self.pending_status.items()]
             )
             self.pending_status = {}
+            STATUS_CHANGES.inc(len(batch.stats))
             body = batch.SerializeToString()
             for link in self.gateway_links.values():
                 link.send_raw(Cmd.ROUTE_STATUS_BATCH, body)
@@ -126,6 +129,7 @@ class RouteServer(LinkServer):
             link.send(command_id, message)
 
     def _kick(self, user_id: int, session: Session, reason: int) -> None:
+        KICKS.inc()
         self.table.remove(session.gateway_id, user_id, session.conn_id)
         kick = internal_pb2.RouteKick(user_id=user_id, conn_id=session.conn_id, reason=reason)
         self._send_to_gateway(session.gateway_id, Cmd.ROUTE_KICK, kick)
@@ -181,7 +185,7 @@ class RouteServer(LinkServer):
         if msg.broadcast:
             for gateway_link in self.gateway_links.values():
                 gateway_link.send_raw(Cmd.ROUTE_DELIVER, frame.body)
-            self.relayed += 1
+            RELAYED.inc()
             return
         for gateway_id, users in self.table.fan_out(msg.user_ids).items():
             link = self.gateway_links.get(gateway_id)
@@ -192,7 +196,7 @@ class RouteServer(LinkServer):
             del narrowed.user_ids[:]
             narrowed.user_ids.extend(users)
             link.send(Cmd.ROUTE_DELIVER, narrowed)
-            self.relayed += 1
+            RELAYED.inc()
 
 
 async def serve(
@@ -200,6 +204,12 @@ async def serve(
 ) -> None:
     server = RouteServer(config)
     port = await server.listen(config.host, config.port)
+    metrics.bind(server)
+    exposed = await start_metrics_server(
+        config.host,
+        config.metrics_port,
+        lambda: {"ok": True, "node_id": config.node_id, "gateways": sorted(server.gateway_links)},
+    )
     flusher = asyncio.get_running_loop().create_task(server.flush_status())
     log.info(
         "route_server %s listening on %s:%d (login policy %s)",
@@ -208,9 +218,11 @@ async def serve(
         port,
         server.policy,
     )
-    announce({"port": port})
+    announce({"port": port, "metrics_port": exposed[1] if exposed else None})
     await stop.wait()
     flusher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await flusher
     await server.close()
+    if exposed is not None:
+        await exposed[0].cleanup()

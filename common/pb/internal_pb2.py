@@ -26,7 +26,7 @@ from common.pb import base_pb2 as common_dot_pb_dot_base__pb2
 from common.pb import message_pb2 as common_dot_pb_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ommon/pb/internal.proto\x12\x12imcluster.internal\x1a\x14\x63ommon/pb/base.proto\x1a\x17\x63ommon/pb/message.proto\"H\n\tLinkHello\x12*\n\x04role\x18\x01 \x02(\x0e\x32\x1c.imcluster.internal.LinkRole\x12\x0f\n\x07node_id\x18\x02 \x02(\t\"*\n\tLinkError\x12\x0c\n\x04\x63ode\x18\x01 \x02(\r\x12\x0f\n\x07message\x18\x02 \x02(\t\"\x08\n\x06LinkOk\"m\n\x0bGatewayInfo\x12\x10\n\x08prior_ip\x18\x01 \x02(\t\x12\x11\n\tbackup_ip\x18\x02 \x02(\t\x12\x0c\n\x04port\x18\x03 \x02(\r\x12\x17\n\x0fmax_connections\x18\x04 \x02(\r\x12\x12\n\nstarted_at\x18\x05 \x02(\x04\"\"\n\x0bGatewayLoad\x12\x13\n\x0b\x63onnections\x18\x01 \x02(\r\"C\n\nDbLoginReq\x12\x11\n\tuser_name\x18\x01 \x02(\t\x12\x14\n\x0cpassword_md5\x18\x02 \x02(\t\x12\x0c\n\x04peer\x18\x03 \x02(\t\"\x81\x01\n\nDbLoginRes\x12/\n\x0bresult_code\x18\x01 \x02(\x0e\x32\x1a.imcluster.base.ResultType\x12\x15\n\rresult_string\x18\x02 \x01(\t\x12+\n\tuser_info\x18\x03 \x01(\x0b\x32\x18.imcluster.base.UserInfo\"\x98\x01\n\x0c\x44\x62SaveMsgReq\x12)\n\x03msg\x18\x01 \x02(\x0b\x32\x1c.imcluster.message.IMMsgData\x12\x31\n\x0csession_type\x18\x02 \x02(\x0e\x32\x1b.imcluster.base.SessionType\x12*\n\x06origin\x18\x03 \x02(\x0b\x32\x1a.imcluster.internal.Origin\"F\n\x0c\x44\x62SaveMsgRes\x12\x0e\n\x06msg_id\x18\x01 \x02(\r\x12\x13\n\x0b\x63reate_time\x18\x02 \x02(\r\x12\x11\n\tduplicate\x18\x03 \x02(\x08\"-\n\x06Origin\x12\x12\n\ngateway_id\x18\x01 \x02(\t\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\"\x90\x01\n\rOnlineSession\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\x12/\n\x0b\x63lient_type\x18\x03 \x02(\x0e\x32\x1a.imcluster.base.ClientType\x12,\n\x06status\x18\x04 \x02(\x0e\x32\x1c.imcluster.base.UserStatType\"D\n\rRouteSnapshot\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32!.imcluster.internal.OnlineSession\"D\n\x0eRouteSessionUp\x12\x32\n\x07session\x18\x01 \x02(\x0b\x32!.imcluster.internal.OnlineSession\"4\n\x10RouteSessionDown\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\"\xc4\x01\n\x0cRouteDeliver\x12\x10\n\x08user_ids\x18\x01 \x03(\r\x12\x12\n\ncommand_id\x18\x02 \x02(\r\x12\x0c\n\x04\x62ody\x18\x03 \x02(\x0c\x12*\n\x06origin\x18\x04 \x01(\x0b\x32\x1a.imcluster.internal.Origin\x12\x41\n\x0c\x64\x65vice_class\x18\x05 \x01(\x0e\x32\x1f.imcluster.internal.DeviceClass:\nDEVICE_ANY\x12\x11\n\tbroadcast\x18\x06 \x01(\x08\"]\n\tRouteKick\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\x12.\n\x06reason\x18\x03 \x02(\x0e\x32\x1e.imcluster.base.KickReasonType\"#\n\x10RouteKickDesktop\x12\x0f\n\x07user_id\x18\x01 \x02(\r\";\n\x10RouteStatusBatch\x12\'\n\x05stats\x18\x01 \x03(\x0b\x32\x18.imcluster.base.UserStat\"%\n\x11RouteUsersStatReq\x12\x10\n\x08user_ids\x18\x01 \x03(\r\"<\n\x11RouteUsersStatRes\x12\'\n\x05stats\x18\x01 \x03(\x0b\x32\x18.imcluster.base.UserStat\".\n\tAdminCall\x12\x0e\n\x06method\x18\x01 \x02(\t\x12\x11\n\targs_json\x18\x02 \x02(\t\"\"\n\x0b\x41\x64minResult\x12\x13\n\x0bresult_json\x18\x01 \x02(\t*?\n\x08LinkRole\x12\x10\n\x0cROLE_GATEWAY\x10\x01\x12\x11\n\rROLE_DB_PROXY\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03*\x93\x01\n\tErrorCode\x12\x10\n\x0c\x45RR_INTERNAL\x10\x01\x12\x13\n\x0f\x45RR_BAD_REQUEST\x10\x02\x12\x12\n\x0e\x45RR_OVERLOADED\x10\x03\x12\x11\n\rERR_NOT_FOUND\x10\x04\x12\x11\n\rERR_FORBIDDEN\x10\x05\x12\x13\n\x0f\x45RR_UNAVAILABLE\x10\x06\x12\x10\n\x0c\x45RR_CONFLICT\x10\x07*D\n\x0b\x44\x65viceClass\x12\x0e\n\nDEVICE_ANY\x10\x00\x12\x12\n\x0e\x44\x45VICE_DESKTOP\x10\x01\x12\x11\n\rDEVICE_MOBILE\x10\x02\x42\x02H\x03')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ommon/pb/internal.proto\x12\x12imcluster.internal\x1a\x14\x63ommon/pb/base.proto\x1a\x17\x63ommon/pb/message.proto\"H\n\tLinkHello\x12*\n\x04role\x18\x01 \x02(\x0e\x32\x1c.imcluster.internal.LinkRole\x12\x0f\n\x07node_id\x18\x02 \x02(\t\"*\n\tLinkError\x12\x0c\n\x04\x63ode\x18\x01 \x02(\r\x12\x0f\n\x07message\x18\x02 \x02(\t\"\x08\n\x06LinkOk\"m\n\x0bGatewayInfo\x12\x10\n\x08prior_ip\x18\x01 \x02(\t\x12\x11\n\tbackup_ip\x18\x02 \x02(\t\x12\x0c\n\x04port\x18\x03 \x02(\r\x12\x17\n\x0fmax_connections\x18\x04 \x02(\r\x12\x12\n\nstarted_at\x18\x05 \x02(\x04\"\"\n\x0bGatewayLoad\x12\x13\n\x0b\x63onnections\x18\x01 \x02(\r\"C\n\nDbLoginReq\x12\x11\n\tuser_name\x18\x01 \x02(\t\x12\x14\n\x0cpassword_md5\x18\x02 \x02(\t\x12\x0c\n\x04peer\x18\x03 \x02(\t\"\x81\x01\n\nDbLoginRes\x12/\n\x0bresult_code\x18\x01 \x02(\x0e\x32\x1a.imcluster.base.ResultType\x12\x15\n\rresult_string\x18\x02 \x01(\t\x12+\n\tuser_info\x18\x03 \x01(\x0b\x32\x18.imcluster.base.UserInfo\"\x98\x01\n\x0c\x44\x62SaveMsgReq\x12)\n\x03msg\x18\x01 \x02(\x0b\x32\x1c.imcluster.message.IMMsgData\x12\x31\n\x0csession_type\x18\x02 \x02(\x0e\x32\x1b.imcluster.base.SessionType\x12*\n\x06origin\x18\x03 \x02(\x0b\x32\x1a.imcluster.internal.Origin\"F\n\x0c\x44\x62SaveMsgRes\x12\x0e\n\x06msg_id\x18\x01 \x02(\r\x12\x13\n\x0b\x63reate_time\x18\x02 \x02(\r\x12\x11\n\tduplicate\x18\x03 \x02(\x08\"-\n\x06Origin\x12\x12\n\ngateway_id\x18\x01 \x02(\t\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\"\x90\x01\n\rOnlineSession\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\x12/\n\x0b\x63lient_type\x18\x03 \x02(\x0e\x32\x1a.imcluster.base.ClientType\x12,\n\x06status\x18\x04 \x02(\x0e\x32\x1c.imcluster.base.UserStatType\"D\n\rRouteSnapshot\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32!.imcluster.internal.OnlineSession\"D\n\x0eRouteSessionUp\x12\x32\n\x07session\x18\x01 \x02(\x0b\x32!.imcluster.internal.OnlineSession\"4\n\x10RouteSessionDown\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\"\xd8\x01\n\x0cRouteDeliver\x12\x10\n\x08user_ids\x18\x01 \x03(\r\x12\x12\n\ncommand_id\x18\x02 \x02(\r\x12\x0c\n\x04\x62ody\x18\x03 \x02(\x0c\x12*\n\x06origin\x18\x04 \x01(\x0b\x32\x1a.imcluster.internal.Origin\x12\x41\n\x0c\x64\x65vice_class\x18\x05 \x01(\x0e\x32\x1f.imcluster.internal.DeviceClass:\nDEVICE_ANY\x12\x11\n\tbroadcast\x18\x06 \x01(\x08\x12\x12\n\nsent_at_us\x18\x07 \x01(\x04\"]\n\tRouteKick\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\x12.\n\x06reason\x18\x03 \x02(\x0e\x32\x1e.imcluster.base.KickReasonType\"#\n\x10RouteKickDesktop\x12\x0f\n\x07user_id\x18\x01 \x02(\r\";\n\x10RouteStatusBatch\x12\'\n\x05stats\x18\x01 \x03(\x0b\x32\x18.imcluster.base.UserStat\"%\n\x11RouteUsersStatReq\x12\x10\n\x08user_ids\x18\x01 \x03(\r\"<\n\x11RouteUsersStatRes\x12\'\n\x05stats\x18\x01 \x03(\x0b\x32\x18.imcluster.base.UserStat\".\n\tAdminCall\x12\x0e\n\x06method\x18\x01 \x02(\t\x12\x11\n\targs_json\x18\x02 \x02(\t\"\"\n\x0b\x41\x64minResult\x12\x13\n\x0bresult_json\x18\x01 \x02(\t*?\n\x08LinkRole\x12\x10\n\x0cROLE_GATEWAY\x10\x01\x12\x11\n\rROLE_DB_PROXY\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03*\x93\x01\n\tErrorCode\x12\x10\n\x0c\x45RR_INTERNAL\x10\x01\x12\x13\n\x0f\x45RR_BAD_REQUEST\x10\x02\x12\x12\n\x0e\x45RR_OVERLOADED\x10\x03\x12\x11\n\rERR_NOT_FOUND\x10\x04\x12\x11\n\rERR_FORBIDDEN\x10\x05\x12\x13\n\x0f\x45RR_UNAVAILABLE\x10\x06\x12\x10\n\x0c\x45RR_CONFLICT\x10\x07*D\n\x0b\x44\x65viceClass\x12\x0e\n\nDEVICE_ANY\x10\x00\x12\x12\n\x0e\x44\x45VICE_DESKTOP\x10\x01\x12\x11\n\rDEVICE_MOBILE\x10\x02\x42\x02H\x03')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'common.pb.internal_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'H\003'
-  _globals['_LINKROLE']._serialized_start=1763
-  _globals['_LINKROLE']._serialized_end=1826
-  _globals['_ERRORCODE']._serialized_start=1829
-  _globals['_ERRORCODE']._serialized_end=1976
-  _globals['_DEVICECLASS']._serialized_start=1978
-  _globals['_DEVICECLASS']._serialized_end=2046
+  _globals['_LINKROLE']._serialized_start=1783
+  _globals['_LINKROLE']._serialized_end=1846
+  _globals['_ERRORCODE']._serialized_start=1849
+  _globals['_ERRORCODE']._serialized_end=1996
+  _globals['_DEVICECLASS']._serialized_start=1998
+  _globals['_DEVICECLASS']._serialized_end=2066
   _globals['_LINKHELLO']._serialized_start=95
   _globals['_LINKHELLO']._serialized_end=167
   _globals['_LINKERROR']._serialized_start=169
@@ -69,19 +69,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTESESSIONDOWN']._serialized_start=1132
   _globals['_ROUTESESSIONDOWN']._serialized_end=1184
   _globals['_ROUTEDELIVER']._serialized_start=1187
-  _globals['_ROUTEDELIVER']._serialized_end=1383
-  _globals['_ROUTEKICK']._serialized_start=1385
-  _globals['_ROUTEKICK']._serialized_end=1478
-  _globals['_ROUTEKICKDESKTOP']._serialized_start=1480
-  _globals['_ROUTEKICKDESKTOP']._serialized_end=1515
-  _globals['_ROUTESTATUSBATCH']._serialized_start=1517
-  _globals['_ROUTESTATUSBATCH']._serialized_end=1576
-  _globals['_ROUTEUSERSSTATREQ']._serialized_start=1578
-  _globals['_ROUTEUSERSSTATREQ']._serialized_end=1615
-  _globals['_ROUTEUSERSSTATRES']._serialized_start=1617
-  _globals['_ROUTEUSERSSTATRES']._serialized_end=1677
-  _globals['_ADMINCALL']._serialized_start=1679
-  _globals['_ADMINCALL']._serialized_end=1725
-  _globals['_ADMINRESULT']._serialized_start=1727
-  _globals['_ADMINRESULT']._serialized_end=1761
+  _globals['_ROUTEDELIVER']._serialized_end=1403
+  _globals['_ROUTEKICK']._serialized_start=1405
+  _globals['_ROUTEKICK']._serialized_end=1498
+  _globals['_ROUTEKICKDESKTOP']._serialized_start=1500
+  _globals['_ROUTEKICKDESKTOP']._serialized_end=1535
+  _globals['_ROUTESTATUSBATCH']._serialized_start=1537
+  _globals['_ROUTESTATUSBATCH']._serialized_end=1596
+  _globals['_ROUTEUSERSSTATREQ']._serialized_start=1598
+  _globals['_ROUTEUSERSSTATREQ']._serialized_end=1635
+  _globals['_ROUTEUSERSSTATRES']._serialized_start=1637
+  _globals['_ROUTEUSERSSTATRES']._serialized_end=1697
+  _globals['_ADMINCALL']._serialized_start=1699
+  _globals['_ADMINCALL']._serialized_end=1745
+  _globals['_ADMINRESULT']._serialized_start=1747
+  _globals['_ADMINRESULT']._serialized_end=1781
 # @@protoc_insertion_point(module_scope)

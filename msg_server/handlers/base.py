@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 
 from common.codec import Frame
 from common.link import LinkDown, RemoteError
+from common.metrics import ERRORS
 from common.pb import internal_pb2
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def forward_to_db(
         try:
             command, res = await gw.db_request(key(conn, req), frame.command_id, req)
         except UPSTREAM_ERRORS as exc:
+            ERRORS.labels("upstream").inc()
             conn.log.warning("0x%04x failed upstream: %s", frame.command_id, exc)
             return
         if command != reply_command:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from common.codec import Frame
 from common.commands import Cmd
 from common.conversation import conversation_key, session_type_of
+from common.metrics import ERRORS
 from common.pb import internal_pb2, message_pb2
 from msg_server.handlers.base import UPSTREAM_ERRORS, Handler, deliver, forward_to_db, now
+from msg_server.metrics import ACK_LATENCY, MESSAGES_ACKED, MESSAGES_IN
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -16,6 +19,8 @@ if TYPE_CHECKING:
 
 
 async def msg_data(gw: Gateway, conn: ClientConnection, frame: Frame, msg: message_pb2.IMMsgData) -> None:
+    MESSAGES_IN.inc()
+    started = time.monotonic()
     session_type = session_type_of(msg.msg_type)
     if session_type is None or msg.to_session_id == 0:
         conn.log.warning("message with msg_type %d to %d refused", msg.msg_type, msg.to_session_id)
@@ -27,6 +32,7 @@ async def msg_data(gw: Gateway, conn: ClientConnection, frame: Frame, msg: messa
     try:
         _, res = await gw.db_request(key, Cmd.DB_SAVE_MSG_REQ, req)
     except UPSTREAM_ERRORS as exc:
+        ERRORS.labels("upstream").inc()
         # No ack: the client keeps the message as unsent and may resend it;
         # a resend with the same client msg id is deduplicated.
         conn.log.warning(
@@ -38,6 +44,8 @@ async def msg_data(gw: Gateway, conn: ClientConnection, frame: Frame, msg: messa
         user_id=conn.user_id, session_id=msg.to_session_id, msg_id=res.msg_id, session_type=session_type
     )
     conn.send(Cmd.MSG_DATA_ACK, ack, frame.seq_num)
+    MESSAGES_ACKED.inc()
+    ACK_LATENCY.observe(time.monotonic() - started)
 
 
 async def read_ack(

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from common.codec import Frame
 from common.commands import Cmd
+from common.metrics import ERRORS, LOGINS
 from common.pb import base_pb2, internal_pb2, login_pb2
 from msg_server.handlers.base import UPSTREAM_ERRORS, Handler, forward_to_db, now
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 async def login(gw: Gateway, conn: ClientConnection, frame: Frame, req: login_pb2.IMLoginReq) -> None:
     def refuse(code: int, text: str) -> None:
+        LOGINS.labels("refused" if code == base_pb2.REFUSE_REASON_DB_VALIDATE_FAILED else "error").inc()
         res = login_pb2.IMLoginRes(server_time=now(), result_code=code, result_string=text)
         conn.send(Cmd.LOGIN_RES, res, frame.seq_num)
         conn.close()  # TeamTalk's clients expect the connection to end after a refusal
@@ -30,6 +32,7 @@ async def login(gw: Gateway, conn: ClientConnection, frame: Frame, req: login_pb
     try:
         _, res = await gw.db_request(req.user_name, Cmd.DB_LOGIN_REQ, db_req)
     except UPSTREAM_ERRORS as exc:
+        ERRORS.labels("upstream").inc()
         conn.log.warning("login of %r failed upstream: %s", req.user_name, exc)
         refuse(base_pb2.REFUSE_REASON_NO_DB_SERVER, "login service unavailable; try again")
         return
@@ -53,6 +56,7 @@ async def login(gw: Gateway, conn: ClientConnection, frame: Frame, req: login_pb
         ),
         frame.seq_num,
     )
+    LOGINS.labels("ok").inc()
     conn.became_logged_in(res.user_info.user_id, req.client_type, status)
     conn.log.info("logged in as %r (client type 0x%02x)", req.user_name, req.client_type)
 

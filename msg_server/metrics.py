@@ -1,0 +1,42 @@
+"""A gateway's metrics (see common.metrics for the shared ones)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge
+
+from common.link import Upstream
+from common.metrics import latency_histogram
+
+if TYPE_CHECKING:
+    from msg_server.gateway import Gateway
+
+CONNECTIONS = Gauge("imcluster_gateway_connections", "Open client connections (logged in or not).")
+SESSIONS = Gauge("imcluster_gateway_sessions", "Logged-in client connections.")
+MESSAGES_IN = Counter("imcluster_gateway_messages_in", "IMMsgData frames received from clients.")
+MESSAGES_ACKED = Counter("imcluster_gateway_messages_acked", "IMMsgDataAck sent (messages durably stored).")
+PUSHED = Counter("imcluster_gateway_frames_pushed", "Frames pushed to clients (messages, notifications).")
+ACK_LATENCY = latency_histogram(
+    "imcluster_gateway_ack_latency_seconds", "From a client's IMMsgData arriving to its ack leaving."
+)
+RELAY_LATENCY = latency_histogram(
+    "imcluster_gateway_relay_latency_seconds",
+    "From db_proxy publishing a stored message to this gateway pushing it.",
+)
+UPSTREAM_UP = Gauge(
+    "imcluster_gateway_upstream_up", "1 while a link to a db_proxy/route/login server is up.", ["link"]
+)
+
+
+def bind(gateway: Gateway) -> None:
+    """Gauges read the gateway's live state at scrape time."""
+    CONNECTIONS.set_function(lambda: len(gateway.connections))
+    SESSIONS.set_function(lambda: gateway.logged_in)
+    for link in gateway.all_links:
+        UPSTREAM_UP.labels(link.name).set_function(partial(_up, link))
+
+
+def _up(link: Upstream) -> float:
+    return 1.0 if link.connected else 0.0
