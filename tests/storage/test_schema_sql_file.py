@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,7 +28,8 @@ async def test_schema_file_applies_and_is_current() -> None:
         if parts.password:
             args.append(f"--password={parts.password}")
         sql = (ROOT / "scripts" / "schema-mysql.sql").read_text()
-        subprocess.run([*args, parts.path.lstrip("/")], input=sql, text=True, check=True, timeout=60)
+        command = [*args, parts.path.lstrip("/")]
+        await asyncio.to_thread(subprocess.run, command, input=sql, text=True, check=True, timeout=60)
         store = open_store(url)
         await store.open()
         try:
