@@ -92,7 +92,8 @@ class LoginCache:
             except Exception as exc:
                 log.warning("redis unavailable for the login cache: %s", exc)
 
-    async def too_many_failures(self, user_name: str) -> bool:
+    async def recent_failures(self, user_name: str) -> int:
+        """Failed logins for this name in the current window."""
         key = f"imc:fail:{user_name}"
         count: int | None = None
         if self.redis is not None:
@@ -103,7 +104,7 @@ class LoginCache:
                 log.warning("redis unavailable for the failure counter: %s", exc)
         if count is None:
             count = self._memory.get(key, time.monotonic()) or 0
-        return count >= self.failure_limit
+        return count
 
     async def record_failure(self, user_name: str) -> None:
         key = f"imc:fail:{user_name}"

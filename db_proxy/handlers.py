@@ -106,9 +106,11 @@ class Handlers:
             result_string="wrong user name or password",
         )
         name = req.user_name.strip()
-        if not name or await self.cache.too_many_failures(name):
-            if name:
-                refused.result_string = "too many failed logins; try again later"
+        if not name:
+            return Cmd.DB_LOGIN_RES, refused
+        failures = await self.cache.recent_failures(name)
+        if failures >= self.cache.failure_limit:
+            refused.result_string = "too many failed logins; try again later"
             return Cmd.DB_LOGIN_RES, refused
         user = await self.store.user_by_name(name)
         ok = user is not None and not user.disabled and await self._password_matches(user, req.password_md5)
@@ -118,7 +120,8 @@ class Handlers:
             log.info("login refused for %r from %s", name, req.peer)
             return Cmd.DB_LOGIN_RES, refused
         self.logins_ok += 1
-        await self.cache.clear_failures(name)
+        if failures:  # the common case needs no round trip to Redis
+            await self.cache.clear_failures(name)
         self._remember_user(user.id)
         return Cmd.DB_LOGIN_RES, internal_pb2.DbLoginRes(
             result_code=base_pb2.REFUSE_REASON_NONE, user_info=user_info(user)

@@ -88,7 +88,7 @@ async def connect_redis(url: str) -> Any | None:
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=REDIS_CONNECTIONS, timeout=2.0, socket_timeout=2.0, socket_connect_timeout=2.0
     )
-    client = aioredis.Redis(connection_pool=pool)
+    client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it too
     try:
         await client.ping()
     except Exception as exc:
