@@ -49,7 +49,9 @@ class MsgServerConfig:
         ["127.0.0.1:8200"], "route_server addresses; the gateway links to every one."
     )
     db_proxies: tuple[str, ...] = setting(
-        ["127.0.0.1:10600"], "db_proxy addresses; conversations are spread over them."
+        ["127.0.0.1:10600"],
+        "db_proxy addresses. A conversation always goes to the same one, so list them in the same "
+        "order on every gateway.",
     )
     metrics_port: int = setting(8010, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     log_level: str = setting("INFO", "Logging level.")
