@@ -162,3 +162,21 @@ async def test_route_server_restart_resumes_delivery(fresh_cluster: Cluster) -> 
     assert stored[during.msg_id] == b"during"
     await alice.close()
     await bob.close()
+
+
+async def test_sigterm_drains_a_gateway_gracefully(fresh_cluster: Cluster) -> None:
+    cluster = fresh_cluster
+    bob = await cluster.client("bob", "msg-2")
+    gateway = cluster.local.by_name("msg-2")
+    assert gateway.process is not None
+    gateway.process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(bob.closed.wait(), 10)  # its clients are let go...
+    code = await asyncio.to_thread(gateway.process.wait, 15)
+    assert code == 0  # ...and it exits by itself, cleanly
+    await bob.close()
+    # login_server no longer hands it out; the other gateway takes the user.
+    for _ in range(5):
+        again = await cluster.client("bob")
+        assert again.writer is not None
+        assert again.writer.get_extra_info("peername")[1] == cluster.gateway_port("msg-1")
+        await again.close()
