@@ -38,6 +38,12 @@ class DbProxyConfig:
     )
     link_idle_timeout: float = setting(20.0, "Seconds of silence after which a gateway link is dropped.")
     metrics_port: int = setting(10610, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
+    system_user: str = setting(
+        "system", "Login name of the account admin messages come from (created on first use; cannot log in)."
+    )
+    password_log2_n: int = setting(
+        14, "scrypt cost (log2 N) of passwords set through the admin API; below 14 for tests only."
+    )
     log_level: str = setting("INFO", "Logging level.")
 
     def __post_init__(self) -> None:
@@ -45,3 +51,7 @@ class DbProxyConfig:
             split_address("db_proxy.route_servers", address)
         if self.workers < 1 or self.queue_size < 1 or self.batch_size < 1:
             raise ConfigError("db_proxy.workers, queue_size and batch_size must be at least 1")
+        if not 1 <= self.password_log2_n <= 16:
+            raise ConfigError("db_proxy.password_log2_n must be between 1 and 16")
+        if not self.system_user or any(c.isspace() for c in self.system_user):
+            raise ConfigError("db_proxy.system_user must be a login name (not empty, no spaces)")

@@ -24,7 +24,7 @@ from db_proxy.groups import GroupHandlers
 from db_proxy.handlers import Handlers
 from db_proxy.metrics import PUSHES_DROPPED
 from db_proxy.storage import open_store
-from db_proxy.storage.model import NewMessage, SavedMessage
+from db_proxy.storage.model import SESSION_GROUP, NewMessage, SavedMessage
 from db_proxy.workers import MessageWorkers
 
 log = logging.getLogger("db")
@@ -63,19 +63,31 @@ class RoutePublisher:
             msg_data=message.msg_data,
         )
         # The sender is among the recipients: its other devices get a copy.
-        recipients = saved.recipients or (message.from_user_id, message.to_id)
-        deliver = internal_pb2.RouteDeliver(
-            user_ids=sorted(set(recipients)),
-            command_id=Cmd.MSG_DATA,
-            body=push.SerializeToString(),
-            origin=origin,
-            sent_at_us=int(time.time() * 1_000_000),
-        ).SerializeToString()
+        # (A trusted group message, the admin API's, may have none at all.)
+        recipients = saved.recipients
+        if not recipients and message.session_type != SESSION_GROUP:
+            recipients = (message.from_user_id, message.to_id)
+        if not recipients:
+            return
+        self.deliver(
+            internal_pb2.RouteDeliver(
+                user_ids=sorted(set(recipients)),
+                command_id=Cmd.MSG_DATA,
+                body=push.SerializeToString(),
+                origin=origin,
+                sent_at_us=int(time.time() * 1_000_000),
+            )
+        )
+
+    def deliver(self, deliver: internal_pb2.RouteDeliver) -> bool:
+        """Push a frame through the first linked route server; False if none is linked."""
+        body = deliver.SerializeToString()
         for upstream in self.upstreams:
-            if upstream.send_raw(Cmd.ROUTE_DELIVER, deliver):
-                return
+            if upstream.send_raw(Cmd.ROUTE_DELIVER, body):
+                return True
         self.dropped += 1
         PUSHES_DROPPED.inc()
+        return False
 
 
 async def connect_redis(url: str) -> Any | None:
@@ -117,7 +129,7 @@ async def serve(
         **DirectoryHandlers(store).table(),
         **GroupHandlers(store).table(),
     }
-    admin = DbAdmin(config, store, workers, redis)
+    admin = DbAdmin(config, store, workers, redis, publisher.deliver)
     server = LinkServer(
         {
             internal_pb2.ROLE_GATEWAY: gateway_commands,

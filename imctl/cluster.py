@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ class ServerProcess:
     log_file: Path
     process: subprocess.Popen[bytes] | None = None
     info: dict[str, object] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # added to the child's environment
 
     def start(self, config_path: Path | None) -> None:
         args = [sys.executable, "-m", "imctl", "run", self.kind, "--ready-file", str(self.ready_file)]
@@ -48,7 +50,12 @@ class ServerProcess:
         self.ready_file.unlink(missing_ok=True)
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
 
@@ -92,6 +99,9 @@ class LocalCluster:
     database_url: str | None = None
     redis_url: str | None = None
     extra: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> overrides for every such server
+    # kind -> environment for every such server: for secrets (the admin
+    # token), which --set would show to every local user in `ps`.
+    environ: dict[str, dict[str, str]] = field(default_factory=dict)
     servers: list[ServerProcess] = field(default_factory=list)
 
     def _port(self, offset: int) -> str:
@@ -99,7 +109,14 @@ class LocalCluster:
 
     def _server(self, kind: str, name: str, overrides: dict[str, str]) -> ServerProcess:
         merged = {**overrides, **self.extra.get(kind, {})}
-        return ServerProcess(kind, name, merged, self.run_dir / f"{name}.ready", self.run_dir / f"{name}.log")
+        return ServerProcess(
+            kind,
+            name,
+            merged,
+            self.run_dir / f"{name}.ready",
+            self.run_dir / f"{name}.log",
+            env=dict(self.environ.get(kind, {})),
+        )
 
     def start(self, ready_timeout: float = 30.0) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -119,15 +136,20 @@ class LocalCluster:
             db_overrides["redis_url"] = self.redis_url
         db = self._launch(self._server("db", "db-1", db_overrides), ready_timeout)
         http = str(self.http_port) if self.base_port else "0"
-        login = self._launch(
-            self._server("login", "login-1", {"http_port": http, "gateway_port": self._port(100)}),
-            ready_timeout,
-        )
+        db_addr = f"127.0.0.1:{db.info['port']}"
+        login_overrides = {
+            "http_port": http,
+            "gateway_port": self._port(100),
+            # For the admin API, which calls both.
+            "db_proxies": db_addr,
+            "route_servers": route_addr,
+        }
+        login = self._launch(self._server("login", "login-1", login_overrides), ready_timeout)
         for i in range(self.gateways):
             self.add_gateway(
                 i,
                 route_addr,
-                f"127.0.0.1:{db.info['port']}",
+                db_addr,
                 f"127.0.0.1:{login.info['gateway_port']}",
                 ready_timeout,
             )

@@ -52,6 +52,16 @@ class Gateway:
     def full(self) -> bool:
         return self.load >= self.max_connections
 
+    def uptime(self, now: float, wall: float) -> int:
+        """Seconds since the gateway started; ``now`` is the caller's clock, ``wall`` unix time.
+
+        started_at comes from the gateway's clock (skew can make the
+        difference negative, hence max); without it, count from our
+        registration.
+        """
+        started = self.started_at or wall - (now - self.registered_at)
+        return max(0, round(wall - started))
+
 
 class Balancer:
     """The registered gateways and the choice between them."""

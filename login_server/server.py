@@ -26,6 +26,8 @@ from common.codec import Frame
 from common.commands import Cmd
 from common.link import LinkServer, LinkServerConnection
 from common.pb import internal_pb2
+from login_server.admin.api import setup_admin
+from login_server.admin.backends import Backends, LinkBackends
 from login_server.balancer import Balancer, Gateway, PickError
 from login_server.config import LoginServerConfig
 from login_server.throttle import Throttle
@@ -98,10 +100,6 @@ async def handle_gateways(request: web.Request) -> web.Response:
     now, wall = time.monotonic(), time.time()
     rows = []
     for gateway in request.app[BALANCER_KEY].gateways():
-        # started_at comes from the gateway's clock (skew can make the
-        # difference negative, hence max); without it, count from our
-        # registration.
-        started = gateway.started_at or wall - (now - gateway.registered_at)
         rows.append(
             {
                 "node_id": gateway.node_id,
@@ -111,7 +109,7 @@ async def handle_gateways(request: web.Request) -> web.Response:
                 "connections": gateway.connections,
                 "handed_out": gateway.handed_out,
                 "max_connections": gateway.max_connections,
-                "uptime": max(0, round(wall - started)),
+                "uptime": gateway.uptime(now, wall),
                 "registered_for": max(0, round(now - gateway.registered_at)),
                 "last_report_age": round(max(0.0, now - gateway.last_report), 1),
                 "peer": gateway.peer,
@@ -120,8 +118,15 @@ async def handle_gateways(request: web.Request) -> web.Response:
     return web.json_response(rows)
 
 
-def build_app(config: LoginServerConfig, balancer: Balancer) -> web.Application:
-    app = web.Application()
+ADMIN_MAX_BODY = 4 << 20  # a chunk of 1,000 imported users with long profiles
+
+
+def build_app(
+    config: LoginServerConfig, balancer: Balancer, admin: Backends | None = None
+) -> web.Application:
+    """The HTTP app; the admin API is on only with a token and its backends."""
+    enabled = bool(config.admin_token) and admin is not None
+    app = web.Application(client_max_size=ADMIN_MAX_BODY if enabled else 1 << 20)
     app[CONFIG_KEY] = config
     app[BALANCER_KEY] = balancer
     app[FAILURE_LOG_KEY] = Throttle(FAILURE_LOG_INTERVAL)
@@ -130,6 +135,9 @@ def build_app(config: LoginServerConfig, balancer: Balancer) -> web.Application:
         app.router.add_route(method, "/msg_server{tail:.*}", handle_msg_server)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/gateways", handle_gateways)
+    if enabled:
+        assert admin is not None
+        setup_admin(app, config.admin_token, admin, balancer)
     return app
 
 
@@ -250,10 +258,15 @@ async def serve(
     """Serve until ``stop`` is set, then close both listeners (bounded)."""
     balancer = Balancer()
     links = GatewayLinks(balancer, idle_timeout=config.link_idle_timeout)
+    admin = LinkBackends.from_config(config) if config.admin_token else None
     # No access log: at thousands of logins per second it would be most of
     # the process's work; failures are logged by the handler.
-    runner = web.AppRunner(build_app(config, balancer), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(
+        build_app(config, balancer, admin), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
     await runner.setup()
+    if admin is not None:
+        admin.start()
     try:
         site = web.TCPSite(
             runner,
@@ -264,11 +277,17 @@ async def serve(
         await site.start()
         gateway_port = await links.listen(config.host, config.gateway_port, backlog=config.backlog)
         log.info("listening on %s: HTTP %d, gateway links %d", config.host, site.port, gateway_port)
+        if admin is None:
+            log.info("admin API off (login_server.admin_token is not set)")
+        else:
+            log.info("admin API on at /admin/v1")
         announce({"http_port": site.port, "gateway_port": gateway_port})
         await stop.wait()
         log.info("stopping")
     finally:
         await _shutdown(runner, links)
+        if admin is not None:
+            await admin.stop()
 
 
 async def _shutdown(runner: web.AppRunner, links: LinkServer) -> None:

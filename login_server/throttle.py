@@ -24,7 +24,7 @@ class Throttle:
         return True
 
     def more(self) -> str:
-        """" (N more since the last line)" for the line being let through, and reset."""
+        """The suffix for the line being let through: how many were swallowed; resets the count."""
         text = f" ({self.suppressed} more since the last line)" if self.suppressed else ""
         self.suppressed = 0
         return text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -134,13 +135,29 @@ class RouteServer(LinkServer):
         kick = internal_pb2.RouteKick(user_id=user_id, conn_id=session.conn_id, reason=reason)
         self._send_to_gateway(session.gateway_id, Cmd.ROUTE_KICK, kick)
 
+    def kick_user(self, user_id: int, reason: int) -> int:
+        """Close every session of a user (the admin API); returns how many there were."""
+        sessions = self.table.sessions_of(user_id)
+
+        def change() -> None:
+            for session in sessions:
+                self._kick(user_id, session, reason)
+
+        self._presence_change([user_id], change)
+        return len(sessions)
+
     # -- commands from gateways --------------------------------------------------
+
+    def _session(self, gateway_id: str, s: Any) -> Session:
+        """A gateway's OnlineSession as a table entry; ``since`` is when this
+        server first heard of it (kept across a relink's snapshot)."""
+        known = self.table.session(s.user_id, gateway_id, s.conn_id)
+        since = known.since if known is not None else int(time.time())
+        return Session(gateway_id, s.conn_id, s.client_type, s.status, since)
 
     def on_snapshot(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
         assert isinstance(msg, internal_pb2.RouteSnapshot)
-        entries = [
-            (s.user_id, Session(conn.node_id, s.conn_id, s.client_type, s.status)) for s in msg.sessions
-        ]
+        entries = [(s.user_id, self._session(conn.node_id, s)) for s in msg.sessions]
         users = self.table.users_on(conn.node_id) | {user_id for user_id, _ in entries}
         self._presence_change(users, lambda: self.table.replace_gateway(conn.node_id, entries))
         conn.log.info("snapshot: %d sessions", len(msg.sessions))
@@ -148,7 +165,7 @@ class RouteServer(LinkServer):
     def on_session_up(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
         assert isinstance(msg, internal_pb2.RouteSessionUp)
         s = msg.session
-        new = Session(conn.node_id, s.conn_id, s.client_type, s.status)
+        new = self._session(conn.node_id, s)
 
         def change() -> None:
             for victim in sessions_to_kick(self.policy, self.table.sessions_of(s.user_id), new):

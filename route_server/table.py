@@ -8,8 +8,8 @@ that the gateways cannot tell the next one.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,8 @@ class Session:
     conn_id: int
     client_type: int
     status: int
+    # Unix seconds this route server learned of the session (admin "online").
+    since: int = field(default=0, compare=False)
 
 
 class RouteTable:
@@ -43,6 +45,15 @@ class RouteTable:
             for key in self._by_user.get(user_id, {})
             if key[0] == gateway_id
         )
+
+    def session(self, user_id: int, gateway_id: str, conn_id: int) -> Session | None:
+        return self._by_user.get(user_id, {}).get((gateway_id, conn_id))
+
+    def all_sessions(self) -> Iterator[tuple[int, Session]]:
+        """Every (user, session), in no particular order."""
+        for user_id, sessions in self._by_user.items():
+            for session in sessions.values():
+                yield user_id, session
 
     def add(self, user_id: int, session: Session) -> None:
         self._by_user.setdefault(user_id, {})[(session.gateway_id, session.conn_id)] = session

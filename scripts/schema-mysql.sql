@@ -119,3 +119,7 @@ CREATE TABLE IF NOT EXISTS push_settings (
   PRIMARY KEY (user_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 INSERT IGNORE INTO schema_version (version, description, applied) VALUES (2, 'group shield, device tokens, push settings', UNIX_TIMESTAMP());
+
+-- migration 3: deleted users
+ALTER TABLE users ADD COLUMN IF NOT EXISTS deleted TINYINT NOT NULL DEFAULT 0;
+INSERT IGNORE INTO schema_version (version, description, applied) VALUES (3, 'deleted users', UNIX_TIMESTAMP());

@@ -6,6 +6,7 @@ operation and runs in its own transaction.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,6 +31,13 @@ class User:
     sign_info: str = ""
     disabled: bool = False
     updated: int = 0  # unix seconds of the last profile change
+    # Deleted by an administrator: kept (old messages name it) but disabled,
+    # its login name freed, out of admin lists and groups.
+    deleted: bool = False
+
+
+# A user to create: login name, password hash and profile fields (as create_user's keywords).
+NewUser = tuple[str, str, Mapping[str, object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,9 @@ class NewMessage:
     msg_data: bytes
     create_time: int
     client_msg_id: int = 0  # the client's own id: a resend with the same id and body is a duplicate
+    # Sent by the server itself (the admin API's system account): a group
+    # message goes to the members without the sender having to be one.
+    trusted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +118,7 @@ class Group:
     version: int  # raised by every change of name, avatar or members
     members: tuple[int, ...] = field(default=())  # current members, ascending
     shield: int = 0  # the viewing user's shield status (1: muted), where a viewer is known
+    dismissed: bool = False  # dismissed by an administrator: no members, no changes
 
 
 class StoreError(Exception):
@@ -125,6 +137,18 @@ class UnknownGroup(NotMember):
     """There is no such group (so nobody is a member of it)."""
 
 
+class UnknownDepartment(StoreError):
+    """There is no such department (or it was deleted)."""
+
+
+class DepartmentNotEmpty(StoreError):
+    """The department still has users or sub-departments."""
+
+
+class DepartmentCycle(StoreError):
+    """The change would make a department its own ancestor."""
+
+
 class Store(Protocol):
     """The async storage interface db_proxy's handlers use."""
 
@@ -141,6 +165,13 @@ class Store(Protocol):
     # users
     async def create_user(self, name: str, password_hash: str, **profile: object) -> int: ...
     async def user_by_name(self, name: str) -> User | None: ...
+    async def users_by_name(self, names: list[str]) -> list[User]: ...
+    async def create_users(self, users: Sequence[NewUser]) -> list[int | None]:
+        """Create many users in one transaction: each new user's id, in order, or
+        None for a name that is taken (by an existing user or an earlier one in
+        ``users``). Invalid profile values fail the whole call, as in create_user."""
+        ...
+
     async def users_by_id(self, user_ids: list[int]) -> list[User]: ...
 
     # messages
@@ -218,12 +249,77 @@ class Store(Protocol):
         """Add or remove members; returns the group after and the ids actually changed.
 
         A new member sees history only from after it joined. Raises
-        UnknownGroup (a NotMember) if there is no such group.
+        UnknownGroup (a NotMember) if there is no such group or it was dismissed.
         """
         ...
 
     async def set_group_shield(self, group_id: int, user_id: int, shield: int) -> None:
         """Raises NotMember if the user is not in the group."""
+        ...
+
+    # administration (db_proxy.admin)
+    async def list_users(self, offset: int, limit: int, search: str = "") -> tuple[list[User], int]:
+        """Users not deleted, ascending by id, a page of them and how many match in all.
+
+        ``search``: a substring of the name or the nick (ASCII letters in
+        any case; on MySQL any letters).
+        """
+        ...
+
+    async def delete_user(self, user_id: int) -> User | None:
+        """Mark a user deleted (and disabled) and free its login name; bumps ``updated``.
+
+        Returns the user as it was, None if there is no such (undeleted) user.
+        Its group memberships are left to the caller (change_group_members).
+        """
+        ...
+
+    async def group_ids_of(self, user_id: int) -> list[int]:
+        """The groups (any type) the user is a member of, ascending."""
+        ...
+
+    async def departments(self) -> list[Department]:
+        """Every department not deleted, ascending by id."""
+        ...
+
+    async def department_by_id(self, dept_id: int) -> Department | None:
+        """The department, deleted ones too (flagged); None if there never was one."""
+        ...
+
+    async def update_department(
+        self,
+        dept_id: int,
+        *,
+        name: str | None = None,
+        parent_id: int | None = None,
+        priority: int | None = None,
+    ) -> Department:
+        """Rename, move or reprioritise; bumps ``updated``. Raises UnknownDepartment
+        (it or the new parent), DepartmentCycle, DuplicateName."""
+        ...
+
+    async def delete_department(self, dept_id: int) -> Department:
+        """Mark a department deleted (clients' sync sees it so) and free its name.
+
+        Returns it as it was. UnknownDepartment, or DepartmentNotEmpty while
+        users (not deleted) or live sub-departments are in it.
+        """
+        ...
+
+    async def group_by_id(self, group_id: int) -> Group | None:
+        """The group with its current members (dismissed ones too, flagged), no viewer."""
+        ...
+
+    async def list_groups(self, offset: int, limit: int) -> tuple[list[Group], int]:
+        """Groups not dismissed, ascending by id, a page and the total."""
+        ...
+
+    async def dismiss_group(self, group_id: int) -> tuple[Group, list[int]]:
+        """Remove every member and mark the group dismissed (version raised).
+
+        Returns the group after and the members removed; UnknownGroup if
+        there is no such group or it is dismissed already.
+        """
         ...
 
     # devices

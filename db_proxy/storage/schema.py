@@ -242,12 +242,18 @@ def _groups_and_devices(d: Dialect) -> list[Step]:
     ]
 
 
+def _deleted_users(d: Dialect) -> list[Step]:
+    # A deleted user stays (old messages name it), disabled, out of admin lists.
+    return [AddColumn("users", "deleted", "TINYINT NOT NULL DEFAULT 0")]
+
+
 # (version, description, steps for a dialect). Append only: a released
 # migration never changes, a new one gets the next version.
 Migration = tuple[int, str, Callable[["Dialect"], Sequence[Step]]]
 MIGRATIONS: Sequence[Migration] = (
     (1, "initial schema", _initial),
     (2, "group shield, device tokens, push settings", _groups_and_devices),
+    (3, "deleted users", _deleted_users),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

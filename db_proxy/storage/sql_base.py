@@ -136,9 +136,11 @@ def check_int(what: str, value: object, low: int, high: int) -> int:
 
 
 async def existing_users(tx: Tx, user_ids: Iterable[int]) -> list[int]:
-    """Those of ``user_ids`` that are users, ascending."""
+    """Those of ``user_ids`` that are users (not deleted ones), ascending."""
     found: list[int] = []
     for chunk in chunks(valid_ids(user_ids)):
-        rows = await tx.fetchall(f"SELECT id FROM users WHERE id IN ({marks(len(chunk))}) ORDER BY id", chunk)
+        rows = await tx.fetchall(
+            f"SELECT id FROM users WHERE id IN ({marks(len(chunk))}) AND deleted = 0 ORDER BY id", chunk
+        )
         found += [row[0] for row in rows]
     return found

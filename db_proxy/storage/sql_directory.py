@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
+from collections.abc import Sequence
 from functools import cache
 
 from . import schema
-from .model import Department, DuplicateName, StoreError, User
+from .model import (
+    Department,
+    DepartmentCycle,
+    DepartmentNotEmpty,
+    DuplicateName,
+    NewUser,
+    StoreError,
+    UnknownDepartment,
+    User,
+)
 from .sql_base import (
     BUMP_UPDATED,
     I32,
@@ -75,6 +86,52 @@ class DirectoryQueries:
             rows = await tx.fetchall(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (name,))
         return _user(rows[0]) if rows else None
 
+    async def create_users(self, users: Sequence[NewUser]) -> list[int | None]:
+        """See :meth:`Store.create_users`."""
+        now = int(time.time())
+        prepared: list[dict[str, object]] = []
+        for name, password_hash, profile in users:
+            if not name:
+                raise StoreError("a user name must not be empty")
+            values = _profile_values({"name": name, "password_hash": password_hash, **profile})
+            values["created"] = values["updated"] = now
+            prepared.append(values)
+        names = sorted({str(v["name"]) for v in prepared})
+        ids: list[int | None] = []
+        lock = self.db.dialect.for_update
+        try:
+            async with self.db.transaction() as tx:
+                taken: set[object] = set()
+                for chunk in chunks(names):
+                    # A locking read: on InnoDB it also keeps others from
+                    # inserting these names until this transaction ends.
+                    rows = await tx.fetchall(
+                        f"SELECT name FROM users WHERE name IN ({marks(len(chunk))}){lock}",
+                        chunk,
+                    )
+                    taken.update(row[0] for row in rows)
+                for values in prepared:
+                    if values["name"] in taken:
+                        ids.append(None)
+                        continue
+                    taken.add(values["name"])
+                    sql = f"INSERT INTO users ({', '.join(values)}) VALUES ({marks(len(values))})"
+                    ids.append(await tx.insert(sql, list(values.values())))
+        except UniqueViolation as exc:
+            raise DuplicateName(f"a user name was taken meanwhile: {exc}") from exc
+        return ids
+
+    async def users_by_name(self, names: list[str]) -> list[User]:
+        """The users that exist among ``names`` (deleted ones under their freed names), ascending by id."""
+        users: list[User] = []
+        async with self.db.reading() as tx:
+            for chunk in chunks(sorted(set(names))):
+                rows = await tx.fetchall(
+                    f"SELECT {_USER_COLUMNS} FROM users WHERE name IN ({marks(len(chunk))})", chunk
+                )
+                users += map(_user, rows)
+        return sorted(users, key=lambda u: u.id)
+
     async def users_by_id(self, user_ids: list[int]) -> list[User]:
         """The users that exist among ``user_ids``, each once, in ascending id order."""
         users: list[User] = []
@@ -140,10 +197,139 @@ class DirectoryQueries:
                 f"SELECT {_DEPARTMENT_COLUMNS} FROM departments WHERE updated > ? ORDER BY updated, id",
                 (since,),
             )
-        return [
-            Department(dept_id, name, parent_id, priority, bool(deleted), updated)
-            for dept_id, name, parent_id, priority, deleted, updated in rows
-        ]
+        return [_department(row) for row in rows]
+
+    async def list_users(self, offset: int, limit: int, search: str = "") -> tuple[list[User], int]:
+        where, params = "deleted = 0", []
+        if search:
+            # LOWER matches any case on MySQL; SQLite's LIKE already ignores
+            # ASCII case and its LOWER knows ASCII only, so the plain LIKE
+            # keeps other letters matching in their exact case there.
+            pattern = "%" + re.sub(r"([!%_])", r"!\1", search) + "%"
+            where += (
+                " AND ("
+                + " OR ".join(f"{f}({c}) LIKE ? ESCAPE '!'" for c in ("name", "nick") for f in ("LOWER", ""))
+                + ")"
+            )
+            params = [pattern.lower(), pattern] * 2
+        async with self.db.reading() as tx:
+            rows = await tx.fetchall(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            )
+            total = await tx.fetchall(f"SELECT COUNT(*) FROM users WHERE {where}", params)
+        return [_user(row) for row in rows], int(total[0][0])
+
+    async def delete_user(self, user_id: int) -> User | None:
+        now = int(time.time())
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE id = ? AND deleted = 0{self.db.dialect.for_update}",
+                (user_id,),
+            )
+            if not rows:
+                return None
+            user = _user(rows[0])
+            await tx.execute(
+                f"UPDATE users SET {BUMP_UPDATED}, deleted = 1, disabled = 1, name = ? WHERE id = ?",
+                (now, now, _tombstone_name(user.name, user_id, schema.USER_TEXT_LIMITS["name"]), user_id),
+            )
+        return user
+
+    # departments
+
+    async def departments(self) -> list[Department]:
+        async with self.db.reading() as tx:
+            rows = await tx.fetchall(
+                f"SELECT {_DEPARTMENT_COLUMNS} FROM departments WHERE deleted = 0 ORDER BY id"
+            )
+        return [_department(row) for row in rows]
+
+    async def department_by_id(self, dept_id: int) -> Department | None:
+        async with self.db.reading() as tx:
+            rows = await tx.fetchall(
+                f"SELECT {_DEPARTMENT_COLUMNS} FROM departments WHERE id = ?", (dept_id,)
+            )
+        return _department(rows[0]) if rows else None
+
+    async def update_department(
+        self,
+        dept_id: int,
+        *,
+        name: str | None = None,
+        parent_id: int | None = None,
+        priority: int | None = None,
+    ) -> Department:
+        """See :meth:`Store.update_department`."""
+        if name is not None and not check_text("department name", name, schema.DEPARTMENT_NAME_LIMIT):
+            raise StoreError("a department name must not be empty")
+        if parent_id is not None:
+            check_int("department parent_id", parent_id, 0, U32_MAX)
+        if priority is not None:
+            check_int("department priority", priority, *I32)
+        d = self.db.dialect
+        now = int(time.time())
+        try:
+            async with self.db.transaction() as tx:
+                # Every live department, locked: two concurrent moves cannot
+                # together make a cycle that neither would alone.
+                rows = await tx.fetchall(
+                    f"SELECT {_DEPARTMENT_COLUMNS} FROM departments WHERE deleted = 0{d.for_update}"
+                )
+                live = {row[0]: _department(row) for row in rows}
+                before = live.get(dept_id)
+                if before is None:
+                    raise UnknownDepartment(f"no department {dept_id}")
+                after = dataclasses.replace(
+                    before,
+                    name=before.name if name is None else name,
+                    parent_id=before.parent_id if parent_id is None else parent_id,
+                    priority=before.priority if priority is None else priority,
+                )
+                if after.parent_id != before.parent_id:
+                    _check_parent(live, dept_id, after.parent_id)
+                await tx.execute(
+                    f"UPDATE departments SET {BUMP_UPDATED}, name = ?, parent_id = ?, priority = ? "
+                    "WHERE id = ?",
+                    (now, now, after.name, after.parent_id, after.priority, dept_id),
+                )
+                rows = await tx.fetchall(
+                    f"SELECT {_DEPARTMENT_COLUMNS} FROM departments WHERE id = ?", (dept_id,)
+                )
+        except UniqueViolation as exc:
+            raise DuplicateName(
+                f"a department of that name exists where department {dept_id} would go"
+            ) from exc
+        return _department(rows[0])
+
+    async def delete_department(self, dept_id: int) -> Department:
+        """See :meth:`Store.delete_department`."""
+        now = int(time.time())
+        d = self.db.dialect
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                f"SELECT {_DEPARTMENT_COLUMNS} FROM departments WHERE id = ? AND deleted = 0{d.for_update}",
+                (dept_id,),
+            )
+            if not rows:
+                raise UnknownDepartment(f"no department {dept_id}")
+            before = _department(rows[0])
+            children = await tx.fetchall(
+                "SELECT COUNT(*) FROM departments WHERE parent_id = ? AND deleted = 0", (dept_id,)
+            )
+            users = await tx.fetchall(
+                "SELECT COUNT(*) FROM users WHERE department_id = ? AND deleted = 0", (dept_id,)
+            )
+            if children[0][0] or users[0][0]:
+                raise DepartmentNotEmpty(
+                    f"department {dept_id} has {users[0][0]} user(s) and {children[0][0]} sub-department(s)"
+                )
+            tombstone = _tombstone_name(before.name, dept_id, schema.DEPARTMENT_NAME_LIMIT)
+            await tx.execute(
+                f"UPDATE departments SET {BUMP_UPDATED}, deleted = 1, name = ? WHERE id = ?",
+                (now, now, tombstone, dept_id),
+            )
+        return before
 
     # devices
 
@@ -190,4 +376,37 @@ def _profile_values(profile: dict[str, object]) -> dict[str, object]:
 def _user(row: Row) -> User:
     fields = dict(zip(_USER_FIELDS, row, strict=True))
     fields["disabled"] = bool(fields["disabled"])
+    fields["deleted"] = bool(fields["deleted"])
     return User(**fields)
+
+
+def _department(row: Row) -> Department:
+    dept_id, name, parent_id, priority, deleted, updated = row
+    return Department(dept_id, name, parent_id, priority, bool(deleted), updated)
+
+
+def _tombstone_name(name: str, row_id: int, limit: int) -> str:
+    """The name a deleted row takes, so that its old one can be used again.
+
+    The id makes it unique; the space keeps it apart from login names made
+    by the admin API, which have none.
+    """
+    suffix = f" (deleted #{row_id})"
+    return name[: max(0, limit - len(suffix))] + suffix
+
+
+def _check_parent(live: dict[int, Department], dept_id: int, parent_id: int) -> None:
+    """``parent_id`` may become ``dept_id``'s parent: 0 or a live department
+    that is not ``dept_id`` itself nor one of its descendants."""
+    seen: set[int] = set()
+    ancestor = parent_id
+    while ancestor and ancestor not in seen:
+        if ancestor == dept_id:
+            raise DepartmentCycle(f"department {parent_id} is department {dept_id} or inside it")
+        parent = live.get(ancestor)
+        if parent is None:
+            if ancestor == parent_id:
+                raise UnknownDepartment(f"no department {parent_id}")
+            return  # an orphan further up: no cycle through dept_id
+        seen.add(ancestor)
+        ancestor = parent.parent_id

@@ -24,6 +24,7 @@ from .sql_base import (
     BUMP_UPDATED,
     Database,
     Dialect,
+    Row,
     Tx,
     check_int,
     check_text,
@@ -141,47 +142,65 @@ class GroupQueries:
         nothing; a user in both lists is left as it is. The version goes up
         only if someone changed. A removed member's session with the group
         is hidden and its unread count cleared. UnknownGroup (a NotMember)
-        if there is no such group. The returned group has no viewer (shield 0).
+        if there is no such group, or it was dismissed. The returned group
+        has no viewer (shield 0).
         """
         now = int(time.time())
         d = self.db.dialect
         async with self.db.transaction() as tx:
-            found = await tx.fetchall(
-                f"SELECT {_GROUP_COLUMNS} FROM chat_groups g WHERE g.id = ?{d.for_update}", (group_id,)
-            )
-            if not found:
-                raise UnknownGroup(f"no group {group_id}")
-            counter = await tx.fetchall(
-                f"SELECT last_msg_id FROM conversations WHERE session_type = ? AND conv_id = ?{d.for_update}",
-                (SESSION_GROUP, group_id),
-            )
-            last_msg_id = counter[0][0] if counter else 0
-            current = set((await current_members(tx, d, [group_id], lock=True)).get(group_id, ()))
+            found, last_msg_id, current = await _lock_group(tx, d, group_id)
             both = set(add) & set(remove)
             adding = sorted(set(await existing_users(tx, add)) - current - both)
             removing = sorted(current & set(remove) - both)
             if adding:
                 await tx.executemany(_join_sql(d), [(group_id, m, last_msg_id, now) for m in adding])
-            for chunk in chunks(removing):
-                await tx.execute(
-                    "UPDATE group_members SET removed = 1, updated = ? "
-                    f"WHERE group_id = ? AND user_id IN ({marks(len(chunk))})",
-                    (now, group_id, *chunk),
-                )
-                await tx.execute(
-                    f"UPDATE sessions SET {BUMP_UPDATED}, unread_cnt = 0, removed = 1 "
-                    f"WHERE session_type = ? AND peer_id = ? AND user_id IN ({marks(len(chunk))})",
-                    (now, now, SESSION_GROUP, group_id, *chunk),
-                )
+            await _remove_members(tx, group_id, removing, now)
             changed = sorted(adding + removing)
             if changed:
                 await tx.execute(
                     "UPDATE chat_groups SET version = version + 1, updated = ? WHERE id = ?", (now, group_id)
                 )
-        _, name, avatar, creator_id, group_type, version = found[0]
+        _, name, avatar, creator_id, group_type, version = found
         members = tuple(sorted(current.union(adding).difference(removing)))
         after = Group(group_id, name, avatar, creator_id, group_type, version + bool(changed), members)
         return after, changed
+
+    async def dismiss_group(self, group_id: int) -> tuple[Group, list[int]]:
+        """See :meth:`Store.dismiss_group`: every member leaves as by change_group_members."""
+        now = int(time.time())
+        async with self.db.transaction() as tx:
+            found, _, current = await _lock_group(tx, self.db.dialect, group_id)
+            removing = sorted(current)
+            await _remove_members(tx, group_id, removing, now)
+            await tx.execute(
+                "UPDATE chat_groups SET version = version + 1, dismissed = 1, updated = ? WHERE id = ?",
+                (now, group_id),
+            )
+        _, name, avatar, creator_id, group_type, version = found
+        return Group(
+            group_id, name, avatar, creator_id, group_type, version + 1, (), dismissed=True
+        ), removing
+
+    async def group_by_id(self, group_id: int) -> Group | None:
+        async with self.db.reading() as tx:
+            groups = await _groups_where(tx, self.db.dialect, "g.id = ?", (group_id,))
+        return groups[0] if groups else None
+
+    async def list_groups(self, offset: int, limit: int) -> tuple[list[Group], int]:
+        async with self.db.reading() as tx:
+            groups = await _groups_where(
+                tx, self.db.dialect, "g.dismissed = 0 ORDER BY g.id LIMIT ? OFFSET ?", (limit, offset)
+            )
+            total = await tx.fetchall("SELECT COUNT(*) FROM chat_groups WHERE dismissed = 0")
+        return groups, int(total[0][0])
+
+    async def group_ids_of(self, user_id: int) -> list[int]:
+        async with self.db.reading() as tx:
+            rows = await tx.fetchall(
+                "SELECT group_id FROM group_members WHERE user_id = ? AND removed = 0 ORDER BY group_id",
+                (user_id,),
+            )
+        return [row[0] for row in rows]
 
     async def set_group_shield(self, group_id: int, user_id: int, shield: int) -> None:
         check_int("group shield", shield, 0, 1)
@@ -197,3 +216,59 @@ class GroupQueries:
                 "UPDATE group_members SET shield = ?, updated = ? WHERE group_id = ? AND user_id = ?",
                 (shield, int(time.time()), group_id, user_id),
             )
+
+
+async def _lock_group(tx: Tx, d: Dialect, group_id: int) -> tuple[Row, int, set[int]]:
+    """Lock a live group for a member change: its row, then its msg id
+    counter, then its member rows (see the module's locking order).
+
+    Returns the group's columns (:data:`_GROUP_COLUMNS`), its last msg id
+    and its current members. UnknownGroup if there is none or it was dismissed.
+    """
+    found = await tx.fetchall(
+        f"SELECT {_GROUP_COLUMNS} FROM chat_groups g WHERE g.id = ? AND g.dismissed = 0{d.for_update}",
+        (group_id,),
+    )
+    if not found:
+        raise UnknownGroup(f"no group {group_id}")
+    counter = await tx.fetchall(
+        f"SELECT last_msg_id FROM conversations WHERE session_type = ? AND conv_id = ?{d.for_update}",
+        (SESSION_GROUP, group_id),
+    )
+    last_msg_id = counter[0][0] if counter else 0
+    current = set((await current_members(tx, d, [group_id], lock=True)).get(group_id, ()))
+    return found[0], last_msg_id, current
+
+
+async def _remove_members(tx: Tx, group_id: int, removing: list[int], now: int) -> None:
+    """Members leave: their rows stay (removed), their sessions with the group are hidden."""
+    for chunk in chunks(removing):
+        await tx.execute(
+            "UPDATE group_members SET removed = 1, updated = ? "
+            f"WHERE group_id = ? AND user_id IN ({marks(len(chunk))})",
+            (now, group_id, *chunk),
+        )
+        await tx.execute(
+            f"UPDATE sessions SET {BUMP_UPDATED}, unread_cnt = 0, removed = 1 "
+            f"WHERE session_type = ? AND peer_id = ? AND user_id IN ({marks(len(chunk))})",
+            (now, now, SESSION_GROUP, group_id, *chunk),
+        )
+
+
+async def _groups_where(tx: Tx, d: Dialect, where: str, params: tuple[object, ...]) -> list[Group]:
+    """Groups selected by a condition on ``g`` (it may end in ORDER BY and LIMIT), with their members."""
+    rows = await tx.fetchall(f"SELECT {_GROUP_COLUMNS}, g.dismissed FROM chat_groups g WHERE {where}", params)
+    members = await current_members(tx, d, [row[0] for row in rows])
+    return [
+        Group(
+            group_id,
+            name,
+            avatar,
+            creator_id,
+            group_type,
+            version,
+            members.get(group_id, ()),
+            dismissed=bool(dismissed),
+        )
+        for group_id, name, avatar, creator_id, group_type, version, dismissed in rows
+    ]

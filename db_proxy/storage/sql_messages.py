@@ -218,7 +218,8 @@ class MessageQueries:
             next_id[p.conv] += 1
 
     async def _address(self, tx: Tx, fresh: list[_Pending]) -> None:
-        """Set each message's recipients; NotMember for a sender outside its group."""
+        """Set each message's recipients; NotMember for a sender outside its group
+        (unless the message is trusted: then the members alone get it)."""
         group_ids = sorted({p.msg.to_id for p in fresh if p.msg.session_type == SESSION_GROUP})
         members = await current_members(tx, self.db.dialect, group_ids, lock=True) if group_ids else {}
         for p in fresh:
@@ -227,7 +228,7 @@ class MessageQueries:
                 p.recipients = tuple(sorted({m.from_user_id, m.to_id}))
                 continue
             p.recipients = members.get(m.to_id, ())
-            if m.from_user_id not in p.recipients:
+            if m.from_user_id not in p.recipients and not m.trusted:
                 raise NotMember(f"user {m.from_user_id} is not a member of group {m.to_id}")
 
     # reading

@@ -21,6 +21,7 @@ async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Any | None]:
         yield None
         return
     client = await connect_redis(REDIS_URL)
+    assert client is not None
     yield client
     await client.aclose()
 
@@ -48,6 +49,7 @@ async def test_verified_password_is_remembered_only_for_that_password_and_hash(r
 
 async def test_redis_cache_is_shared_between_instances_but_not_readable() -> None:
     client = await connect_redis(REDIS_URL)
+    assert client is not None
     try:
         first = LoginCache(client, ttl=60, failure_limit=3, failure_window=60)
         second = LoginCache(client, ttl=60, failure_limit=3, failure_window=60)

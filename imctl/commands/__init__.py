@@ -1,0 +1,1 @@
+"""The imctl commands, one module per area; imctl.cli puts them together."""

@@ -1,0 +1,158 @@
+"""``imctl user import FILE.csv``: many users at once, in chunks.
+
+The file is checked here first (header, empty names or passwords,
+duplicates within the file), so the rows sent are distinct by name and a
+row the server skips can be reported by its line in the file. Chunks of at
+most 1,000 rows keep each request well inside its timeout (every password
+is hashed on the server). Re-running an import after a failure is safe:
+rows already created are skipped as taken.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imctl.client import EXIT_ERROR, BadUsage, CliError
+from imctl.context import admin, admin_options
+
+COLUMNS = ("name", "password", "nick", "department", "email", "tel")
+REQUIRED = ("name", "password")
+CHUNK = 1000  # the server's limit per request
+IMPORT_TIMEOUT = 180.0  # above the login_server's own 120 s for one chunk
+SHOWN_SKIPS = 20  # the rest are counted (all of them are in --json)
+
+
+@dataclass
+class Plan:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    lines: dict[str, int] = field(default_factory=dict)  # name -> line in the file
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # {line, name, reason}
+
+
+def read_csv(path: Path) -> Plan:
+    """The rows to send and those skipped already; CliError for an unusable file."""
+    plan = Plan()
+    try:
+        # utf-8-sig: spreadsheets put a byte order mark in front of the header.
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip().lower() for h in next(reader, [])]
+            unknown = [h for h in header if h not in COLUMNS]
+            missing = [h for h in REQUIRED if h not in header]
+            if unknown or missing or len(set(header)) != len(header):
+                raise BadUsage(
+                    f"{path}: the header row must name columns from {','.join(COLUMNS)} "
+                    f"(name and password required, each once); got {','.join(header) or 'nothing'}"
+                )
+            for values in reader:
+                if not any(v.strip() for v in values):
+                    continue  # blank lines, often at the end
+                _plan_row(plan, reader.line_num, header, values)
+    except OSError as exc:
+        raise BadUsage(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise BadUsage(f"{path} is not a UTF-8 CSV file: {exc}") from None
+    return plan
+
+
+def _plan_row(plan: Plan, line: int, header: list[str], values: list[str]) -> None:
+    record = dict(zip(header, values, strict=False))
+    name = record.get("name", "").strip()
+    reason = ""
+    if len(values) > len(header):
+        reason = f"{len(values)} fields, the header has {len(header)}"
+    elif not name:
+        reason = "the name is empty"
+    elif not record.get("password"):
+        reason = "the password is empty"
+    elif name in plan.lines:
+        reason = f"the name is also on line {plan.lines[name]}"
+    if reason:
+        plan.skipped.append({"line": line, "name": name, "reason": reason})
+        return
+    row: dict[str, Any] = {"name": name, "password": record["password"]}
+    for key in ("nick", "email", "tel"):
+        if record.get(key, "").strip():
+            row[key] = record[key].strip()
+    department = record.get("department", "").strip()
+    if department:
+        row["department"] = int(department) if department.isdecimal() else department
+    plan.lines[name] = line
+    plan.rows.append(row)
+
+
+def _line_of(plan: Plan, chunk: list[dict[str, Any]], skip: dict[str, Any]) -> int | None:
+    name = skip.get("name")
+    if isinstance(name, str) and name in plan.lines:
+        return plan.lines[name]
+    row = skip.get("row")  # the position in the chunk, if the server did not echo the name
+    if isinstance(row, int) and 0 <= row < len(chunk):
+        return plan.lines.get(chunk[row]["name"])
+    return None
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--chunk-size",
+    default=CHUNK,
+    show_default=True,
+    type=click.IntRange(1, CHUNK),
+    help="Rows sent per request.",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 if any row was skipped.")
+@admin_options
+def user_import(file: Path, chunk_size: int, strict: bool) -> None:
+    """Create the users in a CSV file.
+
+    The header row names the columns: name,password (required), nick,
+    department (id or name), email, tel. Rows that cannot be created (name
+    taken, empty password, unknown department...) are skipped and reported
+    by line; the exit code is still 0 unless --strict.
+    """
+    adm = admin()
+    plan = read_csv(file)
+    created = 0
+    skipped: list[dict[str, Any]] = list(plan.skipped)
+    with click.progressbar(length=len(plan.rows), label="importing", file=sys.stderr) as bar:
+        for start in range(0, len(plan.rows), chunk_size):
+            chunk = plan.rows[start : start + chunk_size]
+            try:
+                result = adm.call("POST", "/users/import", {"rows": chunk}, timeout=IMPORT_TIMEOUT)
+            except CliError as exc:
+                first = plan.lines[chunk[0]["name"]]
+                # The same class, so the same exit code, and where to resume.
+                raise type(exc)(
+                    f"import stopped at line {first}: {exc.message} ({created} users created before it; "
+                    "running the import again skips them)",
+                    exc.status,
+                ) from None
+            created += int(result.get("created", 0))
+            for skip in result.get("skipped") or []:
+                skipped.append(
+                    {
+                        "line": _line_of(plan, chunk, skip),
+                        "name": skip.get("name"),
+                        "reason": skip.get("reason", ""),
+                    }
+                )
+            bar.update(len(chunk))
+    skipped.sort(key=lambda s: s["line"] or 0)
+    summary = {"file": str(file), "created": created, "skipped": skipped}
+
+    def human() -> None:
+        click.echo(f"{file}: created {created} users, skipped {len(skipped)}")
+        for s in skipped[:SHOWN_SKIPS]:
+            click.echo(f"  line {s['line'] or '?'} ({s['name'] or 'no name'}): {s['reason']}")
+        if len(skipped) > SHOWN_SKIPS:
+            click.echo(f"  ... and {len(skipped) - SHOWN_SKIPS} more (--json lists them all)")
+
+    adm.show(summary, human)
+    if strict and skipped:
+        sys.exit(EXIT_ERROR)

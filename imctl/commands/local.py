@@ -1,0 +1,252 @@
+"""Commands that work on this machine: ``imctl up`` and ``imctl db ...``."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from common.config import ConfigError, load_config
+from db_proxy.config import DbProxyConfig
+from imctl.client import EXIT_ERROR, BadUsage, CliError, Unreachable
+from imctl.context import config_path as config_path_of
+from imctl.settings import TOKEN_FILE, URL_FILE, load_imctl_config, write_secret
+
+TOKEN_ENV = "IMCLUSTER_LOGIN_SERVER__ADMIN_TOKEN"
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    help="Cluster config (TOML). Default: $IMCLUSTER_CONFIG or ./imcluster.toml.",
+)
+
+
+def _load(cls: type[Any], section: str, config: Path | None, overrides: dict[str, str] | None = None) -> Any:
+    try:
+        return load_config(cls, section, config, overrides)
+    except ConfigError as exc:
+        raise BadUsage(str(exc)) from None
+
+
+def db_config(config: Path | None, database_url: str | None = None) -> DbProxyConfig:
+    config_obj: DbProxyConfig = _load(
+        DbProxyConfig, "db_proxy", config, {"database_url": database_url} if database_url else {}
+    )
+    return config_obj
+
+
+async def init_database(url: str) -> int:
+    from db_proxy.storage import create_database_if_missing, open_store
+
+    if url.startswith("mysql://"):
+        await create_database_if_missing(url)
+    store = open_store(url)
+    await store.open()
+    try:
+        return await store.migrate()
+    finally:
+        await store.close()
+
+
+@click.command()
+@config_option
+@click.option("--gateways", default=2, show_default=True, help="How many msg_servers to run.")
+@click.option(
+    "--base-port",
+    default=8000,
+    show_default=True,
+    help="Gateways listen from here; the others at fixed offsets.",
+)
+@click.option("--http-port", default=8080, show_default=True, help="login_server HTTP port.")
+@click.option(
+    "--advertise-ip", default="127.0.0.1", show_default=True, help="Gateway address handed to clients."
+)
+@click.option(
+    "--database-url",
+    default=None,
+    help="Override db_proxy.database_url (e.g. mysql://root@127.0.0.1/imcluster).",
+)
+@click.option("--redis-url", default=None, help="Override db_proxy.redis_url.")
+@click.option(
+    "--run-dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Logs, ready files and the admin token. Default: [imctl] run_dir, var/run.",
+)
+def up(
+    config_path: str | None,
+    gateways: int,
+    base_port: int,
+    http_port: int,
+    advertise_ip: str,
+    database_url: str | None,
+    redis_url: str | None,
+    run_dir: Path | None,
+) -> None:
+    """Start a local cluster (1 login, 1 route, 1 db_proxy, N gateways); Ctrl-C stops it.
+
+    Unless login_server.admin_token is configured, a random admin token is
+    made for this run and written to RUN_DIR/admin-token (owner-only), where
+    the admin commands (imctl user, dept, group, status...) find it.
+    """
+    from imctl.cluster import LocalCluster
+    from login_server.config import LoginServerConfig
+
+    config = config_path_of(config_path)
+    db = db_config(config, database_url)
+    run_dir = run_dir or Path(_load_imctl(config).run_dir)
+    configured_token = _load(LoginServerConfig, "login_server", config).admin_token
+    token = configured_token or secrets.token_urlsafe(32)
+    try:
+        asyncio.run(init_database(db.database_url))
+    except Exception as exc:
+        raise Unreachable(f"cannot initialise {db.database_url}: {exc}") from None
+    cluster = LocalCluster(
+        run_dir, config, gateways, base_port, http_port, advertise_ip, database_url, redis_url
+    )
+    if not configured_token:
+        cluster.environ = {"login": {TOKEN_ENV: token}}
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    login = cluster.by_name("login-1").info
+    admin_url = f"http://127.0.0.1:{login['http_port']}"
+    written = _write_access_files(run_dir, admin_url, None if configured_token else token)
+    click.echo(f"imcluster is up ({gateways} gateways, storage {db.database_url}).")
+    click.echo(f"  discovery (TeamTalk login URL): http://{advertise_ip}:{login['http_port']}/msg_server")
+    for server in cluster.servers:
+        click.echo(
+            f"  {server.name:8} pid {server.process.pid if server.process else '?':>7}  log {server.log_file}"
+        )
+    if configured_token:
+        click.echo(f"Admin API: {admin_url}/admin/v1 with the configured login_server.admin_token.")
+    else:
+        token_file = run_dir / TOKEN_FILE
+        click.echo(f"Admin API: {admin_url}/admin/v1, token in {token_file} (imctl reads it there);")
+        click.echo(f'  curl -H "Authorization: Bearer $(cat {token_file})" {admin_url}/admin/v1/status')
+    click.echo("Add a user in another terminal:  imctl user add alice --password secret")
+    click.echo("Ctrl-C stops the cluster.")
+    try:
+        while not stopping:
+            dead = cluster.dead()
+            if dead:
+                click.echo(f"{dead[0].name} exited (see {dead[0].log_file}); stopping the cluster.", err=True)
+                break
+            time.sleep(0.2)
+    finally:
+        click.echo("stopping...")
+        cluster.stop()
+        # A token of a cluster that is gone only misleads the next command.
+        for path in written:
+            path.unlink(missing_ok=True)
+    if not stopping:
+        sys.exit(EXIT_ERROR)
+
+
+def _load_imctl(config: Path | None) -> Any:
+    try:
+        return load_imctl_config(config)
+    except ConfigError as exc:
+        raise BadUsage(str(exc)) from None
+
+
+def _write_access_files(run_dir: Path, url: str, token: str | None) -> list[Path]:
+    """Where the admin commands look by default: the API's URL and, if generated here, its token."""
+    url_file = run_dir / URL_FILE
+    url_file.write_text(url + "\n")
+    if token is None:
+        return [url_file]
+    token_file = run_dir / TOKEN_FILE
+    write_secret(token_file, token + "\n")
+    return [url_file, token_file]
+
+
+@click.group()
+def db() -> None:
+    """Database set-up and schema migrations."""
+
+
+@db.command("init")
+@config_option
+@click.option("--database-url", default=None, help="Override db_proxy.database_url.")
+def db_init(config_path: str | None, database_url: str | None) -> None:
+    """Create the database if missing and bring its schema up to date."""
+    config = db_config(config_path_of(config_path), database_url)
+    try:
+        version = asyncio.run(init_database(config.database_url))
+    except Exception as exc:
+        raise Unreachable(f"cannot initialise {config.database_url}: {exc}") from None
+    click.echo(f"{config.database_url}: schema version {version}")
+
+
+async def _schema_version(url: str, migrate: bool) -> tuple[int, int]:
+    """(version before, version after); after == before unless ``migrate``."""
+    from db_proxy.storage import open_store
+    from db_proxy.storage.model import StoreError
+
+    store = open_store(url)
+    await store.open()
+    try:
+        try:
+            async with store.db.reading() as tx:
+                rows = await tx.fetchall("SELECT MAX(version) FROM schema_version")
+            before = int(rows[0][0] or 0)
+        except StoreError:
+            before = 0  # no schema_version table: nothing applied yet
+        after = await store.migrate() if migrate else before
+        return before, after
+    finally:
+        await store.close()
+
+
+def _run_schema(url: str, migrate: bool) -> tuple[int, int]:
+    try:
+        return asyncio.run(_schema_version(url, migrate))
+    except Exception as exc:
+        raise Unreachable(f"cannot open {url}: {exc}") from None
+
+
+@db.command("migrate")
+@config_option
+@click.option("--database-url", default=None, help="Override db_proxy.database_url.")
+def db_migrate(config_path: str | None, database_url: str | None) -> None:
+    """Apply the schema migrations the database lacks (the database must exist)."""
+    config = db_config(config_path_of(config_path), database_url)
+    before, after = _run_schema(config.database_url, migrate=True)
+    if before == after:
+        click.echo(f"{config.database_url}: schema version {after}, already current")
+    else:
+        click.echo(f"{config.database_url}: schema version {before} -> {after}")
+
+
+@db.command("check")
+@config_option
+@click.option("--database-url", default=None, help="Override db_proxy.database_url.")
+def db_check(config_path: str | None, database_url: str | None) -> None:
+    """Report the schema version; exit 1 if it is not the one this code expects."""
+    from db_proxy.storage.schema import LATEST_VERSION
+
+    config = db_config(config_path_of(config_path), database_url)
+    version, _ = _run_schema(config.database_url, migrate=False)
+    if version == LATEST_VERSION:
+        click.echo(f"{config.database_url}: schema version {version} (current)")
+        return
+    advice = "run: imctl db migrate" if version < LATEST_VERSION else "this imctl is older than the database"
+    click.echo(f"{config.database_url}: schema version {version}, expected {LATEST_VERSION}; {advice}")
+    sys.exit(EXIT_ERROR)

@@ -1,0 +1,145 @@
+"""The admin API's links to the servers behind it: db_proxy and route_server.
+
+One :class:`~common.link.Upstream` per configured address (role
+``ROLE_ADMIN``) rather than one per service with a fail-over list, because
+``/status`` must ask *every* server, and a call for the whole service can
+still go to whichever of them is up. The links are opened when the
+login_server starts, so the first admin request does not pay for the
+connect; a request arriving while none is up yet waits a moment for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from common.commands import Cmd
+from common.config import split_address
+from common.link import LinkDown, RemoteError, Upstream
+from common.pb import internal_pb2
+from login_server.config import LoginServerConfig
+
+DB_PROXY = "db_proxy"
+ROUTE_SERVER = "route_server"
+
+CALL_TIMEOUT = 10.0  # an ordinary admin call: one small transaction or a table walk
+READY_WAIT = 3.0  # how long a call waits for some link of the service to come up
+NODE_ID = "login-admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One server's answer to a call made on every server of a service."""
+
+    address: str
+    result: dict[str, Any] | None = None
+    error: str = ""
+    reachable: bool = True
+
+
+class Backends(Protocol):
+    """What the API handlers need; tests substitute an in-memory fake."""
+
+    async def call(
+        self, service: str, method: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT
+    ) -> dict[str, Any]:
+        """``method`` on one reachable server of ``service``.
+
+        Raises RemoteError (the server refused), LinkDown (none reachable) or
+        TimeoutError.
+        """
+        ...
+
+    async def call_each(
+        self, service: str, method: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT
+    ) -> list[Answer]:
+        """``method`` on every configured server of ``service``; never raises."""
+        ...
+
+
+def decode_result(result: Any) -> dict[str, Any]:
+    """The JSON object inside an AdminResult (an empty object if it is not one)."""
+    assert isinstance(result, internal_pb2.AdminResult)
+    value = json.loads(result.result_json or "{}")
+    return value if isinstance(value, dict) else {"result": value}
+
+
+class LinkBackends:
+    """The real thing: admin links to every configured db_proxy and route_server."""
+
+    def __init__(
+        self,
+        services: dict[str, list[str]],
+        *,
+        node_id: str = NODE_ID,
+        ready_wait: float = READY_WAIT,
+    ) -> None:
+        hello = internal_pb2.LinkHello(role=internal_pb2.ROLE_ADMIN, node_id=node_id)
+        self.ready_wait = ready_wait
+        self.links: dict[str, list[tuple[str, Upstream]]] = {
+            service: [
+                (address, Upstream(f"admin-{service}@{address}", [split_address(service, address)], hello))
+                for address in addresses
+            ]
+            for service, addresses in services.items()
+        }
+
+    @classmethod
+    def from_config(cls, config: LoginServerConfig) -> LinkBackends:
+        return cls({DB_PROXY: list(config.db_proxies), ROUTE_SERVER: list(config.route_servers)})
+
+    def start(self) -> None:
+        for links in self.links.values():
+            for _, upstream in links:
+                upstream.start()
+
+    async def stop(self) -> None:
+        for links in self.links.values():
+            for _, upstream in links:
+                await upstream.stop()
+
+    async def _pick(self, service: str) -> Upstream:
+        links = self.links.get(service)
+        if not links:
+            raise LinkDown(f"no {service} is configured")
+        deadline = time.monotonic() + self.ready_wait
+        while True:
+            for _, upstream in links:
+                if upstream.connected:
+                    return upstream
+            if time.monotonic() >= deadline:
+                raise LinkDown(f"no {service} is reachable")
+            await asyncio.sleep(0.05)
+
+    async def call(
+        self, service: str, method: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT
+    ) -> dict[str, Any]:
+        upstream = await self._pick(service)
+        # No retry on another server when the link drops mid-call: the call
+        # may have been carried out (a user created), and the caller is told
+        # 503 rather than having it done twice.
+        _, reply = await upstream.request(
+            Cmd.ADMIN_CALL, internal_pb2.AdminCall(method=method, args_json=json.dumps(args)), timeout
+        )
+        return decode_result(reply)
+
+    async def call_each(
+        self, service: str, method: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT
+    ) -> list[Answer]:
+        async def one(address: str, upstream: Upstream) -> Answer:
+            if not upstream.connected and not await upstream.wait_ready(self.ready_wait):
+                return Answer(address, error="unreachable", reachable=False)
+            call = internal_pb2.AdminCall(method=method, args_json=json.dumps(args))
+            try:
+                _, reply = await upstream.request(Cmd.ADMIN_CALL, call, timeout)
+            except (LinkDown, TimeoutError) as exc:
+                return Answer(address, error=str(exc) or "timed out", reachable=False)
+            except RemoteError as exc:
+                return Answer(address, error=exc.message)
+            return Answer(address, result=decode_result(reply))
+
+        links = self.links.get(service, [])
+        return list(await asyncio.gather(*(one(address, upstream) for address, upstream in links)))
