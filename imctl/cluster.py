@@ -84,7 +84,7 @@ class ServerProcess:
 
 @dataclass
 class LocalCluster:
-    """The default local topology: 1 route, 1 db_proxy, 1 login, N gateways.
+    """The default local topology: 1 db_proxy, 1 login, N gateways, R route servers.
 
     With ``base_port`` 0 every server binds a free port and the next one is
     told the real port of the last (that is how the tests run clusters).
@@ -98,6 +98,7 @@ class LocalCluster:
     advertise_ip: str = "127.0.0.1"
     database_url: str | None = None
     redis_url: str | None = None
+    routes: int = 1  # more than one: active-active, every gateway links to each
     extra: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> overrides for every such server
     # kind -> environment for every such server: for secrets (the admin
     # token), which --set would show to every local user in `ps`.
@@ -120,11 +121,22 @@ class LocalCluster:
 
     def start(self, ready_timeout: float = 30.0) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        route = self._launch(
-            self._server("route", "route-1", {"port": self._port(200), "metrics_port": self._port(210)}),
-            ready_timeout,
-        )
-        route_addr = f"127.0.0.1:{route.info['port']}"
+        routes = [
+            self._launch(
+                self._server(
+                    "route",
+                    f"route-{i + 1}",
+                    {
+                        "node_id": f"route-{i + 1}",
+                        "port": self._port(200 + 20 * i),
+                        "metrics_port": self._port(210 + 20 * i),
+                    },
+                ),
+                ready_timeout,
+            )
+            for i in range(self.routes)
+        ]
+        route_addr = ",".join(f"127.0.0.1:{route.info['port']}" for route in routes)
         db_overrides = {
             "port": self._port(2600),
             "metrics_port": self._port(2610),

@@ -236,15 +236,19 @@ class Gateway:
             conn.send_raw(deliver.command_id, deliver.body)
             PUSHED.inc()
 
+    def remember_status(self, stats: Iterable[base_pb2.UserStat]) -> None:
+        for stat in stats:
+            if stat.status == base_pb2.USER_STATUS_OFFLINE:
+                self.known_status.pop(stat.user_id, None)
+            else:
+                self.known_status[stat.user_id] = stat.status
+
     def publish_status(self, batch: internal_pb2.RouteStatusBatch) -> None:
         for stat in batch.stats:
             # Every route server sends every change: only the first copy counts.
             if self.known_status.get(stat.user_id, base_pb2.USER_STATUS_OFFLINE) == stat.status:
                 continue
-            if stat.status == base_pb2.USER_STATUS_OFFLINE:
-                self.known_status.pop(stat.user_id, None)
-            else:
-                self.known_status[stat.user_id] = stat.status
+            self.remember_status([stat])
             watchers = self.watchers.get(stat.user_id, set()) | self.watch_all
             if not watchers:
                 continue

@@ -58,6 +58,7 @@ async def init_database(url: str) -> int:
 @click.command()
 @config_option
 @click.option("--gateways", default=2, show_default=True, help="How many msg_servers to run.")
+@click.option("--routes", default=1, show_default=True, help="How many route_servers to run (active-active).")
 @click.option(
     "--base-port",
     default=8000,
@@ -83,6 +84,7 @@ async def init_database(url: str) -> int:
 def up(
     config_path: str | None,
     gateways: int,
+    routes: int,
     base_port: int,
     http_port: int,
     advertise_ip: str,
@@ -90,7 +92,7 @@ def up(
     redis_url: str | None,
     run_dir: Path | None,
 ) -> None:
-    """Start a local cluster (1 login, 1 route, 1 db_proxy, N gateways); Ctrl-C stops it.
+    """Start a local cluster (1 login, 1 db_proxy, N gateways, R routes); Ctrl-C stops it.
 
     Unless login_server.admin_token is configured, a random admin token is
     made for this run and written to RUN_DIR/admin-token (owner-only), where
@@ -109,7 +111,15 @@ def up(
     except Exception as exc:
         raise Unreachable(f"cannot initialise {db.database_url}: {exc}") from None
     cluster = LocalCluster(
-        run_dir, config, gateways, base_port, http_port, advertise_ip, database_url, redis_url
+        run_dir,
+        config,
+        gateways=gateways,
+        base_port=base_port,
+        http_port=http_port,
+        advertise_ip=advertise_ip,
+        database_url=database_url,
+        redis_url=redis_url,
+        routes=routes,
     )
     if not configured_token:
         cluster.environ = {"login": {TOKEN_ENV: token}}

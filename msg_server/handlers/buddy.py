@@ -28,6 +28,10 @@ async def users_status(
         )
         assert isinstance(res, internal_pb2.RouteUsersStatRes)
         stats = list(res.stats)
+        # What we tell the client is the baseline later changes are measured
+        # against: a quick online-offline flap coalesced by the route server
+        # must still reach a client that was told "online" in between.
+        gw.remember_status(stats)
     except UPSTREAM_ERRORS as exc:
         # Without a route server we still know our own users.
         conn.log.warning("users status from route failed (%s); answering from this gateway", exc)

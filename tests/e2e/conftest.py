@@ -79,9 +79,11 @@ USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 CROWD = [f"member{i:02d}" for i in range(1, 51)]
 
 
-def _start(tmp: Path, database_url: str, redis_url: str | None) -> Cluster:
+def _start(tmp: Path, database_url: str, redis_url: str | None, routes: int = 1) -> Cluster:
     users = asyncio.run(create_users(database_url, USERS, CROWD))
-    local = LocalCluster(tmp, None, gateways=2, base_port=0, database_url=database_url, redis_url=redis_url)
+    local = LocalCluster(
+        tmp, None, gateways=2, base_port=0, database_url=database_url, redis_url=redis_url, routes=routes
+    )
     local.extra = {"msg": {"request_timeout": "5"}}
     local.start()
     return Cluster(local, database_url, redis_url, users)
