@@ -30,6 +30,7 @@ from login_server.admin.api import setup_admin
 from login_server.admin.backends import Backends, LinkBackends
 from login_server.balancer import Balancer, Gateway, PickError
 from login_server.config import LoginServerConfig
+from login_server.metrics import DISCOVERIES, GATEWAYS, handle_metrics
 from login_server.throttle import Throttle
 
 log = logging.getLogger("login_server")
@@ -79,6 +80,7 @@ def _json_bytes(value: Any) -> bytes:
 async def handle_msg_server(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     result = request.app[BALANCER_KEY].pick()
+    DISCOVERIES.labels("ok" if not isinstance(result, PickError) else result.name.lower()).inc()
     if isinstance(result, PickError):
         throttle = request.app[FAILURE_LOG_KEY]
         if throttle.ready():
@@ -135,6 +137,8 @@ def build_app(
         app.router.add_route(method, "/msg_server{tail:.*}", handle_msg_server)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/gateways", handle_gateways)
+    app.router.add_get("/metrics", handle_metrics)
+    GATEWAYS.set_function(lambda: len(balancer))
     if enabled:
         assert admin is not None
         setup_admin(app, config.admin_token, admin, balancer)

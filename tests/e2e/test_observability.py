@@ -8,7 +8,7 @@ import re
 import urllib.request
 
 from tests.e2e.conftest import Cluster
-from tests.support.ttclient import TTClient
+from tests.support.ttclient import TTClient, discover
 
 
 def fetch(port: int, path: str) -> tuple[int, str]:
@@ -57,6 +57,11 @@ async def test_metrics_and_health_on_every_server(cluster: Cluster, clients: lis
     _, db = await asyncio.to_thread(fetch, ports["db-1"], "/metrics")  # type: ignore[arg-type]
     assert sample(db, "imcluster_db_messages_committed_total") >= 1
     assert "imcluster_db_queue_depth" in db
+    await asyncio.to_thread(discover, cluster.discovery_url)
+    http_port = cluster.local.by_name("login-1").info["http_port"]
+    _, login = await asyncio.to_thread(fetch, http_port, "/metrics")  # type: ignore[arg-type]
+    assert labelled(login, 'imcluster_login_discoveries_total{result="ok"}') >= 1
+    assert labelled(login, "imcluster_login_gateways") == 2
     _, route = await asyncio.to_thread(fetch, ports["route-1"], "/metrics")  # type: ignore[arg-type]
     assert sample(route, "imcluster_route_relayed_total") >= 1
     assert sample(route, "imcluster_route_gateways") == 2
