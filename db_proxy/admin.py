@@ -20,6 +20,7 @@ from common.admin import AdminMethod
 from common.commands import Cmd
 from common.link import ServiceError
 from common.pb import base_pb2, group_pb2, internal_pb2
+from common.teamtalk_text import encode_text
 from db_proxy import admin_args as a
 from db_proxy.admin_import import UserImport
 from db_proxy.config import DbProxyConfig
@@ -48,7 +49,7 @@ from db_proxy.workers import MessageWorkers
 # Where an admin message comes from, for the gateways: no client connection
 # sent it, so every connection of the recipients (the sender's too) gets it.
 ADMIN_ORIGIN = internal_pb2.Origin(gateway_id="admin", conn_id=0)
-MAX_TEXT_BYTES = 60_000  # a message's UTF-8 body: what fits a client's 64 KiB frame
+MAX_TEXT_BYTES = 45_000  # UTF-8; encoded for TeamTalk clients it still fits their 64 KiB frame
 UNUSABLE_PASSWORD = "!"  # no scrypt hash: verify_password never accepts anything
 PING_TIMEOUT = 1.5  # each of database and Redis, checked together: the HTTP API waits 3 s
 
@@ -340,9 +341,10 @@ class DbAdmin:
     async def send(self, args: dict[str, Any]) -> dict[str, Any]:
         a.check_keys(args, {"from", "to_user", "to_group", "text"}, "send")
         text = a.text(args.get("text"), "text", MAX_TEXT_BYTES, empty=False)
-        body = text.encode()
-        if len(body) > MAX_TEXT_BYTES:
+        if len(text.encode()) > MAX_TEXT_BYTES:
             raise a.bad_request(f"text is longer than {MAX_TEXT_BYTES} bytes of UTF-8")
+        # Written as TeamTalk's clients write text, so they can show it.
+        body = encode_text(text) if self.config.admin_text_encoding == "teamtalk" else text.encode()
         if ("to_user" in args) == ("to_group" in args):
             raise a.bad_request("send needs exactly one of to_user and to_group")
         sender_ref = a.user_ref(args.get("from"), "from")

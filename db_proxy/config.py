@@ -41,6 +41,11 @@ class DbProxyConfig:
     system_user: str = setting(
         "system", "Login name of the account admin messages come from (created on first use; cannot log in)."
     )
+    admin_text_encoding: str = setting(
+        "teamtalk",
+        "How admin-sent text is written into messages: teamtalk (AES+base64 with the key TeamTalk's "
+        "clients use, so they can show it) or plain (UTF-8 as is, for clients of your own).",
+    )
     password_log2_n: int = setting(
         14, "scrypt cost (log2 N) of passwords set through the admin API; below 14 for tests only."
     )
@@ -53,5 +58,7 @@ class DbProxyConfig:
             raise ConfigError("db_proxy.workers, queue_size and batch_size must be at least 1")
         if not 1 <= self.password_log2_n <= 16:
             raise ConfigError("db_proxy.password_log2_n must be between 1 and 16")
+        if self.admin_text_encoding not in ("teamtalk", "plain"):
+            raise ConfigError("db_proxy.admin_text_encoding: expected teamtalk or plain")
         if not self.system_user or any(c.isspace() for c in self.system_user):
             raise ConfigError("db_proxy.system_user must be a login name (not empty, no spaces)")

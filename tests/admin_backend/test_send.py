@@ -7,6 +7,7 @@ from pathlib import Path
 
 from common.commands import Cmd
 from common.pb import base_pb2, internal_pb2
+from common.teamtalk_text import decode_text
 from db_proxy.admin import DbAdmin
 from db_proxy.config import DbProxyConfig
 from db_proxy.server import connect_redis
@@ -38,14 +39,14 @@ async def test_user_to_user(harness: Harness) -> None:
     # Stored: in the conversation on both sides and unread for the recipient.
     (stored,) = await h.store.message_list(bob, SESSION_SINGLE, ann, 0, 10)
     assert (stored.msg_id, stored.from_user_id, stored.msg_type) == (1, ann, base_pb2.MSG_TYPE_SINGLE_TEXT)
-    assert stored.msg_data == "héllo 😀".encode()
+    assert decode_text(stored.msg_data) == "héllo 😀"
     assert [(s.peer_id, s.unread_cnt) for s in await h.store.unread_sessions(bob)] == [(ann, 1)]
     assert await h.store.unread_sessions(ann) == []
     # Pushed to the recipient and to the sender's devices (no connection sent it).
     to, push = await h.gateway.delivered(Cmd.MSG_DATA)
     assert to == sorted([ann, bob])
     assert (push.from_user_id, push.to_session_id, push.msg_id) == (ann, bob, 1)
-    assert (push.msg_type, push.msg_data) == (base_pb2.MSG_TYPE_SINGLE_TEXT, "héllo 😀".encode())
+    assert (push.msg_type, decode_text(push.msg_data)) == (base_pb2.MSG_TYPE_SINGLE_TEXT, "héllo 😀")
     again = await send(h, ann, "second", to_user=bob)
     assert again["msg_id"] == 2
 
@@ -64,7 +65,7 @@ async def test_system_to_user_and_group(harness: Harness) -> None:
     assert system.id not in (await h.call("groups.show", id=group["id"]))["group"]["members"]
     for member in (ann, bob):
         (stored,) = await h.store.message_list(member, SESSION_GROUP, group["id"], 0, 10)
-        assert (stored.from_user_id, stored.msg_data) == (system.id, b"maintenance at 22:00")
+        assert (stored.from_user_id, decode_text(stored.msg_data)) == (system.id, "maintenance at 22:00")
         assert [(s.peer_id, s.unread_cnt) for s in await h.store.unread_sessions(member)] == [
             (group["id"], 1)
         ]

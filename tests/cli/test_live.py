@@ -10,6 +10,7 @@ from typing import Any
 
 from common.commands import Cmd
 from common.pb import base_pb2
+from common.teamtalk_text import decode_text
 from tests.cli.conftest import PASSWORD, AdminCluster
 from tests.support.ttclient import TTClient
 
@@ -27,7 +28,7 @@ async def test_send_reaches_a_connected_user(cluster: AdminCluster, clients: lis
     clients.append(bob)
     sent = await cluster.ajson("send", "--from", "alice", "--to", "bob", "hello from imctl")
     pushed = await bob.next_push(Cmd.MSG_DATA)
-    assert pushed.msg_data == b"hello from imctl"
+    assert decode_text(pushed.msg_data) == "hello from imctl"  # as TeamTalk clients encode text
     assert (pushed.from_user_id, pushed.to_session_id) == (cluster.users["alice"], cluster.users["bob"])
     assert pushed.msg_id == sent["msg_id"] and pushed.msg_type == base_pb2.MSG_TYPE_SINGLE_TEXT
     unknown = await cluster.aimctl("send", "--from", "alice", "--to", "nobody", "x")
@@ -51,7 +52,7 @@ async def test_system_message_to_a_group_reaches_every_member(
     assert "sent message" in result.stdout
     for member in (alice, bob):
         pushed = await member.next_push(Cmd.MSG_DATA)
-        assert pushed.msg_data == b"all hands at 10"
+        assert decode_text(pushed.msg_data) == "all hands at 10"
         assert pushed.to_session_id == group["id"] and pushed.msg_type == base_pb2.MSG_TYPE_GROUP_TEXT
 
 
