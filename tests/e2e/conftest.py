@@ -9,6 +9,7 @@ IMCLUSTER_TEST_REDIS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -89,22 +90,26 @@ def _start(tmp: Path, database_url: str, redis_url: str | None, routes: int = 1)
     return Cluster(local, database_url, redis_url, users)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "mysql+redis"])
+@contextlib.contextmanager
+def running_cluster(engine: str, tmp: Path, routes: int = 1) -> Iterator[Cluster]:
+    """A cluster on SQLite or on a fresh MariaDB database with Redis, stopped afterwards."""
+    with contextlib.ExitStack() as stack:
+        if engine == "sqlite":
+            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, routes)
+        else:
+            started = _start(tmp, stack.enter_context(fresh_mysql_url()), REDIS_URL, routes)
+        stack.callback(started.local.stop)
+        yield started
+
+
+ENGINES = ["sqlite", "mysql+redis"]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("cluster")
-    if request.param == "sqlite":
-        started = _start(tmp, f"sqlite:///{tmp}/im.db", None)
-        try:
-            yield started
-        finally:
-            started.local.stop()
-        return
-    with fresh_mysql_url() as url:
-        started = _start(tmp, url, REDIS_URL)
-        try:
-            yield started
-        finally:
-            started.local.stop()
+    """One cluster per test module and engine, shared by its tests."""
+    with running_cluster(request.param, tmp_path_factory.mktemp("cluster")) as started:
+        yield started
 
 
 @pytest.fixture

@@ -13,29 +13,15 @@ import pytest
 
 from common.commands import Cmd
 from imctl.cluster import ServerProcess
-from tests.e2e.conftest import Cluster, _start
-from tests.support.databases import fresh_mysql_url
+from tests.e2e.conftest import ENGINES, Cluster, running_cluster
 from tests.support.ttclient import ServerClosed, TTClient
 
-REDIS_URL = os.environ.get("IMCLUSTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
-
-@pytest.fixture(params=["sqlite", "mysql+redis"])
+@pytest.fixture(params=ENGINES)
 def fresh_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     """A cluster of its own: these tests break it."""
-    if request.param == "sqlite":
-        started = _start(tmp_path, f"sqlite:///{tmp_path}/im.db", None)
-        try:
-            yield started
-        finally:
-            started.local.stop()
-        return
-    with fresh_mysql_url() as url:
-        started = _start(tmp_path, url, REDIS_URL)
-        try:
-            yield started
-        finally:
-            started.local.stop()
+    with running_cluster(request.param, tmp_path) as started:
+        yield started
 
 
 def kill9(server: ServerProcess) -> None:

@@ -13,16 +13,13 @@ import pytest
 
 from common.commands import Cmd
 from common.pb import base_pb2, buddy_pb2
-from tests.e2e.conftest import Cluster, _start
+from tests.e2e.conftest import Cluster, running_cluster
 
 
 @pytest.fixture
 def two_routes(tmp_path: Path) -> Iterator[Cluster]:
-    started = _start(tmp_path, f"sqlite:///{tmp_path}/im.db", None, routes=2)
-    try:
+    with running_cluster("sqlite", tmp_path, routes=2) as started:
         yield started
-    finally:
-        started.local.stop()
 
 
 async def test_delivery_survives_kill9_of_a_route_server(two_routes: Cluster) -> None:
