@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from common.codec import Frame
-from common.commands import MESSAGE_OF, Cmd, decode_body
+from common.commands import Cmd, decode_body
 from common.connection import Deadline, FrameConnection
 from common.conversation import is_mobile
 from common.metrics import ERRORS
@@ -27,6 +27,7 @@ from msg_server import handlers
 log = logging.getLogger("client")
 
 BEFORE_LOGIN = frozenset({Cmd.LOGIN_REQ, Cmd.HEARTBEAT})
+TEAMTALK_SERVICES = range(0x01, 0x08)  # login ... other; 0x08 is this cluster's internal service
 
 
 class ClientConnection(FrameConnection):
@@ -95,9 +96,9 @@ class ClientConnection(FrameConnection):
             return
         handler = handlers.CLIENT_COMMANDS.get(command)
         if handler is None:
-            if command in MESSAGE_OF and command >> 8 != 0x08:
-                # A TeamTalk command we do not serve (yet): say so in the log,
-                # but do not break a real client by closing on it.
+            if command >> 8 in TEAMTALK_SERVICES:
+                # A TeamTalk command we do not serve (file transfer, say): say
+                # so in the log, but do not break a real client by closing on it.
                 self.log.info("unsupported command 0x%04x ignored", command)
                 return
             ERRORS.labels("unknown_command").inc()

@@ -248,3 +248,17 @@ async def test_disconnect_detaches_the_session() -> None:
     transport.close()
     await settle()
     assert gateway.sessions == {} and gateway.logged_in == 0
+
+
+async def test_unsupported_teamtalk_command_is_ignored_not_fatal() -> None:
+    _, conn, transport, _ = await logged_in()
+    conn.data_received(encode_frame(0x0506, b"\x08\x01", 5))  # a file-transfer request
+    assert not transport.closed and transport.frames() == []
+    conn.data_received(encode_frame(0x0701, b"", 6))
+    assert [f.seq_num for f, _ in transport.frames()] == [6]  # still served
+
+
+async def test_command_outside_teamtalks_services_closes() -> None:
+    _, conn, transport, _ = await logged_in()
+    conn.data_received(encode_frame(0x0822, b"", 5))  # internal, never from a client
+    assert transport.aborted
