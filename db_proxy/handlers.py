@@ -21,6 +21,7 @@ from common.codec import Frame
 from common.commands import Cmd
 from common.conversation import conversation_key, session_type_of
 from common.link import LinkServerConnection, ServiceError
+from common.metrics import LOGINS
 from common.pb import base_pb2, internal_pb2, message_pb2
 from db_proxy.cache import LoginCache
 from db_proxy.passwords import verify_password
@@ -82,8 +83,6 @@ class Handlers:
         self.hash_pool = hash_pool
         self.max_pending_logins = max_pending_logins
         self.pending_logins = 0
-        self.logins_ok = 0
-        self.logins_failed = 0
         self._known_users: OrderedDict[int, None] = OrderedDict()
 
     def table(self) -> Mapping[int, Callable[[LinkServerConnection, Frame, Any], Any]]:
@@ -115,11 +114,11 @@ class Handlers:
         user = await self.store.user_by_name(name)
         ok = user is not None and not user.disabled and await self._password_matches(user, req.password_md5)
         if not ok or user is None:
-            self.logins_failed += 1
+            LOGINS.labels("refused").inc()
             await self.cache.record_failure(name)
             log.info("login refused for %r from %s", name, req.peer)
             return Cmd.DB_LOGIN_RES, refused
-        self.logins_ok += 1
+        LOGINS.labels("ok").inc()
         if failures:  # the common case needs no round trip to Redis
             await self.cache.clear_failures(name)
         self._remember_user(user.id)

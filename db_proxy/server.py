@@ -43,7 +43,6 @@ class RoutePublisher:
     def __init__(self, node_id: str, addresses: list[tuple[str, int]]) -> None:
         hello = internal_pb2.LinkHello(role=internal_pb2.ROLE_DB_PROXY, node_id=node_id)
         self.upstreams = [Upstream(f"route@{h}:{p}", [(h, p)], hello) for h, p in addresses]
-        self.dropped = 0
 
     def start(self) -> None:
         for upstream in self.upstreams:
@@ -85,7 +84,6 @@ class RoutePublisher:
         for upstream in self.upstreams:
             if upstream.send_raw(Cmd.ROUTE_DELIVER, body):
                 return True
-        self.dropped += 1
         PUSHES_DROPPED.inc()
         return False
 

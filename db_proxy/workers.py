@@ -56,7 +56,6 @@ class MessageWorkers:
         self.queues: list[asyncio.Queue[Job]] = [asyncio.Queue(queue_size) for _ in range(workers)]
         self._tasks: list[asyncio.Task[None]] = []
         self.committed = 0
-        self.batches = 0
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -142,7 +141,6 @@ class MessageWorkers:
             for job in batch:
                 await self._commit([job])
             return
-        self.batches += 1
         metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.BATCH_SIZE.observe(len(batch))
         for job, saved in zip(batch, results, strict=True):
