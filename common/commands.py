@@ -7,10 +7,12 @@ commands live in service 0x08, which no TeamTalk client sends.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 from google.protobuf.message import Message
 
 from common.pb import buddy_pb2, group_pb2, internal_pb2, login_pb2, message_pb2, other_pb2
+from common.rpc import OneWay, Rpc
 
 
 class Cmd(IntEnum):
@@ -84,6 +86,8 @@ class Cmd(IntEnum):
     LINK_HELLO = 0x0801
     LINK_ERROR = 0x0802
     LINK_OK = 0x0803
+    LINK_CHALLENGE = 0x0804
+    LINK_WELCOME = 0x0805
     GATEWAY_INFO = 0x0810
     GATEWAY_LOAD = 0x0811
     DB_LOGIN_REQ = 0x0820
@@ -168,6 +172,8 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.LINK_HELLO: internal_pb2.LinkHello,
     Cmd.LINK_ERROR: internal_pb2.LinkError,
     Cmd.LINK_OK: internal_pb2.LinkOk,
+    Cmd.LINK_CHALLENGE: internal_pb2.LinkChallenge,
+    Cmd.LINK_WELCOME: internal_pb2.LinkWelcome,
     Cmd.GATEWAY_INFO: internal_pb2.GatewayInfo,
     Cmd.GATEWAY_LOAD: internal_pb2.GatewayLoad,
     Cmd.DB_LOGIN_REQ: internal_pb2.DbLoginReq,
@@ -212,3 +218,98 @@ def decode_body(command_id: int, body: bytes) -> Message:
         missing = ", ".join(msg.FindInitializationErrors())  # type: ignore[attr-defined]
         raise BadBody(f"command 0x{command_id:04x} lacks required fields: {missing}")
     return msg
+
+
+# -- the internal links' typed commands (common.rpc) ---------------------------
+# Reads that answer a client command carry the client's own request and
+# response messages (see internal.proto).
+
+
+def _rpc(command: Cmd, reply: Cmd) -> Rpc[Any, Any]:
+    return Rpc(command, MESSAGE_OF[command], reply, MESSAGE_OF[reply])
+
+
+class Rpcs:
+    """Every request of the internal links, with the one reply it may get."""
+
+    # gateway -> db_proxy
+    DB_LOGIN: Rpc[internal_pb2.DbLoginReq, internal_pb2.DbLoginRes] = _rpc(Cmd.DB_LOGIN_REQ, Cmd.DB_LOGIN_RES)
+    DB_SAVE_MSG: Rpc[internal_pb2.DbSaveMsgReq, internal_pb2.DbSaveMsgRes] = _rpc(
+        Cmd.DB_SAVE_MSG_REQ, Cmd.DB_SAVE_MSG_RES
+    )
+    UNREAD_CNT: Rpc[message_pb2.IMUnreadMsgCntReq, message_pb2.IMUnreadMsgCntRsp] = _rpc(
+        Cmd.UNREAD_CNT_REQ, Cmd.UNREAD_CNT_RES
+    )
+    MSG_LIST: Rpc[message_pb2.IMGetMsgListReq, message_pb2.IMGetMsgListRsp] = _rpc(
+        Cmd.MSG_LIST_REQ, Cmd.MSG_LIST_RES
+    )
+    MSG_READ_ACK: Rpc[message_pb2.IMMsgDataReadAck, internal_pb2.LinkOk] = _rpc(Cmd.MSG_READ_ACK, Cmd.LINK_OK)
+    LATEST_MSG_ID: Rpc[message_pb2.IMGetLatestMsgIdReq, message_pb2.IMGetLatestMsgIdRsp] = _rpc(
+        Cmd.LATEST_MSG_ID_REQ, Cmd.LATEST_MSG_ID_RES
+    )
+    MSG_BY_ID: Rpc[message_pb2.IMGetMsgByIdReq, message_pb2.IMGetMsgByIdRsp] = _rpc(
+        Cmd.MSG_BY_ID_REQ, Cmd.MSG_BY_ID_RES
+    )
+    RECENT_SESSION: Rpc[buddy_pb2.IMRecentContactSessionReq, buddy_pb2.IMRecentContactSessionRsp] = _rpc(
+        Cmd.RECENT_SESSION_REQ, Cmd.RECENT_SESSION_RES
+    )
+    USERS_INFO: Rpc[buddy_pb2.IMUsersInfoReq, buddy_pb2.IMUsersInfoRsp] = _rpc(
+        Cmd.USERS_INFO_REQ, Cmd.USERS_INFO_RES
+    )
+    REMOVE_SESSION: Rpc[buddy_pb2.IMRemoveSessionReq, buddy_pb2.IMRemoveSessionRsp] = _rpc(
+        Cmd.REMOVE_SESSION_REQ, Cmd.REMOVE_SESSION_RES
+    )
+    ALL_USER: Rpc[buddy_pb2.IMAllUserReq, buddy_pb2.IMAllUserRsp] = _rpc(Cmd.ALL_USER_REQ, Cmd.ALL_USER_RES)
+    CHANGE_AVATAR: Rpc[buddy_pb2.IMChangeAvatarReq, buddy_pb2.IMChangeAvatarRsp] = _rpc(
+        Cmd.CHANGE_AVATAR_REQ, Cmd.CHANGE_AVATAR_RES
+    )
+    DEPARTMENT: Rpc[buddy_pb2.IMDepartmentReq, buddy_pb2.IMDepartmentRsp] = _rpc(
+        Cmd.DEPARTMENT_REQ, Cmd.DEPARTMENT_RES
+    )
+    CHANGE_SIGN_INFO: Rpc[buddy_pb2.IMChangeSignInfoReq, buddy_pb2.IMChangeSignInfoRsp] = _rpc(
+        Cmd.CHANGE_SIGN_INFO_REQ, Cmd.CHANGE_SIGN_INFO_RES
+    )
+    DEVICE_TOKEN: Rpc[login_pb2.IMDeviceTokenReq, login_pb2.IMDeviceTokenRsp] = _rpc(
+        Cmd.DEVICE_TOKEN_REQ, Cmd.DEVICE_TOKEN_RES
+    )
+    PUSH_SHIELD: Rpc[login_pb2.IMPushShieldReq, login_pb2.IMPushShieldRsp] = _rpc(
+        Cmd.PUSH_SHIELD_REQ, Cmd.PUSH_SHIELD_RES
+    )
+    QUERY_PUSH_SHIELD: Rpc[login_pb2.IMQueryPushShieldReq, login_pb2.IMQueryPushShieldRsp] = _rpc(
+        Cmd.QUERY_PUSH_SHIELD_REQ, Cmd.QUERY_PUSH_SHIELD_RES
+    )
+    NORMAL_GROUP_LIST: Rpc[group_pb2.IMNormalGroupListReq, group_pb2.IMNormalGroupListRsp] = _rpc(
+        Cmd.NORMAL_GROUP_LIST_REQ, Cmd.NORMAL_GROUP_LIST_RES
+    )
+    GROUP_INFO: Rpc[group_pb2.IMGroupInfoListReq, group_pb2.IMGroupInfoListRsp] = _rpc(
+        Cmd.GROUP_INFO_REQ, Cmd.GROUP_INFO_RES
+    )
+    GROUP_CREATE: Rpc[group_pb2.IMGroupCreateReq, group_pb2.IMGroupCreateRsp] = _rpc(
+        Cmd.GROUP_CREATE_REQ, Cmd.GROUP_CREATE_RES
+    )
+    GROUP_CHANGE_MEMBER: Rpc[group_pb2.IMGroupChangeMemberReq, group_pb2.IMGroupChangeMemberRsp] = _rpc(
+        Cmd.GROUP_CHANGE_MEMBER_REQ, Cmd.GROUP_CHANGE_MEMBER_RES
+    )
+    GROUP_SHIELD: Rpc[group_pb2.IMGroupShieldReq, group_pb2.IMGroupShieldRsp] = _rpc(
+        Cmd.GROUP_SHIELD_REQ, Cmd.GROUP_SHIELD_RES
+    )
+    # gateway or admin -> route_server
+    ROUTE_USERS_STAT: Rpc[internal_pb2.RouteUsersStatReq, internal_pb2.RouteUsersStatRes] = _rpc(
+        Cmd.ROUTE_USERS_STAT_REQ, Cmd.ROUTE_USERS_STAT_RES
+    )
+    # admin -> db_proxy or route_server
+    ADMIN_CALL: Rpc[internal_pb2.AdminCall, internal_pb2.AdminResult] = _rpc(Cmd.ADMIN_CALL, Cmd.ADMIN_RESULT)
+
+
+class OneWays:
+    """Every frame of the internal links that nobody answers."""
+
+    GATEWAY_INFO = OneWay(Cmd.GATEWAY_INFO, internal_pb2.GatewayInfo)
+    GATEWAY_LOAD = OneWay(Cmd.GATEWAY_LOAD, internal_pb2.GatewayLoad)
+    ROUTE_SNAPSHOT = OneWay(Cmd.ROUTE_SNAPSHOT, internal_pb2.RouteSnapshot)
+    ROUTE_SESSION_UP = OneWay(Cmd.ROUTE_SESSION_UP, internal_pb2.RouteSessionUp)
+    ROUTE_SESSION_DOWN = OneWay(Cmd.ROUTE_SESSION_DOWN, internal_pb2.RouteSessionDown)
+    ROUTE_DELIVER = OneWay(Cmd.ROUTE_DELIVER, internal_pb2.RouteDeliver)
+    ROUTE_KICK = OneWay(Cmd.ROUTE_KICK, internal_pb2.RouteKick)
+    ROUTE_KICK_DESKTOP = OneWay(Cmd.ROUTE_KICK_DESKTOP, internal_pb2.RouteKickDesktop)
+    ROUTE_STATUS_BATCH = OneWay(Cmd.ROUTE_STATUS_BATCH, internal_pb2.RouteStatusBatch)

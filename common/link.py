@@ -26,7 +26,9 @@ from google.protobuf.message import Message
 from common.codec import MAX_SEQ, Frame
 from common.commands import Cmd, decode_body
 from common.connection import Deadline, FrameConnection
+from common.errors import Bug, ImError, Unavailable, describe, error_code, from_code
 from common.pb import internal_pb2, other_pb2
+from common.rpc import Commands, OneWay, ReqT, ResT, Route, Rpc
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +37,20 @@ INTERNAL_WRITE_BUFFER = 64 << 20
 HEARTBEAT = other_pb2.IMHeartBeat()
 
 
-class LinkDown(Exception):
+class LinkDown(Unavailable):
     """No link to that service is up, or it dropped while we waited."""
 
 
-class RemoteError(Exception):
+class RequestTimeout(Unavailable):
+    """No reply within the request's timeout."""
+
+
+class RemoteError(ImError):
     """The peer answered a request with LinkError."""
 
     def __init__(self, code: int, message: str) -> None:
-        name = internal_pb2.ErrorCode.Name(code) if code in internal_pb2.ErrorCode.values() else str(code)
-        super().__init__(f"{name}: {message}")
+        super().__init__(message)
         self.code = code
-        self.message = message
 
 
 Reply = tuple[int, Message]
@@ -88,7 +92,7 @@ class LinkClient(FrameConnection):
             future.set_exception(exc)
             raise
         if isinstance(message, internal_pb2.LinkError):
-            future.set_exception(RemoteError(message.code, message.message))
+            future.set_exception(from_code(message.code, message.message))
         else:
             future.set_result((frame.command_id, message))
 
@@ -119,7 +123,7 @@ class LinkClient(FrameConnection):
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise TimeoutError(
+            raise RequestTimeout(
                 f"request 0x{command_id:04x} to {self.peer} timed out after {timeout}s"
             ) from None
         finally:
@@ -185,6 +189,16 @@ class Upstream:
         if link is None or not self._ready.is_set():
             raise LinkDown(f"{self.name} is unavailable")
         return await link.request(command_id, message, timeout)
+
+    async def call(self, rpc: Rpc[ReqT, ResT], request: ReqT, timeout: float) -> ResT:
+        """Ask ``rpc``; its typed reply, or the ImError the peer answered with."""
+        command, reply = await self.request(rpc.command, request, timeout)
+        if command != rpc.reply_command or not isinstance(reply, rpc.reply):
+            raise Bug(f"0x{rpc.command:04x} answered with 0x{command:04x}")
+        return reply
+
+    def send_oneway(self, oneway: OneWay[Any], message: Message) -> bool:
+        return self.send_raw(oneway.command, message.SerializeToString())
 
     def send(self, command_id: int, message: Message) -> bool:
         return self.send_raw(command_id, message.SerializeToString())
@@ -291,6 +305,8 @@ class LinkServerConnection(FrameConnection):
                 self.abort()
                 return
             handlers = self.server.handlers_by_role.get(message.role)
+            if isinstance(handlers, Commands):
+                handlers = _legacy_table(handlers)
             if handlers is None:
                 self.log.warning("role %d may not link here; closing", message.role)
                 self.abort()
@@ -331,13 +347,13 @@ class LinkServerConnection(FrameConnection):
         self.send(command_id, message, frame.seq_num)
 
     def _fail(self, frame: Frame, exc: Exception) -> None:
-        code = getattr(exc, "code", internal_pb2.ERR_INTERNAL)
-        if code == internal_pb2.ERR_INTERNAL:
-            self.log.exception("command 0x%04x failed", frame.command_id, exc_info=exc)
+        code = error_code(exc)
+        if not isinstance(exc, ImError):
+            self.log.error("command 0x%04x failed", frame.command_id, exc_info=exc)
+        elif exc.server_fault:
+            self.log.warning("command 0x%04x failed: %s", frame.command_id, exc)
         if frame.seq_num:
-            self.send(
-                Cmd.LINK_ERROR, internal_pb2.LinkError(code=code, message=str(exc)[:500]), frame.seq_num
-            )
+            self.send(Cmd.LINK_ERROR, internal_pb2.LinkError(code=code, message=describe(exc)), frame.seq_num)
 
     def on_disconnect(self, exc: Exception | None) -> None:
         if self.deadline is not None:
@@ -347,12 +363,30 @@ class LinkServerConnection(FrameConnection):
             self.server.on_goodbye(self)
 
 
-class ServiceError(Exception):
-    """Raised by a handler to answer LinkError with a specific code."""
+class ServiceError(ImError):
+    """Raised by a handler to answer LinkError with a specific code (use common.errors instead)."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _legacy_table(commands: Commands) -> Mapping[int, Handler]:
+    """A typed Commands table in the (conn, frame, message) shape this module dispatches."""
+
+    def adapt(route: Route) -> Handler:
+        if not route.is_rpc:
+            return lambda conn, frame, message: route.handler(conn, message)
+
+        async def rpc(conn: LinkServerConnection, frame: Frame, message: Message) -> Reply:
+            reply = await route.handler(conn, message)
+            if route.reply is None or not isinstance(reply, route.reply):
+                raise Bug(f"handler of 0x{route.command:04x} returned {type(reply).__name__}")
+            return route.reply_command, reply
+
+        return rpc
+
+    return {route.command: adapt(route) for route in commands}
 
 
 class LinkServer:
@@ -360,7 +394,7 @@ class LinkServer:
 
     def __init__(
         self,
-        handlers_by_role: Mapping[int, Mapping[int, Handler]],
+        handlers_by_role: Mapping[int, Mapping[int, Handler] | Commands],
         *,
         hello_timeout: float = 5.0,
         idle_timeout: float = 20.0,
@@ -392,3 +426,6 @@ class LinkServer:
             conn.close()
         for task in list(self.tasks):
             task.cancel()
+
+
+Link = LinkServerConnection  # becomes the link package's Link

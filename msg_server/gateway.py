@@ -22,6 +22,7 @@ from common.commands import Cmd, decode_body
 from common.config import split_address
 from common.conversation import is_mobile
 from common.link import LinkClient, LinkDown, Upstream
+from common.rpc import ReqT, ResT, Rpc
 from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from msg_server.config import MsgServerConfig
 from msg_server.metrics import PUSHED, RELAY_LATENCY
@@ -185,6 +186,19 @@ class Gateway:
 
     async def db_request(self, key: object, command_id: int, message: Message) -> tuple[int, Message]:
         return await self.db_for(key).request(command_id, message, self.config.request_timeout)
+
+    async def db_call(self, key: object, rpc: Rpc[ReqT, ResT], request: ReqT) -> ResT:
+        """Ask the db_proxy of ``key`` (a conversation, a user name...): its typed reply.
+
+        Raises an ImError: Unavailable (no link, timeout) or what db_proxy answered.
+        """
+        return await self.db_for(key).call(rpc, request, self.config.request_timeout)
+
+    async def route_call(self, rpc: Rpc[ReqT, ResT], request: ReqT) -> ResT:
+        for link in self.route_links:
+            if link.connected:
+                return await link.call(rpc, request, self.config.request_timeout)
+        raise LinkDown("no route_server is reachable")
 
     # -- route_server ---------------------------------------------------------------
 

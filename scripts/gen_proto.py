@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate common/pb/*_pb2.py(i) from the .proto files, or check they are current.
+"""Regenerate common/pb/*_pb2.py and .pyi from the .proto files, or check they are current.
 
     python scripts/gen_proto.py          # write
     python scripts/gen_proto.py --check  # exit 1 if the committed code is stale
@@ -23,7 +23,16 @@ PB = ROOT / "common" / "pb"
 
 def generate(out: Path) -> None:
     protos = sorted(str(p.relative_to(ROOT)) for p in PB.glob("*.proto"))
-    args = ["protoc", f"-I{ROOT}", f"--python_out={out}", *protos]
+    # mypy-protobuf (pinned in setup.cfg) writes the .pyi stubs mypy checks field names with.
+    plugin = Path(sys.executable).with_name("protoc-gen-mypy")
+    args = [
+        "protoc",
+        f"-I{ROOT}",
+        f"--python_out={out}",
+        f"--plugin=protoc-gen-mypy={plugin}",
+        f"--mypy_out={out}",
+        *protos,
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
 
@@ -33,7 +42,7 @@ def stale_files() -> list[str]:
         generate(Path(tmp))
         fresh = Path(tmp) / "common" / "pb"
         names = sorted(p.name for p in fresh.iterdir())
-        committed = sorted(p.name for p in PB.iterdir() if p.name.endswith(("_pb2.py",)))
+        committed = sorted(p.name for p in PB.iterdir() if p.name.endswith(("_pb2.py", "_pb2.pyi")))
         stale = [
             n for n in names if not (PB / n).exists() or not filecmp.cmp(fresh / n, PB / n, shallow=False)
         ]
