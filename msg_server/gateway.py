@@ -22,8 +22,8 @@ from common.commands import Cmd, decode_body
 from common.config import split_address
 from common.conversation import is_mobile
 from common.link import LinkClient, LinkDown, Upstream
-from common.rpc import ReqT, ResT, Rpc
 from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
+from common.rpc import ReqT, ResT, Rpc
 from msg_server.config import MsgServerConfig
 from msg_server.metrics import PUSHED, RELAY_LATENCY
 
