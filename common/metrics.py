@@ -65,3 +65,16 @@ async def start_metrics_server(host: str, port: int, health: Health) -> tuple[we
     await web.SockSite(runner, sock).start()
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return runner, bound
+
+
+# The internal links (common.link).
+LINK_AUTH_FAILURES = Counter(
+    "imcluster_link_auth_failures",
+    "Internal link handshakes that failed, by reason (bad_proof, no_hello, refused, handshake_timeout...).",
+    ["reason"],
+)
+LINK_LATE_REPLIES = Counter(
+    "imcluster_link_late_replies", "Replies that arrived after their request had timed out (dropped)."
+)
+LINK_TIMEOUTS = Counter("imcluster_link_request_timeouts", "Internal requests that got no reply in time.")
+LINK_SILENT = Counter("imcluster_link_silent_peers", "Links dropped because the peer went silent.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.cluster_config import ClusterConfig
 from common.config import ConfigError, setting, split_address
 
 
@@ -50,6 +51,7 @@ class DbProxyConfig:
         14, "scrypt cost (log2 N) of passwords set through the admin API; below 14 for tests only."
     )
     log_level: str = setting("INFO", "Logging level.")
+    cluster: ClusterConfig = ClusterConfig()
 
     def __post_init__(self) -> None:
         for address in self.route_servers:

@@ -10,11 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from common.admin import admin_handler
-from common.commands import Cmd
+from common.commands import Cmd, Rpcs
 from common.config import split_address
-from common.link import LinkServer, Upstream
+from common.link import Identity, LinkServer, LinkSettings, Upstream
 from common.metrics import start_metrics_server
 from common.pb import internal_pb2, message_pb2
+from common.rpc import Commands
 from db_proxy import metrics
 from db_proxy.admin import DbAdmin
 from db_proxy.cache import LoginCache
@@ -40,9 +41,14 @@ class RoutePublisher:
     message is stored and the recipient finds it on its next sync.
     """
 
-    def __init__(self, node_id: str, addresses: list[tuple[str, int]]) -> None:
-        hello = internal_pb2.LinkHello(role=internal_pb2.ROLE_DB_PROXY, node_id=node_id)
-        self.upstreams = [Upstream(f"route@{h}:{p}", [(h, p)], hello) for h, p in addresses]
+    def __init__(self, node_id: str, addresses: list[tuple[str, int]], settings: LinkSettings) -> None:
+        me = Identity(internal_pb2.ROLE_DB_PROXY, node_id)
+        self.upstreams = [
+            Upstream(
+                f"route@{h}:{p}", [(h, p)], me, settings=settings, expect_role=internal_pb2.ROLE_ROUTE_SERVER
+            )
+            for h, p in addresses
+        ]
 
     def start(self) -> None:
         for upstream in self.upstreams:
@@ -115,25 +121,29 @@ async def serve(
     version = await store.migrate()
     log.info("storage %s ready (schema version %d)", store.engine, version)
     redis = await connect_redis(config.redis_url)
+    settings = LinkSettings.from_cluster(config.cluster)
     publisher = RoutePublisher(
-        config.node_id, [split_address("db_proxy.route_servers", a) for a in config.route_servers]
+        config.node_id, [split_address("db_proxy.route_servers", a) for a in config.route_servers], settings
     )
     workers = MessageWorkers(store, publisher.publish, config.workers, config.queue_size, config.batch_size)
     hash_pool = ThreadPoolExecutor(config.hash_threads, thread_name_prefix="hash")
     cache = LoginCache(redis, config.login_cache_ttl, config.login_failure_limit, config.login_failure_window)
     handlers = Handlers(store, workers, cache, hash_pool, config.max_pending_logins)
-    gateway_commands = {
-        **handlers.table(),
-        **DirectoryHandlers(store).table(),
-        **GroupHandlers(store).table(),
-    }
+    gateway_commands = (
+        Commands()
+        .include(handlers.commands())
+        .include(DirectoryHandlers(store).commands())
+        .include(GroupHandlers(store).commands())
+    )
     admin = DbAdmin(config, store, workers, redis, publisher.deliver)
     server = LinkServer(
         {
             internal_pb2.ROLE_GATEWAY: gateway_commands,
-            internal_pb2.ROLE_ADMIN: {Cmd.ADMIN_CALL: admin_handler(admin.methods())},
+            internal_pb2.ROLE_ADMIN: Commands().rpc(Rpcs.ADMIN_CALL, admin_handler(admin.methods())),
         },
-        idle_timeout=config.link_idle_timeout,
+        role=internal_pb2.ROLE_DB_PROXY,
+        node_id=config.node_id,
+        settings=settings,
     )
     publisher.start()
     workers.start()

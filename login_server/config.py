@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.cluster_config import ClusterConfig
 from common.config import ConfigError, setting, split_address
 
 
@@ -28,6 +29,7 @@ class LoginServerConfig:
         ["127.0.0.1:8200"], "route_server addresses the admin API calls."
     )
     log_level: str = setting("INFO", "Logging level.")
+    cluster: ClusterConfig = ClusterConfig()
 
     def __post_init__(self) -> None:
         for key in ("http_port", "gateway_port"):

@@ -10,7 +10,6 @@ out only while its link is up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -20,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from google.protobuf.message import Message
 
-from common.codec import Frame
-from common.commands import Cmd
-from common.link import LinkServer, LinkServerConnection
+from common.commands import OneWays
+from common.link import Link, LinkServer, LinkSettings
 from common.pb import internal_pb2
+from common.rpc import Commands
 from login_server.admin.api import setup_admin
 from login_server.admin.backends import Backends, LinkBackends
 from login_server.balancer import Balancer, Gateway, PickError
@@ -160,35 +158,33 @@ class GatewayLinks(LinkServer):
         self,
         balancer: Balancer,
         *,
-        idle_timeout: float,
+        node_id: str = "login",
+        settings: LinkSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             {
-                internal_pb2.ROLE_GATEWAY: {
-                    Cmd.GATEWAY_INFO: self._on_info,
-                    Cmd.GATEWAY_LOAD: self._on_load,
-                }
+                internal_pb2.ROLE_GATEWAY: Commands()
+                .oneway(OneWays.GATEWAY_INFO, self._on_info)
+                .oneway(OneWays.GATEWAY_LOAD, self._on_load)
             },
-            idle_timeout=idle_timeout,
+            role=internal_pb2.ROLE_LOGIN_SERVER,
+            node_id=node_id,
+            settings=settings,
         )
         self.balancer = balancer
         self.clock = clock
 
-    def on_hello(self, conn: LinkServerConnection) -> None:
-        if not conn.node_id:
-            # Registrations are keyed by node_id: an empty one would collide.
-            conn.log.warning("gateway sent an empty node_id; closing")
-            conn.abort()
-            return
+    def on_hello(self, conn: Link) -> None:
+        # The link layer admits one link per node id (a second gateway
+        # claiming "msg-1" is refused), so a registration cannot be taken over.
         conn.state = _LinkState()
 
-    def on_goodbye(self, conn: LinkServerConnection) -> None:
+    def on_goodbye(self, conn: Link) -> None:
         if self.balancer.remove(conn.node_id, owner=conn):
             conn.log.info("gateway %s unregistered (link closed)", conn.node_id)
 
-    def _on_info(self, conn: LinkServerConnection, frame: Frame, message: Message) -> None:
-        assert isinstance(message, internal_pb2.GatewayInfo)
+    def _on_info(self, conn: Link, message: internal_pb2.GatewayInfo) -> None:
         state: _LinkState = conn.state
         if not message.prior_ip or not 0 < message.port <= 65535:
             conn.log.warning(
@@ -237,8 +233,7 @@ class GatewayLinks(LinkServer):
             )
         state.registered = True
 
-    def _on_load(self, conn: LinkServerConnection, frame: Frame, message: Message) -> None:
-        assert isinstance(message, internal_pb2.GatewayLoad)
+    def _on_load(self, conn: Link, message: internal_pb2.GatewayLoad) -> None:
         state: _LinkState = conn.state
         state.connections = message.connections
         if state.registered:
@@ -261,7 +256,8 @@ async def serve(
 ) -> None:
     """Serve until ``stop`` is set, then close both listeners (bounded)."""
     balancer = Balancer()
-    links = GatewayLinks(balancer, idle_timeout=config.link_idle_timeout)
+    settings = LinkSettings.from_cluster(config.cluster)
+    links = GatewayLinks(balancer, settings=settings)
     admin = LinkBackends.from_config(config) if config.admin_token else None
     # No access log: at thousands of logins per second it would be most of
     # the process's work; failures are logged by the handler.
@@ -301,7 +297,4 @@ async def _shutdown(runner: web.AppRunner, links: LinkServer) -> None:
         await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT + 1)
     except TimeoutError:
         log.warning("HTTP listener did not stop within %.0fs", SHUTDOWN_TIMEOUT + 1)
-    await links.close()
-    if links.server is not None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(links.server.wait_closed(), SHUTDOWN_TIMEOUT)
+    await links.close(SHUTDOWN_TIMEOUT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.cluster_config import ClusterConfig
 from common.config import ConfigError, setting, split_address
 
 
@@ -55,6 +56,7 @@ class MsgServerConfig:
     )
     metrics_port: int = setting(8010, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     log_level: str = setting("INFO", "Logging level.")
+    cluster: ClusterConfig = ClusterConfig()
 
     def __post_init__(self) -> None:
         for key in ("login_servers", "route_servers", "db_proxies"):

@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
-from common.codec import Frame
-from common.commands import Cmd, decode_body
+from common.commands import Cmd, OneWays
 from common.config import split_address
 from common.conversation import is_mobile
-from common.link import LinkClient, LinkDown, Upstream
+from common.link import Identity, Link, LinkDown, LinkSettings, Upstream
 from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
-from common.rpc import ReqT, ResT, Rpc
+from common.rpc import Commands, ReqT, ResT, Rpc
 from msg_server.config import MsgServerConfig
 from msg_server.metrics import PUSHED, RELAY_LATENCY
 
@@ -43,26 +42,46 @@ class Gateway:
         self.sessions: dict[int, list[ClientConnection]] = {}
         self.connections: set[ClientConnection] = set()
         self._conn_ids = itertools.count(1)
-        hello = internal_pb2.LinkHello(role=internal_pb2.ROLE_GATEWAY, node_id=config.node_id)
+        me = Identity(internal_pb2.ROLE_GATEWAY, config.node_id)
+        settings = LinkSettings.from_cluster(config.cluster)
 
         def addresses(key: str, values: tuple[str, ...]) -> list[tuple[str, int]]:
             return [split_address(f"msg_server.{key}", v) for v in values]
 
         self.db_links = [
-            Upstream(f"db@{h}:{p}", [(h, p)], hello) for h, p in addresses("db_proxies", config.db_proxies)
+            Upstream(f"db@{h}:{p}", [(h, p)], me, settings=settings, expect_role=internal_pb2.ROLE_DB_PROXY)
+            for h, p in addresses("db_proxies", config.db_proxies)
         ]
+        from_route = (
+            Commands()
+            .oneway(OneWays.ROUTE_DELIVER, lambda link, deliver: self.push_local(deliver))
+            .oneway(OneWays.ROUTE_STATUS_BATCH, lambda link, batch: self.publish_status(batch))
+            .oneway(
+                OneWays.ROUTE_KICK,
+                lambda link, kick: self.kick_local(kick.user_id, kick.conn_id, kick.reason),
+            )
+        )
         self.route_links = [
             Upstream(
                 f"route@{h}:{p}",
                 [(h, p)],
-                hello,
-                on_push=self._on_route_frame,
+                me,
+                settings=settings,
+                expect_role=internal_pb2.ROLE_ROUTE_SERVER,
+                commands=from_route,
                 on_connected=self._send_snapshot,
             )
             for h, p in addresses("route_servers", config.route_servers)
         ]
         self.login_links = [
-            Upstream(f"login@{h}:{p}", [(h, p)], hello, on_connected=self._send_info)
+            Upstream(
+                f"login@{h}:{p}",
+                [(h, p)],
+                me,
+                settings=settings,
+                expect_role=internal_pb2.ROLE_LOGIN_SERVER,
+                on_connected=self._send_info,
+            )
             for h, p in addresses("login_servers", config.login_servers)
         ]
         self.logged_in = 0
@@ -135,7 +154,7 @@ class Gateway:
                     del self.watchers[user_id]
         conn.watching.clear()
 
-    def _send_snapshot(self, link: LinkClient) -> None:
+    def _send_snapshot(self, link: Link) -> None:
         snapshot = internal_pb2.RouteSnapshot(
             sessions=[c.online_session() for conns in self.sessions.values() for c in conns]
         )
@@ -143,7 +162,7 @@ class Gateway:
 
     # -- login_server -------------------------------------------------------------
 
-    def _send_info(self, link: LinkClient) -> None:
+    def _send_info(self, link: Link) -> None:
         config = self.config
         link.send(
             Cmd.GATEWAY_INFO,
@@ -216,17 +235,6 @@ class Gateway:
                 return await link.request(command_id, message, self.config.request_timeout)
         raise LinkDown("no route_server is reachable")
 
-    def _on_route_frame(self, link: LinkClient, frame: Frame) -> None:
-        message = decode_body(frame.command_id, frame.body)
-        if isinstance(message, internal_pb2.RouteDeliver):
-            self.push_local(message)
-        elif isinstance(message, internal_pb2.RouteStatusBatch):
-            self.publish_status(message)
-        elif isinstance(message, internal_pb2.RouteKick):
-            self.kick_local(message.user_id, message.conn_id, message.reason)
-        else:
-            log.warning("route sent unexpected command 0x%04x", frame.command_id)
-
     def push_local(self, deliver: internal_pb2.RouteDeliver) -> None:
         skip_conn = (
             deliver.origin.conn_id
@@ -272,7 +280,10 @@ class Gateway:
                     conn.send_raw(Cmd.USER_STAT_NOTIFY, body)
                     PUSHED.inc()
 
-    def kick_local(self, user_id: int, conn_id: int, reason: int) -> None:
+    def _on_kick(self, link: Link, kick: internal_pb2.RouteKick) -> None:
+        self.kick_local(kick.user_id, kick.conn_id, kick.reason)
+
+    def kick_local(self, user_id: int, conn_id: int, reason: base_pb2.KickReasonType.ValueType) -> None:
         for conn in list(self.sessions.get(user_id, ())):
             if conn.conn_id == conn_id:
                 conn.log.info("kicked (reason %d)", reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.cluster_config import ClusterConfig
 from common.config import ConfigError, setting
 
 
@@ -25,6 +26,7 @@ class RouteServerConfig:
     )
     metrics_port: int = setting(8210, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     log_level: str = setting("INFO", "Logging level.")
+    cluster: ClusterConfig = ClusterConfig()
 
     def __post_init__(self) -> None:
         from route_server.presence import LoginPolicy

@@ -31,7 +31,7 @@ def sessions_to_kick(policy: LoginPolicy, existing: Iterable[Session], new: Sess
     return []
 
 
-def user_status(sessions: Iterable[Session]) -> int:
+def user_status(sessions: Iterable[Session]) -> base_pb2.UserStatType.ValueType:
     statuses = [s.status for s in sessions]
     if not statuses:
         return base_pb2.USER_STATUS_OFFLINE

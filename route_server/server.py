@@ -13,12 +13,12 @@ from typing import Any
 from google.protobuf.message import Message
 
 from common.admin import admin_handler
-from common.codec import Frame
-from common.commands import Cmd
+from common.commands import Cmd, OneWays, Rpcs
 from common.conversation import is_mobile
-from common.link import Handler, LinkServer, LinkServerConnection
+from common.link import Link, LinkServer, LinkSettings
 from common.metrics import start_metrics_server
 from common.pb import base_pb2, buddy_pb2, internal_pb2
+from common.rpc import Commands
 from route_server import metrics
 from route_server.admin import RouteAdmin
 from route_server.config import RouteServerConfig
@@ -31,45 +31,44 @@ log = logging.getLogger("route")
 
 class RouteServer(LinkServer):
     def __init__(self, config: RouteServerConfig) -> None:
-        gateway_commands: dict[int, Handler] = {
-            Cmd.ROUTE_SNAPSHOT: self.on_snapshot,
-            Cmd.ROUTE_SESSION_UP: self.on_session_up,
-            Cmd.ROUTE_SESSION_DOWN: self.on_session_down,
-            Cmd.ROUTE_DELIVER: self.on_deliver,
-            Cmd.ROUTE_KICK_DESKTOP: self.on_kick_desktop,
-            Cmd.ROUTE_USERS_STAT_REQ: self.on_users_stat,
-        }
+        gateway_commands = (
+            Commands()
+            .oneway(OneWays.ROUTE_SNAPSHOT, self.on_snapshot)
+            .oneway(OneWays.ROUTE_SESSION_UP, self.on_session_up)
+            .oneway(OneWays.ROUTE_SESSION_DOWN, self.on_session_down)
+            .oneway(OneWays.ROUTE_DELIVER, self.on_deliver)
+            .oneway(OneWays.ROUTE_KICK_DESKTOP, self.on_kick_desktop)
+            .rpc(Rpcs.ROUTE_USERS_STAT, self.on_users_stat)
+        )
         super().__init__(
             {
                 internal_pb2.ROLE_GATEWAY: gateway_commands,
-                internal_pb2.ROLE_DB_PROXY: {Cmd.ROUTE_DELIVER: self.on_deliver},
-                internal_pb2.ROLE_ADMIN: {
-                    Cmd.ROUTE_USERS_STAT_REQ: self.on_users_stat,
-                    Cmd.ADMIN_CALL: admin_handler(RouteAdmin(self).methods()),
-                },
+                internal_pb2.ROLE_DB_PROXY: Commands().oneway(OneWays.ROUTE_DELIVER, self.on_deliver),
+                internal_pb2.ROLE_ADMIN: Commands()
+                .rpc(Rpcs.ROUTE_USERS_STAT, self.on_users_stat)
+                .rpc(Rpcs.ADMIN_CALL, admin_handler(RouteAdmin(self).methods())),
             },
-            idle_timeout=config.link_idle_timeout,
+            role=internal_pb2.ROLE_ROUTE_SERVER,
+            node_id=config.node_id,
+            settings=LinkSettings.from_cluster(config.cluster),
         )
         self.config = config
         self.policy = LoginPolicy(config.login_policy)
         self.table = RouteTable()
-        self.gateway_links: dict[str, LinkServerConnection] = {}
-        self.pending_status: dict[int, int] = {}
+        self.gateway_links: dict[str, Link] = {}
+        self.pending_status: dict[int, base_pb2.UserStatType.ValueType] = {}
 
     # -- link lifecycle -------------------------------------------------------
 
-    def on_hello(self, conn: LinkServerConnection) -> None:
+    def on_hello(self, conn: Link) -> None:
         if conn.role != internal_pb2.ROLE_GATEWAY:
             return
-        old = self.gateway_links.get(conn.node_id)
-        if old is not None and old is not conn:
-            conn.log.warning("gateway relinked; dropping its previous link")
-            old.abort()
+        # The link layer admits one link per node id, so this is the only one.
         # What we knew of this gateway stays until its snapshot (sent right
-        # after the hello) replaces it, so a relink does not flap presence.
+        # after the handshake) replaces it, so a relink does not flap presence.
         self.gateway_links[conn.node_id] = conn
 
-    def on_goodbye(self, conn: LinkServerConnection) -> None:
+    def on_goodbye(self, conn: Link) -> None:
         if conn.role == internal_pb2.ROLE_GATEWAY and self.gateway_links.get(conn.node_id) is conn:
             del self.gateway_links[conn.node_id]
             self._presence_change(
@@ -129,13 +128,13 @@ class RouteServer(LinkServer):
         if link is not None:
             link.send(command_id, message)
 
-    def _kick(self, user_id: int, session: Session, reason: int) -> None:
+    def _kick(self, user_id: int, session: Session, reason: base_pb2.KickReasonType.ValueType) -> None:
         KICKS.inc()
         self.table.remove(session.gateway_id, user_id, session.conn_id)
         kick = internal_pb2.RouteKick(user_id=user_id, conn_id=session.conn_id, reason=reason)
         self._send_to_gateway(session.gateway_id, Cmd.ROUTE_KICK, kick)
 
-    def kick_user(self, user_id: int, reason: int) -> int:
+    def kick_user(self, user_id: int, reason: base_pb2.KickReasonType.ValueType) -> int:
         """Close every session of a user (the admin API); returns how many there were."""
         sessions = self.table.sessions_of(user_id)
 
@@ -148,22 +147,20 @@ class RouteServer(LinkServer):
 
     # -- commands from gateways --------------------------------------------------
 
-    def _session(self, gateway_id: str, s: Any) -> Session:
+    def _session(self, gateway_id: str, s: internal_pb2.OnlineSession) -> Session:
         """A gateway's OnlineSession as a table entry; ``since`` is when this
         server first heard of it (kept across a relink's snapshot)."""
         known = self.table.session(s.user_id, gateway_id, s.conn_id)
         since = known.since if known is not None else int(time.time())
         return Session(gateway_id, s.conn_id, s.client_type, s.status, since)
 
-    def on_snapshot(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
-        assert isinstance(msg, internal_pb2.RouteSnapshot)
+    def on_snapshot(self, conn: Link, msg: internal_pb2.RouteSnapshot) -> None:
         entries = [(s.user_id, self._session(conn.node_id, s)) for s in msg.sessions]
         users = self.table.users_on(conn.node_id) | {user_id for user_id, _ in entries}
         self._presence_change(users, lambda: self.table.replace_gateway(conn.node_id, entries))
         conn.log.info("snapshot: %d sessions", len(msg.sessions))
 
-    def on_session_up(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
-        assert isinstance(msg, internal_pb2.RouteSessionUp)
+    def on_session_up(self, conn: Link, msg: internal_pb2.RouteSessionUp) -> None:
         s = msg.session
         new = self._session(conn.node_id, s)
 
@@ -174,14 +171,12 @@ class RouteServer(LinkServer):
 
         self._presence_change([s.user_id], change)
 
-    def on_session_down(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
-        assert isinstance(msg, internal_pb2.RouteSessionDown)
+    def on_session_down(self, conn: Link, msg: internal_pb2.RouteSessionDown) -> None:
         self._presence_change(
             [msg.user_id], lambda: self.table.remove(conn.node_id, msg.user_id, msg.conn_id)
         )
 
-    def on_kick_desktop(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
-        assert isinstance(msg, internal_pb2.RouteKickDesktop)
+    def on_kick_desktop(self, conn: Link, msg: internal_pb2.RouteKickDesktop) -> None:
 
         def change() -> None:
             for session in self.table.sessions_of(msg.user_id):
@@ -190,18 +185,19 @@ class RouteServer(LinkServer):
 
         self._presence_change([msg.user_id], change)
 
-    def on_users_stat(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> tuple[int, Message]:
-        assert isinstance(msg, internal_pb2.RouteUsersStatReq)
+    async def on_users_stat(
+        self, conn: Link, msg: internal_pb2.RouteUsersStatReq
+    ) -> internal_pb2.RouteUsersStatRes:
         stats = [
             base_pb2.UserStat(user_id=u, status=user_status(self.table.sessions_of(u))) for u in msg.user_ids
         ]
-        return Cmd.ROUTE_USERS_STAT_RES, internal_pb2.RouteUsersStatRes(stats=stats)
+        return internal_pb2.RouteUsersStatRes(stats=stats)
 
-    def on_deliver(self, conn: LinkServerConnection, frame: Frame, msg: Message) -> None:
-        assert isinstance(msg, internal_pb2.RouteDeliver)
+    def on_deliver(self, conn: Link, msg: internal_pb2.RouteDeliver) -> None:
         if msg.broadcast:
+            body = msg.SerializeToString()
             for gateway_link in self.gateway_links.values():
-                gateway_link.send_raw(Cmd.ROUTE_DELIVER, frame.body)
+                gateway_link.send_raw(Cmd.ROUTE_DELIVER, body)
             RELAYED.inc()
             return
         for gateway_id, users in self.table.fan_out(msg.user_ids).items():

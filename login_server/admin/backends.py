@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from common.commands import Cmd
 from common.config import split_address
-from common.link import LinkDown, RemoteError, Upstream
+from common.link import Identity, LinkDown, LinkSettings, RemoteError, Upstream
 from common.pb import internal_pb2
 from login_server.config import LoginServerConfig
 
@@ -28,6 +28,7 @@ ROUTE_SERVER = "route_server"
 CALL_TIMEOUT = 10.0  # an ordinary admin call: one small transaction or a table walk
 READY_WAIT = 3.0  # how long a call waits for some link of the service to come up
 NODE_ID = "login-admin"
+SERVICE_ROLES = {DB_PROXY: internal_pb2.ROLE_DB_PROXY, ROUTE_SERVER: internal_pb2.ROLE_ROUTE_SERVER}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +77,22 @@ class LinkBackends:
         *,
         node_id: str = NODE_ID,
         ready_wait: float = READY_WAIT,
+        settings: LinkSettings | None = None,
     ) -> None:
-        hello = internal_pb2.LinkHello(role=internal_pb2.ROLE_ADMIN, node_id=node_id)
+        me = Identity(internal_pb2.ROLE_ADMIN, node_id)
         self.ready_wait = ready_wait
         self.links: dict[str, list[tuple[str, Upstream]]] = {
             service: [
-                (address, Upstream(f"admin-{service}@{address}", [split_address(service, address)], hello))
+                (
+                    address,
+                    Upstream(
+                        f"admin-{service}@{address}",
+                        [split_address(service, address)],
+                        me,
+                        settings=settings,
+                        expect_role=SERVICE_ROLES.get(service),
+                    ),
+                )
                 for address in addresses
             ]
             for service, addresses in services.items()
@@ -89,7 +100,10 @@ class LinkBackends:
 
     @classmethod
     def from_config(cls, config: LoginServerConfig) -> LinkBackends:
-        return cls({DB_PROXY: list(config.db_proxies), ROUTE_SERVER: list(config.route_servers)})
+        return cls(
+            {DB_PROXY: list(config.db_proxies), ROUTE_SERVER: list(config.route_servers)},
+            settings=LinkSettings.from_cluster(config.cluster),
+        )
 
     def start(self) -> None:
         for links in self.links.values():

@@ -12,8 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from common.cluster_config import ClusterConfig
 from common.commands import Cmd
-from common.link import LinkClient, Upstream
+from common.link import Backoff, Identity, LinkClient, LinkSettings, Timing, Upstream
 from common.pb import internal_pb2
 from login_server.config import LoginServerConfig
 from login_server.server import serve
@@ -114,19 +115,19 @@ class Cluster:
 
 
 @pytest.fixture
-def idle_timeout() -> float:
-    return 20.0
+def heartbeat_interval() -> float:
+    return 1.0
 
 
 @pytest.fixture
-async def cluster(idle_timeout: float) -> AsyncIterator[Cluster]:
+async def cluster(heartbeat_interval: float) -> AsyncIterator[Cluster]:
     config = LoginServerConfig(
         host="127.0.0.1",
         http_port=0,
         gateway_port=0,
         msfs_prior=MSFS,
         discovery_url=DISCOVERY,
-        link_idle_timeout=idle_timeout,
+        cluster=ClusterConfig(heartbeat_interval=heartbeat_interval),
     )
     stop = asyncio.Event()
     ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -233,15 +234,44 @@ async def test_last_gateway_dropping_gives_code_1(cluster: Cluster) -> None:
     assert (await cluster.discover())["code"] == 1
 
 
-async def test_reconnect_replaces_and_old_drop_keeps_new(cluster: Cluster) -> None:
-    old = await cluster.gateway("msg-1", prior_ip="192.0.2.1")
-    await cluster.gateway("msg-1", prior_ip="192.0.2.99")
-    await old.stop()
-    # Give the server time to see the old link close, then check it kept the new one.
-    await asyncio.sleep(0.1)
-    rows = await cluster.gateways()
-    assert [(r["node_id"], r["prior_ip"]) for r in rows] == [("msg-1", "192.0.2.99")]
-    assert (await cluster.discover())["priorIP"] == "192.0.2.99"
+async def test_a_linked_node_id_cannot_be_taken_over(cluster: Cluster) -> None:
+    """A second gateway claiming "msg-1" is refused while the real one is linked;
+    the real one is handed out throughout, and the newcomer only once it is gone."""
+    real = await cluster.gateway("msg-1", prior_ip="192.0.2.1")
+    rogue = Upstream(
+        "rogue",
+        [("127.0.0.1", cluster.gateway_port)],
+        Identity(internal_pb2.ROLE_GATEWAY, "msg-1"),
+        on_connected=sender("192.0.2.99", 8000),
+        backoff=Backoff(initial=0.02, cap=0.05),
+    )
+    cluster.upstreams.append(rogue)
+    rogue.start()
+    await until_true(lambda: rogue.attempts >= 3)
+    assert not rogue.connected
+    assert [(r["node_id"], r["prior_ip"]) for r in await cluster.gateways()] == [("msg-1", "192.0.2.1")]
+    for _ in range(10):
+        assert (await cluster.discover())["priorIP"] == "192.0.2.1"
+    await real.stop()
+    # Only now may a gateway of that name register again.
+    await cluster.until(
+        lambda rows: [(r["node_id"], r["prior_ip"]) for r in rows] == [("msg-1", "192.0.2.99")]
+    )
+
+
+async def test_a_relinked_gateway_is_handed_out_again(cluster: Cluster) -> None:
+    gateway = await cluster.gateway("msg-1", prior_ip="192.0.2.1")
+    assert gateway.link is not None
+    gateway.link.abort()  # the link drops; the gateway relinks and registers again
+    await cluster.until(lambda rows: rows == [])
+    await cluster.until(lambda rows: [r["node_id"] for r in rows] == ["msg-1"])
+    assert (await cluster.discover())["priorIP"] == "192.0.2.1"
+
+
+async def until_true(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
 
 
 async def test_healthz_and_gateways(cluster: Cluster) -> None:
@@ -298,21 +328,24 @@ async def test_wrong_role_and_unusable_address_are_not_registered(cluster: Clust
     assert [r["node_id"] for r in await cluster.gateways()] == ["msg-ok"]
 
 
-@pytest.mark.parametrize("idle_timeout", [0.3])
+@pytest.mark.parametrize("heartbeat_interval", [0.1])
 async def test_silent_gateway_link_is_dropped(cluster: Cluster) -> None:
-    # A bare LinkClient: unlike Upstream it never heartbeats.
-    loop = asyncio.get_running_loop()
-    _, link = await loop.create_connection(
-        lambda: LinkClient(lambda link, frame: None), "127.0.0.1", cluster.gateway_port
+    """A peer that stops sending (a frozen process) is dropped after interval x misses."""
+    silent = Upstream(
+        "silent",
+        [("127.0.0.1", cluster.gateway_port)],
+        Identity(internal_pb2.ROLE_GATEWAY, "msg-silent"),
+        settings=LinkSettings(timing=Timing(heartbeat_interval=60.0, heartbeat_misses=10)),
+        on_connected=sender("192.0.2.7", 8000),
     )
-    try:
-        link.send(
-            Cmd.LINK_HELLO, internal_pb2.LinkHello(role=internal_pb2.ROLE_GATEWAY, node_id="msg-silent")
-        )
-        sender("192.0.2.7", 8000)(link)
-        await cluster.until(lambda rows: [r["node_id"] for r in rows] == ["msg-silent"])
-        await asyncio.wait_for(link.lost, 2)
-        await cluster.until(lambda rows: rows == [])
-        assert (await cluster.discover())["code"] == 1
-    finally:
-        link.abort()
+    cluster.upstreams.append(silent)
+    silent.start()
+    assert await silent.wait_ready(5)
+    assert silent.link is not None
+    link = silent.link
+    await cluster.until(lambda rows: [r["node_id"] for r in rows] == ["msg-silent"])
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(link.lost, 2)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    await cluster.until(lambda rows: rows == [])
+    assert (await cluster.discover())["code"] == 1

@@ -1,0 +1,207 @@
+"""The connecting end: a self-healing link to one of several interchangeable servers.
+
+An :class:`Upstream` connects, runs the handshake and counts as ready only
+once the peer has answered it (a frozen process whose kernel still accepts
+is not a link). It reconnects with :class:`~common.link.settings.Backoff`,
+rotating through its addresses, and re-runs ``on_connected`` (a snapshot,
+a registration) on every new link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from common.link.handshake import Identity
+from common.link.protocol import Link, LinkDown, PushHandler
+from common.link.session import LinkSession, Side
+from common.link.settings import Backoff, LinkSettings
+from common.pb import internal_pb2
+from common.rpc import Commands, OneWay, ReqT, ResT, Rpc
+
+log = logging.getLogger("link")
+
+
+class Upstream:
+    def __init__(
+        self,
+        name: str,
+        addresses: list[tuple[str, int]],
+        me: Identity | internal_pb2.LinkHello,
+        *,
+        settings: LinkSettings | None = None,
+        expect_role: int | None = None,
+        commands: Commands | None = None,
+        on_push: PushHandler | None = None,
+        on_connected: Callable[[Link], Awaitable[None] | None] | None = None,
+        max_in_flight: int = 16384,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError(f"{name}: no addresses configured")
+        self.name = name
+        self.addresses = addresses
+        self.me = me if isinstance(me, Identity) else Identity(me.role, me.node_id)
+        self.settings = settings or LinkSettings()
+        self.expect_role = expect_role
+        self.commands = commands
+        self.on_push = on_push
+        self.on_connected = on_connected
+        self.max_in_flight = max_in_flight
+        self.backoff = backoff or Backoff()
+        self.link: Link | None = None
+        self.attempts = 0  # connection attempts, for tests and /metrics
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def connected(self) -> bool:
+        return self.link is not None and self.link.is_open and self._ready.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"upstream-{self.name}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.link is not None:
+            self.link.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _open_link(self) -> Link:
+        link = self.link
+        if link is None or not self._ready.is_set() or not link.is_open:
+            raise LinkDown(f"{self.name} is unavailable")
+        return link
+
+    async def call(self, rpc: Rpc[ReqT, ResT], request: ReqT, timeout: float) -> ResT:
+        return await self._open_link().call(rpc, request, timeout)
+
+    async def request(self, command_id: int, message: Message, timeout: float) -> tuple[int, Message]:
+        return await self._open_link().request(command_id, message, timeout)
+
+    def send(self, command: OneWay[Any] | int, message: Message) -> bool:
+        link = self.link
+        return link is not None and self._ready.is_set() and link.send(command, message)
+
+    def send_oneway(self, oneway: OneWay[Any], message: Message) -> bool:
+        return self.send(oneway, message)
+
+    def send_raw(self, command_id: int, body: bytes) -> bool:
+        link = self.link
+        return link is not None and self._ready.is_set() and link.send_raw(command_id, body)
+
+    # -- LinkOwner ----------------------------------------------------------------
+
+    def link_authenticated(self, link: Link, peer: Identity) -> tuple[int, str] | None:
+        return None  # only the accepting side is asked
+
+    def commands_for(self, peer: Identity) -> Commands | None:
+        return self.commands
+
+    def link_opened(self, link: Link) -> None:
+        pass
+
+    def link_closed(self, link: Link) -> None:
+        pass
+
+    # -- the connect loop -------------------------------------------------------------
+
+    def _new_link(self) -> Link:
+        settings = self.settings
+
+        def session(now: float) -> LinkSession:
+            return LinkSession(
+                Side.CLIENT,
+                self.me,
+                settings.secrets,
+                now,
+                timing=settings.timing,
+                expect_role=self.expect_role,
+                max_in_flight=self.max_in_flight,
+            )
+
+        return Link(self, session, on_push=self.on_push)
+
+    async def _connect(self, host: str, port: int) -> Link:
+        loop = asyncio.get_running_loop()
+        ssl = self.settings.client_ssl
+        _, link = await loop.create_connection(
+            self._new_link,
+            host,
+            port,
+            ssl=ssl,
+            server_hostname="" if ssl is not None else None,
+            ssl_handshake_timeout=self.settings.timing.handshake_timeout if ssl is not None else None,
+        )
+        try:
+            # The session's own handshake deadline bounds this.
+            await link.opened
+        except BaseException:
+            link.abort()
+            raise
+        return link
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = random.randrange(len(self.addresses))
+        delay = 0.0
+        for attempt in itertools.count():
+            if delay:
+                await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            host, port = self.addresses[(start + attempt) % len(self.addresses)]
+            self.attempts += 1
+            try:
+                link = await asyncio.wait_for(
+                    self._connect(host, port),
+                    self.settings.connect_timeout + self.settings.timing.handshake_timeout,
+                )
+            except (OSError, TimeoutError, LinkDown) as exc:
+                delay = self.backoff.failed()
+                log.debug("%s: cannot link to %s:%d: %s (retry in %.2fs)", self.name, host, port, exc, delay)
+                continue
+            self.link = link
+            self.backoff.link_up(loop.time())
+            try:
+                if self.on_connected is not None:
+                    result = self.on_connected(link)
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception:
+                log.exception("%s: set-up on %s:%d failed", self.name, host, port)
+                link.abort()
+            if link.is_open:
+                self._ready.set()
+                log.info("%s: linked to %s:%d (%s)", self.name, host, port, link.node_id)
+                await link.lost
+            self._ready.clear()
+            self.link = None
+            delay = self.backoff.link_down(loop.time())
+            if not self._stopping:
+                log.warning(
+                    "%s: link to %s:%d lost (%s); reconnecting",
+                    self.name,
+                    host,
+                    port,
+                    link.closed_reason or "closed",
+                )

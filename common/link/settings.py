@@ -1,0 +1,94 @@
+"""What every link of a process shares: secrets, timing, TLS; and the reconnect backoff."""
+
+from __future__ import annotations
+
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from common.link.session import Timing
+
+
+class ClusterSettings(Protocol):
+    """The part of a server's ``[cluster]`` config the links read."""
+
+    @property
+    def heartbeat_interval(self) -> float: ...
+    @property
+    def heartbeat_misses(self) -> int: ...
+    @property
+    def handshake_timeout(self) -> float: ...
+    @property
+    def tls_cert(self) -> str: ...
+    @property
+    def tls_key(self) -> str: ...
+    @property
+    def tls_ca(self) -> str: ...
+
+    def secrets(self) -> tuple[bytes, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    secrets: tuple[bytes, ...] = ()  # current first; empty: no secret (loopback only)
+    timing: Timing = field(default_factory=Timing)
+    server_ssl: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | None = None
+    connect_timeout: float = 3.0
+
+    @classmethod
+    def from_cluster(cls, cluster: ClusterSettings) -> LinkSettings:
+        server_ssl = client_ssl = None
+        if cluster.tls_cert:
+            from common.tls import client_context, server_context
+
+            server_ssl = server_context(cluster.tls_cert, cluster.tls_key, cluster.tls_ca)
+            client_ssl = client_context(cluster.tls_cert, cluster.tls_key, cluster.tls_ca)
+        return cls(
+            secrets=cluster.secrets(),
+            timing=Timing(cluster.heartbeat_interval, cluster.heartbeat_misses, cluster.handshake_timeout),
+            server_ssl=server_ssl,
+            client_ssl=client_ssl,
+            connect_timeout=max(cluster.handshake_timeout, 1.0),
+        )
+
+
+class Backoff:
+    """Jittered, capped exponential backoff that resets only after a link stayed up.
+
+    A peer that accepts and at once closes (a wrong role, a mis-pointed
+    address, a refused node id) must not make us reconnect hundreds of times
+    a second: a connect is no success, only a link that lasted is.
+    """
+
+    def __init__(
+        self,
+        initial: float = 0.05,
+        cap: float = 5.0,
+        stable_after: float = 10.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.stable_after = stable_after
+        self._rng = rng
+        self._base = initial
+        self._up_since: float | None = None
+
+    def failed(self) -> float:
+        """Seconds to wait before the next attempt (between half and all of the base)."""
+        delay = self._base * (0.5 + self._rng() / 2)
+        self._base = min(self.cap, self._base * 2)
+        return delay
+
+    def link_up(self, now: float) -> None:
+        self._up_since = now
+
+    def link_down(self, now: float) -> float:
+        """The link dropped: the delay before reconnecting."""
+        if self._up_since is not None and now - self._up_since >= self.stable_after:
+            self._base = self.initial
+        self._up_since = None
+        return self.failed()
