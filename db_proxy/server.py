@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -116,17 +117,33 @@ async def connect_redis(url: str) -> Any | None:
 async def serve(
     config: DbProxyConfig, stop: asyncio.Event, announce: Callable[[dict[str, Any]], None]
 ) -> None:
+    # Every resource is released in reverse order however start-up ends: a
+    # port in use must not leave the store's threads keeping the process alive.
+    async with contextlib.AsyncExitStack() as resources:
+        await _serve(config, stop, announce, resources)
+
+
+async def _serve(
+    config: DbProxyConfig,
+    stop: asyncio.Event,
+    announce: Callable[[dict[str, Any]], None],
+    resources: contextlib.AsyncExitStack,
+) -> None:
     store = open_store(config.database_url)
     await store.open()
+    resources.push_async_callback(store.close)
     version = await store.migrate()
     log.info("storage %s ready (schema version %d)", store.engine, version)
     redis = await connect_redis(config.redis_url)
+    if redis is not None:
+        resources.push_async_callback(redis.aclose)
     settings = LinkSettings.from_cluster(config.cluster)
     publisher = RoutePublisher(
         config.node_id, [split_address("db_proxy.route_servers", a) for a in config.route_servers], settings
     )
     workers = MessageWorkers(store, publisher.publish, config.workers, config.queue_size, config.batch_size)
     hash_pool = ThreadPoolExecutor(config.hash_threads, thread_name_prefix="hash")
+    resources.callback(hash_pool.shutdown, wait=False, cancel_futures=True)
     cache = LoginCache(redis, config.login_cache_ttl, config.login_failure_limit, config.login_failure_window)
     handlers = Handlers(store, workers, cache, hash_pool, config.max_pending_logins)
     gateway_commands = (
@@ -146,9 +163,15 @@ async def serve(
         settings=settings,
     )
     publisher.start()
+    resources.push_async_callback(publisher.stop)
     workers.start()
     metrics.bind(workers.queues)
     port = await server.listen(config.host, config.port)
+    resources.push_async_callback(server.close)
+    # Stop taking links first, then let the workers finish what is queued
+    # (their pushes still go out: the publisher stops after them).
+    resources.push_async_callback(workers.stop, 5.0)
+    resources.callback(_stop_accepting, server)
 
     async def health() -> dict[str, Any]:
         database = await store.ping()
@@ -160,19 +183,13 @@ async def serve(
         }
 
     exposed = await start_metrics_server(config.host, config.metrics_port, health)
+    if exposed is not None:
+        resources.push_async_callback(exposed[0].cleanup)
     log.info("db_proxy %s listening on %s:%d", config.node_id, config.host, port)
     announce({"port": port, "metrics_port": exposed[1] if exposed else None})
-    try:
-        await stop.wait()
-    finally:
-        if server.server is not None:
-            server.server.close()
-        await workers.stop(timeout=5.0)
-        await server.close()
-        await publisher.stop()
-        hash_pool.shutdown(wait=False, cancel_futures=True)
-        if redis is not None:
-            await redis.aclose()
-        if exposed is not None:
-            await exposed[0].cleanup()
-        await store.close()
+    await stop.wait()
+
+
+def _stop_accepting(server: LinkServer) -> None:
+    if server.server is not None:
+        server.server.close()
