@@ -54,6 +54,7 @@ class ClientConnection(FrameConnection):
         self.close_after_reply = False
         self.refusal_log = Throttle(LOG_INTERVAL)  # lines about this client's refused requests
         self.pending = 0
+        self.tasks: set[asyncio.Future[None]] = set()  # requests being handled
         self.paused = False
         self.deadline: Deadline | None = None
         self.watching: set[int] = set()  # users whose presence this client follows
@@ -125,24 +126,26 @@ class ClientConnection(FrameConnection):
             if self.transport is not None:
                 self.transport.pause_reading()
         task = asyncio.ensure_future(self._handle(job, frame.seq_num))
+        self.tasks.add(task)  # the loop keeps only a weak reference to a task
         task.add_done_callback(self._request_done)
 
     async def _handle(self, job: handlers.Job, seq_num: int) -> None:
         try:
-            reply = await job.run(self.gateway, self)
-        except Exception as exc:
             try:
+                reply = await job.run(self.gateway, self)
+            except Exception as exc:
                 reply = job.refused(self, refuse(self, job.command, exc))
-            except Exception:  # a bug in a refusal builder: never let it pass silently
-                ERRORS.labels("handler").inc()
-                self.log.exception("answering a refused 0x%04x failed", job.command)
-                reply = None
-        if reply is not None and job.reply_command:
-            self.send(job.reply_command, reply, seq_num)
-        if self.close_after_reply:
-            self.close()
+            if reply is not None and job.reply_command:
+                self.send(job.reply_command, reply, seq_num)
+        except Exception:  # a refusal or a reply that cannot be built: a bug here
+            ERRORS.labels("handler").inc()
+            self.log.exception("answering 0x%04x failed", job.command)
+        finally:
+            if self.close_after_reply:
+                self.close()
 
-    def _request_done(self, _task: asyncio.Future[None]) -> None:
+    def _request_done(self, task: asyncio.Future[None]) -> None:
+        self.tasks.discard(task)
         self.pending -= 1
         if self.paused and self.pending <= self.gateway.config.max_pending_requests // 2:
             self.paused = False
