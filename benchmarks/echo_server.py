@@ -107,7 +107,10 @@ class EchoConn(asyncio.Protocol):
                 status=0,
             )
             res = login_pb2.IMLoginRes(
-                server_time=0, result_code=0, online_status=req.online_status, user_info=info
+                server_time=0,
+                result_code=base_pb2.REFUSE_REASON_NONE,
+                online_status=req.online_status,
+                user_info=info,
             )
             self.write(Cmd.LOGIN_RES, res.SerializeToString(), seq)
         elif command == Cmd.HEARTBEAT:

@@ -100,7 +100,9 @@ class BenchConn(asyncio.Protocol):
             self.transport.close()
 
 
-def login_body(name: str, password_md5: str, client_type: int = base_pb2.CLIENT_TYPE_WINDOWS) -> bytes:
+def login_body(
+    name: str, password_md5: str, client_type: base_pb2.ClientType.ValueType = base_pb2.CLIENT_TYPE_WINDOWS
+) -> bytes:
     return login_pb2.IMLoginReq(
         user_name=name,
         password=password_md5,

@@ -4,6 +4,11 @@ Before login the only commands accepted are login and heartbeat; anything
 else closes the connection (TeamTalk processes commands before login). Each
 request runs as its own task; a client with too many in flight is paused
 until they drain, so one client cannot queue unbounded work.
+
+A request gets the reply its handler returns, or, if the handler raises,
+the reply its table entry gives a refused request (``handlers.base.refuse``
+decides how that is logged); either way with the request's seq_num, so a
+client never waits for an answer that will not come.
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ from common.connection import Deadline, FrameConnection
 from common.conversation import is_mobile
 from common.metrics import ERRORS
 from common.pb import base_pb2, internal_pb2
+from login_server.throttle import Throttle
+from msg_server import handlers
+from msg_server.handlers.base import LOG_INTERVAL, refuse
 
 if TYPE_CHECKING:
     from msg_server.gateway import Gateway
-
-from msg_server import handlers
 
 log = logging.getLogger("client")
 
 BEFORE_LOGIN = frozenset({Cmd.LOGIN_REQ, Cmd.HEARTBEAT})
 TEAMTALK_SERVICES = range(0x01, 0x08)  # login ... other; 0x08 is this cluster's internal service
+# Before login a connection has no client type; 0 is none of TeamTalk's.
+NO_CLIENT_TYPE = base_pb2.ClientType.ValueType(0)
 
 
 class ClientConnection(FrameConnection):
@@ -39,10 +47,14 @@ class ClientConnection(FrameConnection):
         self.gateway = gateway
         self.conn_id = gateway.next_conn_id()
         self.user_id = 0
-        self.client_type = 0
-        self.status = base_pb2.USER_STATUS_ONLINE
+        self.client_type = NO_CLIENT_TYPE
+        self.status: base_pb2.UserStatType.ValueType = base_pb2.USER_STATUS_ONLINE
         self.logging_in = False
+        # Set by a handler whose reply ends the connection (a refused login, logout).
+        self.close_after_reply = False
+        self.refusal_log = Throttle(LOG_INTERVAL)  # lines about this client's refused requests
         self.pending = 0
+        self.tasks: set[asyncio.Future[None]] = set()  # requests being handled
         self.paused = False
         self.deadline: Deadline | None = None
         self.watching: set[int] = set()  # users whose presence this client follows
@@ -94,8 +106,8 @@ class ClientConnection(FrameConnection):
             decode_body(command, frame.body)
             self.send_raw(Cmd.HEARTBEAT, b"", frame.seq_num)
             return
-        handler = handlers.CLIENT_COMMANDS.get(command)
-        if handler is None:
+        entry = handlers.CLIENT_COMMANDS.get(command)
+        if entry is None:
             if command >> 8 in TEAMTALK_SERVICES:
                 # A TeamTalk command we do not serve (file transfer, say): say
                 # so in the log, but do not break a real client by closing on it.
@@ -105,7 +117,7 @@ class ClientConnection(FrameConnection):
             self.log.warning("unknown command 0x%04x; closing", command)
             self.abort()
             return
-        message = decode_body(command, frame.body)
+        job = entry.parse(frame.body)
         if command == Cmd.LOGIN_REQ:
             self.logging_in = True
         self.pending += 1
@@ -113,17 +125,27 @@ class ClientConnection(FrameConnection):
             self.paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
-        task = asyncio.ensure_future(self._handle(handler, frame, message))
+        task = asyncio.ensure_future(self._handle(job, frame.seq_num))
+        self.tasks.add(task)  # the loop keeps only a weak reference to a task
         task.add_done_callback(self._request_done)
 
-    async def _handle(self, handler: handlers.Handler, frame: Frame, message: object) -> None:
+    async def _handle(self, job: handlers.Job, seq_num: int) -> None:
         try:
-            await handler(self.gateway, self, frame, message)
-        except Exception:
+            try:
+                reply = await job.run(self.gateway, self)
+            except Exception as exc:
+                reply = job.refused(self, refuse(self, job.command, exc))
+            if reply is not None and job.reply_command:
+                self.send(job.reply_command, reply, seq_num)
+        except Exception:  # a refusal or a reply that cannot be built: a bug here
             ERRORS.labels("handler").inc()
-            self.log.exception("handling 0x%04x failed", frame.command_id)
+            self.log.exception("answering 0x%04x failed", job.command)
+        finally:
+            if self.close_after_reply:
+                self.close()
 
-    def _request_done(self, _task: asyncio.Future[None]) -> None:
+    def _request_done(self, task: asyncio.Future[None]) -> None:
+        self.tasks.discard(task)
         self.pending -= 1
         if self.paused and self.pending <= self.gateway.config.max_pending_requests // 2:
             self.paused = False
@@ -139,7 +161,12 @@ class ClientConnection(FrameConnection):
 
     # -- called by the login handler -------------------------------------------------
 
-    def became_logged_in(self, user_id: int, client_type: int, status: int) -> None:
+    def became_logged_in(
+        self,
+        user_id: int,
+        client_type: base_pb2.ClientType.ValueType,
+        status: base_pb2.UserStatType.ValueType,
+    ) -> None:
         self.user_id = user_id
         self.client_type = client_type
         self.status = status

@@ -25,6 +25,13 @@ RELAY_LATENCY = latency_histogram(
     "imcluster_gateway_relay_latency_seconds",
     "From db_proxy publishing a stored message to this gateway pushing it.",
 )
+REFUSED = Counter(
+    "imcluster_gateway_refused",
+    "Client requests refused, by command and kind (invalid_argument, not_found, conflict, forbidden, "
+    "unavailable, overloaded, bug). The only trace of a refusal that TeamTalk's protocol cannot "
+    "answer (a message not acked, a read receipt, a P2P notice); log lines about them are rate-limited.",
+    ["command", "kind"],
+)
 UPSTREAM_UP = Gauge(
     "imcluster_gateway_upstream_up", "1 while a link to a db_proxy/route/login server is up.", ["link"]
 )

@@ -25,8 +25,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from common.link import LinkDown, RemoteError
-from common.pb import internal_pb2
+from common.errors import (
+    Conflict,
+    Forbidden,
+    ImError,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    Unavailable,
+    describe,
+)
 from login_server.admin.backends import DB_PROXY, ROUTE_SERVER, Answer, Backends
 from login_server.balancer import Balancer
 from login_server.throttle import Throttle
@@ -41,20 +49,22 @@ IMPORT_TIMEOUT = 120.0
 STATUS_TIMEOUT = 3.0  # /status is for humans watching: a slow server shows as unreachable
 AUTH_LOG_INTERVAL = 10.0  # seconds; someone guessing tokens
 
-HTTP_STATUS = {
-    internal_pb2.ERR_BAD_REQUEST: 400,
-    internal_pb2.ERR_FORBIDDEN: 403,
-    internal_pb2.ERR_NOT_FOUND: 404,
-    internal_pb2.ERR_CONFLICT: 409,
-    internal_pb2.ERR_OVERLOADED: 503,
-    internal_pb2.ERR_UNAVAILABLE: 503,
-}
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class BadRequest(Exception):
-    """The request itself is malformed (400), found before any backend is asked."""
+def http_status(exc: BaseException) -> int:
+    """The admin HTTP boundary's mapping of the error taxonomy (the only one)."""
+    if isinstance(exc, InvalidArgument):
+        return 400
+    if isinstance(exc, Forbidden):
+        return 403
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, Unavailable | Overloaded):
+        return 503
+    return 500  # Bug, or anything outside the taxonomy
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -62,23 +72,19 @@ def error_response(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def map_error(exc: Exception) -> web.Response | None:
-    """The HTTP answer for an exception from a backend call; None if it is not one."""
-    if isinstance(exc, BadRequest):
-        return error_response(400, str(exc))
-    if isinstance(exc, RemoteError):
-        status = HTTP_STATUS.get(exc.code, 500)
-        if status == 500:
-            # An unexpected failure inside a server: its text (SQL, a
-            # traceback's last line) is for the log, not for API clients.
-            log.warning("admin call failed inside a server: %s", exc)
-            return error_response(500, "internal server error (see the server logs)")
-        return error_response(status, exc.message)
-    if isinstance(exc, LinkDown):
-        return error_response(503, str(exc) or "a backend is unreachable")
-    if isinstance(exc, TimeoutError):
-        return error_response(503, f"a backend did not answer in time ({exc})")
-    return None
+def map_error(exc: Exception) -> web.Response:
+    """The HTTP answer for an exception out of an endpoint."""
+    status = http_status(exc)
+    if status != 500:
+        return error_response(status, describe(exc))
+    # An unexpected failure: its text (SQL, a traceback's last line) is for
+    # the log, not for API clients. A Bug from a server was logged with its
+    # traceback there; anything else happened here.
+    if isinstance(exc, ImError):
+        log.warning("admin call failed inside a server: %s", exc)
+    else:
+        log.error("admin request failed", exc_info=exc)
+    return error_response(500, "internal server error (see the server logs)")
 
 
 def authorized(header: str, token: str) -> bool:
@@ -111,10 +117,7 @@ def admin_middleware(token: str) -> Middleware:
         except web.HTTPException as exc:  # aiohttp's own: no such route, method not allowed
             response = error_response(exc.status, exc.reason.lower())
         except Exception as exc:
-            mapped = map_error(exc)
-            if mapped is None:
-                raise
-            response = mapped
+            response = map_error(exc)
         if request.method != "GET":
             # The audit trail of administrative changes.
             log.info("admin %s %s from %s: %d", request.method, request.path, request.remote, response.status)
@@ -131,7 +134,7 @@ def user_ref(value: str) -> int | str:
 def _path_id(request: web.Request, key: str = "id") -> int:
     value = request.match_info[key]
     if not value.isdecimal():
-        raise BadRequest(f"{key} must be a number, got {value!r}")
+        raise InvalidArgument(f"{key} must be a number, got {value!r}")
     return int(value)
 
 
@@ -142,7 +145,7 @@ def _query_int(request: web.Request, key: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise BadRequest(f"{key} must be an integer, got {value!r}") from None
+        raise InvalidArgument(f"{key} must be an integer, got {value!r}") from None
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -151,9 +154,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         value = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from None
+        raise InvalidArgument(f"the body is not JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise BadRequest("the body must be a JSON object")
+        raise InvalidArgument("the body must be a JSON object")
     return value
 
 
@@ -220,7 +223,7 @@ class AdminApi:
     async def update_user(self, request: web.Request) -> web.Response:
         fields = await _body(request)
         if not fields:
-            raise BadRequest("nothing to change: send the fields to set")
+            raise InvalidArgument("nothing to change: send the fields to set")
         args = {"user": user_ref(request.match_info["user"]), "fields": fields}
         return _json(await self._db("users.update", args))
 
@@ -250,7 +253,7 @@ class AdminApi:
         user_id = (result.get("user") or {}).get("id")
         try:
             kicked = await self.backends.call(ROUTE_SERVER, "kick", {"user_id": user_id})
-        except (RemoteError, LinkDown, TimeoutError) as exc:
+        except ImError as exc:
             log.warning("user %s changed but its sessions were not kicked: %s", user_id, exc)
             return {**result, "kicked": None, "warning": f"its sessions were not closed: {exc}"}
         return {**result, "kicked": kicked.get("kicked", 0)}
@@ -258,9 +261,9 @@ class AdminApi:
     async def import_users(self, request: web.Request) -> web.Response:
         rows = (await _body(request)).get("rows")
         if not isinstance(rows, list):
-            raise BadRequest("rows must be a list")
+            raise InvalidArgument("rows must be a list")
         if len(rows) > IMPORT_MAX_ROWS:
-            raise BadRequest(f"at most {IMPORT_MAX_ROWS} rows a request, got {len(rows)}")
+            raise InvalidArgument(f"at most {IMPORT_MAX_ROWS} rows a request, got {len(rows)}")
         return _json(await self._db("users.import", {"rows": rows}, IMPORT_TIMEOUT))
 
     # -- departments -----------------------------------------------------------------
@@ -306,7 +309,7 @@ class AdminApi:
     async def kick(self, request: web.Request) -> web.Response:
         body = await _body(request)
         if body.get("user") in (None, ""):
-            raise BadRequest("user is required")
+            raise InvalidArgument("user is required")
         # Resolved first so that an unknown user is a 404, not "0 kicked".
         user = (await self._db("users.show", {"user": body["user"]}))["user"]
         kicked = await self.backends.call(ROUTE_SERVER, "kick", {"user_id": user["id"]})
@@ -316,11 +319,11 @@ class AdminApi:
         body = await _body(request)
         targets = [key for key in ("to_user", "to_group") if body.get(key) not in (None, "")]
         if len(targets) != 1:
-            raise BadRequest("give exactly one of to_user and to_group")
+            raise InvalidArgument("give exactly one of to_user and to_group")
         if not isinstance(body.get("text"), str) or not body["text"]:
-            raise BadRequest("text must be a non-empty string")
+            raise InvalidArgument("text must be a non-empty string")
         if body.get("from") in (None, ""):
-            raise BadRequest('from is required (a user, or "system")')
+            raise InvalidArgument('from is required (a user, or "system")')
         # Only the target given: db_proxy refuses a call naming both, even if one is null.
         args = {"from": body["from"], "text": body["text"], targets[0]: body[targets[0]]}
         return _json(await self._db("send", args))

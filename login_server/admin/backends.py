@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from common.commands import Cmd
+from common.commands import Rpcs
 from common.config import split_address
-from common.link import Identity, LinkDown, LinkSettings, RemoteError, Upstream
+from common.errors import ImError, Unavailable
+from common.link import Identity, LinkDown, LinkSettings, Upstream
 from common.pb import internal_pb2
 from login_server.config import LoginServerConfig
 
@@ -49,8 +50,8 @@ class Backends(Protocol):
     ) -> dict[str, Any]:
         """``method`` on one reachable server of ``service``.
 
-        Raises RemoteError (the server refused), LinkDown (none reachable) or
-        TimeoutError.
+        Raises what the server refused with (common.errors), or Unavailable
+        (none reachable, the link dropped, no answer in time).
         """
         ...
 
@@ -61,9 +62,8 @@ class Backends(Protocol):
         ...
 
 
-def decode_result(result: Any) -> dict[str, Any]:
+def decode_result(result: internal_pb2.AdminResult) -> dict[str, Any]:
     """The JSON object inside an AdminResult (an empty object if it is not one)."""
-    assert isinstance(result, internal_pb2.AdminResult)
     value = json.loads(result.result_json or "{}")
     return value if isinstance(value, dict) else {"result": value}
 
@@ -135,10 +135,8 @@ class LinkBackends:
         # No retry on another server when the link drops mid-call: the call
         # may have been carried out (a user created), and the caller is told
         # 503 rather than having it done twice.
-        _, reply = await upstream.request(
-            Cmd.ADMIN_CALL, internal_pb2.AdminCall(method=method, args_json=json.dumps(args)), timeout
-        )
-        return decode_result(reply)
+        call = internal_pb2.AdminCall(method=method, args_json=json.dumps(args))
+        return decode_result(await upstream.call(Rpcs.ADMIN_CALL, call, timeout))
 
     async def call_each(
         self, service: str, method: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT
@@ -148,10 +146,10 @@ class LinkBackends:
                 return Answer(address, error="unreachable", reachable=False)
             call = internal_pb2.AdminCall(method=method, args_json=json.dumps(args))
             try:
-                _, reply = await upstream.request(Cmd.ADMIN_CALL, call, timeout)
-            except (LinkDown, TimeoutError) as exc:
-                return Answer(address, error=str(exc) or "timed out", reachable=False)
-            except RemoteError as exc:
+                reply = await upstream.call(Rpcs.ADMIN_CALL, call, timeout)
+            except Unavailable as exc:
+                return Answer(address, error=exc.message, reachable=False)
+            except ImError as exc:
                 return Answer(address, error=exc.message)
             return Answer(address, result=decode_result(reply))
 

@@ -3,61 +3,54 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from common.codec import Frame
-from common.commands import Cmd
+from common.commands import Cmd, Rpcs
 from common.conversation import conversation_key, session_type_of
-from common.metrics import ERRORS
-from common.pb import internal_pb2, message_pb2
-from msg_server.handlers.base import UPSTREAM_ERRORS, Handler, deliver, forward_to_db, now
+from common.errors import InvalidArgument
+from common.pb import base_pb2, internal_pb2, message_pb2
+from msg_server.handlers.base import ClientError, deliver, forward_to_db, now, session
+from msg_server.handlers.table import Client, ClientCommands, no_reply
 from msg_server.metrics import ACK_LATENCY, MESSAGES_ACKED, MESSAGES_IN
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
     from msg_server.gateway import Gateway
 
+SessionRead = message_pb2.IMGetMsgListReq | message_pb2.IMGetLatestMsgIdReq | message_pb2.IMGetMsgByIdReq
 
-async def msg_data(gw: Gateway, conn: ClientConnection, frame: Frame, msg: message_pb2.IMMsgData) -> None:
+
+async def msg_data(
+    gw: Gateway, conn: ClientConnection, msg: message_pb2.IMMsgData
+) -> message_pb2.IMMsgDataAck:
+    """Stored, then acked. Refused, it is not acked (TeamTalk's ack cannot say
+    "refused"): the client keeps the message as unsent and may resend it; a
+    resend with the same client msg id is deduplicated."""
     MESSAGES_IN.inc()
     started = time.monotonic()
-    session_type = session_type_of(msg.msg_type)
-    if session_type is None or msg.to_session_id == 0:
-        conn.log.warning("message with msg_type %d to %d refused", msg.msg_type, msg.to_session_id)
-        return
+    found = session_type_of(msg.msg_type)
+    if found is None:
+        raise InvalidArgument(f"message type {msg.msg_type}")
+    # session_type_of answers one of the SessionType values (common.conversation).
+    session_type = base_pb2.SessionType.ValueType(found)
+    session(session_type, msg.to_session_id)
     msg.from_user_id = conn.user_id
     msg.create_time = 0  # db_proxy stamps it when the message is stored
     req = internal_pb2.DbSaveMsgReq(msg=msg, session_type=session_type, origin=conn.origin())
     key = conversation_key(session_type, conn.user_id, msg.to_session_id)
-    try:
-        _, res = await gw.db_request(key, Cmd.DB_SAVE_MSG_REQ, req)
-    except UPSTREAM_ERRORS as exc:
-        ERRORS.labels("upstream").inc()
-        # No ack: the client keeps the message as unsent and may resend it;
-        # a resend with the same client msg id is deduplicated.
-        conn.log.warning(
-            "message to %d (session type %d) not stored: %s", msg.to_session_id, session_type, exc
-        )
-        return
-    assert isinstance(res, internal_pb2.DbSaveMsgRes)
-    ack = message_pb2.IMMsgDataAck(
-        user_id=conn.user_id, session_id=msg.to_session_id, msg_id=res.msg_id, session_type=session_type
-    )
-    conn.send(Cmd.MSG_DATA_ACK, ack, frame.seq_num)
+    res = await gw.db_call(key, Rpcs.DB_SAVE_MSG, req)
     MESSAGES_ACKED.inc()
     ACK_LATENCY.observe(time.monotonic() - started)
+    return message_pb2.IMMsgDataAck(
+        user_id=conn.user_id, session_id=msg.to_session_id, msg_id=res.msg_id, session_type=session_type
+    )
 
 
-async def read_ack(
-    gw: Gateway, conn: ClientConnection, frame: Frame, req: message_pb2.IMMsgDataReadAck
-) -> None:
+async def read_ack(gw: Gateway, conn: ClientConnection, req: message_pb2.IMMsgDataReadAck) -> None:
+    session(req.session_type, req.session_id)
     req.user_id = conn.user_id
     key = conversation_key(req.session_type, conn.user_id, req.session_id)
-    try:
-        await gw.db_request(key, Cmd.MSG_READ_ACK, req)
-    except UPSTREAM_ERRORS as exc:
-        conn.log.warning("read ack not stored: %s", exc)
-        return
+    await gw.db_call(key, Rpcs.MSG_READ_ACK, req)
     notify = message_pb2.IMMsgDataReadNotify(
         user_id=conn.user_id, session_id=req.session_id, msg_id=req.msg_id, session_type=req.session_type
     )
@@ -65,22 +58,89 @@ async def read_ack(
 
 
 async def client_time(
-    gw: Gateway, conn: ClientConnection, frame: Frame, req: message_pb2.IMClientTimeReq
-) -> None:
-    conn.send(Cmd.CLIENT_TIME_RES, message_pb2.IMClientTimeRsp(server_time=now()), frame.seq_num)
+    gw: Gateway, conn: ClientConnection, req: message_pb2.IMClientTimeReq
+) -> message_pb2.IMClientTimeRsp:
+    return message_pb2.IMClientTimeRsp(server_time=now())
 
 
-def by_conversation(conn: ClientConnection, req: Any) -> object:
+def _time_refused(
+    conn: ClientConnection, req: message_pb2.IMClientTimeReq, err: ClientError
+) -> message_pb2.IMClientTimeRsp:
+    return message_pb2.IMClientTimeRsp(server_time=now())
+
+
+def by_conversation(conn: ClientConnection, req: SessionRead) -> object:
     """A read of one session goes to the db_proxy that stores it."""
     return conversation_key(req.session_type, conn.user_id, req.session_id)
 
 
-COMMANDS: dict[int, Handler] = {
-    Cmd.MSG_DATA: msg_data,
-    Cmd.MSG_READ_ACK: read_ack,
-    Cmd.CLIENT_TIME_REQ: client_time,
-    Cmd.UNREAD_CNT_REQ: forward_to_db(Cmd.UNREAD_CNT_RES),
-    Cmd.MSG_LIST_REQ: forward_to_db(Cmd.MSG_LIST_RES, key=by_conversation),
-    Cmd.LATEST_MSG_ID_REQ: forward_to_db(Cmd.LATEST_MSG_ID_RES, key=by_conversation),
-    Cmd.MSG_BY_ID_REQ: forward_to_db(Cmd.MSG_BY_ID_RES, key=by_conversation),
-}
+def _check_session(req: SessionRead) -> None:
+    session(req.session_type, req.session_id)
+
+
+# -- what a refused read is answered with: nothing found -------------------------------
+
+
+def _unread_refused(
+    conn: ClientConnection, req: message_pb2.IMUnreadMsgCntReq, err: ClientError
+) -> message_pb2.IMUnreadMsgCntRsp:
+    return message_pb2.IMUnreadMsgCntRsp(user_id=conn.user_id, total_cnt=0, attach_data=req.attach_data)
+
+
+def _list_refused(
+    conn: ClientConnection, req: message_pb2.IMGetMsgListReq, err: ClientError
+) -> message_pb2.IMGetMsgListRsp:
+    return message_pb2.IMGetMsgListRsp(
+        user_id=conn.user_id,
+        session_type=req.session_type,
+        session_id=req.session_id,
+        msg_id_begin=req.msg_id_begin,
+        attach_data=req.attach_data,
+    )
+
+
+def _latest_refused(
+    conn: ClientConnection, req: message_pb2.IMGetLatestMsgIdReq, err: ClientError
+) -> message_pb2.IMGetLatestMsgIdRsp:
+    return message_pb2.IMGetLatestMsgIdRsp(
+        user_id=conn.user_id,
+        session_type=req.session_type,
+        session_id=req.session_id,
+        latest_msg_id=0,
+        attach_data=req.attach_data,
+    )
+
+
+def _by_id_refused(
+    conn: ClientConnection, req: message_pb2.IMGetMsgByIdReq, err: ClientError
+) -> message_pb2.IMGetMsgByIdRsp:
+    return message_pb2.IMGetMsgByIdRsp(
+        user_id=conn.user_id,
+        session_type=req.session_type,
+        session_id=req.session_id,
+        attach_data=req.attach_data,
+    )
+
+
+COMMANDS = (
+    ClientCommands()
+    .request(Client.MSG_DATA, msg_data, no_reply)
+    .notice(Client.MSG_READ_ACK, read_ack)
+    .request(Client.CLIENT_TIME, client_time, _time_refused)
+    .request(Client.UNREAD_CNT, forward_to_db(Rpcs.UNREAD_CNT), _unread_refused)
+    .request(
+        Client.MSG_LIST,
+        forward_to_db(Rpcs.MSG_LIST, check=_check_session, key=by_conversation),
+        _list_refused,
+    )
+    .request(
+        Client.LATEST_MSG_ID,
+        forward_to_db(Rpcs.LATEST_MSG_ID, check=_check_session, key=by_conversation),
+        _latest_refused,
+    )
+    .request(
+        Client.MSG_BY_ID,
+        forward_to_db(Rpcs.MSG_BY_ID, check=_check_session, key=by_conversation),
+        _by_id_refused,
+    )
+)

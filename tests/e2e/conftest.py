@@ -4,6 +4,11 @@ Each cluster runs every server as its own process (``imctl run ...``) on
 free ports (port 0, real ports read back from ready files), against SQLite
 or against the MariaDB and Redis servers named by IMCLUSTER_TEST_MYSQL and
 IMCLUSTER_TEST_REDIS.
+
+No server may log a traceback while the suite runs: a traceback is a bug,
+whatever a client sent (bad client input gets an error reply). Each test
+that uses a cluster fails if one appeared in a server log during it, and the
+cluster's logs are checked once more when it stops.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from common.pb import base_pb2
 from db_proxy.passwords import hash_password, md5_hex
 from db_proxy.storage import open_store
 from imctl.cluster import LocalCluster
@@ -27,12 +33,36 @@ REDIS_URL = os.environ.get("IMCLUSTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PASSWORD = "secret"
 
 
+TRACEBACK = "Traceback (most recent call last)"
+
+
 @dataclass
 class Cluster:
     local: LocalCluster
     database_url: str
     redis_url: str | None
     users: dict[str, int]
+    # How much of each server log has been checked for tracebacks.
+    checked: dict[Path, int] = field(default_factory=dict)
+
+    def new_tracebacks(self) -> list[str]:
+        """The log lines around each traceback written since the last call."""
+        found = []
+        for log_file in sorted(self.local.run_dir.glob("*.log")):
+            with log_file.open("rb") as f:
+                f.seek(self.checked.get(log_file, 0))
+                text = f.read().decode(errors="replace")
+                self.checked[log_file] = f.tell()
+            lines = text.splitlines()
+            for i, line in enumerate(lines):
+                if TRACEBACK in line:
+                    found.append(f"{log_file.name}:\n" + "\n".join(lines[max(0, i - 1) : i + 25]))
+        return found
+
+    def assert_no_tracebacks(self) -> None:
+        found = self.new_tracebacks()
+        if found:
+            pytest.fail("a server logged a traceback:\n\n" + "\n\n".join(found), pytrace=False)
 
     @property
     def discovery_url(self) -> str:
@@ -46,7 +76,12 @@ class Cluster:
     def gateway_of_port(self, port: int) -> str:
         return next(s.name for s in self.local.servers if s.kind == "msg" and s.info.get("port") == port)
 
-    async def client(self, name: str, gateway: str | None = None, client_type: int = 1) -> TTClient:
+    async def client(
+        self,
+        name: str,
+        gateway: str | None = None,
+        client_type: base_pb2.ClientType.ValueType = base_pb2.CLIENT_TYPE_WINDOWS,
+    ) -> TTClient:
         """A logged-in client, on the named gateway or wherever discovery sends it."""
         if gateway is None:
             reply = await asyncio.to_thread(discover, self.discovery_url)
@@ -100,6 +135,8 @@ def running_cluster(engine: str, tmp: Path, routes: int = 1) -> Iterator[Cluster
             started = _start(tmp, stack.enter_context(fresh_mysql_url()), REDIS_URL, routes)
         stack.callback(started.local.stop)
         yield started
+        started.local.stop()
+        started.assert_no_tracebacks()
 
 
 ENGINES = ["sqlite", "mysql+redis"]
@@ -110,6 +147,15 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """One cluster per test module and engine, shared by its tests."""
     with running_cluster(request.param, tmp_path_factory.mktemp("cluster")) as started:
         yield started
+
+
+@pytest.fixture(autouse=True)
+def no_server_tracebacks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test during which a server of its cluster logged a traceback."""
+    yield
+    for value in request.node.funcargs.values():
+        if isinstance(value, Cluster):
+            value.assert_no_tracebacks()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ async def test_recent_sessions_update_both_sides_and_removal_hides_until_next_me
 ) -> None:
     member05 = await cluster.client("member05", "msg-1")
     member06 = await cluster.client("member06", "msg-2")
-    member05_phone = await cluster.client("member05", "msg-2", client_type=0x12)
+    member05_phone = await cluster.client("member05", "msg-2", client_type=base_pb2.CLIENT_TYPE_ANDROID)
     clients += [member05, member06, member05_phone]
     ack = await member05.send_text(member06.user_id, b"hello session")
     mine = (await recent(member05))[(1, member06.user_id)]
@@ -38,7 +38,9 @@ async def test_recent_sessions_update_both_sides_and_removal_hides_until_next_me
         assert s.session_status == base_pb2.SESSION_STATUS_OK
     res = await member05.call(
         Cmd.REMOVE_SESSION_REQ,
-        buddy_pb2.IMRemoveSessionReq(user_id=0, session_type=1, session_id=member06.user_id),
+        buddy_pb2.IMRemoveSessionReq(
+            user_id=0, session_type=base_pb2.SESSION_TYPE_SINGLE, session_id=member06.user_id
+        ),
     )
     assert (res.result_code, res.session_id) == (0, member06.user_id)
     notify = await member05_phone.next_push(Cmd.REMOVE_SESSION_NOTIFY)
@@ -106,11 +108,13 @@ async def test_avatar_and_sign_changes_reach_other_users(cluster: Cluster, clien
 
 
 async def test_device_token_and_push_shield(cluster: Cluster, clients: list[TTClient]) -> None:
-    phone = await cluster.client("member10", "msg-1", client_type=0x11)
+    phone = await cluster.client("member10", "msg-1", client_type=base_pb2.CLIENT_TYPE_IOS)
     clients.append(phone)
     res = await phone.call(
         Cmd.DEVICE_TOKEN_REQ,
-        login_pb2.IMDeviceTokenReq(user_id=0, device_token="apns-token", client_type=0x11),
+        login_pb2.IMDeviceTokenReq(
+            user_id=0, device_token="apns-token", client_type=base_pb2.CLIENT_TYPE_IOS
+        ),
     )
     assert res.user_id == phone.user_id
     query = await phone.call(Cmd.QUERY_PUSH_SHIELD_REQ, login_pb2.IMQueryPushShieldReq(user_id=0))
@@ -145,7 +149,11 @@ async def test_user_id_fields_in_requests_are_not_trusted(cluster: Cluster, clie
     listed = await nosy.call(
         Cmd.MSG_LIST_REQ,
         message_pb2.IMGetMsgListReq(
-            user_id=victim_id, session_type=1, session_id=sender.user_id, msg_id_begin=0, msg_cnt=10
+            user_id=victim_id,
+            session_type=base_pb2.SESSION_TYPE_SINGLE,
+            session_id=sender.user_id,
+            msg_id_begin=0,
+            msg_cnt=10,
         ),
     )
     assert list(listed.msg_list) == []
@@ -162,13 +170,18 @@ async def test_latest_id_and_messages_by_id(cluster: Cluster, clients: list[TTCl
     acks = [await a.send_text(b.user_id, f"n{i}".encode()) for i in range(3)]
     latest = await b.call(
         Cmd.LATEST_MSG_ID_REQ,
-        message_pb2.IMGetLatestMsgIdReq(user_id=0, session_type=1, session_id=a.user_id),
+        message_pb2.IMGetLatestMsgIdReq(
+            user_id=0, session_type=base_pb2.SESSION_TYPE_SINGLE, session_id=a.user_id
+        ),
     )
     assert latest.latest_msg_id == acks[-1].msg_id
     by_id = await b.call(
         Cmd.MSG_BY_ID_REQ,
         message_pb2.IMGetMsgByIdReq(
-            user_id=0, session_type=1, session_id=a.user_id, msg_id_list=[acks[0].msg_id, acks[2].msg_id]
+            user_id=0,
+            session_type=base_pb2.SESSION_TYPE_SINGLE,
+            session_id=a.user_id,
+            msg_id_list=[acks[0].msg_id, acks[2].msg_id],
         ),
     )
     assert sorted((m.msg_id, m.msg_data) for m in by_id.msg_list) == [

@@ -12,7 +12,12 @@ from tests.support.ttclient import TTClient
 ADD, DEL = base_pb2.GROUP_MODIFY_TYPE_ADD, base_pb2.GROUP_MODIFY_TYPE_DEL
 
 
-async def create_group(client: TTClient, members: list[int], group_type: int = 2, name: str = "team") -> int:
+async def create_group(
+    client: TTClient,
+    members: list[int],
+    group_type: base_pb2.GroupType.ValueType = base_pb2.GROUP_TYPE_TMP,
+    name: str = "team",
+) -> int:
     res = await client.call(
         Cmd.GROUP_CREATE_REQ,
         group_pb2.IMGroupCreateReq(
@@ -24,18 +29,22 @@ async def create_group(client: TTClient, members: list[int], group_type: int = 2
     return int(res.group_id)
 
 
-async def group_list(client: TTClient, group_id: int) -> list[message_pb2.IMGetMsgListRsp]:
+async def group_list(client: TTClient, group_id: int) -> list[base_pb2.MsgInfo]:
     res = await client.call(
         Cmd.MSG_LIST_REQ,
         message_pb2.IMGetMsgListReq(
-            user_id=0, session_type=2, session_id=group_id, msg_id_begin=0, msg_cnt=50
+            user_id=0,
+            session_type=base_pb2.SESSION_TYPE_GROUP,
+            session_id=group_id,
+            msg_id_begin=0,
+            msg_cnt=50,
         ),
     )
     return list(res.msg_list)
 
 
 async def change(
-    client: TTClient, group_id: int, kind: int, members: list[int]
+    client: TTClient, group_id: int, kind: base_pb2.GroupModifyType.ValueType, members: list[int]
 ) -> group_pb2.IMGroupChangeMemberRsp:
     res: group_pb2.IMGroupChangeMemberRsp = await client.call(
         Cmd.GROUP_CHANGE_MEMBER_REQ,
@@ -48,7 +57,7 @@ async def change(
 
 async def test_group_life_cycle_across_gateways(cluster: Cluster, clients: list[TTClient]) -> None:
     alice = await cluster.client("alice", "msg-1")
-    alice_phone = await cluster.client("alice", "msg-2", client_type=0x12)
+    alice_phone = await cluster.client("alice", "msg-2", client_type=base_pb2.CLIENT_TYPE_ANDROID)
     bob = await cluster.client("bob", "msg-2")
     carol = await cluster.client("carol", "msg-1")
     clients += [alice, alice_phone, bob, carol]
@@ -141,7 +150,12 @@ async def test_group_life_cycle_across_gateways(cluster: Cluster, clients: list[
 
 def _group_msg(sender: int, group_id: int, data: bytes) -> message_pb2.IMMsgData:
     return message_pb2.IMMsgData(
-        from_user_id=sender, to_session_id=group_id, msg_id=0, create_time=0, msg_type=0x11, msg_data=data
+        from_user_id=sender,
+        to_session_id=group_id,
+        msg_id=0,
+        create_time=0,
+        msg_type=base_pb2.MSG_TYPE_GROUP_TEXT,
+        msg_data=data,
     )
 
 
@@ -150,8 +164,10 @@ async def test_permissions_normal_list_and_shield(cluster: Cluster, clients: lis
     frank = await cluster.client("frank", "msg-2")
     grace = await cluster.client("grace", "msg-1")
     clients += [erin, frank, grace]
-    normal = await create_group(erin, [frank.user_id], group_type=1, name="department")
-    temp = await create_group(erin, [frank.user_id], group_type=2, name="chat")
+    normal = await create_group(
+        erin, [frank.user_id], group_type=base_pb2.GROUP_TYPE_NORMAL, name="department"
+    )
+    temp = await create_group(erin, [frank.user_id], group_type=base_pb2.GROUP_TYPE_TMP, name="chat")
     listed = await frank.call(Cmd.NORMAL_GROUP_LIST_REQ, group_pb2.IMNormalGroupListReq(user_id=0))
     ids = {v.group_id for v in listed.group_version_list}
     assert normal in ids and temp not in ids

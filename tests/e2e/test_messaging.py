@@ -8,7 +8,7 @@ import struct
 
 from common.codec import encode_frame
 from common.commands import Cmd
-from common.pb import message_pb2
+from common.pb import base_pb2, message_pb2
 from tests.e2e.conftest import Cluster
 from tests.support.ttclient import TTClient, discover
 
@@ -75,11 +75,13 @@ async def test_offline_recipient_finds_the_message_on_login(
         b"while you were out",
     )
     # Reading clears the count; the reader's other device is told.
-    carol_phone = await cluster.client("carol", client_type=0x12)
+    carol_phone = await cluster.client("carol", client_type=base_pb2.CLIENT_TYPE_ANDROID)
     clients.append(carol_phone)
     carol.send(
         Cmd.MSG_READ_ACK,
-        message_pb2.IMMsgDataReadAck(user_id=0, session_id=alice.user_id, msg_id=ack.msg_id, session_type=1),
+        message_pb2.IMMsgDataReadAck(
+            user_id=0, session_id=alice.user_id, msg_id=ack.msg_id, session_type=base_pb2.SESSION_TYPE_SINGLE
+        ),
     )
     notify = await carol_phone.next_push(Cmd.MSG_READ_NOTIFY)
     assert (notify.user_id, notify.session_id, notify.msg_id) == (carol.user_id, alice.user_id, ack.msg_id)
@@ -116,7 +118,7 @@ async def test_resend_gets_the_original_ack_and_is_delivered_once(
 
 async def test_senders_other_device_gets_a_copy(cluster: Cluster, clients: list[TTClient]) -> None:
     bob_pc = await cluster.client("bob", "msg-1")
-    bob_phone = await cluster.client("bob", "msg-2", client_type=0x11)
+    bob_phone = await cluster.client("bob", "msg-2", client_type=base_pb2.CLIENT_TYPE_IOS)
     dave = await cluster.client("dave", "msg-2")
     clients += [bob_pc, bob_phone, dave]
     ack = await bob_pc.send_text(dave.user_id, b"copy me")

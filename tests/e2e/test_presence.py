@@ -9,7 +9,8 @@ from common.pb import base_pb2, buddy_pb2, login_pb2
 from tests.e2e.conftest import Cluster
 from tests.support.ttclient import TTClient
 
-WINDOWS, MAC, IOS, ANDROID = 0x01, 0x02, 0x11, 0x12
+WINDOWS, MAC = base_pb2.CLIENT_TYPE_WINDOWS, base_pb2.CLIENT_TYPE_MAC
+IOS, ANDROID = base_pb2.CLIENT_TYPE_IOS, base_pb2.CLIENT_TYPE_ANDROID
 
 
 async def test_same_class_login_kicks_and_closes_the_old_session_across_gateways(

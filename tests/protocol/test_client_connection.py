@@ -1,100 +1,20 @@
-"""msg_server's ClientConnection on an in-memory transport.
-
-The db_proxy side is a fake of the internal link (``Gateway.db_request``),
-not of storage: these tests are about the protocol object's behaviour.
-"""
+"""msg_server's ClientConnection on an in-memory transport (fakes in tests.protocol.fakes)."""
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any
 
 import pytest
-from google.protobuf.message import Message
 
 from common.codec import encode_frame
 from common.commands import Cmd
-from common.link import LinkDown
-from common.pb import base_pb2, internal_pb2, login_pb2, message_pb2
+from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.client import ClientConnection
-from msg_server.config import MsgServerConfig
-from msg_server.gateway import Gateway
+from tests.protocol.fakes import feed, logged_in, login_req, make, settle
 from tests.protocol.memory import MemoryTransport
 
-USER = base_pb2.UserInfo(
-    user_id=7,
-    user_gender=0,
-    user_nick_name="alice",
-    avatar_url="",
-    department_id=0,
-    email="",
-    user_real_name="",
-    user_tel="",
-    user_domain="",
-    status=0,
-)
-
-
-class FakeDb:
-    """Answers the gateway's db_proxy requests in-process."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[int, Message]] = []
-        self.next_msg_id = 1
-        self.password = "right"
-        self.release = asyncio.Event()
-        self.release.set()
-        self.down = False
-
-    async def __call__(self, key: object, command: int, message: Message) -> tuple[int, Message]:
-        self.requests.append((command, message))
-        await self.release.wait()
-        if self.down:
-            raise LinkDown("db down")
-        if command == Cmd.DB_LOGIN_REQ:
-            assert isinstance(message, internal_pb2.DbLoginReq)
-            if message.password_md5 != self.password:
-                return Cmd.DB_LOGIN_RES, internal_pb2.DbLoginRes(result_code=6, result_string="wrong")
-            return Cmd.DB_LOGIN_RES, internal_pb2.DbLoginRes(result_code=0, user_info=USER)
-        if command == Cmd.DB_SAVE_MSG_REQ:
-            msg_id, self.next_msg_id = self.next_msg_id, self.next_msg_id + 1
-            return Cmd.DB_SAVE_MSG_RES, internal_pb2.DbSaveMsgRes(
-                msg_id=msg_id, create_time=1, duplicate=False
-            )
-        raise AssertionError(f"unexpected 0x{command:04x}")
-
-
-def make(**config: Any) -> tuple[Gateway, ClientConnection, MemoryTransport, FakeDb]:
-    gateway = Gateway(MsgServerConfig(**config))
-    fake = FakeDb()
-    gateway.db_request = fake  # type: ignore[method-assign,assignment]
-    conn = ClientConnection(gateway)
-    transport = MemoryTransport(conn)
-    conn.connection_made(transport)
-    return gateway, conn, transport, fake
-
-
-def feed(conn: ClientConnection, command: int, message: Message, seq: int = 1) -> None:
-    conn.data_received(encode_frame(command, message.SerializeToString(), seq))
-
-
-def login_req(password: str = "right") -> login_pb2.IMLoginReq:
-    return login_pb2.IMLoginReq(user_name="alice", password=password, online_status=1, client_type=1)
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-async def logged_in(**config: Any) -> tuple[Gateway, ClientConnection, MemoryTransport, FakeDb]:
-    gateway, conn, transport, fake = make(**config)
-    feed(conn, Cmd.LOGIN_REQ, login_req(), seq=1)
-    await settle()
-    assert conn.logged_in
-    transport.written.clear()
-    return gateway, conn, transport, fake
+TEXT = base_pb2.MSG_TYPE_SINGLE_TEXT
 
 
 async def test_heartbeat_before_login_is_echoed_with_its_seq() -> None:
@@ -169,7 +89,7 @@ async def test_second_login_while_first_is_pending_closes() -> None:
 async def test_message_is_acked_with_the_stored_id_and_sender_overwritten() -> None:
     _, conn, transport, fake = await logged_in()
     msg = message_pb2.IMMsgData(
-        from_user_id=999, to_session_id=8, msg_id=55, create_time=0, msg_type=1, msg_data=b"\x00\xffbody"
+        from_user_id=999, to_session_id=8, msg_id=55, create_time=0, msg_type=TEXT, msg_data=b"\x00\xffbody"
     )
     feed(conn, Cmd.MSG_DATA, msg, seq=3)
     await settle()
@@ -186,7 +106,7 @@ async def test_message_not_stored_is_not_acked() -> None:
     _, conn, transport, fake = await logged_in()
     fake.down = True
     msg = message_pb2.IMMsgData(
-        from_user_id=7, to_session_id=8, msg_id=1, create_time=0, msg_type=1, msg_data=b"x"
+        from_user_id=7, to_session_id=8, msg_id=1, create_time=0, msg_type=TEXT, msg_data=b"x"
     )
     feed(conn, Cmd.MSG_DATA, msg)
     await settle()
@@ -206,7 +126,7 @@ async def test_too_many_pending_requests_pause_reading() -> None:
     _, conn, transport, fake = await logged_in(max_pending_requests=4)
     fake.release.clear()
     msg = message_pb2.IMMsgData(
-        from_user_id=7, to_session_id=8, msg_id=0, create_time=0, msg_type=1, msg_data=b""
+        from_user_id=7, to_session_id=8, msg_id=0, create_time=0, msg_type=TEXT, msg_data=b""
     )
     for seq in range(4):
         feed(conn, Cmd.MSG_DATA, msg, seq=seq + 1)
@@ -228,9 +148,9 @@ async def test_push_skips_the_origin_connection() -> None:
     other = ClientConnection(gateway)
     other_transport = MemoryTransport(other)
     other.connection_made(other_transport)
-    other.became_logged_in(7, 0x12, 1)
+    other.became_logged_in(7, base_pb2.CLIENT_TYPE_ANDROID, base_pb2.USER_STATUS_ONLINE)
     body = message_pb2.IMMsgData(
-        from_user_id=7, to_session_id=8, msg_id=1, create_time=1, msg_type=1, msg_data=b"hi"
+        from_user_id=7, to_session_id=8, msg_id=1, create_time=1, msg_type=TEXT, msg_data=b"hi"
     ).SerializeToString()
     deliver = internal_pb2.RouteDeliver(
         user_ids=[7],

@@ -30,6 +30,31 @@ def discover(url: str, timeout: float = 5.0) -> dict[str, Any]:
     return data
 
 
+def with_raw_field(message: Message, field_name: str, raw: bytes) -> bytes:
+    """``message``'s body with a length-delimited field set to ``raw`` bytes.
+
+    For sending what a well-behaved client cannot build, such as a string
+    field holding invalid UTF-8 (protobuf refuses to set one).
+    """
+    number = message.DESCRIPTOR.fields_by_name[field_name].number
+    message.ClearField(field_name)
+    return message.SerializePartialToString() + length_delimited(number, raw)
+
+
+def length_delimited(number: int, raw: bytes) -> bytes:
+    """One encoded length-delimited field (string, bytes, message)."""
+    return _varint(number << 3 | 2) + _varint(len(raw)) + raw
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 class ServerClosed(Exception):
     pass
 
@@ -75,15 +100,19 @@ class TTClient:
                 if not waiter.done():
                     waiter.set_exception(ServerClosed("server closed the connection"))
 
-    def send(self, command_id: int, message: Message, seq: int = 0) -> None:
+    def send(self, command_id: int, message: Message | bytes, seq: int = 0) -> None:
+        """Send a message, or a body already encoded (see :func:`with_raw_field`)."""
         assert self.writer is not None
-        self.writer.write(encode_frame(command_id, message.SerializeToString(), seq))
+        body = message if isinstance(message, bytes) else message.SerializeToString()
+        self.writer.write(encode_frame(command_id, body, seq))
 
     def send_raw(self, data: bytes) -> None:
         assert self.writer is not None
         self.writer.write(data)
 
-    async def request(self, command_id: int, message: Message, timeout: float = 10.0) -> tuple[int, Message]:
+    async def request(
+        self, command_id: int, message: Message | bytes, timeout: float = 10.0
+    ) -> tuple[int, Message]:
         seq = next(self._seq)
         future: asyncio.Future[tuple[int, Message]] = asyncio.get_running_loop().create_future()
         self._waiting[seq] = future
@@ -94,7 +123,10 @@ class TTClient:
             self._waiting.pop(seq, None)
 
     async def login(
-        self, name: str, password: str, client_type: int = base_pb2.CLIENT_TYPE_WINDOWS
+        self,
+        name: str,
+        password: str,
+        client_type: base_pb2.ClientType.ValueType = base_pb2.CLIENT_TYPE_WINDOWS,
     ) -> login_pb2.IMLoginRes:
         req = login_pb2.IMLoginReq(
             user_name=name,
@@ -120,7 +152,7 @@ class TTClient:
         return await self._send_data(group_id, data, base_pb2.MSG_TYPE_GROUP_TEXT, client_msg_id, timeout)
 
     async def _send_data(
-        self, to: int, data: bytes, msg_type: int, client_msg_id: int, timeout: float
+        self, to: int, data: bytes, msg_type: base_pb2.MsgType.ValueType, client_msg_id: int, timeout: float
     ) -> message_pb2.IMMsgDataAck:
         msg = message_pb2.IMMsgData(
             from_user_id=self.user_id,
@@ -134,7 +166,7 @@ class TTClient:
         assert command == Cmd.MSG_DATA_ACK and isinstance(ack, message_pb2.IMMsgDataAck)
         return ack
 
-    async def call(self, command_id: int, message: Message, timeout: float = 10.0) -> Any:
+    async def call(self, command_id: int, message: Message | bytes, timeout: float = 10.0) -> Any:
         """A request whose reply is the next command id (TeamTalk's pairs: 0x0201 -> 0x0202)."""
         command, reply = await self.request(command_id, message, timeout)
         assert command == command_id + 1, f"0x{command_id:04x} answered with 0x{command:04x}"

@@ -30,7 +30,12 @@ def field_bytes(number: int, value: bytes) -> bytes:
 
 
 def test_login_req() -> None:
-    req = login_pb2.IMLoginReq(user_name="bob", password="ab", online_status=1, client_type=0x12)
+    req = login_pb2.IMLoginReq(
+        user_name="bob",
+        password="ab",
+        online_status=base_pb2.USER_STATUS_ONLINE,
+        client_type=base_pb2.CLIENT_TYPE_ANDROID,
+    )
     expected = field_bytes(1, b"bob") + field_bytes(2, b"ab") + field_varint(3, 1) + field_varint(4, 0x12)
     assert req.SerializeToString() == expected
 
@@ -41,7 +46,7 @@ def test_msg_data() -> None:
         to_session_id=300,
         msg_id=5,
         create_time=1_700_000_000,
-        msg_type=0x01,
+        msg_type=base_pb2.MSG_TYPE_SINGLE_TEXT,
         msg_data=b"\xff\x00hi",
     )
     expected = (
@@ -57,7 +62,13 @@ def test_msg_data() -> None:
 
 def test_msg_data_attach_data_is_field_20() -> None:
     msg = message_pb2.IMMsgData(
-        from_user_id=0, to_session_id=0, msg_id=0, create_time=0, msg_type=1, msg_data=b"", attach_data=b"z"
+        from_user_id=0,
+        to_session_id=0,
+        msg_id=0,
+        create_time=0,
+        msg_type=base_pb2.MSG_TYPE_SINGLE_TEXT,
+        msg_data=b"",
+        attach_data=b"z",
     )
     assert msg.SerializeToString().endswith(varint(20 << 3 | 2) + b"\x01z")
 
@@ -75,7 +86,12 @@ def test_login_res_with_user_info() -> None:
         user_domain="",
         status=0,
     )
-    res = login_pb2.IMLoginRes(server_time=100, result_code=0, online_status=1, user_info=info)
+    res = login_pb2.IMLoginRes(
+        server_time=100,
+        result_code=base_pb2.REFUSE_REASON_NONE,
+        online_status=base_pb2.USER_STATUS_ONLINE,
+        user_info=info,
+    )
     info_bytes = (
         field_varint(1, 9)
         + field_varint(2, 1)
@@ -116,7 +132,9 @@ def test_unread_cnt_rsp() -> None:
 
 
 def test_msg_list_req() -> None:
-    req = message_pb2.IMGetMsgListReq(user_id=1, session_type=1, session_id=2, msg_id_begin=0, msg_cnt=20)
+    req = message_pb2.IMGetMsgListReq(
+        user_id=1, session_type=base_pb2.SESSION_TYPE_SINGLE, session_id=2, msg_id_begin=0, msg_cnt=20
+    )
     expected = (
         field_varint(1, 1)
         + field_varint(2, 1)
