@@ -360,7 +360,11 @@ async def test_link_backends_call_a_real_admin_server() -> None:
             return internal_pb2.AdminResult(result_json=json.dumps({"node_id": "db-1"}))
         raise InvalidArgument(f"unknown admin method {call.method!r}")
 
-    server = LinkServer({internal_pb2.ROLE_ADMIN: Commands().rpc(Rpcs.ADMIN_CALL, admin_call)})
+    server = LinkServer(
+        {internal_pb2.ROLE_ADMIN: Commands().rpc(Rpcs.ADMIN_CALL, admin_call)},
+        role=internal_pb2.ROLE_DB_PROXY,
+        node_id="db-1",
+    )
     port = await server.listen("127.0.0.1", 0)
     dead = f"127.0.0.1:{_free_port()}"  # nothing listens there
     backends = LinkBackends({DB_PROXY: [dead, f"127.0.0.1:{port}"], ROUTE_SERVER: [dead]}, ready_wait=1.0)

@@ -13,7 +13,7 @@ import pytest
 from common.commands import OneWays, Rpcs
 from common.errors import Bug, NotFound, Unavailable
 from common.link import Backoff, Identity, Link, LinkServer, LinkSettings, RequestTimeout, Timing, Upstream
-from common.pb import internal_pb2
+from common.pb import base_pb2, internal_pb2
 from common.rpc import Commands
 
 SECRET = (b"test-cluster-secret-0123456789",)
@@ -34,7 +34,7 @@ class Fake:
             raise NotFound("no user 'nobody'")
         if req.user_name == "bug":
             raise KeyError("a bug")
-        return internal_pb2.DbLoginRes(result_code=0, result_string=req.user_name)
+        return internal_pb2.DbLoginRes(result_code=base_pb2.REFUSE_REASON_NONE, result_string=req.user_name)
 
     def deliver(self, link: Link, msg: internal_pb2.RouteDeliver) -> None:
         self.pushes.append(msg)
@@ -149,7 +149,7 @@ async def test_a_command_outside_the_table_closes_the_link(served, upstreams) ->
     await asyncio.wait_for(link.lost, 2)
 
 
-def _unread():  # type: ignore[no-untyped-def]
+def _unread():
     from common.pb import message_pb2
 
     return message_pb2.IMUnreadMsgCntReq(user_id=1)

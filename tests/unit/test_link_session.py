@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -36,7 +37,7 @@ SECRET = b"a-cluster-secret-of-some-length"
 TIMING = Timing(heartbeat_interval=1.0, heartbeat_misses=3, handshake_timeout=3.0)
 
 
-def counter_nonce() -> object:
+def counter_nonce() -> Callable[[int], bytes]:
     counter = itertools.count(1)
     return lambda n: next(counter).to_bytes(n, "big")
 
@@ -202,7 +203,7 @@ def test_a_proof_for_another_identity_does_not_pass() -> None:
     server.data_to_send()
     nonce = b"\x07" * 32
     proof = prove(SECRET, transcript(CLIENT_LABEL, b"\x05" * 32, nonce, DB, Identity(1, "msg-2")))
-    hello = internal_pb2.LinkHello(role=1, node_id="msg-1", nonce=nonce, proof=proof)
+    hello = internal_pb2.LinkHello(role=internal_pb2.ROLE_GATEWAY, node_id="msg-1", nonce=nonce, proof=proof)
     events = server.receive_data(encode(Kind.ONEWAY, Cmd.LINK_HELLO, 0, hello.SerializeToString()), 0.0)
     assert closed(events).auth_failure == "bad_proof"
 
@@ -375,6 +376,6 @@ def test_hostile_bytes_never_break_a_session(chunks: list[bytes], open_first: bo
     target = p.server if open_first else LinkSession(Side.SERVER, DB, (SECRET,), 0.0, timing=TIMING)
     for chunk in chunks:
         events = target.receive_data(chunk, 1.0)
-        assert all(isinstance(e, Event.__args__) for e in events)  # type: ignore[attr-defined]
+        assert all(isinstance(e, Event.__args__) for e in events)
         target.data_to_send()
     target.handle_timer(10.0)
