@@ -136,7 +136,7 @@ def test_loaded_from_the_cluster_table_env_and_set(tmp_path: Path) -> None:
         (LoginServerConfig, "login_server"),
         (MsgServerConfig, "msg_server"),
     ]:
-        other = load_config(cls, section, toml, environ={"IMCLUSTER_CLUSTER__SECRET": SECRET})
+        other: Any = load_config(cls, section, toml, environ={"IMCLUSTER_CLUSTER__SECRET": SECRET})
         assert other.cluster.heartbeat_interval == 0.5
         assert other.cluster.secrets() == (SECRET.encode(),)
 

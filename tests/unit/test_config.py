@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_example_cluster_config_loads(tmp_path: Path) -> None:
         (LoginServerConfig, "login_server"),
     ]:
         # The example names /etc/imcluster/secret; without a secret it would not start.
-        config = load_config(cls, section, path, {"cluster.secret_file": str(secret_file)}, environ={})
+        config: Any = load_config(cls, section, path, {"cluster.secret_file": str(secret_file)}, environ={})
         assert config.cluster.secrets() == (b"s" * 43,)
         with pytest.raises(ConfigError, match="no cluster secret is set"):
             load_config(cls, section, path, {"cluster.secret_file": ""}, environ={})
