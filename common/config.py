@@ -5,6 +5,12 @@ TOML file (one section per server, e.g. ``[msg_server]``), the environment
 (``IMCLUSTER_MSG_SERVER__PORT=8001``) and ``--set port=8001`` on the command
 line. Every field has a ``doc`` so the README's reference and ``imctl config``
 are generated from the same place. Errors name the key that is wrong.
+
+A field made with :func:`subsection` holds a config of its own, read from a
+table every server shares (``[cluster]``): the same file's table, the
+environment (``IMCLUSTER_CLUSTER__SECRET_FILE``) and ``--set
+cluster.secret_file=...``. A field made with ``setting(..., secret=True)``
+is never shown: not in ``repr``, not in errors, not in the reference.
 """
 
 from __future__ import annotations
@@ -27,11 +33,21 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
 
 
-def setting(default: Any, doc: str) -> Any:
-    """A config field with its documentation attached."""
+def setting(default: Any, doc: str, *, secret: bool = False) -> Any:
+    """A config field with its documentation attached; ``secret``: never shown."""
     if isinstance(default, list):
         default = tuple(default)
-    return dataclasses.field(default=default, metadata={"doc": doc})
+    return dataclasses.field(default=default, repr=not secret, metadata={"doc": doc, "secret": secret})
+
+
+def subsection(cls: type, section: str, doc: str) -> Any:
+    """A field holding the config ``cls``, loaded from the shared TOML table ``[section]``."""
+    return dataclasses.field(default_factory=cls, metadata={"doc": doc, "section": section})
+
+
+def _settings(cls: type) -> list[dataclasses.Field[Any]]:
+    """The fields a user sets (not the ones a config computes for itself)."""
+    return [f for f in dataclasses.fields(cls) if f.init]
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -92,33 +108,82 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> C:
-    """Build ``cls`` from defaults, the TOML ``section``, env, then overrides."""
+    """Build ``cls`` from defaults, the TOML ``section``, env, then overrides.
+
+    Subsection fields come from their own table of the same file, their own
+    environment prefix and the overrides named ``FIELD.KEY``.
+    """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
+    document = read_toml(path) if path is not None else {}
+    env = environ if environ is not None else os.environ
+    return _build(cls, section, document, path, env, overrides or {})
+
+
+def _table(document: Mapping[str, Any], section: str, path: Path | None) -> dict[str, Any]:
+    table = document.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{section}: expected a table in {path}")
+    return dict(table)
+
+
+def _build(
+    cls: Any,
+    section: str,
+    document: Mapping[str, Any],
+    path: Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any],
+) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    raw: dict[str, Any] = {}
-    if path is not None:
-        table = read_toml(path).get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{section}: expected a table in {path}")
-        raw.update(table)
+    fields = {f.name: f for f in _settings(cls)}
+    raw = _table(document, section, path)
     env_prefix = f"{ENV_PREFIX}{section.upper()}__"
-    for name, value in (environ if environ is not None else os.environ).items():
+    for name, value in environ.items():
         if name.startswith(env_prefix):
             raw[name[len(env_prefix) :].lower()] = value
-    raw.update(overrides or {})
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in fields:
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        head, dot, rest = key.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            raw[key] = value
+    for key in [*raw, *nested]:
+        f = fields.get(key)
+        if f is None:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{section}.{key}: unknown setting (known: {known})")
-        values[key] = _coerce(f"{section}.{key}", value, hints[key])
+        if "section" in f.metadata and key in raw:
+            table = f.metadata["section"]
+            raise ConfigError(f"{section}.{key}: set it in the [{table}] table, or as {key}.KEY with --set")
+        if "section" not in f.metadata and key in nested:
+            raise ConfigError(f"{section}.{key}: not a table")
+    values = {
+        key: _coerce_field(f"{section}.{key}", value, hints[key], fields[key]) for key, value in raw.items()
+    }
+    for f in fields.values():
+        if "section" in f.metadata:
+            values[f.name] = _build(
+                hints[f.name], f.metadata["section"], document, path, environ, nested.get(f.name, {})
+            )
     try:
-        config = cls(**values)
+        return cls(**values)
     except ValueError as exc:
-        raise ConfigError(f"{section}: {exc}") from None
-    return config
+        message = str(exc)
+        # Most checks already name their key ("db_proxy.workers ..."); the rest get the section.
+        named = message.startswith((f"{section}.", f"{section}:"))
+        raise ConfigError(message if named else f"{section}: {message}") from None
+
+
+def _coerce_field(key: str, value: Any, annotation: Any, f: dataclasses.Field[Any]) -> Any:
+    if not f.metadata.get("secret"):
+        return _coerce(key, value, annotation)
+    try:
+        return _coerce(key, value, annotation)
+    except ConfigError:
+        # The usual message quotes the value; this one is a secret.
+        raise ConfigError(f"{key}: expected a string (value not shown)") from None
 
 
 def parse_assignments(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -133,21 +198,35 @@ def parse_assignments(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:
-    """(name, type, default, doc) for each field: the config reference."""
+    """(name, type, default, doc) for each field: the config reference.
+
+    A subsection's type is ``table [NAME]`` and its default None; a secret's
+    default is shown empty whatever it is.
+    """
     hints = typing.get_type_hints(cls)
     rows = []
-    for f in dataclasses.fields(cls):
+    for f in _settings(cls):
         hint = hints[f.name]
-        if typing.get_origin(hint) is tuple:
+        default: Any = f.default
+        if "section" in f.metadata:
+            type_name, default = f"table [{f.metadata['section']}]", None
+        elif typing.get_origin(hint) is tuple:
             type_name = f"list of {typing.get_args(hint)[0].__name__}"
         else:
             type_name = getattr(hint, "__name__", str(hint))
-        rows.append((f.name, type_name, f.default, f.metadata.get("doc", "")))
+        if f.metadata.get("secret"):
+            default = ""
+        rows.append((f.name, type_name, default, f.metadata.get("doc", "")))
     return rows
 
 
+def shown_default(default: Any) -> str:
+    """A default as the reference prints it (lists as lists)."""
+    return repr(list(default) if isinstance(default, tuple) else default)
+
+
 def markdown_reference(sections: Mapping[str, type]) -> str:
-    """The configuration reference as Markdown, one table per server."""
+    """The configuration reference as Markdown, one table per section."""
     lines = [
         "# Configuration reference",
         "",
@@ -157,12 +236,16 @@ def markdown_reference(sections: Mapping[str, type]) -> str:
         "or `./imcluster.toml`). The environment overrides the file",
         "(`IMCLUSTER_MSG_SERVER__PORT=8001`), and `--set port=8001` overrides both.",
         "Lists are TOML arrays, or comma-separated in the environment and `--set`.",
+        "",
+        "Every server also reads the shared `[cluster]` table (the cluster secret, TLS, heartbeats),",
+        "overridden by `IMCLUSTER_CLUSTER__SECRET_FILE=...` and `--set cluster.secret_file=...`;",
+        "see [link-security.md](link-security.md).",
     ]
     for section, cls in sections.items():
         lines += ["", f"## [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for name, type_name, default, doc in describe(cls):
-            shown = list(default) if isinstance(default, tuple) else default
-            lines.append(f"| `{name}` | {type_name} | `{shown!r}` | {doc} |")
+            shown = "see below" if default is None else f"`{shown_default(default)}`"
+            lines.append(f"| `{name}` | {type_name} | {shown} | {doc} |")
     return "\n".join(lines) + "\n"
 
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.cluster_config import ClusterConfig
-from common.config import ConfigError, setting, split_address
+from common.config import ConfigError, setting, split_address, subsection
 
 
 @dataclass(frozen=True, slots=True)
 class DbProxyConfig:
     node_id: str = setting("db-1", "Unique name of this db_proxy.")
-    host: str = setting("0.0.0.0", "Address to listen on for gateway links.")
-    port: int = setting(10600, "TCP port for gateway links.")
+    host: str = setting(
+        "127.0.0.1",
+        "Address to listen on for gateway and admin links; anything but loopback requires the "
+        "cluster secret.",
+    )
+    port: int = setting(10600, "TCP port for gateway and admin links.")
     database_url: str = setting(
         "sqlite:///var/imcluster.db",
         "Storage: sqlite:///PATH (embedded default) or mysql://USER:PASSWORD@HOST:PORT/DB.",
@@ -38,6 +42,11 @@ class DbProxyConfig:
         ["127.0.0.1:8200"], "route_server addresses, for pushing stored messages."
     )
     link_idle_timeout: float = setting(20.0, "Seconds of silence after which a gateway link is dropped.")
+    metrics_host: str = setting(
+        "127.0.0.1",
+        "Address of /metrics and /healthz. Loopback by default: set this host's internal address for "
+        "a Prometheus elsewhere, never a client-facing one.",
+    )
     metrics_port: int = setting(10610, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     system_user: str = setting(
         "system", "Login name of the account admin messages come from (created on first use; cannot log in)."
@@ -51,7 +60,11 @@ class DbProxyConfig:
         14, "scrypt cost (log2 N) of passwords set through the admin API; below 14 for tests only."
     )
     log_level: str = setting("INFO", "Logging level.")
-    cluster: ClusterConfig = ClusterConfig()
+    cluster: ClusterConfig = subsection(  # noqa: RUF009 (it returns a dataclasses.field)
+        ClusterConfig,
+        "cluster",
+        "The shared table: cluster secret, mutual TLS, heartbeats of internal links.",
+    )
 
     def __post_init__(self) -> None:
         for address in self.route_servers:
@@ -64,3 +77,5 @@ class DbProxyConfig:
             raise ConfigError("db_proxy.admin_text_encoding: expected teamtalk or plain")
         if not self.system_user or any(c.isspace() for c in self.system_user):
             raise ConfigError("db_proxy.system_user must be a login name (not empty, no spaces)")
+        self.cluster.require_secret("db_proxy.host", self.host)
+        self.cluster.require_secret_for_peers("db_proxy.route_servers", self.route_servers)

@@ -14,6 +14,7 @@ import click
 
 from common.config import ConfigError, parse_assignments
 from imctl.client import BadUsage
+from imctl.commands.certs import certs, secret
 from imctl.commands.directory import dept, group
 from imctl.commands.live import kick, online, send, status
 from imctl.commands.local import db, up
@@ -84,12 +85,12 @@ def run(server: str, config_path: str | None, assignments: tuple[str, ...], read
 @click.argument(
     "section",
     required=False,
-    type=click.Choice(["login_server", "msg_server", "route_server", "db_proxy", "imctl"]),
+    type=click.Choice(["login_server", "msg_server", "route_server", "db_proxy", "cluster", "imctl"]),
 )
 @click.option("--markdown", is_flag=True, help="Print the reference as Markdown (docs/configuration.md).")
 def config_reference(section: str | None, markdown: bool) -> None:
     """Print every setting with its default and meaning."""
-    from common.config import describe, markdown_reference
+    from common.config import describe, markdown_reference, shown_default
 
     if markdown:
         click.echo(markdown_reference(_config_classes()), nl=False)
@@ -99,12 +100,15 @@ def config_reference(section: str | None, markdown: bool) -> None:
             continue
         click.echo(f"[{name}]")
         for key, type_name, default, doc in describe(cls):
-            shown = list(default) if isinstance(default, tuple) else default
-            click.echo(f"  {key} ({type_name}, default {shown!r}): {doc}")
+            if default is None:  # a subsection, printed as its own table
+                click.echo(f"  {key} ({type_name}): {doc}")
+            else:
+                click.echo(f"  {key} ({type_name}, default {shown_default(default)}): {doc}")
         click.echo()
 
 
 def _config_classes() -> dict[str, type]:
+    from common.cluster_config import ClusterConfig
     from db_proxy.config import DbProxyConfig
     from imctl.settings import ImctlConfig
     from login_server.config import LoginServerConfig
@@ -116,9 +120,10 @@ def _config_classes() -> dict[str, type]:
         "msg_server": MsgServerConfig,
         "route_server": RouteServerConfig,
         "db_proxy": DbProxyConfig,
+        "cluster": ClusterConfig,
         "imctl": ImctlConfig,
     }
 
 
-for command in (up, db, user, dept, group, online, kick, send, status):
+for command in (up, db, user, dept, group, online, kick, send, status, secret, certs):
     main.add_command(command)

@@ -1,7 +1,11 @@
 """A local cluster as separate processes: what ``imctl up`` runs.
 
 Each server is ``python -m imctl run <server>`` with the shared config file
-and its own overrides (node id, port). Children die with us: they get
+and its own overrides (node id, port). Internal ports and metrics listen on
+127.0.0.1 only; with ``secret_file`` every server gets ``--set
+cluster.secret_file=PATH`` (a path: the secret itself would show in ``ps``),
+with ``tls_dir`` a certificate of its own from a CA made there (mutual TLS
+on every internal link). Children die with us: they get
 SIGTERM from the kernel if imctl dies (PR_SET_PDEATHSIG), and on Ctrl-C or
 SIGTERM imctl stops them in dependency order and waits, bounded, before
 killing what is left, so nothing is orphaned.
@@ -12,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+LOOPBACK = "127.0.0.1"
+
+
+def write_secret_file(path: Path) -> Path:
+    """A fresh cluster secret in ``path``, readable by the owner only."""
+    from imctl.settings import write_secret
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_secret(path, secrets.token_urlsafe(32) + "\n")
+    return path
 
 
 def _die_with_parent() -> None:
@@ -103,13 +118,34 @@ class LocalCluster:
     # kind -> environment for every such server: for secrets (the admin
     # token), which --set would show to every local user in `ps`.
     environ: dict[str, dict[str, str]] = field(default_factory=dict)
+    secret_file: Path | None = None  # None: no cluster secret (every link is on loopback)
+    tls_dir: Path | None = None  # None: no TLS; else the CA and one certificate per server, made if missing
     servers: list[ServerProcess] = field(default_factory=list)
 
     def _port(self, offset: int) -> str:
         return str(self.base_port + offset) if self.base_port else "0"
 
+    def _cluster_overrides(self, name: str) -> dict[str, str]:
+        """The ``[cluster]`` settings of server ``name``: the secret's file, its TLS files."""
+        result = {}
+        if self.secret_file is not None:
+            result["cluster.secret_file"] = str(self.secret_file)
+        if self.tls_dir is not None:
+            from imctl.certs import issue
+
+            _, (node,) = issue(self.tls_dir, [name])
+            result["cluster.tls_ca"] = str(self.tls_dir / "ca.pem")
+            result["cluster.tls_cert"] = str(node.cert)
+            result["cluster.tls_key"] = str(node.key)
+        return result
+
     def _server(self, kind: str, name: str, overrides: dict[str, str]) -> ServerProcess:
-        merged = {**overrides, **self.extra.get(kind, {})}
+        merged = {
+            "metrics_host": LOOPBACK,
+            **overrides,
+            **self._cluster_overrides(name),
+            **self.extra.get(kind, {}),
+        }
         return ServerProcess(
             kind,
             name,
@@ -128,6 +164,7 @@ class LocalCluster:
                     f"route-{i + 1}",
                     {
                         "node_id": f"route-{i + 1}",
+                        "host": LOOPBACK,
                         "port": self._port(200 + 20 * i),
                         "metrics_port": self._port(210 + 20 * i),
                     },
@@ -138,6 +175,8 @@ class LocalCluster:
         ]
         route_addr = ",".join(f"127.0.0.1:{route.info['port']}" for route in routes)
         db_overrides = {
+            "node_id": "db-1",
+            "host": LOOPBACK,
             "port": self._port(2600),
             "metrics_port": self._port(2610),
             "route_servers": route_addr,
@@ -150,8 +189,11 @@ class LocalCluster:
         http = str(self.http_port) if self.base_port else "0"
         db_addr = f"127.0.0.1:{db.info['port']}"
         login_overrides = {
+            "node_id": "login-1",
             "http_port": http,
+            "gateway_host": LOOPBACK,
             "gateway_port": self._port(100),
+            "metrics_port": self._port(110),
             # For the admin API, which calls both.
             "db_proxies": db_addr,
             "route_servers": route_addr,

@@ -18,6 +18,8 @@ from common.config import ConfigError, load_config, setting
 DEFAULT_URL = "http://127.0.0.1:8080"
 TOKEN_FILE = "admin-token"
 URL_FILE = "admin-url"
+SECRET_FILE = "cluster-secret"  # what `imctl up` passes its servers as cluster.secret_file
+TLS_DIR = "tls"  # `imctl up --tls`: the CA and the servers' certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,9 @@ class ImctlConfig:
         "Admin API token; empty: login_server.admin_token of the same file, else "
         "run_dir/admin-token (written by `imctl up`). $IMCLUSTER_TOKEN and --token override it.",
     )
-    run_dir: str = setting("var/run", "Where `imctl up` keeps logs, ready files and the admin token.")
+    run_dir: str = setting(
+        "var/run", "Where `imctl up` keeps logs, ready files, the admin token and the cluster secret."
+    )
 
     def __post_init__(self) -> None:
         if self.url and not self.url.startswith(("http://", "https://")):

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.cluster_config import ClusterConfig
-from common.config import ConfigError, setting, split_address
+from common.config import ConfigError, setting, split_address, subsection
 
 
 @dataclass(frozen=True, slots=True)
 class MsgServerConfig:
     node_id: str = setting("msg-1", "Unique name of this gateway in the cluster.")
-    host: str = setting("0.0.0.0", "Address to listen on for clients.")
+    host: str = setting("0.0.0.0", "Address to listen on for clients (a gateway accepts no internal links).")
     port: int = setting(8000, "TCP port for clients.")
     advertise_ip: str = setting(
         "127.0.0.1",
@@ -54,9 +54,18 @@ class MsgServerConfig:
         "db_proxy addresses. A conversation always goes to the same one, so list them in the same "
         "order on every gateway.",
     )
+    metrics_host: str = setting(
+        "127.0.0.1",
+        "Address of /metrics and /healthz. Loopback by default: set this host's internal address for "
+        "a Prometheus elsewhere, never a client-facing one.",
+    )
     metrics_port: int = setting(8010, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     log_level: str = setting("INFO", "Logging level.")
-    cluster: ClusterConfig = ClusterConfig()
+    cluster: ClusterConfig = subsection(  # noqa: RUF009 (it returns a dataclasses.field)
+        ClusterConfig,
+        "cluster",
+        "The shared table: cluster secret, mutual TLS, heartbeats of internal links.",
+    )
 
     def __post_init__(self) -> None:
         for key in ("login_servers", "route_servers", "db_proxies"):
@@ -66,3 +75,5 @@ class MsgServerConfig:
             raise ConfigError("msg_server.db_proxies: at least one db_proxy is needed")
         if self.max_frame_size < 16:
             raise ConfigError("msg_server.max_frame_size: must be at least 16")
+        for key in ("login_servers", "route_servers", "db_proxies"):
+            self.cluster.require_secret_for_peers(f"msg_server.{key}", getattr(self, key))

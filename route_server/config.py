@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.cluster_config import ClusterConfig
-from common.config import ConfigError, setting
+from common.config import ConfigError, setting, subsection
 
 
 @dataclass(frozen=True, slots=True)
 class RouteServerConfig:
     node_id: str = setting("route-1", "Unique name of this route server.")
-    host: str = setting("0.0.0.0", "Address to listen on for gateway and db_proxy links.")
+    host: str = setting(
+        "127.0.0.1",
+        "Address to listen on for gateway, db_proxy and admin links; anything but loopback requires "
+        "the cluster secret.",
+    )
     port: int = setting(8200, "TCP port for internal links.")
     link_idle_timeout: float = setting(
         20.0, "Seconds of silence after which a link is dropped (peers heartbeat every 5 s)."
@@ -24,9 +28,18 @@ class RouteServerConfig:
     status_batch_interval: float = setting(
         0.1, "Seconds over which presence changes are coalesced before gateways hear of them."
     )
+    metrics_host: str = setting(
+        "127.0.0.1",
+        "Address of /metrics and /healthz. Loopback by default: set this host's internal address for "
+        "a Prometheus elsewhere, never a client-facing one.",
+    )
     metrics_port: int = setting(8210, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     log_level: str = setting("INFO", "Logging level.")
-    cluster: ClusterConfig = ClusterConfig()
+    cluster: ClusterConfig = subsection(  # noqa: RUF009 (it returns a dataclasses.field)
+        ClusterConfig,
+        "cluster",
+        "The shared table: cluster secret, mutual TLS, heartbeats of internal links.",
+    )
 
     def __post_init__(self) -> None:
         from route_server.presence import LoginPolicy
@@ -36,3 +49,4 @@ class RouteServerConfig:
             raise ConfigError(
                 f"route_server.login_policy: expected one of {choices}, got {self.login_policy!r}"
             )
+        self.cluster.require_secret("route_server.host", self.host)

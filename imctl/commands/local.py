@@ -16,7 +16,7 @@ from common.config import ConfigError, load_config
 from db_proxy.config import DbProxyConfig
 from imctl.client import EXIT_ERROR, BadUsage, CliError, Unreachable
 from imctl.context import config_path as config_path_of
-from imctl.settings import TOKEN_FILE, URL_FILE, load_imctl_config, write_secret
+from imctl.settings import SECRET_FILE, TLS_DIR, TOKEN_FILE, URL_FILE, load_imctl_config, write_secret
 
 TOKEN_ENV = "IMCLUSTER_LOGIN_SERVER__ADMIN_TOKEN"
 
@@ -79,7 +79,12 @@ async def init_database(url: str) -> int:
     "--run-dir",
     default=None,
     type=click.Path(path_type=Path),
-    help="Logs, ready files and the admin token. Default: [imctl] run_dir, var/run.",
+    help="Logs, ready files, the admin token and the cluster secret. Default: [imctl] run_dir, var/run.",
+)
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Mutual TLS on internal links, with a CA and certificates made in RUN_DIR/tls (kept for next time).",
 )
 def up(
     config_path: str | None,
@@ -91,14 +96,19 @@ def up(
     database_url: str | None,
     redis_url: str | None,
     run_dir: Path | None,
+    tls: bool,
 ) -> None:
     """Start a local cluster (1 login, 1 db_proxy, N gateways, R routes); Ctrl-C stops it.
 
     Unless login_server.admin_token is configured, a random admin token is
     made for this run and written to RUN_DIR/admin-token (owner-only), where
-    the admin commands (imctl user, dept, group, status...) find it.
+    the admin commands (imctl user, dept, group, status...) find it. Unless
+    a cluster secret is configured ([cluster]), one is made for this run in
+    RUN_DIR/cluster-secret (owner-only) and every server is given its path.
+    Internal ports and metrics listen on 127.0.0.1.
     """
-    from imctl.cluster import LocalCluster
+    from common.cluster_config import ClusterConfig
+    from imctl.cluster import LocalCluster, write_secret_file
     from login_server.config import LoginServerConfig
 
     config = config_path_of(config_path)
@@ -106,6 +116,7 @@ def up(
     run_dir = run_dir or Path(_load_imctl(config).run_dir)
     configured_token = _load(LoginServerConfig, "login_server", config).admin_token
     token = configured_token or secrets.token_urlsafe(32)
+    configured_secret = bool(_load(ClusterConfig, "cluster", config).secrets())
     try:
         asyncio.run(init_database(db.database_url))
     except Exception as exc:
@@ -120,9 +131,12 @@ def up(
         database_url=database_url,
         redis_url=redis_url,
         routes=routes,
+        tls_dir=run_dir / TLS_DIR if tls else None,
     )
     if not configured_token:
         cluster.environ = {"login": {TOKEN_ENV: token}}
+    made_secret = None if configured_secret else write_secret_file(run_dir / SECRET_FILE)
+    cluster.secret_file = made_secret
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -134,6 +148,8 @@ def up(
     try:
         cluster.start()
     except RuntimeError as exc:
+        if made_secret is not None:
+            made_secret.unlink(missing_ok=True)
         raise CliError(str(exc)) from None
     login = cluster.by_name("login-1").info
     admin_url = f"http://127.0.0.1:{login['http_port']}"
@@ -150,6 +166,8 @@ def up(
         token_file = run_dir / TOKEN_FILE
         click.echo(f"Admin API: {admin_url}/admin/v1, token in {token_file} (imctl reads it there);")
         click.echo(f'  curl -H "Authorization: Bearer $(cat {token_file})" {admin_url}/admin/v1/status')
+    secret_source = f"made for this run in {made_secret}" if made_secret else "the configured one"
+    click.echo(f"Internal links: on 127.0.0.1, cluster secret {secret_source}, TLS {'on' if tls else 'off'}.")
     click.echo("Add a user in another terminal:  imctl user add alice --password secret")
     click.echo("Ctrl-C stops the cluster.")
     try:
@@ -162,8 +180,9 @@ def up(
     finally:
         click.echo("stopping...")
         cluster.stop()
-        # A token of a cluster that is gone only misleads the next command.
-        for path in written:
+        # A token of a cluster that is gone only misleads the next command,
+        # and its secret should not outlive it.
+        for path in [*written, *([made_secret] if made_secret else [])]:
             path.unlink(missing_ok=True)
     if not stopping:
         sys.exit(EXIT_ERROR)

@@ -74,7 +74,11 @@ def test_url_and_token_from_the_environment_and_the_config(cluster: AdminCluster
 
 def test_no_admin_api_without_a_token(tmp_path: Path) -> None:
     login = ServerProcess(
-        "login", "login-off", {"http_port": "0", "gateway_port": "0"}, tmp_path / "ready", tmp_path / "log"
+        "login",
+        "login-off",
+        {"http_port": "0", "gateway_port": "0", "metrics_port": "0"},
+        tmp_path / "ready",
+        tmp_path / "log",
     )
     login.start(None)
     try:

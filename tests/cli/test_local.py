@@ -97,6 +97,16 @@ def test_up_makes_a_token_that_the_admin_commands_find(tmp_path: Path) -> None:
         login_pid = json.loads((run_dir / "login-1.ready").read_text())["pid"]
         assert token not in Path(f"/proc/{login_pid}/cmdline").read_text()  # not visible in ps
 
+        # A cluster secret for this run, in a file every server is given the path of.
+        secret_file = run_dir / "cluster-secret"
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        secret = secret_file.read_text().strip()
+        assert len(secret) >= 32
+        for ready in run_dir.glob("*.ready"):
+            args = Path(f"/proc/{json.loads(ready.read_text())['pid']}/cmdline").read_text().split("\0")
+            assert f"cluster.secret_file={secret_file}" in args, ready.name
+            assert secret not in "".join(args)
+
         # No --url, no --token: both come from the run dir.
         env_cli = _env(IMCLUSTER_IMCTL__RUN_DIR=str(run_dir))
         result = CliRunner().invoke(main, ["user", "add", "alice", "--password", "pw"], env=env_cli)
@@ -109,3 +119,4 @@ def test_up_makes_a_token_that_the_admin_commands_find(tmp_path: Path) -> None:
         up.wait(30)
     assert up.returncode == 0
     assert not token_file.exists()  # the token of a stopped cluster is not left behind
+    assert not (run_dir / "cluster-secret").exists()  # nor its secret

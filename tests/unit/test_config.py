@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,10 @@ def test_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_lists_from_strings() -> None:
-    config = load_config(MsgServerConfig, "msg_server", overrides={"route_servers": "a:1, b:2"}, environ={})
+    secret = {"IMCLUSTER_CLUSTER__SECRET": "s" * 16}  # a:1 is not loopback
+    config = load_config(
+        MsgServerConfig, "msg_server", overrides={"route_servers": "a:1, b:2"}, environ=secret
+    )
     assert config.route_servers == ("a:1", "b:2")
 
 
@@ -48,16 +52,23 @@ def test_assignments_and_addresses() -> None:
     assert split_address("k", "[::1]:80") == ("::1", 80)
 
 
-def test_example_cluster_config_loads() -> None:
+def test_example_cluster_config_loads(tmp_path: Path) -> None:
     from db_proxy.config import DbProxyConfig
     from login_server.config import LoginServerConfig
     from route_server.config import RouteServerConfig
 
     path = Path(__file__).resolve().parents[2] / "scripts" / "examples" / "three-hosts.toml"
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s" * 43 + "\n")
+    secret_file.chmod(0o600)
     for cls, section in [
         (MsgServerConfig, "msg_server"),
         (DbProxyConfig, "db_proxy"),
         (RouteServerConfig, "route_server"),
         (LoginServerConfig, "login_server"),
     ]:
-        load_config(cls, section, path, environ={})
+        # The example names /etc/imcluster/secret; without a secret it would not start.
+        config: Any = load_config(cls, section, path, {"cluster.secret_file": str(secret_file)}, environ={})
+        assert config.cluster.secrets() == (b"s" * 43,)
+        with pytest.raises(ConfigError, match="no cluster secret is set"):
+            load_config(cls, section, path, {"cluster.secret_file": ""}, environ={})
