@@ -41,7 +41,6 @@ class DbProxyConfig:
     route_servers: tuple[str, ...] = setting(
         ["127.0.0.1:8200"], "route_server addresses, for pushing stored messages."
     )
-    link_idle_timeout: float = setting(20.0, "Seconds of silence after which a gateway link is dropped.")
     metrics_host: str = setting(
         "127.0.0.1",
         "Address of /metrics and /healthz. Loopback by default: set this host's internal address for "

@@ -182,7 +182,7 @@ async def _serve(
             "queue_depths": workers.depths(),
         }
 
-    exposed = await start_metrics_server(config.host, config.metrics_port, health)
+    exposed = await start_metrics_server(config.metrics_host, config.metrics_port, health)
     if exposed is not None:
         resources.push_async_callback(exposed[0].cleanup)
     log.info("db_proxy %s listening on %s:%d", config.node_id, config.host, port)

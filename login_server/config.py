@@ -25,10 +25,6 @@ class LoginServerConfig:
     )
     msfs_backup: str = setting("", "Fallback file server URL (msfsBackup); empty: same as msfs_prior.")
     discovery_url: str = setting("", "Discovery URL handed to clients (discovery).")
-    link_idle_timeout: float = setting(
-        20.0,
-        "Seconds of silence after which a gateway link is dropped (gateways heartbeat every 5 s).",
-    )
     backlog: int = setting(4096, "Listen backlog of both ports (TeamTalk's 64 overflows in login storms).")
     admin_token: str = setting(
         "", "Bearer token of the admin API (/admin/v1); empty: the admin API is off.", secret=True
@@ -58,8 +54,6 @@ class LoginServerConfig:
                 raise ConfigError(f"login_server.{key}: port out of range")
         if not -1 <= self.metrics_port <= 65535:
             raise ConfigError("login_server.metrics_port: port out of range")
-        if self.link_idle_timeout <= 0:
-            raise ConfigError("login_server.link_idle_timeout: must be positive")
         if self.backlog < 1:
             raise ConfigError("login_server.backlog: must be at least 1")
         for key in ("db_proxies", "route_servers"):

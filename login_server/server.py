@@ -257,7 +257,7 @@ async def serve(
     """Serve until ``stop`` is set, then close both listeners (bounded)."""
     balancer = Balancer()
     settings = LinkSettings.from_cluster(config.cluster)
-    links = GatewayLinks(balancer, settings=settings)
+    links = GatewayLinks(balancer, node_id=config.node_id, settings=settings)
     admin = LinkBackends.from_config(config) if config.admin_token else None
     # No access log: at thousands of logins per second it would be most of
     # the process's work; failures are logged by the handler.
@@ -275,7 +275,7 @@ async def serve(
             backlog=config.backlog,
         )
         await site.start()
-        gateway_port = await links.listen(config.host, config.gateway_port, backlog=config.backlog)
+        gateway_port = await links.listen(config.gateway_host, config.gateway_port, backlog=config.backlog)
         log.info("listening on %s: HTTP %d, gateway links %d", config.host, site.port, gateway_port)
         if admin is None:
             log.info("admin API off (login_server.admin_token is not set)")

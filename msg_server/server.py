@@ -41,7 +41,7 @@ async def serve(
     gateway.port = int(server.sockets[0].getsockname()[1])
     gateway.start()
     metrics.bind(gateway)
-    exposed = await start_metrics_server(config.host, config.metrics_port, lambda: health(gateway))
+    exposed = await start_metrics_server(config.metrics_host, config.metrics_port, lambda: health(gateway))
     reporter = loop.create_task(gateway.report_load())
     log.info("msg_server %s listening on %s:%d", config.node_id, config.host, gateway.port)
     # Ready means linked: a gateway that cannot reach db_proxy or the route

@@ -17,9 +17,6 @@ class RouteServerConfig:
         "the cluster secret.",
     )
     port: int = setting(8200, "TCP port for internal links.")
-    link_idle_timeout: float = setting(
-        20.0, "Seconds of silence after which a link is dropped (peers heartbeat every 5 s)."
-    )
     login_policy: str = setting(
         "teamtalk",
         "Sessions a user may hold: teamtalk (one desktop + one mobile; a new login of the same "

@@ -219,7 +219,7 @@ async def serve(
     port = await server.listen(config.host, config.port)
     metrics.bind(server)
     exposed = await start_metrics_server(
-        config.host,
+        config.metrics_host,
         config.metrics_port,
         lambda: {"ok": True, "node_id": config.node_id, "gateways": sorted(server.gateway_links)},
     )

@@ -20,14 +20,9 @@ class ClusterSettings(Protocol):
     def heartbeat_misses(self) -> int: ...
     @property
     def handshake_timeout(self) -> float: ...
-    @property
-    def tls_cert(self) -> str: ...
-    @property
-    def tls_key(self) -> str: ...
-    @property
-    def tls_ca(self) -> str: ...
-
     def secrets(self) -> tuple[bytes, ...]: ...
+    def server_tls_context(self) -> ssl.SSLContext | None: ...
+    def client_tls_context(self) -> ssl.SSLContext | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +35,11 @@ class LinkSettings:
 
     @classmethod
     def from_cluster(cls, cluster: ClusterSettings) -> LinkSettings:
-        server_ssl = client_ssl = None
-        if cluster.tls_cert:
-            from common.tls import client_context, server_context
-
-            server_ssl = server_context(cluster.tls_cert, cluster.tls_key, cluster.tls_ca)
-            client_ssl = client_context(cluster.tls_cert, cluster.tls_key, cluster.tls_ca)
         return cls(
             secrets=cluster.secrets(),
             timing=Timing(cluster.heartbeat_interval, cluster.heartbeat_misses, cluster.handshake_timeout),
-            server_ssl=server_ssl,
-            client_ssl=client_ssl,
+            server_ssl=cluster.server_tls_context(),
+            client_ssl=cluster.client_tls_context(),
             connect_timeout=max(cluster.handshake_timeout, 1.0),
         )
 

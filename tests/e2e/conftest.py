@@ -25,7 +25,7 @@ import pytest
 from common.pb import base_pb2
 from db_proxy.passwords import hash_password, md5_hex
 from db_proxy.storage import open_store
-from imctl.cluster import LocalCluster
+from imctl.cluster import LocalCluster, write_secret_file
 from tests.support.databases import fresh_mysql_url
 from tests.support.ttclient import TTClient, discover
 
@@ -115,10 +115,21 @@ USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 CROWD = [f"member{i:02d}" for i in range(1, 51)]
 
 
-def _start(tmp: Path, database_url: str, redis_url: str | None, routes: int = 1) -> Cluster:
+def _start(
+    tmp: Path, database_url: str, redis_url: str | None, routes: int = 1, tls: bool = False
+) -> Cluster:
     users = asyncio.run(create_users(database_url, USERS, CROWD))
+    # As in production: every internal link proves the cluster secret.
     local = LocalCluster(
-        tmp, None, gateways=2, base_port=0, database_url=database_url, redis_url=redis_url, routes=routes
+        tmp,
+        None,
+        gateways=2,
+        base_port=0,
+        database_url=database_url,
+        redis_url=redis_url,
+        routes=routes,
+        secret_file=write_secret_file(tmp / "cluster.secret"),
+        tls_dir=tmp / "tls" if tls else None,
     )
     local.extra = {"msg": {"request_timeout": "5"}}
     local.start()
@@ -126,13 +137,13 @@ def _start(tmp: Path, database_url: str, redis_url: str | None, routes: int = 1)
 
 
 @contextlib.contextmanager
-def running_cluster(engine: str, tmp: Path, routes: int = 1) -> Iterator[Cluster]:
+def running_cluster(engine: str, tmp: Path, routes: int = 1, tls: bool = False) -> Iterator[Cluster]:
     """A cluster on SQLite or on a fresh MariaDB database with Redis, stopped afterwards."""
     with contextlib.ExitStack() as stack:
         if engine == "sqlite":
-            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, routes)
+            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, routes, tls)
         else:
-            started = _start(tmp, stack.enter_context(fresh_mysql_url()), REDIS_URL, routes)
+            started = _start(tmp, stack.enter_context(fresh_mysql_url()), REDIS_URL, routes, tls)
         stack.callback(started.local.stop)
         yield started
         started.local.stop()

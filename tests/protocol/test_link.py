@@ -111,7 +111,7 @@ async def test_a_late_reply_never_answers_a_newer_request(served, upstreams) -> 
 
 
 async def test_wrong_secret_gets_nothing(served, upstreams) -> None:
-    server, port, fake = served
+    server, port, _ = served
     intruder = upstreams(port, secrets=(b"not-the-cluster-secret-000000",), backoff=Backoff(0.02, 0.05))
     async with asyncio.timeout(5):
         while intruder.attempts < 3:
