@@ -174,9 +174,7 @@ async def test_a_linked_node_id_is_not_taken_over(
     ack = await alice.send_text(bob.user_id, b"still here")
     assert ack.msg_id > 0
     assert (await bob.next_push(Cmd.MSG_DATA)).msg_data == b"still here"
-    gateways = json.loads(
-        urllib.request.urlopen(secured.discovery_url.replace("msg_server", "gateways")).read()
-    )
+    gateways = await asyncio.to_thread(fetch_json, secured.discovery_url.replace("msg_server", "gateways"))
     assert sorted(g["node_id"] for g in gateways) == ["msg-1", "msg-2"]
     assert all(g["peer"].startswith("127.0.0.1:") for g in gateways)
 
