@@ -18,7 +18,7 @@ from typing import Any
 
 from common.admin import AdminMethod
 from common.commands import Cmd
-from common.link import ServiceError
+from common.errors import Unavailable
 from common.pb import base_pb2, group_pb2, internal_pb2
 from common.teamtalk_text import encode_text
 from db_proxy import admin_args as a
@@ -31,15 +31,10 @@ from db_proxy.storage.model import (
     SESSION_GROUP,
     SESSION_SINGLE,
     Department,
-    DepartmentCycle,
-    DepartmentNotEmpty,
     DuplicateName,
     Group,
     NewMessage,
-    NotMember,
     Store,
-    StoreError,
-    UnknownDepartment,
     UnknownGroup,
     User,
 )
@@ -54,27 +49,6 @@ UNUSABLE_PASSWORD = "!"  # no scrypt hash: verify_password never accepts anythin
 PING_TIMEOUT = 1.5  # each of database and Redis, checked together: the HTTP API waits 3 s
 
 Deliver = Callable[[internal_pb2.RouteDeliver], bool]
-
-
-def _storage_errors(method: AdminMethod) -> AdminMethod:
-    """Turn the store's refusals into the error codes the admin API promises."""
-
-    @functools.wraps(method)
-    async def call(args: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return await method(args)
-        except (UnknownGroup, UnknownDepartment) as exc:
-            raise a.not_found(str(exc)) from None
-        except NotMember as exc:
-            raise a.forbidden(str(exc)) from None
-        except (DuplicateName, DepartmentNotEmpty) as exc:
-            raise a.conflict(str(exc)) from None
-        except DepartmentCycle as exc:
-            raise a.bad_request(str(exc)) from None
-        except StoreError as exc:
-            raise ServiceError(internal_pb2.ERR_UNAVAILABLE, f"storage failed: {exc}") from None
-
-    return call
 
 
 class DbAdmin:
@@ -115,7 +89,7 @@ class DbAdmin:
             "send": self.send,
             "status": self.status,
         }
-        return {name: _storage_errors(method) for name, method in table.items()}
+        return table
 
     # -- lookups ------------------------------------------------------------------
 
@@ -315,7 +289,13 @@ class DbAdmin:
         self._tell_members(after, base_pb2.GROUP_MODIFY_TYPE_DEL, removed, removed)
         return {"group": a.group_json(after)}
 
-    def _tell_members(self, group: Group, change_type: int, changed: list[int], told: Iterable[int]) -> None:
+    def _tell_members(
+        self,
+        group: Group,
+        change_type: base_pb2.GroupModifyType.ValueType,
+        changed: list[int],
+        told: Iterable[int],
+    ) -> None:
         """IMGroupChangeMemberNotify, as a client's change would push it (its
         creator named as the one who changed it)."""
         recipients = sorted(set(told))
@@ -380,7 +360,7 @@ class DbAdmin:
                 pass  # created meanwhile by another call
             user = await self.store.user_by_name(name)
         if user is None:
-            raise ServiceError(internal_pb2.ERR_UNAVAILABLE, f"cannot create the system user {name!r}")
+            raise Unavailable(f"cannot create the system user {name!r}")
         return user
 
     # -- status -----------------------------------------------------------------------

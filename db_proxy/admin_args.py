@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from common.link import ServiceError
-from common.pb import internal_pb2
+from common.errors import Conflict, Forbidden, InvalidArgument, NotFound
 from db_proxy.storage import schema
 from db_proxy.storage.model import Department, Group, User
 from db_proxy.storage.sql_base import I32, U32_MAX
@@ -30,20 +29,20 @@ CREATE_FIELDS = frozenset(PROFILE_TEXTS) | {"gender", "department_id"}
 UPDATE_FIELDS = frozenset(PROFILE_TEXTS) | frozenset(PROFILE_INTS)
 
 
-def bad_request(message: str) -> ServiceError:
-    return ServiceError(internal_pb2.ERR_BAD_REQUEST, message)
+def bad_request(message: str) -> InvalidArgument:
+    return InvalidArgument(message)
 
 
-def not_found(message: str) -> ServiceError:
-    return ServiceError(internal_pb2.ERR_NOT_FOUND, message)
+def not_found(message: str) -> NotFound:
+    return NotFound(message)
 
 
-def conflict(message: str) -> ServiceError:
-    return ServiceError(internal_pb2.ERR_CONFLICT, message)
+def conflict(message: str) -> Conflict:
+    return Conflict(message)
 
 
-def forbidden(message: str) -> ServiceError:
-    return ServiceError(internal_pb2.ERR_FORBIDDEN, message)
+def forbidden(message: str) -> Forbidden:
+    return Forbidden(message)
 
 
 def check_keys(args: Mapping[str, Any], allowed: frozenset[str] | set[str], what: str) -> None:

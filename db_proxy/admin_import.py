@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from common.link import ServiceError
+from common.errors import ImError
 from db_proxy import admin_args as a
 from db_proxy.storage.model import Department, NewUser, Store
 
@@ -42,8 +42,8 @@ class UserImport:
         for index, row in enumerate(rows):
             try:
                 name, password, values = self._row(row)
-            except ServiceError as exc:
-                self._skip(index, row, str(exc))
+            except ImError as exc:
+                self._skip(index, row, exc.message)
                 continue
             if name in accepted:
                 self._skip(index, row, f"name {name!r} is in row {accepted[name][0]} already")

@@ -4,19 +4,15 @@ profile changes, device tokens and push shield."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
 
-from google.protobuf.message import Message
-
-from common.codec import Frame
-from common.commands import Cmd
-from common.link import LinkServerConnection
+from common.commands import Rpcs
+from common.errors import ImError
+from common.link import Link
 from common.pb import base_pb2, buddy_pb2, login_pb2
+from common.rpc import Commands
 from db_proxy.handlers import user_info
-from db_proxy.storage.model import SESSION_GROUP, Store, StoreError
+from db_proxy.storage.model import SESSION_GROUP, Store
 
-Reply = tuple[int, Message]
 MAX_USERS_INFO = 2000  # ids in one users-info request
 
 
@@ -34,23 +30,25 @@ class DirectoryHandlers:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def table(self) -> Mapping[int, Callable[[LinkServerConnection, Frame, Any], Any]]:
-        return {
-            Cmd.RECENT_SESSION_REQ: self.recent_sessions,
-            Cmd.USERS_INFO_REQ: self.users_info,
-            Cmd.REMOVE_SESSION_REQ: self.remove_session,
-            Cmd.ALL_USER_REQ: self.all_users,
-            Cmd.CHANGE_AVATAR_REQ: self.change_avatar,
-            Cmd.DEPARTMENT_REQ: self.departments,
-            Cmd.CHANGE_SIGN_INFO_REQ: self.change_sign_info,
-            Cmd.DEVICE_TOKEN_REQ: self.device_token,
-            Cmd.PUSH_SHIELD_REQ: self.push_shield,
-            Cmd.QUERY_PUSH_SHIELD_REQ: self.query_push_shield,
-        }
+    def commands(self) -> Commands:
+        """The commands a gateway may send for this part of db_proxy."""
+        return (
+            Commands()
+            .rpc(Rpcs.RECENT_SESSION, self.recent_sessions)
+            .rpc(Rpcs.USERS_INFO, self.users_info)
+            .rpc(Rpcs.REMOVE_SESSION, self.remove_session)
+            .rpc(Rpcs.ALL_USER, self.all_users)
+            .rpc(Rpcs.CHANGE_AVATAR, self.change_avatar)
+            .rpc(Rpcs.DEPARTMENT, self.departments)
+            .rpc(Rpcs.CHANGE_SIGN_INFO, self.change_sign_info)
+            .rpc(Rpcs.DEVICE_TOKEN, self.device_token)
+            .rpc(Rpcs.PUSH_SHIELD, self.push_shield)
+            .rpc(Rpcs.QUERY_PUSH_SHIELD, self.query_push_shield)
+        )
 
     async def recent_sessions(
-        self, conn: LinkServerConnection, frame: Frame, req: buddy_pb2.IMRecentContactSessionReq
-    ) -> Reply:
+        self, link: Link, req: buddy_pb2.IMRecentContactSessionReq
+    ) -> buddy_pb2.IMRecentContactSessionRsp:
         res = buddy_pb2.IMRecentContactSessionRsp(user_id=req.user_id, attach_data=req.attach_data)
         for s in await self.store.recent_sessions(req.user_id, req.latest_update_time):
             default_type = (
@@ -68,22 +66,20 @@ class DirectoryHandlers:
                 latest_msg_type=s.latest_msg_type or default_type,
                 latest_msg_from_user_id=s.latest_from_user_id,
             )
-        return Cmd.RECENT_SESSION_RES, res
+        return res
 
-    async def users_info(
-        self, conn: LinkServerConnection, frame: Frame, req: buddy_pb2.IMUsersInfoReq
-    ) -> Reply:
+    async def users_info(self, link: Link, req: buddy_pb2.IMUsersInfoReq) -> buddy_pb2.IMUsersInfoRsp:
         ids = list(dict.fromkeys(req.user_id_list))[:MAX_USERS_INFO]
         users = await self.store.users_by_id(ids)
-        return Cmd.USERS_INFO_RES, buddy_pb2.IMUsersInfoRsp(
+        return buddy_pb2.IMUsersInfoRsp(
             user_id=req.user_id, user_info_list=[user_info(u) for u in users], attach_data=req.attach_data
         )
 
     async def remove_session(
-        self, conn: LinkServerConnection, frame: Frame, req: buddy_pb2.IMRemoveSessionReq
-    ) -> Reply:
+        self, link: Link, req: buddy_pb2.IMRemoveSessionReq
+    ) -> buddy_pb2.IMRemoveSessionRsp:
         removed = await self.store.remove_session(req.user_id, req.session_type, req.session_id)
-        return Cmd.REMOVE_SESSION_RES, buddy_pb2.IMRemoveSessionRsp(
+        return buddy_pb2.IMRemoveSessionRsp(
             user_id=req.user_id,
             result_code=0 if removed else 1,
             session_type=req.session_type,
@@ -91,19 +87,17 @@ class DirectoryHandlers:
             attach_data=req.attach_data,
         )
 
-    async def all_users(self, conn: LinkServerConnection, frame: Frame, req: buddy_pb2.IMAllUserReq) -> Reply:
+    async def all_users(self, link: Link, req: buddy_pb2.IMAllUserReq) -> buddy_pb2.IMAllUserRsp:
         users = await self.store.users_updated_since(req.latest_update_time)
         latest = sync_point(max((u.updated for u in users), default=req.latest_update_time))
-        return Cmd.ALL_USER_RES, buddy_pb2.IMAllUserRsp(
+        return buddy_pb2.IMAllUserRsp(
             user_id=req.user_id,
             latest_update_time=latest,
             user_list=[user_info(u) for u in users],
             attach_data=req.attach_data,
         )
 
-    async def departments(
-        self, conn: LinkServerConnection, frame: Frame, req: buddy_pb2.IMDepartmentReq
-    ) -> Reply:
+    async def departments(self, link: Link, req: buddy_pb2.IMDepartmentReq) -> buddy_pb2.IMDepartmentRsp:
         departments = await self.store.departments_updated_since(req.latest_update_time)
         latest = sync_point(max((d.updated for d in departments), default=req.latest_update_time))
         res = buddy_pb2.IMDepartmentRsp(
@@ -117,51 +111,47 @@ class DirectoryHandlers:
                 parent_dept_id=d.parent_id,
                 dept_status=base_pb2.DEPT_STATUS_DELETE if d.deleted else base_pb2.DEPT_STATUS_OK,
             )
-        return Cmd.DEPARTMENT_RES, res
+        return res
 
     async def _update(self, user_id: int, **fields: object) -> int:
         try:
             return 0 if await self.store.update_user_profile(user_id, **fields) is not None else 1
-        except StoreError:
-            return 1  # e.g. longer than the column allows
+        except ImError as exc:
+            if exc.server_fault:
+                raise  # storage down: the gateway answers for it
+            return 1  # the caller's value: too long, not text...
 
     async def change_avatar(
-        self, conn: LinkServerConnection, frame: Frame, req: buddy_pb2.IMChangeAvatarReq
-    ) -> Reply:
+        self, link: Link, req: buddy_pb2.IMChangeAvatarReq
+    ) -> buddy_pb2.IMChangeAvatarRsp:
         result = await self._update(req.user_id, avatar=req.avatar_url)
-        return Cmd.CHANGE_AVATAR_RES, buddy_pb2.IMChangeAvatarRsp(
+        return buddy_pb2.IMChangeAvatarRsp(
             user_id=req.user_id, result_code=result, attach_data=req.attach_data
         )
 
     async def change_sign_info(
-        self, conn: LinkServerConnection, frame: Frame, req: buddy_pb2.IMChangeSignInfoReq
-    ) -> Reply:
+        self, link: Link, req: buddy_pb2.IMChangeSignInfoReq
+    ) -> buddy_pb2.IMChangeSignInfoRsp:
         result = await self._update(req.user_id, sign_info=req.sign_info)
-        return Cmd.CHANGE_SIGN_INFO_RES, buddy_pb2.IMChangeSignInfoRsp(
+        return buddy_pb2.IMChangeSignInfoRsp(
             user_id=req.user_id, result_code=result, sign_info=req.sign_info, attach_data=req.attach_data
         )
 
-    async def device_token(
-        self, conn: LinkServerConnection, frame: Frame, req: login_pb2.IMDeviceTokenReq
-    ) -> Reply:
+    async def device_token(self, link: Link, req: login_pb2.IMDeviceTokenReq) -> login_pb2.IMDeviceTokenRsp:
         await self.store.set_device_token(req.user_id, req.client_type, req.device_token)
-        return Cmd.DEVICE_TOKEN_RES, login_pb2.IMDeviceTokenRsp(
-            user_id=req.user_id, attach_data=req.attach_data
-        )
+        return login_pb2.IMDeviceTokenRsp(user_id=req.user_id, attach_data=req.attach_data)
 
-    async def push_shield(
-        self, conn: LinkServerConnection, frame: Frame, req: login_pb2.IMPushShieldReq
-    ) -> Reply:
+    async def push_shield(self, link: Link, req: login_pb2.IMPushShieldReq) -> login_pb2.IMPushShieldRsp:
         shield = 1 if req.shield_status else 0
         await self.store.set_push_shield(req.user_id, shield)
-        return Cmd.PUSH_SHIELD_RES, login_pb2.IMPushShieldRsp(
+        return login_pb2.IMPushShieldRsp(
             user_id=req.user_id, result_code=0, shield_status=shield, attach_data=req.attach_data
         )
 
     async def query_push_shield(
-        self, conn: LinkServerConnection, frame: Frame, req: login_pb2.IMQueryPushShieldReq
-    ) -> Reply:
+        self, link: Link, req: login_pb2.IMQueryPushShieldReq
+    ) -> login_pb2.IMQueryPushShieldRsp:
         shield = await self.store.push_shield(req.user_id)
-        return Cmd.QUERY_PUSH_SHIELD_RES, login_pb2.IMQueryPushShieldRsp(
+        return login_pb2.IMQueryPushShieldRsp(
             user_id=req.user_id, result_code=0, shield_status=shield, attach_data=req.attach_data
         )

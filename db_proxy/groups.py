@@ -10,20 +10,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
 
-from google.protobuf.message import Message
-
-from common.codec import Frame
-from common.commands import Cmd
-from common.link import LinkServerConnection
+from common.commands import Rpcs
+from common.errors import ImError
+from common.link import Link
 from common.pb import base_pb2, group_pb2
-from db_proxy.storage.model import Group, NotMember, Store, StoreError
+from common.rpc import Commands
+from db_proxy.storage.model import Group, NotMember, Store
 
 log = logging.getLogger("db.groups")
 
-Reply = tuple[int, Message]
 MAX_GROUP_MEMBERS = 2000
 FAILED = 1
 
@@ -35,7 +31,7 @@ def group_info(group: Group) -> base_pb2.GroupInfo:
         group_name=group.name,
         group_avatar=group.avatar,
         group_creator_id=group.creator_id,
-        group_type=group.group_type,
+        group_type=base_pb2.GroupType.ValueType(group.group_type),
         shield_status=group.shield,
         group_member_list=list(group.members),
     )
@@ -53,40 +49,38 @@ class GroupHandlers:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def table(self) -> Mapping[int, Callable[[LinkServerConnection, Frame, Any], Any]]:
-        return {
-            Cmd.NORMAL_GROUP_LIST_REQ: self.normal_list,
-            Cmd.GROUP_INFO_REQ: self.info,
-            Cmd.GROUP_CREATE_REQ: self.create,
-            Cmd.GROUP_CHANGE_MEMBER_REQ: self.change_members,
-            Cmd.GROUP_SHIELD_REQ: self.shield,
-        }
+    def commands(self) -> Commands:
+        """The commands a gateway may send for this part of db_proxy."""
+        return (
+            Commands()
+            .rpc(Rpcs.NORMAL_GROUP_LIST, self.normal_list)
+            .rpc(Rpcs.GROUP_INFO, self.info)
+            .rpc(Rpcs.GROUP_CREATE, self.create)
+            .rpc(Rpcs.GROUP_CHANGE_MEMBER, self.change_members)
+            .rpc(Rpcs.GROUP_SHIELD, self.shield)
+        )
 
     async def normal_list(
-        self, conn: LinkServerConnection, frame: Frame, req: group_pb2.IMNormalGroupListReq
-    ) -> Reply:
+        self, link: Link, req: group_pb2.IMNormalGroupListReq
+    ) -> group_pb2.IMNormalGroupListRsp:
         res = group_pb2.IMNormalGroupListRsp(user_id=req.user_id, attach_data=req.attach_data)
         for group_id, version in await self.store.normal_groups_of(req.user_id):
             res.group_version_list.add(group_id=group_id, version=version)
-        return Cmd.NORMAL_GROUP_LIST_RES, res
+        return res
 
-    async def info(
-        self, conn: LinkServerConnection, frame: Frame, req: group_pb2.IMGroupInfoListReq
-    ) -> Reply:
+    async def info(self, link: Link, req: group_pb2.IMGroupInfoListReq) -> group_pb2.IMGroupInfoListRsp:
         known = {v.group_id: v.version for v in req.group_version_list}
         groups = await self.store.groups_for_member(req.user_id, list(known))
         # Only what the client lacks: a version newer than the one it holds.
         fresh = [group_info(g) for g in groups if g.version > known.get(g.id, 0)]
-        return Cmd.GROUP_INFO_RES, group_pb2.IMGroupInfoListRsp(
+        return group_pb2.IMGroupInfoListRsp(
             user_id=req.user_id, group_info_list=fresh, attach_data=req.attach_data
         )
 
-    async def create(
-        self, conn: LinkServerConnection, frame: Frame, req: group_pb2.IMGroupCreateReq
-    ) -> Reply:
-        def failed(why: str) -> Reply:
+    async def create(self, link: Link, req: group_pb2.IMGroupCreateReq) -> group_pb2.IMGroupCreateRsp:
+        def failed(why: str) -> group_pb2.IMGroupCreateRsp:
             log.info("group create by %d refused: %s", req.user_id, why)
-            return Cmd.GROUP_CREATE_RES, group_pb2.IMGroupCreateRsp(
+            return group_pb2.IMGroupCreateRsp(
                 user_id=req.user_id,
                 result_code=FAILED,
                 group_name=req.group_name,
@@ -104,9 +98,11 @@ class GroupHandlers:
             group = await self.store.create_group(
                 req.group_name, req.group_avatar, req.user_id, req.group_type, members
             )
-        except StoreError as exc:
-            return failed(str(exc))
-        return Cmd.GROUP_CREATE_RES, group_pb2.IMGroupCreateRsp(
+        except ImError as exc:
+            if exc.server_fault:
+                raise  # storage down: the gateway answers for it
+            return failed(exc.message)
+        return group_pb2.IMGroupCreateRsp(
             user_id=req.user_id,
             result_code=0,
             group_id=group.id,
@@ -116,8 +112,8 @@ class GroupHandlers:
         )
 
     async def change_members(
-        self, conn: LinkServerConnection, frame: Frame, req: group_pb2.IMGroupChangeMemberReq
-    ) -> Reply:
+        self, link: Link, req: group_pb2.IMGroupChangeMemberReq
+    ) -> group_pb2.IMGroupChangeMemberRsp:
         res = group_pb2.IMGroupChangeMemberRsp(
             user_id=req.user_id,
             change_type=req.change_type,
@@ -129,30 +125,30 @@ class GroupHandlers:
         found = await self.store.groups_for_member(req.user_id, [req.group_id])
         group = found[0] if found else None
         if group is None or not may_change_members(group, req.user_id, req.change_type, requested):
-            return Cmd.GROUP_CHANGE_MEMBER_RES, res
+            return res
         adding = req.change_type == base_pb2.GROUP_MODIFY_TYPE_ADD
         if adding and len(set(group.members) | set(requested)) > MAX_GROUP_MEMBERS:
-            return Cmd.GROUP_CHANGE_MEMBER_RES, res
+            return res
         try:
             after, changed = await self.store.change_group_members(
                 req.group_id, requested if adding else [], [] if adding else requested
             )
-        except StoreError as exc:
-            log.info("member change of group %d refused: %s", req.group_id, exc)
-            return Cmd.GROUP_CHANGE_MEMBER_RES, res
+        except ImError as exc:
+            if exc.server_fault:
+                raise
+            log.info("member change of group %d refused: %s", req.group_id, exc.message)
+            return res
         res.result_code = 0
         res.cur_user_id_list.extend(after.members)
         res.chg_user_id_list.extend(changed)
-        return Cmd.GROUP_CHANGE_MEMBER_RES, res
+        return res
 
-    async def shield(
-        self, conn: LinkServerConnection, frame: Frame, req: group_pb2.IMGroupShieldReq
-    ) -> Reply:
+    async def shield(self, link: Link, req: group_pb2.IMGroupShieldReq) -> group_pb2.IMGroupShieldRsp:
         result = 0
         try:
             await self.store.set_group_shield(req.group_id, req.user_id, 1 if req.shield_status else 0)
         except NotMember:
             result = FAILED
-        return Cmd.GROUP_SHIELD_RES, group_pb2.IMGroupShieldRsp(
+        return group_pb2.IMGroupShieldRsp(
             user_id=req.user_id, group_id=req.group_id, result_code=result, attach_data=req.attach_data
         )

@@ -11,18 +11,15 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from google.protobuf.message import Message
-
-from common.codec import Frame
-from common.commands import Cmd
+from common.commands import Rpcs
 from common.conversation import conversation_key, session_type_of
-from common.link import LinkServerConnection, ServiceError
+from common.errors import InvalidArgument, NotFound, Overloaded
+from common.link import Link
 from common.metrics import LOGINS
 from common.pb import base_pb2, internal_pb2, message_pb2
+from common.rpc import Commands
 from db_proxy.cache import LoginCache
 from db_proxy.passwords import verify_password
 from db_proxy.storage.model import (
@@ -38,8 +35,6 @@ log = logging.getLogger("db.handlers")
 
 MAX_LIST = 100  # messages per list/by-id request; TeamTalk clients ask for 20
 KNOWN_USERS = 100_000
-
-Reply = tuple[int, Message]
 
 
 def user_info(user: User) -> base_pb2.UserInfo:
@@ -63,7 +58,7 @@ def msg_info(message: StoredMessage) -> base_pb2.MsgInfo:
         msg_id=message.msg_id,
         from_session_id=message.from_user_id,
         create_time=message.create_time,
-        msg_type=message.msg_type,
+        msg_type=base_pb2.MsgType.ValueType(message.msg_type),
         msg_data=message.msg_data,
     )
 
@@ -85,52 +80,52 @@ class Handlers:
         self.pending_logins = 0
         self._known_users: OrderedDict[int, None] = OrderedDict()
 
-    def table(self) -> Mapping[int, Callable[[LinkServerConnection, Frame, Any], Any]]:
-        """The commands a gateway may send to db_proxy."""
-        return {
-            Cmd.DB_LOGIN_REQ: self.login,
-            Cmd.DB_SAVE_MSG_REQ: self.save_message,
-            Cmd.UNREAD_CNT_REQ: self.unread_counts,
-            Cmd.MSG_LIST_REQ: self.message_list,
-            Cmd.MSG_READ_ACK: self.read_ack,
-            Cmd.LATEST_MSG_ID_REQ: self.latest_msg_id,
-            Cmd.MSG_BY_ID_REQ: self.messages_by_id,
-        }
+    def commands(self) -> Commands:
+        """The commands a gateway may send for this part of db_proxy."""
+        return (
+            Commands()
+            .rpc(Rpcs.DB_LOGIN, self.login)
+            .rpc(Rpcs.DB_SAVE_MSG, self.save_message)
+            .rpc(Rpcs.UNREAD_CNT, self.unread_counts)
+            .rpc(Rpcs.MSG_LIST, self.message_list)
+            .rpc(Rpcs.MSG_READ_ACK, self.read_ack)
+            .rpc(Rpcs.LATEST_MSG_ID, self.latest_msg_id)
+            .rpc(Rpcs.MSG_BY_ID, self.messages_by_id)
+        )
 
     # -- login ------------------------------------------------------------------
 
-    async def login(self, conn: LinkServerConnection, frame: Frame, req: internal_pb2.DbLoginReq) -> Reply:
+    async def login(self, link: Link, req: internal_pb2.DbLoginReq) -> internal_pb2.DbLoginRes:
         refused = internal_pb2.DbLoginRes(
             result_code=base_pb2.REFUSE_REASON_DB_VALIDATE_FAILED,
             result_string="wrong user name or password",
         )
-        name = req.user_name.strip()
-        if not name:
-            return Cmd.DB_LOGIN_RES, refused
+        # A proto2 string that is not UTF-8 arrives as bytes: no user has that name.
+        name = req.user_name.strip() if isinstance(req.user_name, str) else ""
+        if not name or not isinstance(req.password_md5, str):
+            return refused
         failures = await self.cache.recent_failures(name)
         if failures >= self.cache.failure_limit:
             refused.result_string = "too many failed logins; try again later"
-            return Cmd.DB_LOGIN_RES, refused
+            return refused
         user = await self.store.user_by_name(name)
         ok = user is not None and not user.disabled and await self._password_matches(user, req.password_md5)
         if not ok or user is None:
             LOGINS.labels("refused").inc()
             await self.cache.record_failure(name)
             log.info("login refused for %r from %s", name, req.peer)
-            return Cmd.DB_LOGIN_RES, refused
+            return refused
         LOGINS.labels("ok").inc()
         if failures:  # the common case needs no round trip to Redis
             await self.cache.clear_failures(name)
         self._remember_user(user.id)
-        return Cmd.DB_LOGIN_RES, internal_pb2.DbLoginRes(
-            result_code=base_pb2.REFUSE_REASON_NONE, user_info=user_info(user)
-        )
+        return internal_pb2.DbLoginRes(result_code=base_pb2.REFUSE_REASON_NONE, user_info=user_info(user))
 
     async def _password_matches(self, user: User, md5: str) -> bool:
         if await self.cache.is_verified(user.id, user.password_hash, md5):
             return True
         if self.pending_logins >= self.max_pending_logins:
-            raise ServiceError(internal_pb2.ERR_OVERLOADED, "too many logins waiting for a hash")
+            raise Overloaded("too many logins waiting for a hash")
         self.pending_logins += 1
         try:
             loop = asyncio.get_running_loop()
@@ -157,17 +152,13 @@ class Handlers:
             self._remember_user(user_id)
         return bool(found)
 
-    async def save_message(
-        self, conn: LinkServerConnection, frame: Frame, req: internal_pb2.DbSaveMsgReq
-    ) -> Reply:
+    async def save_message(self, link: Link, req: internal_pb2.DbSaveMsgReq) -> internal_pb2.DbSaveMsgRes:
         msg = req.msg
         if session_type_of(msg.msg_type) != req.session_type:
-            raise ServiceError(
-                internal_pb2.ERR_BAD_REQUEST, f"msg_type {msg.msg_type} does not fit the session"
-            )
+            raise InvalidArgument(f"msg_type {msg.msg_type} does not fit the session")
         # Group membership is checked by the store inside the commit.
         if req.session_type == SESSION_SINGLE and not await self._user_exists(msg.to_session_id):
-            raise ServiceError(internal_pb2.ERR_NOT_FOUND, f"no user {msg.to_session_id}")
+            raise NotFound(f"no user {msg.to_session_id}")
         new = NewMessage(
             from_user_id=msg.from_user_id,
             session_type=req.session_type,
@@ -178,24 +169,22 @@ class Handlers:
             client_msg_id=msg.msg_id,
         )
         saved = await self.workers.save(new, req.origin)
-        return Cmd.DB_SAVE_MSG_RES, internal_pb2.DbSaveMsgRes(
+        return internal_pb2.DbSaveMsgRes(
             msg_id=saved.msg_id, create_time=saved.create_time, duplicate=saved.duplicate
         )
 
-    async def read_ack(
-        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMMsgDataReadAck
-    ) -> Reply:
+    async def read_ack(self, link: Link, req: message_pb2.IMMsgDataReadAck) -> internal_pb2.LinkOk:
         key = conversation_key(req.session_type, req.user_id, req.session_id)
         # Behind any message of that conversation still queued, so the ack
         # does not clear a count the queued message is about to raise.
         await self.workers.run_ordered(
             key, lambda: self.store.mark_read(req.user_id, req.session_type, req.session_id, req.msg_id)
         )
-        return Cmd.LINK_OK, internal_pb2.LinkOk()
+        return internal_pb2.LinkOk()
 
     async def unread_counts(
-        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMUnreadMsgCntReq
-    ) -> Reply:
+        self, link: Link, req: message_pb2.IMUnreadMsgCntReq
+    ) -> message_pb2.IMUnreadMsgCntRsp:
         sessions = await self.store.unread_sessions(req.user_id)
         res = message_pb2.IMUnreadMsgCntRsp(
             user_id=req.user_id, total_cnt=sum(s.unread_cnt for s in sessions)
@@ -210,11 +199,9 @@ class Handlers:
                 latest_msg_type=s.latest_msg_type,
                 latest_msg_from_user_id=s.latest_from_user_id,
             )
-        return Cmd.UNREAD_CNT_RES, res
+        return res
 
-    async def message_list(
-        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMGetMsgListReq
-    ) -> Reply:
+    async def message_list(self, link: Link, req: message_pb2.IMGetMsgListReq) -> message_pb2.IMGetMsgListRsp:
         messages = await self.store.message_list(
             req.user_id, req.session_type, req.session_id, req.msg_id_begin, min(req.msg_cnt, MAX_LIST)
         )
@@ -225,13 +212,13 @@ class Handlers:
             msg_id_begin=req.msg_id_begin,
             msg_list=[msg_info(m) for m in messages],
         )
-        return Cmd.MSG_LIST_RES, res
+        return res
 
     async def latest_msg_id(
-        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMGetLatestMsgIdReq
-    ) -> Reply:
+        self, link: Link, req: message_pb2.IMGetLatestMsgIdReq
+    ) -> message_pb2.IMGetLatestMsgIdRsp:
         latest = await self.store.latest_msg_id(req.user_id, req.session_type, req.session_id)
-        return Cmd.LATEST_MSG_ID_RES, message_pb2.IMGetLatestMsgIdRsp(
+        return message_pb2.IMGetLatestMsgIdRsp(
             user_id=req.user_id,
             session_type=req.session_type,
             session_id=req.session_id,
@@ -239,11 +226,11 @@ class Handlers:
         )
 
     async def messages_by_id(
-        self, conn: LinkServerConnection, frame: Frame, req: message_pb2.IMGetMsgByIdReq
-    ) -> Reply:
+        self, link: Link, req: message_pb2.IMGetMsgByIdReq
+    ) -> message_pb2.IMGetMsgByIdRsp:
         ids = list(req.msg_id_list)[:MAX_LIST]
         messages = await self.store.messages_by_id(req.user_id, req.session_type, req.session_id, ids)
-        return Cmd.MSG_BY_ID_RES, message_pb2.IMGetMsgByIdRsp(
+        return message_pb2.IMGetMsgByIdRsp(
             user_id=req.user_id,
             session_type=req.session_type,
             session_id=req.session_id,

@@ -15,7 +15,7 @@ from common.commands import Cmd, Rpcs
 from common.config import split_address
 from common.link import Identity, LinkServer, LinkSettings, Upstream
 from common.metrics import start_metrics_server
-from common.pb import internal_pb2, message_pb2
+from common.pb import base_pb2, internal_pb2, message_pb2
 from common.rpc import Commands
 from db_proxy import metrics
 from db_proxy.admin import DbAdmin
@@ -65,7 +65,7 @@ class RoutePublisher:
             to_session_id=message.to_id,
             msg_id=saved.msg_id,
             create_time=saved.create_time,
-            msg_type=message.msg_type,
+            msg_type=base_pb2.MsgType.ValueType(message.msg_type),
             msg_data=message.msg_data,
         )
         # The sender is among the recipients: its other devices get a copy.

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.conversation import conversation_key
-from common.link import ServiceError
-from common.pb import internal_pb2
+from common.errors import Bug, ImError, Overloaded
 from db_proxy import metrics
-from db_proxy.storage.model import NewMessage, NotMember, SavedMessage, Store
+from db_proxy.storage.model import NewMessage, SavedMessage, Store
 
 log = logging.getLogger("db.workers")
 
@@ -85,7 +84,7 @@ class MessageWorkers:
         try:
             self._queue_for(key).put_nowait(job)
         except asyncio.QueueFull:
-            raise ServiceError(internal_pb2.ERR_OVERLOADED, "message workers are saturated") from None
+            raise Overloaded("message workers are saturated") from None
 
     def save(self, message: NewMessage, origin: Any) -> asyncio.Future[SavedMessage]:
         future: asyncio.Future[SavedMessage] = asyncio.get_running_loop().create_future()
@@ -158,10 +157,11 @@ class MessageWorkers:
 
     @staticmethod
     def _fail(job: SaveJob, exc: Exception) -> None:
-        if isinstance(exc, NotMember):
-            error = ServiceError(internal_pb2.ERR_FORBIDDEN, str(exc) or "not a member of that group")
-        else:
-            log.error("storing a message failed: %s", exc)
-            error = ServiceError(internal_pb2.ERR_UNAVAILABLE, f"storage failed: {exc}")
+        """The message is not stored: its sender hears why (storage's refusals are the taxonomy)."""
+        if not isinstance(exc, ImError):
+            log.error("storing a message failed", exc_info=exc)
+            exc = Bug("storing the message failed")
+        elif exc.server_fault:
+            log.warning("storing a message failed: %s", exc)
         if not job.future.done():
-            job.future.set_exception(error)
+            job.future.set_exception(exc)

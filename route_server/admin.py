@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from common.admin import AdminMethod
-from common.link import ServiceError
-from common.pb import base_pb2, internal_pb2
+from common.errors import InvalidArgument
+from common.pb import base_pb2
 
 if TYPE_CHECKING:
     from route_server.server import RouteServer
@@ -49,7 +49,7 @@ class RouteAdmin:
         if isinstance(user_id, str) and user_id.isdigit():
             user_id = int(user_id)
         if type(user_id) is not int or not 0 < user_id < 2**32:
-            raise ServiceError(internal_pb2.ERR_BAD_REQUEST, "kick needs a user_id (a positive integer)")
+            raise InvalidArgument("kick needs a user_id (a positive integer)")
         return {"kicked": self.server.kick_user(user_id, ADMIN_KICK_REASON)}
 
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:

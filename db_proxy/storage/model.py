@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from common.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
+
 SESSION_SINGLE = 1
 SESSION_GROUP = 2
 
@@ -121,31 +123,44 @@ class Group:
     dismissed: bool = False  # dismissed by an administrator: no members, no changes
 
 
-class StoreError(Exception):
-    """Storage failed (unreachable, constraint, ...); the request fails, nothing half-done."""
+class StoreError(Unavailable):
+    """Storage failed (unreachable, a driver error...); the request fails, nothing half-done.
+
+    Every refusal of the store is also one of common.errors' classes (the
+    specific one first in each base list), so no caller maps storage
+    errors to wire codes itself.
+    """
 
 
-class DuplicateName(StoreError):
+class InvalidValue(InvalidArgument, StoreError):
+    """A value does not fit its column: too long, out of range, not text, empty."""
+
+
+class DuplicateName(Conflict, StoreError):
     """A user (or department) with that name exists."""
 
 
-class NotMember(StoreError):
+class NotMember(Forbidden, StoreError):
     """The user is not (or no longer) a member of that group."""
 
 
-class UnknownGroup(NotMember):
+class UnknownGroup(NotFound, NotMember):
     """There is no such group (so nobody is a member of it)."""
 
 
-class UnknownDepartment(StoreError):
+class UnknownUser(NotFound, StoreError):
+    """There is no such user (or it was deleted)."""
+
+
+class UnknownDepartment(NotFound, StoreError):
     """There is no such department (or it was deleted)."""
 
 
-class DepartmentNotEmpty(StoreError):
+class DepartmentNotEmpty(Conflict, StoreError):
     """The department still has users or sub-departments."""
 
 
-class DepartmentCycle(StoreError):
+class DepartmentCycle(InvalidArgument, StoreError):
     """The change would make a department its own ancestor."""
 
 

@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from .model import StoreError
+from .model import InvalidValue, StoreError
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
@@ -121,17 +121,18 @@ def valid_ids(ids: Iterable[int]) -> list[int]:
 def check_text(what: str, value: object, limit: int) -> str:
     """``value`` if it is a str of at most ``limit`` characters (the column's size)."""
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+        # A proto2 string holding invalid UTF-8 arrives as bytes.
+        raise InvalidValue(f"{what} must be UTF-8 text, not {type(value).__name__}")
     if len(value) > limit:
-        raise StoreError(f"{what} is longer than {limit} characters")
+        raise InvalidValue(f"{what} is longer than {limit} characters")
     return value
 
 
 def check_int(what: str, value: object, low: int, high: int) -> int:
     if type(value) is not int:
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+        raise InvalidValue(f"{what} must be an int, not {type(value).__name__}")
     if not low <= value <= high:
-        raise StoreError(f"{what} {value} is out of range")
+        raise InvalidValue(f"{what} {value} is out of range")
     return value
 
 

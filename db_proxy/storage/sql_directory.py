@@ -14,8 +14,8 @@ from .model import (
     DepartmentCycle,
     DepartmentNotEmpty,
     DuplicateName,
+    InvalidValue,
     NewUser,
-    StoreError,
     UnknownDepartment,
     User,
 )
@@ -70,7 +70,7 @@ class DirectoryQueries:
 
     async def create_user(self, name: str, password_hash: str, **profile: object) -> int:
         if not name:
-            raise StoreError("a user name must not be empty")
+            raise InvalidValue("a user name must not be empty")
         values = _profile_values({"name": name, "password_hash": password_hash, **profile})
         values["created"] = values["updated"] = int(time.time())
         # Column names come from the fixed lists above, never from the caller.
@@ -92,7 +92,7 @@ class DirectoryQueries:
         prepared: list[dict[str, object]] = []
         for name, password_hash, profile in users:
             if not name:
-                raise StoreError("a user name must not be empty")
+                raise InvalidValue("a user name must not be empty")
             values = _profile_values({"name": name, "password_hash": password_hash, **profile})
             values["created"] = values["updated"] = now
             prepared.append(values)
@@ -160,7 +160,7 @@ class DirectoryQueries:
         """
         unknown = sorted(set(fields) - _UPDATABLE)
         if unknown:
-            raise StoreError(f"unknown or unchangeable user profile field(s) {', '.join(unknown)}")
+            raise InvalidValue(f"unknown or unchangeable user profile field(s) {', '.join(unknown)}")
         values = _profile_values(fields)
         now = int(time.time())
         # BUMP_UPDATED first: the other assignments do not read "updated".
@@ -178,7 +178,7 @@ class DirectoryQueries:
     async def create_department(self, name: str, parent_id: int = 0, priority: int = 0) -> int:
         """A new department; DuplicateName if its parent has one of that name."""
         if not check_text("department name", name, schema.DEPARTMENT_NAME_LIMIT):
-            raise StoreError("a department name must not be empty")
+            raise InvalidValue("a department name must not be empty")
         check_int("department parent_id", parent_id, 0, U32_MAX)
         check_int("department priority", priority, *I32)
         try:
@@ -262,7 +262,7 @@ class DirectoryQueries:
     ) -> Department:
         """See :meth:`Store.update_department`."""
         if name is not None and not check_text("department name", name, schema.DEPARTMENT_NAME_LIMIT):
-            raise StoreError("a department name must not be empty")
+            raise InvalidValue("a department name must not be empty")
         if parent_id is not None:
             check_int("department parent_id", parent_id, 0, U32_MAX)
         if priority is not None:
@@ -366,10 +366,10 @@ def _profile_values(profile: dict[str, object]) -> dict[str, object]:
             values[key] = check_int(f"user {key}", value, *_PROFILE_INTS[key])
         elif key == "disabled":
             if not isinstance(value, bool):
-                raise TypeError(f"user disabled must be a bool, not {type(value).__name__}")
+                raise InvalidValue(f"user disabled must be a bool, not {type(value).__name__}")
             values[key] = int(value)
         else:
-            raise TypeError(f"unknown user profile field {key!r}")
+            raise InvalidValue(f"unknown user profile field {key!r}")
     return values
 
 

@@ -19,7 +19,7 @@ import time
 from functools import cache
 
 from . import schema
-from .model import SESSION_GROUP, Group, NotMember, StoreError, UnknownGroup
+from .model import SESSION_GROUP, Group, InvalidValue, NotMember, UnknownGroup, UnknownUser
 from .sql_base import (
     BUMP_UPDATED,
     Database,
@@ -81,12 +81,12 @@ class GroupQueries:
         check_text("group name", name, schema.GROUP_TEXT_LIMITS["name"])
         check_text("group avatar", avatar, schema.GROUP_TEXT_LIMITS["avatar"])
         if group_type not in GROUP_TYPES:
-            raise StoreError(f"unknown group type {group_type}")
+            raise InvalidValue(f"unknown group type {group_type}")
         now = int(time.time())
         async with self.db.transaction() as tx:
             members = await existing_users(tx, [creator_id, *member_ids])
             if creator_id not in members:
-                raise StoreError(f"the creator {creator_id} is not a user")
+                raise UnknownUser(f"the creator {creator_id} is not a user")
             group_id = await tx.insert(
                 "INSERT INTO chat_groups (name, avatar, creator_id, group_type, version, created, updated) "
                 "VALUES (?, ?, ?, ?, 1, ?, ?)",

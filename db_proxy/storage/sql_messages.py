@@ -12,12 +12,12 @@ from functools import cache
 from .model import (
     SESSION_GROUP,
     SESSION_SINGLE,
+    InvalidValue,
     NewMessage,
     NotMember,
     RecentSession,
     SavedMessage,
     StoredMessage,
-    StoreError,
     UnreadSession,
 )
 from .sql_base import (
@@ -123,9 +123,9 @@ class MessageQueries:
     def _pending(self, m: NewMessage) -> _Pending:
         conv_id = self._conv_id(m.from_user_id, m.session_type, m.to_id)
         if not isinstance(m.msg_data, bytes):
-            raise StoreError(f"msg_data must be bytes, not {type(m.msg_data).__name__}")
+            raise InvalidValue(f"msg_data must be bytes, not {type(m.msg_data).__name__}")
         if not 0 <= m.msg_type <= U32_MAX or not 0 <= m.client_msg_id <= U64_MAX:
-            raise StoreError("msg_type or client_msg_id out of range")
+            raise InvalidValue("msg_type or client_msg_id out of range")
         dedup: Row | None = None
         if m.client_msg_id:
             body_hash = int.from_bytes(hashlib.sha256(m.msg_data).digest()[:8], "big")
@@ -357,9 +357,9 @@ class MessageQueries:
         checked against its membership).
         """
         if session_type not in (SESSION_SINGLE, SESSION_GROUP):
-            raise StoreError(f"unknown session type {session_type}")
+            raise InvalidValue(f"unknown session type {session_type}")
         if not (0 < user_id <= U32_MAX and 0 < peer_id <= U32_MAX):
-            raise StoreError(f"id out of range in ({user_id}, {peer_id})")
+            raise InvalidValue(f"id out of range in ({user_id}, {peer_id})")
         if session_type == SESSION_GROUP:
             return peer_id
         low, high = sorted((user_id, peer_id))

@@ -21,7 +21,8 @@ from google.protobuf.message import Message
 
 from common.codec import Frame
 from common.commands import Cmd, decode_body
-from common.link import LinkClient, RemoteError, Upstream
+from common.errors import ImError
+from common.link import Identity, LinkClient, Upstream
 from common.pb import base_pb2, internal_pb2
 from db_proxy.config import DbProxyConfig
 from db_proxy.passwords import md5_hex
@@ -50,8 +51,7 @@ async def start_db_proxy(config: DbProxyConfig) -> tuple[asyncio.Event, asyncio.
 
 
 async def linked(port: int, role: int, node_id: str, **kwargs: Any) -> Upstream:
-    hello = internal_pb2.LinkHello(role=role, node_id=node_id)
-    upstream = Upstream(node_id, [("127.0.0.1", port)], hello, **kwargs)
+    upstream = Upstream(node_id, [("127.0.0.1", port)], Identity(role, node_id), **kwargs)
     upstream.start()
     assert await upstream.wait_ready(TIMEOUT)
     return upstream
@@ -74,7 +74,7 @@ async def admin_error(link: Upstream, method: str, args: dict[str, Any]) -> tupl
     """The error code (and message) a call that must fail got."""
     try:
         result = await admin_call(link, method, args)
-    except RemoteError as exc:
+    except ImError as exc:
         return exc.code, exc.message
     raise AssertionError(f"{method}({args}) succeeded: {result}")
 
@@ -90,7 +90,12 @@ class FakeGateway:
     def on_push(self, client: LinkClient, frame: Frame) -> None:
         self.frames.put_nowait(frame)
 
-    def session_up(self, user_id: int, conn_id: int, client_type: int = base_pb2.CLIENT_TYPE_WINDOWS) -> None:
+    def session_up(
+        self,
+        user_id: int,
+        conn_id: int,
+        client_type: base_pb2.ClientType.ValueType = base_pb2.CLIENT_TYPE_WINDOWS,
+    ) -> None:
         session = internal_pb2.OnlineSession(
             user_id=user_id, conn_id=conn_id, client_type=client_type, status=base_pb2.USER_STATUS_ONLINE
         )
@@ -147,7 +152,10 @@ class Harness:
         return int(res.result_code)
 
     async def online(
-        self, user_id: int, conn_id: int, client_type: int = base_pb2.CLIENT_TYPE_WINDOWS
+        self,
+        user_id: int,
+        conn_id: int,
+        client_type: base_pb2.ClientType.ValueType = base_pb2.CLIENT_TYPE_WINDOWS,
     ) -> None:
         """Register a session on the fake gateway and wait until the route server has it."""
         self.gateway.session_up(user_id, conn_id, client_type)

@@ -17,7 +17,9 @@ ONLINE, OFFLINE = base_pb2.USER_STATUS_ONLINE, base_pb2.USER_STATUS_OFFLINE
 pytestmark = pytest.mark.parametrize("harness", ["sqlite"], indirect=True)
 
 
-def session(user_id: int, conn_id: int, client_type: int = WINDOWS) -> internal_pb2.OnlineSession:
+def session(
+    user_id: int, conn_id: int, client_type: base_pb2.ClientType.ValueType = WINDOWS
+) -> internal_pb2.OnlineSession:
     return internal_pb2.OnlineSession(
         user_id=user_id, conn_id=conn_id, client_type=client_type, status=ONLINE
     )

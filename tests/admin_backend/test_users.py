@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from common.commands import Cmd
-from common.link import RemoteError
+from common.errors import ImError
 from common.pb import base_pb2, buddy_pb2, internal_pb2
 from tests.admin_backend.conftest import Harness, admin_call, request
 
@@ -100,7 +100,7 @@ async def test_unknown_method_and_malformed_arguments(harness: Harness) -> None:
         call = internal_pb2.AdminCall(method="users.list", args_json=raw)
         try:
             await request(h.db, Cmd.ADMIN_CALL, call)
-        except RemoteError as exc:
+        except ImError as exc:
             assert exc.code == BAD
         else:
             raise AssertionError(f"{raw!r} was accepted")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from common.errors import InvalidArgument
 from db_proxy.storage.model import Department, DuplicateName, StoreError, User
 from db_proxy.storage.sql import SqlStore
 from tests.storage.conftest import make_users
@@ -51,7 +52,7 @@ async def test_bad_profile_changes_change_nothing(store: SqlStore) -> None:
         with pytest.raises(StoreError):
             await store.update_user_profile(user_id, sign_info="ok", **bad)
     for wrong_type in ({"gender": "2"}, {"nick": 3}, {"disabled": 1}):
-        with pytest.raises(TypeError):
+        with pytest.raises(InvalidArgument):
             await store.update_user_profile(user_id, **wrong_type)
     (user,) = await store.users_by_id([user_id])
     assert (user.name, user.nick, user.sign_info, user.updated) == ("zoe", "z", "", 100)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from common.errors import InvalidArgument
 from db_proxy.storage.model import DuplicateName, StoreError, User
 from db_proxy.storage.sql import SqlStore
 
@@ -63,11 +64,11 @@ async def test_users_by_id(store: SqlStore) -> None:
 
 
 async def test_bad_profiles_are_refused_and_nothing_is_stored(store: SqlStore) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgument):
         await store.create_user("x", "h", shoe_size=44)
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgument):
         await store.create_user("x", "h", gender="2")
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgument):
         await store.create_user("x", "h", nick=3)
     for bad in ({"nick": "n" * 65}, {"department_id": -1}, {"status": 2**31}):
         with pytest.raises(StoreError):
