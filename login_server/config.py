@@ -35,8 +35,7 @@ class LoginServerConfig:
     )
     metrics_host: str = setting(
         "127.0.0.1",
-        "Address of /metrics apart from the client-facing HTTP port (not used yet: /metrics is on "
-        "http_port). Loopback by default.",
+        "Address of /metrics, apart from the client-facing HTTP port. Loopback by default.",
     )
     metrics_port: int = setting(
         8110, "HTTP port of /metrics (Prometheus); -1: off. /healthz stays on http_port, for balancers."

@@ -22,13 +22,14 @@ from aiohttp import web
 
 from common.commands import OneWays
 from common.link import Link, LinkServer, LinkSettings
+from common.metrics import start_metrics_server
 from common.pb import internal_pb2
 from common.rpc import Commands
 from login_server.admin.api import setup_admin
 from login_server.admin.backends import Backends, LinkBackends
 from login_server.balancer import Balancer, Gateway, PickError
 from login_server.config import LoginServerConfig
-from login_server.metrics import DISCOVERIES, GATEWAYS, handle_metrics
+from login_server.metrics import DISCOVERIES, GATEWAYS
 from login_server.throttle import Throttle
 
 log = logging.getLogger("login_server")
@@ -135,7 +136,6 @@ def build_app(
         app.router.add_route(method, "/msg_server{tail:.*}", handle_msg_server)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/gateways", handle_gateways)
-    app.router.add_get("/metrics", handle_metrics)
     GATEWAYS.set_function(lambda: len(balancer))
     if enabled:
         assert admin is not None
@@ -256,6 +256,7 @@ async def serve(
 ) -> None:
     """Serve until ``stop`` is set, then close both listeners (bounded)."""
     balancer = Balancer()
+    exposed: tuple[web.AppRunner, int] | None = None
     settings = LinkSettings.from_cluster(config.cluster)
     links = GatewayLinks(balancer, node_id=config.node_id, settings=settings)
     admin = LinkBackends.from_config(config) if config.admin_token else None
@@ -281,13 +282,25 @@ async def serve(
             log.info("admin API off (login_server.admin_token is not set)")
         else:
             log.info("admin API on at /admin/v1")
-        announce({"http_port": site.port, "gateway_port": gateway_port})
+        # /metrics apart from the client-facing port: clients need not see it.
+        exposed = await start_metrics_server(
+            config.metrics_host, config.metrics_port, lambda: {"ok": True, "gateways": len(balancer)}
+        )
+        announce(
+            {
+                "http_port": site.port,
+                "gateway_port": gateway_port,
+                "metrics_port": exposed[1] if exposed else None,
+            }
+        )
         await stop.wait()
         log.info("stopping")
     finally:
         await _shutdown(runner, links)
         if admin is not None:
             await admin.stop()
+        if exposed is not None:
+            await exposed[0].cleanup()
 
 
 async def _shutdown(runner: web.AppRunner, links: LinkServer) -> None:

@@ -39,7 +39,7 @@ async def test_metrics_and_health_on_every_server(cluster: Cluster, clients: lis
     clients += [alice, bob]
     await alice.send_text(bob.user_id, b"measured")
     await bob.next_push(0x0301)
-    ports = {s.name: s.info["metrics_port"] for s in cluster.local.servers if s.kind != "login"}
+    ports = {s.name: s.info["metrics_port"] for s in cluster.local.servers}
     assert all(isinstance(p, int) for p in ports.values()), ports
 
     for name, port in ports.items():
@@ -58,8 +58,7 @@ async def test_metrics_and_health_on_every_server(cluster: Cluster, clients: lis
     assert sample(db, "imcluster_db_messages_committed_total") >= 1
     assert "imcluster_db_queue_depth" in db
     await asyncio.to_thread(discover, cluster.discovery_url)
-    http_port = cluster.local.by_name("login-1").info["http_port"]
-    _, login = await asyncio.to_thread(fetch, http_port, "/metrics")  # type: ignore[arg-type]
+    _, login = await asyncio.to_thread(fetch, ports["login-1"], "/metrics")  # type: ignore[arg-type]
     assert labelled(login, 'imcluster_login_discoveries_total{result="ok"}') >= 1
     assert labelled(login, "imcluster_login_gateways") == 2
     _, route = await asyncio.to_thread(fetch, ports["route-1"], "/metrics")  # type: ignore[arg-type]
