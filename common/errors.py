@@ -5,7 +5,7 @@ builds a wire error code. Each boundary maps them in exactly one function:
 
 * internal link reply: :func:`error_code` (and back: :func:`from_code`),
 * admin HTTP status: ``login_server.admin.api.http_status``,
-* client reply: ``msg_server.handlers.base.result_code``.
+* client reply: ``msg_server.handlers.base.client_error``.
 
 Anything that is not an :class:`ImError` reaching a boundary is a bug: it is
 the only thing logged with a traceback, and the peer sees :class:`Bug`.

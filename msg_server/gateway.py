@@ -203,9 +203,6 @@ class Gateway:
                 return link
         raise LinkDown("no db_proxy is reachable")
 
-    async def db_request(self, key: object, command_id: int, message: Message) -> tuple[int, Message]:
-        return await self.db_for(key).request(command_id, message, self.config.request_timeout)
-
     async def db_call(self, key: object, rpc: Rpc[ReqT, ResT], request: ReqT) -> ResT:
         """Ask the db_proxy of ``key`` (a conversation, a user name...): its typed reply.
 
@@ -228,12 +225,6 @@ class Gateway:
         """One-way to the first linked route server (each knows every gateway)."""
         body = message.SerializeToString()
         return any(link.send_raw(command_id, body) for link in self.route_links)
-
-    async def route_request(self, command_id: int, message: Message) -> tuple[int, Message]:
-        for link in self.route_links:
-            if link.connected:
-                return await link.request(command_id, message, self.config.request_timeout)
-        raise LinkDown("no route_server is reachable")
 
     def push_local(self, deliver: internal_pb2.RouteDeliver) -> None:
         skip_conn = (

@@ -9,7 +9,6 @@
 * :mod:`.settings`: secrets, timing and TLS shared by a process's links; backoff.
 """
 
-from common.errors import ImError
 from common.link.client import Upstream
 from common.link.handshake import Identity
 from common.link.protocol import Link, LinkDown, RequestTimeout
@@ -21,16 +20,6 @@ from common.link.wire import INTERNAL_MAX_FRAME
 LinkClient = Link  # the name callers used for an outgoing link
 
 
-class RemoteError(ImError):
-    """Deprecated: raise and catch common.errors' classes."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-ServiceError = RemoteError  # deprecated likewise
-
 __all__ = [
     "INTERNAL_MAX_FRAME",
     "Backoff",
@@ -40,9 +29,7 @@ __all__ = [
     "LinkDown",
     "LinkServer",
     "LinkSettings",
-    "RemoteError",
     "RequestTimeout",
-    "ServiceError",
     "Timing",
     "Upstream",
 ]

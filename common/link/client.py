@@ -62,6 +62,8 @@ class Upstream:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._connecting: asyncio.Task[Link] | None = None
+        self._connect_timeout = self.settings.connect_timeout + self.settings.timing.handshake_timeout
 
     @property
     def connected(self) -> bool:
@@ -74,6 +76,20 @@ class Upstream:
         self._stopping = True
         if self.link is not None:
             self.link.close()
+        connecting = self._connecting
+        if connecting is not None and not connecting.done():
+            # Cancelling a connect in the middle of its TLS handshake leaks the
+            # socket (asyncio on 3.11); let it finish, it is bounded anyway.
+            await asyncio.wait({connecting}, timeout=self._connect_timeout)
+        if (
+            connecting is not None
+            and connecting.done()
+            and not connecting.cancelled()
+            and connecting.exception() is None
+        ):
+            connecting.result().abort()
+        if self.link is not None:
+            self.link.abort()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,9 +111,6 @@ class Upstream:
     async def call(self, rpc: Rpc[ReqT, ResT], request: ReqT, timeout: float) -> ResT:
         return await self._open_link().call(rpc, request, timeout)
 
-    async def request(self, command_id: int, message: Message, timeout: float) -> tuple[int, Message]:
-        return await self._open_link().request(command_id, message, timeout)
-
     def send(self, command: OneWay[Any] | int, message: Message) -> bool:
         link = self.link
         return link is not None and self._ready.is_set() and link.send(command, message)
@@ -113,6 +126,9 @@ class Upstream:
 
     def link_authenticated(self, link: Link, peer: Identity) -> tuple[int, str] | None:
         return None  # only the accepting side is asked
+
+    def link_made(self, link: Link) -> None:
+        pass
 
     def commands_for(self, peer: Identity) -> Commands | None:
         return self.commands
@@ -164,6 +180,7 @@ class Upstream:
         loop = asyncio.get_running_loop()
         start = random.randrange(len(self.addresses))
         delay = 0.0
+        failures = 0
         for attempt in itertools.count():
             if delay:
                 await asyncio.sleep(delay)
@@ -171,15 +188,25 @@ class Upstream:
                 return
             host, port = self.addresses[(start + attempt) % len(self.addresses)]
             self.attempts += 1
+            self._connecting = loop.create_task(self._connect(host, port))
             try:
-                link = await asyncio.wait_for(
-                    self._connect(host, port),
-                    self.settings.connect_timeout + self.settings.timing.handshake_timeout,
-                )
+                link = await asyncio.wait_for(asyncio.shield(self._connecting), self._connect_timeout)
             except (OSError, TimeoutError, LinkDown) as exc:
+                if not self._connecting.done():
+                    self._connecting.cancel()
                 delay = self.backoff.failed()
-                log.debug("%s: cannot link to %s:%d: %s (retry in %.2fs)", self.name, host, port, exc, delay)
+                failures += 1
+                # The first failure of a streak is news (a refused secret, a bad
+                # certificate, a peer down); the retries after it are not.
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                log.log(
+                    level, "%s: cannot link to %s:%d: %s (retrying)", self.name, host, port, exc or "timeout"
+                )
                 continue
+            failures = 0
+            if self._stopping:
+                link.abort()
+                return
             self.link = link
             self.backoff.link_up(loop.time())
             try:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from google.protobuf.message import Message
 
 from common.codec import Frame
-from common.commands import MESSAGE_OF, Cmd
+from common.commands import Cmd
 from common.errors import Bug, ImError, Unavailable, describe, error_code, from_code
 from common.link.handshake import Identity
 from common.link.session import (
@@ -64,6 +64,10 @@ class LinkOwner(Protocol):
         """(Accepting side) None to let ``peer`` in, or (ErrorCode, why) to refuse it."""
         ...
 
+    def link_made(self, link: Link) -> None:
+        """The connection is up (after TLS, if any); no handshake yet."""
+        ...
+
     def commands_for(self, peer: Identity) -> Commands | None: ...
     def link_opened(self, link: Link) -> None: ...
     def link_closed(self, link: Link) -> None: ...
@@ -73,8 +77,8 @@ class LinkOwner(Protocol):
 class _Call:
     future: asyncio.Future[Any]
     command_id: int
-    reply_command: int  # 0: any (the legacy request())
-    reply: type[Message] | None
+    reply_command: int
+    reply: type[Message]
     timeout: float
 
 
@@ -147,6 +151,7 @@ class Link(asyncio.Protocol):
         self.log = PeerLogger(log, self.peer)
         session = self.session = self._new_session(self.loop.time())
         tune_socket(transport, session.timing)
+        self.owner.link_made(self)
         self._flush()
         self._arm()
 
@@ -183,28 +188,13 @@ class Link(asyncio.Protocol):
 
         Raises LinkDown or RequestTimeout (both Unavailable) when no answer comes.
         """
-        reply: ResT = await self._request(rpc.command, request, timeout, rpc.reply_command, rpc.reply)
-        return reply
-
-    async def request(self, command_id: int, message: Message, timeout: float) -> tuple[int, Message]:
-        """An untyped request: (reply command, reply). Prefer :meth:`call`."""
-        result: tuple[int, Message] = await self._request(command_id, message, timeout, 0, None)
-        return result
-
-    async def _request(
-        self,
-        command_id: int,
-        message: Message,
-        timeout: float,
-        reply_command: int,
-        reply: type[Message] | None,
-    ) -> Any:
         session = self.session
         if session is None or self.closing or not session.is_open:
             raise LinkDown(f"link to {self.peer} is not open")
-        request_id = session.send_request(command_id, message.SerializeToString(), self.loop.time(), timeout)
-        future: asyncio.Future[Any] = self.loop.create_future()
-        self._calls[request_id] = _Call(future, command_id, reply_command, reply, timeout)
+        body = request.SerializeToString()
+        request_id = session.send_request(rpc.command, body, self.loop.time(), timeout)
+        future: asyncio.Future[ResT] = self.loop.create_future()
+        self._calls[request_id] = _Call(future, rpc.command, rpc.reply_command, rpc.reply, timeout)
         self._flush()
         self._arm()
         try:
@@ -400,17 +390,15 @@ class Link(asyncio.Protocol):
             else:
                 future.set_exception(Bug("malformed LinkError"))
             return
-        expected = call.reply_command
-        if expected and event.command_id != expected:
+        if event.command_id != call.reply_command:
             future.set_exception(Bug(f"0x{call.command_id:04x} answered with 0x{event.command_id:04x}"))
             self._violation(f"0x{call.command_id:04x} answered with 0x{event.command_id:04x}")
             return
-        cls = call.reply or MESSAGE_OF.get(event.command_id)
-        reply = self._parse(cls, event.body, event.command_id) if cls is not None else None
+        reply = self._parse(call.reply, event.body, event.command_id)
         if reply is None:
             future.set_exception(Bug(f"malformed reply 0x{event.command_id:04x}"))
             return
-        future.set_result(reply if expected else (event.command_id, reply))
+        future.set_result(reply)
 
     def _timed_out(self, event: RequestTimedOut) -> None:
         call = self._calls.pop(event.request_id, None)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from common.link.handshake import Identity
 from common.link.protocol import Link
 from common.link.session import LinkSession, Side
 from common.link.settings import LinkSettings
+from common.link.tls_gate import TlsGate
 from common.pb import internal_pb2
 from common.rpc import Commands
 
@@ -43,20 +44,19 @@ class LinkServer:
         self.connections: set[Link] = set()
         self.linked: dict[Identity, Link] = {}
         self.server: asyncio.AbstractServer | None = None
+        self._tls_tasks: set[asyncio.Task[None]] = set()
 
     async def listen(self, host: str, port: int, backlog: int = 1024) -> int:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            self._new_link,
-            host,
-            port,
-            backlog=backlog,
-            reuse_address=True,
-            ssl=self.settings.server_ssl,
-            ssl_handshake_timeout=self.settings.timing.handshake_timeout
-            if self.settings.server_ssl
-            else None,
-        )
+        context = self.settings.server_ssl
+        factory: Callable[[], asyncio.Protocol] = self._new_link
+        if context is not None:
+            timeout = self.settings.timing.handshake_timeout
+
+            def factory() -> asyncio.Protocol:
+                return TlsGate(context, timeout, self._new_link, self._tls_tasks)
+
+        self.server = await loop.create_server(factory, host, port, backlog=backlog, reuse_address=True)
         return int(self.server.sockets[0].getsockname()[1])
 
     def _new_link(self) -> Link:
@@ -65,11 +65,12 @@ class LinkServer:
         def session(now: float) -> LinkSession:
             return LinkSession(Side.SERVER, self.identity, settings.secrets, now, timing=settings.timing)
 
-        link = Link(self, session)
-        self.connections.add(link)
-        return link
+        return Link(self, session)
 
     # -- LinkOwner ----------------------------------------------------------------
+
+    def link_made(self, link: Link) -> None:
+        self.connections.add(link)
 
     def link_authenticated(self, link: Link, peer: Identity) -> tuple[int, str] | None:
         if peer.role not in self.commands_by_role:
@@ -113,6 +114,8 @@ class LinkServer:
     async def close(self, timeout: float = 3.0) -> None:
         if self.server is not None:
             self.server.close()
+        for task in list(self._tls_tasks):
+            task.cancel()
         for link in list(self.connections):
             link.close()
         if self.server is not None:

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.message import Message
 
 from common.codec import Frame
-from common.commands import Cmd, decode_body
+from common.commands import Cmd, Rpcs, decode_body
 from common.errors import ImError
 from common.link import Identity, LinkClient, Upstream
 from common.pb import base_pb2, internal_pb2
@@ -57,15 +56,9 @@ async def linked(port: int, role: int, node_id: str, **kwargs: Any) -> Upstream:
     return upstream
 
 
-async def request(link: Upstream, command_id: int, message: Message) -> tuple[int, Any]:
-    """A request over a link; the reply's message is Any (protobuf classes are untyped here)."""
-    return await link.request(command_id, message, TIMEOUT)
-
-
 async def admin_call(link: Upstream, method: str, args: dict[str, Any]) -> dict[str, Any]:
     call = internal_pb2.AdminCall(method=method, args_json=json.dumps(args))
-    command, result = await request(link, Cmd.ADMIN_CALL, call)
-    assert command == Cmd.ADMIN_RESULT
+    result = await link.call(Rpcs.ADMIN_CALL, call, TIMEOUT)
     decoded: dict[str, Any] = json.loads(result.result_json)
     return decoded
 
@@ -148,7 +141,7 @@ class Harness:
     async def login(self, name: str, password: str) -> int:
         """db_proxy's answer to a gateway's login request: 0 ok, else TeamTalk's refusal code."""
         req = internal_pb2.DbLoginReq(user_name=name, password_md5=md5_hex(password), peer="test")
-        _, res = await request(self.client, Cmd.DB_LOGIN_REQ, req)
+        res = await self.client.call(Rpcs.DB_LOGIN, req, TIMEOUT)
         return int(res.result_code)
 
     async def online(

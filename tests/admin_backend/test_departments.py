@@ -3,9 +3,9 @@ a client's incremental department sync sees of it."""
 
 from __future__ import annotations
 
-from common.commands import Cmd
+from common.commands import Rpcs
 from common.pb import base_pb2, buddy_pb2, internal_pb2
-from tests.admin_backend.conftest import Harness, request
+from tests.admin_backend.conftest import TIMEOUT, Harness
 
 BAD, NOT_FOUND, CONFLICT = internal_pb2.ERR_BAD_REQUEST, internal_pb2.ERR_NOT_FOUND, internal_pb2.ERR_CONFLICT
 
@@ -13,7 +13,7 @@ BAD, NOT_FOUND, CONFLICT = internal_pb2.ERR_BAD_REQUEST, internal_pb2.ERR_NOT_FO
 async def synced(h: Harness, since: int) -> dict[int, base_pb2.DepartInfo]:
     """A client's incremental department sync after ``since``."""
     req = buddy_pb2.IMDepartmentReq(user_id=1, latest_update_time=since)
-    _, res = await request(h.client, Cmd.DEPARTMENT_REQ, req)
+    res = await h.client.call(Rpcs.DEPARTMENT, req, TIMEOUT)
     return {d.dept_id: d for d in res.dept_list}
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from common.commands import Cmd
+from common.commands import Rpcs
 from common.errors import ImError
 from common.pb import base_pb2, buddy_pb2, internal_pb2
-from tests.admin_backend.conftest import Harness, admin_call, request
+from tests.admin_backend.conftest import TIMEOUT, Harness, admin_call
 
 BAD, NOT_FOUND, CONFLICT = internal_pb2.ERR_BAD_REQUEST, internal_pb2.ERR_NOT_FOUND, internal_pb2.ERR_CONFLICT
 OK = base_pb2.REFUSE_REASON_NONE
@@ -33,7 +33,7 @@ USER_KEYS = {
 async def all_users_since(h: Harness, since: int) -> dict[int, base_pb2.UserInfo]:
     """What a client's incremental all-user sync gets."""
     req = buddy_pb2.IMAllUserReq(user_id=1, latest_update_time=since)
-    _, res = await request(h.client, Cmd.ALL_USER_REQ, req)
+    res = await h.client.call(Rpcs.ALL_USER, req, TIMEOUT)
     return {u.user_id: u for u in res.user_list}
 
 
@@ -99,7 +99,7 @@ async def test_unknown_method_and_malformed_arguments(harness: Harness) -> None:
     for raw in ("not json", "[1, 2]"):
         call = internal_pb2.AdminCall(method="users.list", args_json=raw)
         try:
-            await request(h.db, Cmd.ADMIN_CALL, call)
+            await h.db.call(Rpcs.ADMIN_CALL, call, TIMEOUT)
         except ImError as exc:
             assert exc.code == BAD
         else:

@@ -201,6 +201,10 @@ async def test_tls_refuses_a_certificate_from_another_ca(
         upstreams, port, ADMIN, LinkSettings(secrets=secret_of(with_tls), client_ssl=rogue_tls), role
     )
     await refused_repeatedly(intruder)
+    server = PORTS[which][0]
+    assert metric(with_tls, server, 'imcluster_link_auth_failures_total{reason="tls"}') >= 1
+    log = (with_tls.local.run_dir / f"{server}.log").read_text()
+    assert "TLS handshake failed" in log and "127.0.0.1:" in log
     # Without TLS at all, nothing either.
     plain = start(upstreams, port, ADMIN, LinkSettings(secrets=secret_of(with_tls)), role)
     await refused_repeatedly(plain)
