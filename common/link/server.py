@@ -44,7 +44,6 @@ class LinkServer:
         self.connections: set[Link] = set()
         self.linked: dict[Identity, Link] = {}
         self.server: asyncio.AbstractServer | None = None
-        self._tls_tasks: set[asyncio.Task[None]] = set()
 
     async def listen(self, host: str, port: int, backlog: int = 1024) -> int:
         loop = asyncio.get_running_loop()
@@ -54,7 +53,7 @@ class LinkServer:
             timeout = self.settings.timing.handshake_timeout
 
             def factory() -> asyncio.Protocol:
-                return TlsGate(context, timeout, self._new_link, self._tls_tasks)
+                return TlsGate(context, timeout, self._new_link)
 
         self.server = await loop.create_server(factory, host, port, backlog=backlog, reuse_address=True)
         return int(self.server.sockets[0].getsockname()[1])
@@ -114,8 +113,6 @@ class LinkServer:
     async def close(self, timeout: float = 3.0) -> None:
         if self.server is not None:
             self.server.close()
-        for task in list(self._tls_tasks):
-            task.cancel()
         for link in list(self.connections):
             link.close()
         if self.server is not None:
