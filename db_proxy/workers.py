@@ -121,6 +121,8 @@ class MessageWorkers:
         try:
             result = await job.run()
         except Exception as exc:
+            # Whoever awaits the future answers for it (a non-ImError is
+            # logged as a bug by the link that carried the request).
             if not job.future.done():
                 job.future.set_exception(exc)
             return
@@ -131,12 +133,19 @@ class MessageWorkers:
         started = time.monotonic()
         try:
             results = await self.store.save_messages([job.message for job in batch])
-        except Exception as exc:  # StoreError, or a bug: either way the worker lives on
+        except Exception as exc:  # the taxonomy, or a bug: either way the worker lives on
             if len(batch) == 1:
                 self._fail(batch[0], exc)
                 return
             # One bad message must not sink the others: retry them one by one.
-            log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+            # (A sender outside its group is routine; anything else is worth a look.)
+            caller_fault = isinstance(exc, ImError) and not exc.server_fault
+            log.log(
+                logging.INFO if caller_fault else logging.WARNING,
+                "batch of %d failed (%s); retrying one by one",
+                len(batch),
+                exc,
+            )
             for job in batch:
                 await self._commit([job])
             return

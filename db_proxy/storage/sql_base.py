@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar
+
+from common.errors import Conflict
 
 from .model import InvalidValue, StoreError
 
@@ -96,12 +98,12 @@ class Database(Protocol):
         ...
 
 
-class UniqueViolation(StoreError):
-    """An insert hit an existing unique key."""
+class UniqueViolation(Conflict):
+    """An insert hit an existing unique key (each caller names what clashed: DuplicateName...)."""
 
 
 class TransientError(StoreError):
-    """The engine gave up on a transaction (deadlock); running it again may succeed."""
+    """The engine gave up on a transaction (deadlock, lock wait); running it again may succeed."""
 
 
 def marks(n: int) -> str:
@@ -118,11 +120,27 @@ def valid_ids(ids: Iterable[int]) -> list[int]:
     return sorted({i for i in ids if 0 < i <= U32_MAX})
 
 
-def check_text(what: str, value: object, limit: int) -> str:
-    """``value`` if it is a str of at most ``limit`` characters (the column's size)."""
+def is_text(value: object) -> TypeGuard[str]:
+    """True for a str both engines can store: one that encodes as UTF-8.
+
+    A proto2 string holding invalid UTF-8 arrives as bytes, and a JSON
+    string may hold a lone surrogate ("\\ud800"), which no driver can send.
+    """
     if not isinstance(value, str):
-        # A proto2 string holding invalid UTF-8 arrives as bytes.
-        raise InvalidValue(f"{what} must be UTF-8 text, not {type(value).__name__}")
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(what: str, value: object, limit: int) -> str:
+    """``value`` if it is text of at most ``limit`` characters (the column's size)."""
+    if not is_text(value):
+        raise InvalidValue(f"{what} must be UTF-8 text")
     if len(value) > limit:
         raise InvalidValue(f"{what} is longer than {limit} characters")
     return value
