@@ -17,22 +17,27 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from common.conversation import conversation_key
 from common.errors import Bug, ImError, Overloaded
+from common.pb import internal_pb2
 from db_proxy import metrics
 from db_proxy.storage.model import NewMessage, SavedMessage, Store
 
 log = logging.getLogger("db.workers")
 
-Publish = Callable[[NewMessage, SavedMessage, Any], None]
+# Where a message came from (the gateway and connection that sent it), for
+# the push: that connection has it already.
+Origin = internal_pb2.Origin
+Publish = Callable[[NewMessage, SavedMessage, Origin], None]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class SaveJob:
     message: NewMessage
-    origin: Any
+    origin: Origin
     future: asyncio.Future[SavedMessage]
 
 
@@ -86,17 +91,15 @@ class MessageWorkers:
         except asyncio.QueueFull:
             raise Overloaded("message workers are saturated") from None
 
-    def save(self, message: NewMessage, origin: Any) -> asyncio.Future[SavedMessage]:
+    def save(self, message: NewMessage, origin: Origin) -> asyncio.Future[SavedMessage]:
         future: asyncio.Future[SavedMessage] = asyncio.get_running_loop().create_future()
         key = conversation_key(message.session_type, message.from_user_id, message.to_id)
         self._put(key, SaveJob(message, origin, future))
         return future
 
-    def run_ordered(
-        self, key: tuple[int, int, int], run: Callable[[], Awaitable[Any]]
-    ) -> asyncio.Future[Any]:
+    def run_ordered(self, key: tuple[int, int, int], run: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """Run ``run`` after everything already queued for that conversation."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._put(key, OrderedJob(run, future))
         return future
 

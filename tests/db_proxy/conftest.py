@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import pytest
 from google.protobuf.message import Message
@@ -62,7 +62,7 @@ class DbProxy:
         reply.SerializeToString()  # as the link will: every required field set, all text UTF-8
         return reply
 
-    def publish(self, message: NewMessage, saved: SavedMessage, origin: Any) -> None:
+    def publish(self, message: NewMessage, saved: SavedMessage, origin: internal_pb2.Origin) -> None:
         # As RoutePublisher does (the origin is copied into the push).
         deliver = internal_pb2.RouteDeliver(
             user_ids=sorted(set(saved.recipients)), command_id=0x0301, body=message.msg_data, origin=origin

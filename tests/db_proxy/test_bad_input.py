@@ -22,6 +22,7 @@ from tests.db_proxy.conftest import PASSWORD, DbProxy, with_raw
 NOT_UTF8 = b"\xff\xfe caf\xe9"  # latin-1, as some clients send
 SINGLE, GROUP = base_pb2.SESSION_TYPE_SINGLE, base_pb2.SESSION_TYPE_GROUP
 U32_MAX = 2**32 - 1
+ORIGIN = internal_pb2.Origin(gateway_id="test", conn_id=1)
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -208,7 +209,7 @@ async def test_a_failure_while_storing_that_is_no_refusal_is_a_bug_logged_once(
     monkeypatch.setattr(db.store, "save_messages", broken)
     message = NewMessage(db.alice, 1, db.bob, 1, b"x", 1)
     with pytest.raises(Bug):
-        await db.workers.save(message, None)
+        await db.workers.save(message, ORIGIN)
     logged = tracebacks(caplog)
     assert len(logged) == 1 and logged[0].exc_info is not None
     assert isinstance(logged[0].exc_info[1], KeyError)
@@ -220,7 +221,7 @@ async def test_a_refusal_while_storing_is_passed_on_as_it_is(
     outsider = await db.store.create_user("outsider", "h")
     message = NewMessage(outsider, 2, db.group, base_pb2.MSG_TYPE_GROUP_TEXT, b"x", 1)
     with pytest.raises(Forbidden):
-        await db.workers.save(message, None)
+        await db.workers.save(message, ORIGIN)
     assert tracebacks(caplog) == []
 
 
@@ -228,9 +229,9 @@ async def test_a_full_queue_is_overloaded(db: DbProxy) -> None:
     idle = MessageWorkers(
         db.store, lambda m, s, o: None, workers=1, queue_size=1, batch_size=1
     )  # not started
-    first = idle.save(NewMessage(db.alice, 1, db.bob, 1, b"x", 1), None)
+    first = idle.save(NewMessage(db.alice, 1, db.bob, 1, b"x", 1), ORIGIN)
     with pytest.raises(Overloaded):
-        idle.save(NewMessage(db.alice, 1, db.bob, 1, b"y", 1), None)
+        idle.save(NewMessage(db.alice, 1, db.bob, 1, b"y", 1), ORIGIN)
     with pytest.raises(Overloaded):
         idle.run_ordered((1, db.alice, db.bob), db.store.ping)
     first.cancel()
