@@ -11,10 +11,10 @@ import logging
 
 import pytest
 
-from common.commands import Cmd
+from common.commands import Rpcs
 from common.errors import ImError
 from common.pb import internal_pb2
-from tests.admin_backend.conftest import Harness, admin_error, request
+from tests.admin_backend.conftest import TIMEOUT, Harness, admin_error
 from tests.db_proxy.conftest import with_raw
 
 BAD, NOT_FOUND = internal_pb2.ERR_BAD_REQUEST, internal_pb2.ERR_NOT_FOUND
@@ -28,7 +28,7 @@ def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 async def raw_call_error(h: Harness, call: internal_pb2.AdminCall) -> int:
     try:
-        await request(h.db, Cmd.ADMIN_CALL, call)
+        await h.db.call(Rpcs.ADMIN_CALL, call, TIMEOUT)
     except ImError as exc:
         return exc.code
     raise AssertionError(f"{call} was accepted")
