@@ -10,8 +10,8 @@ from typing import Any, TypeGuard
 
 from common.errors import InvalidArgument
 from db_proxy.storage import schema
-from db_proxy.storage.model import Department, Group, User
-from db_proxy.storage.sql_base import I32, U32_MAX, is_text
+from db_proxy.storage.model import Department, Group, User, is_text
+from db_proxy.storage.sql_base import I32, U32_MAX
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
@@ -48,7 +48,7 @@ def integer(value: object, what: str, low: int, high: int) -> int:
 def text(value: object, what: str, limit: int, *, empty: bool = True) -> str:
     if not isinstance(value, str):
         raise InvalidArgument(f"{what} must be a string")
-    if not is_text(value):  # a lone surrogate ("\\ud800" in the JSON): no database takes it
+    if not is_text(value):  # a lone surrogate ("\ud800" in the JSON): no database takes it
         raise InvalidArgument(f"{what} is not valid Unicode")
     if len(value) > limit:
         raise InvalidArgument(f"{what} is longer than {limit} characters")

@@ -32,8 +32,8 @@ from db_proxy.storage.model import (
     Store,
     StoredMessage,
     User,
+    is_text,
 )
-from db_proxy.storage.sql_base import is_text
 from db_proxy.workers import MessageWorkers
 
 log = logging.getLogger("db.handlers")

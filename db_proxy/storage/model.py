@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from common.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
 
@@ -121,6 +121,23 @@ class Group:
     members: tuple[int, ...] = field(default=())  # current members, ascending
     shield: int = 0  # the viewing user's shield status (1: muted), where a viewer is known
     dismissed: bool = False  # dismissed by an administrator: no members, no changes
+
+
+def is_text(value: object) -> TypeGuard[str]:
+    """True for a str both engines can store: one that encodes as UTF-8.
+
+    A proto2 string holding invalid UTF-8 arrives as bytes, and a JSON
+    string may hold a lone surrogate ("\\ud800"), which no driver can send.
+    """
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # The store's errors are the cluster's error taxonomy (common.errors), one

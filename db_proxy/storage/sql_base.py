@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeGuard, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from common.errors import Conflict
 
-from .model import InvalidValue, StoreError
+from .model import InvalidValue, StoreError, is_text
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
@@ -118,23 +118,6 @@ def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
 def valid_ids(ids: Iterable[int]) -> list[int]:
     """The distinct ids that fit an INT UNSIGNED id column, ascending."""
     return sorted({i for i in ids if 0 < i <= U32_MAX})
-
-
-def is_text(value: object) -> TypeGuard[str]:
-    """True for a str both engines can store: one that encodes as UTF-8.
-
-    A proto2 string holding invalid UTF-8 arrives as bytes, and a JSON
-    string may hold a lone surrogate ("\\ud800"), which no driver can send.
-    """
-    if not isinstance(value, str):
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_text(what: str, value: object, limit: int) -> str:

@@ -18,6 +18,7 @@ from .model import (
     NewUser,
     UnknownDepartment,
     User,
+    is_text,
 )
 from .sql_base import (
     BUMP_UPDATED,
@@ -30,7 +31,6 @@ from .sql_base import (
     check_int,
     check_text,
     chunks,
-    is_text,
     marks,
     valid_ids,
 )
