@@ -22,13 +22,19 @@ def admin_handler(
     methods: Mapping[str, AdminMethod],
 ) -> RpcHandler[internal_pb2.AdminCall, internal_pb2.AdminResult]:
     async def handle(link: Link, call: internal_pb2.AdminCall) -> internal_pb2.AdminResult:
-        method = methods.get(call.method)
+        # A proto2 string holding invalid UTF-8 arrives as bytes: no method
+        # has such a name, and json.loads would try to decode it.
+        method = methods.get(call.method) if isinstance(call.method, str) else None
         if method is None:
             raise InvalidArgument(f"unknown admin method {call.method!r}")
+        if not isinstance(call.args_json, str):
+            raise InvalidArgument("arguments are not UTF-8")
         try:
             args = json.loads(call.args_json or "{}")
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise InvalidArgument(f"arguments are not JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            # ValueError: not JSON, or an integer of more digits than Python
+            # converts; RecursionError: nested deeper than the parser goes.
+            raise InvalidArgument(f"arguments are not JSON: {type(exc).__name__}: {exc}"[:200]) from None
         if not isinstance(args, dict):
             raise InvalidArgument("arguments must be a JSON object")
         result = await method(args)

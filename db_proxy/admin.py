@@ -18,7 +18,7 @@ from typing import Any
 
 from common.admin import AdminMethod
 from common.commands import Cmd
-from common.errors import Unavailable
+from common.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
 from common.pb import base_pb2, group_pb2, internal_pb2
 from common.teamtalk_text import encode_text
 from db_proxy import admin_args as a
@@ -96,13 +96,13 @@ class DbAdmin:
     async def _user(self, ref: int | str) -> User:
         """The user named by id or login name (a decimal string is tried as an id first)."""
         user: User | None = None
-        if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):
+        if isinstance(ref, int) or a.is_decimal(ref):
             found = [u for u in await self.store.users_by_id([int(ref)]) if not u.deleted]
             user = found[0] if found else None
         if user is None and isinstance(ref, str):
             user = await self.store.user_by_name(ref)
         if user is None or user.deleted:
-            raise a.not_found(f"no user {ref!r}")
+            raise NotFound(f"no user {ref!r}")
         return user
 
     async def _users(self, refs: Iterable[int | str]) -> list[int]:
@@ -112,13 +112,13 @@ class DbAdmin:
     async def _department(self, dept_id: int) -> Department:
         department = await self.store.department_by_id(dept_id)
         if department is None or department.deleted:
-            raise a.not_found(f"no department {dept_id}")
+            raise NotFound(f"no department {dept_id}")
         return department
 
     async def _group(self, group_id: int) -> Group:
         group = await self.store.group_by_id(group_id)
         if group is None or group.dismissed:
-            raise a.not_found(f"no group {group_id}")
+            raise NotFound(f"no group {group_id}")
         return group
 
     async def _hash(self, password: str) -> str:
@@ -136,7 +136,7 @@ class DbAdmin:
         if isinstance(department_id, int) and department_id:
             await self._department(department_id)
         if await self.store.user_by_name(name) is not None:
-            raise a.conflict(f"a user named {name!r} exists")
+            raise Conflict(f"a user named {name!r} exists")
         user_id = await self.store.create_user(name, await self._hash(password), **values)
         return {"user": a.user_json(await self._user(user_id))}
 
@@ -155,7 +155,7 @@ class DbAdmin:
         a.check_keys(args, {"user", "fields"}, "users.update")
         fields = args.get("fields")
         if not isinstance(fields, dict):
-            raise a.bad_request("fields must be an object")
+            raise InvalidArgument("fields must be an object")
         values = a.profile(fields, a.UPDATE_FIELDS, "users.update fields")
         user = await self._user(a.user_ref(args.get("user"), "user"))
         department_id = values.get("department_id")
@@ -177,7 +177,7 @@ class DbAdmin:
     async def _change(self, user: User, **values: object) -> User:
         changed = await self.store.update_user_profile(user.id, **values)
         if changed is None or changed.deleted:
-            raise a.not_found(f"no user {user.id}")
+            raise NotFound(f"no user {user.id}")
         return changed
 
     async def delete_user(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +185,7 @@ class DbAdmin:
         user = await self._user(a.user_ref(args.get("user"), "user"))
         before = await self.store.delete_user(user.id)
         if before is None:
-            raise a.not_found(f"no user {user.id}")
+            raise NotFound(f"no user {user.id}")
         # A deleted user can join nothing (the store ignores it), so this
         # leaves it in no group.
         for group_id in await self.store.group_ids_of(user.id):
@@ -249,11 +249,11 @@ class DbAdmin:
         avatar = a.text(args.get("avatar", ""), "avatar", schema.GROUP_TEXT_LIMITS["avatar"])
         group_type = a.GROUP_TYPES.get(args.get("type", "normal"))
         if group_type is None:
-            raise a.bad_request('type must be "normal" or "temp"')
+            raise InvalidArgument('type must be "normal" or "temp"')
         creator = await self._user(a.user_ref(args.get("creator"), "creator"))
         members = await self._users([creator.id, *a.user_refs(args.get("members"), "members")])
         if len(members) > MAX_GROUP_MEMBERS:
-            raise a.bad_request(f"{len(members)} members, more than {MAX_GROUP_MEMBERS}")
+            raise InvalidArgument(f"{len(members)} members, more than {MAX_GROUP_MEMBERS}")
         group = await self.store.create_group(name, avatar, creator.id, group_type, members)
         self._tell_members(group, base_pb2.GROUP_MODIFY_TYPE_ADD, list(group.members), group.members)
         return {"group": a.group_json(group)}
@@ -275,7 +275,7 @@ class DbAdmin:
         group = await self._group(group_id)
         add, remove = await self._users(add_refs), await self._users(remove_refs)
         if len(set(group.members).union(add)) > MAX_GROUP_MEMBERS:
-            raise a.bad_request(f"group {group_id} would have more than {MAX_GROUP_MEMBERS} members")
+            raise InvalidArgument(f"group {group_id} would have more than {MAX_GROUP_MEMBERS} members")
         after, changed = await self.store.change_group_members(group_id, add, remove)
         added = [u for u in changed if u in after.members]
         removed = [u for u in changed if u not in after.members]
@@ -322,11 +322,11 @@ class DbAdmin:
         a.check_keys(args, {"from", "to_user", "to_group", "text"}, "send")
         text = a.text(args.get("text"), "text", MAX_TEXT_BYTES, empty=False)
         if len(text.encode()) > MAX_TEXT_BYTES:
-            raise a.bad_request(f"text is longer than {MAX_TEXT_BYTES} bytes of UTF-8")
+            raise InvalidArgument(f"text is longer than {MAX_TEXT_BYTES} bytes of UTF-8")
         # Written as TeamTalk's clients write text, so they can show it.
         body = encode_text(text) if self.config.admin_text_encoding == "teamtalk" else text.encode()
         if ("to_user" in args) == ("to_group" in args):
-            raise a.bad_request("send needs exactly one of to_user and to_group")
+            raise InvalidArgument("send needs exactly one of to_user and to_group")
         sender_ref = a.user_ref(args.get("from"), "from")
         if sender_ref == "system":
             sender = await self.system_user()
@@ -340,7 +340,7 @@ class DbAdmin:
             session_type, msg_type = SESSION_GROUP, base_pb2.MSG_TYPE_GROUP_TEXT
             group = await self._group(a.object_id(args, "to_group"))
             if not trusted and sender.id not in group.members:
-                raise a.forbidden(f"user {sender.id} is not a member of group {group.id}")
+                raise Forbidden(f"user {sender.id} is not a member of group {group.id}")
             to_id = group.id
         message = NewMessage(
             sender.id, session_type, to_id, msg_type, body, int(time.time()), trusted=trusted

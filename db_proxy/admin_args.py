@@ -1,20 +1,21 @@
 """The admin API's arguments and results on db_proxy's side: checking the
-decoded JSON arguments (a bad one is ERR_BAD_REQUEST with a message naming
+decoded JSON arguments (a bad one is InvalidArgument with a message naming
 it) and the JSON shapes of users, departments and groups (docs/admin-api.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
-from common.errors import Conflict, Forbidden, InvalidArgument, NotFound
+from common.errors import InvalidArgument
 from db_proxy.storage import schema
-from db_proxy.storage.model import Department, Group, User
+from db_proxy.storage.model import Department, Group, User, is_text
 from db_proxy.storage.sql_base import I32, U32_MAX
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
+MAX_ID_DIGITS = 20  # more than any id has
 MAX_PASSWORD = 1024  # characters of a plain password; it is only ever hashed
 GROUP_TYPES = {"normal": 1, "temp": 2}
 GROUP_TYPE_NAMES = {number: name for name, number in GROUP_TYPES.items()}
@@ -29,44 +30,30 @@ CREATE_FIELDS = frozenset(PROFILE_TEXTS) | {"gender", "department_id"}
 UPDATE_FIELDS = frozenset(PROFILE_TEXTS) | frozenset(PROFILE_INTS)
 
 
-def bad_request(message: str) -> InvalidArgument:
-    return InvalidArgument(message)
-
-
-def not_found(message: str) -> NotFound:
-    return NotFound(message)
-
-
-def conflict(message: str) -> Conflict:
-    return Conflict(message)
-
-
-def forbidden(message: str) -> Forbidden:
-    return Forbidden(message)
-
-
 def check_keys(args: Mapping[str, Any], allowed: frozenset[str] | set[str], what: str) -> None:
     unknown = sorted(set(args) - allowed)
     if unknown:
-        raise bad_request(f"{what}: unknown field(s) {', '.join(unknown)}")
+        raise InvalidArgument(f"{what}: unknown field(s) {', '.join(unknown)}")
 
 
 def integer(value: object, what: str, low: int, high: int) -> int:
     """An int in [low, high] (JSON has no other integers; bools are refused)."""
     if type(value) is not int:
-        raise bad_request(f"{what} must be an integer")
+        raise InvalidArgument(f"{what} must be an integer")
     if not low <= value <= high:
-        raise bad_request(f"{what} {value} is out of range [{low}, {high}]")
+        raise InvalidArgument(f"{what} {value} is out of range [{low}, {high}]")
     return value
 
 
 def text(value: object, what: str, limit: int, *, empty: bool = True) -> str:
     if not isinstance(value, str):
-        raise bad_request(f"{what} must be a string")
+        raise InvalidArgument(f"{what} must be a string")
+    if not is_text(value):  # a lone surrogate ("\ud800" in the JSON): no database takes it
+        raise InvalidArgument(f"{what} is not valid Unicode")
     if len(value) > limit:
-        raise bad_request(f"{what} is longer than {limit} characters")
+        raise InvalidArgument(f"{what} is longer than {limit} characters")
     if not empty and not value.strip():
-        raise bad_request(f"{what} must not be empty")
+        raise InvalidArgument(f"{what} must not be empty")
     return value
 
 
@@ -78,10 +65,10 @@ def optional_int(args: Mapping[str, Any], key: str, default: int, low: int, high
 def object_id(args: Mapping[str, Any], key: str = "id") -> int:
     """A required id (an integer, or its decimal string as it comes from a path)."""
     value = args.get(key)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if is_decimal(value):
         value = int(value)
     if value is None:
-        raise bad_request(f"{key} is required")
+        raise InvalidArgument(f"{key} is required")
     return integer(value, key, 1, U32_MAX)
 
 
@@ -96,16 +83,16 @@ def login_name(value: object) -> str:
     """A new user's login name: 1 to 64 characters, no whitespace."""
     name = text(value, "name", schema.USER_TEXT_LIMITS["name"])
     if not name:
-        raise bad_request("name must not be empty")
+        raise InvalidArgument("name must not be empty")
     if any(c.isspace() for c in name):
-        raise bad_request(f"name {name!r} contains whitespace")
+        raise InvalidArgument(f"name {name!r} contains whitespace")
     return name
 
 
 def password(value: object) -> str:
     """A plain password (hashed as a TeamTalk client's md5 would be)."""
     if value is None:
-        raise bad_request("password is required")
+        raise InvalidArgument("password is required")
     return text(value, "password", MAX_PASSWORD, empty=False)
 
 
@@ -123,16 +110,24 @@ def profile(fields: Mapping[str, Any], allowed: frozenset[str], what: str) -> di
 
 def user_ref(value: object, what: str) -> int | str:
     """A user named by id (an integer) or by login name (a string)."""
-    if type(value) is int or (isinstance(value, str) and value):
+    if type(value) is int:
         return value
-    raise bad_request(f"{what} must be a user id or login name")
+    if isinstance(value, str) and value:
+        return text(value, what, schema.USER_TEXT_LIMITS["name"])
+    raise InvalidArgument(f"{what} must be a user id or login name")
+
+
+def is_decimal(value: object) -> TypeGuard[str]:
+    """A string of ASCII digits short enough for an id (``int()`` of a very
+    long one is an error, and "²" is a digit but no decimal)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_DIGITS and value.isascii() and value.isdigit()
 
 
 def user_refs(value: object, what: str) -> list[int | str]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise bad_request(f"{what} must be a list of user ids or login names")
+        raise InvalidArgument(f"{what} must be a list of user ids or login names")
     return [user_ref(item, what) for item in value]
 
 

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from common.errors import ImError
+from common.errors import ImError, InvalidArgument, NotFound
 from db_proxy import admin_args as a
 from db_proxy.storage.model import Department, NewUser, Store
 
@@ -35,9 +35,9 @@ class UserImport:
     async def run(self, rows: object) -> tuple[int, list[dict[str, Any]]]:
         """Returns how many users were created and the rows skipped, by row index."""
         if not isinstance(rows, list):
-            raise a.bad_request("rows must be a list")
+            raise InvalidArgument("rows must be a list")
         if len(rows) > MAX_ROWS:
-            raise a.bad_request(f"{len(rows)} rows; at most {MAX_ROWS} a call")
+            raise InvalidArgument(f"{len(rows)} rows; at most {MAX_ROWS} a call")
         accepted: dict[str, tuple[int, str, dict[str, object]]] = {}
         for index, row in enumerate(rows):
             try:
@@ -65,7 +65,7 @@ class UserImport:
 
     def _row(self, row: object) -> tuple[str, str, dict[str, object]]:
         if not isinstance(row, dict):
-            raise a.bad_request("a row must be an object")
+            raise InvalidArgument("a row must be an object")
         a.check_keys(row, ROW_FIELDS, "row")
         name = a.login_name(row.get("name"))
         password = a.password(row.get("password"))
@@ -82,19 +82,19 @@ class UserImport:
 
     def _department(self, ref: object) -> int:
         """A live department by id (an integer or its decimal string) or by its name."""
-        if isinstance(ref, str) and ref.isascii() and ref.isdigit() and int(ref) in self.by_id:
+        if a.is_decimal(ref) and int(ref) in self.by_id:
             return int(ref)
         if type(ref) is int:
             if ref in self.by_id:
                 return ref
-            raise a.not_found(f"no department {ref}")
+            raise NotFound(f"no department {ref}")
         if not isinstance(ref, str):
-            raise a.bad_request("department must be a department id or name")
+            raise InvalidArgument("department must be a department id or name")
         ids = self.by_name.get(ref, [])
         if not ids:
-            raise a.not_found(f"no department named {ref!r}")
+            raise NotFound(f"no department named {ref!r}")
         if len(ids) > 1:
-            raise a.bad_request(f"{len(ids)} departments are named {ref!r}; give its id")
+            raise InvalidArgument(f"{len(ids)} departments are named {ref!r}; give its id")
         return ids[0]
 
     def _skip(self, index: int, row: object, reason: str) -> None:

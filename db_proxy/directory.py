@@ -6,12 +6,11 @@ from __future__ import annotations
 import time
 
 from common.commands import Rpcs
-from common.errors import ImError
 from common.link import Link
 from common.pb import base_pb2, buddy_pb2, login_pb2
 from common.rpc import Commands
-from db_proxy.handlers import user_info
-from db_proxy.storage.model import SESSION_GROUP, Store
+from db_proxy.handlers import FAILED, Refused, echo, result_code, unless_refused, user_info
+from db_proxy.storage.model import SESSION_GROUP, Store, User
 
 MAX_USERS_INFO = 2000  # ids in one users-info request
 
@@ -81,7 +80,7 @@ class DirectoryHandlers:
         removed = await self.store.remove_session(req.user_id, req.session_type, req.session_id)
         return buddy_pb2.IMRemoveSessionRsp(
             user_id=req.user_id,
-            result_code=0 if removed else 1,
+            result_code=0 if removed else FAILED,
             session_type=req.session_type,
             session_id=req.session_id,
             attach_data=req.attach_data,
@@ -113,28 +112,29 @@ class DirectoryHandlers:
             )
         return res
 
-    async def _update(self, user_id: int, **fields: object) -> int:
-        try:
-            return 0 if await self.store.update_user_profile(user_id, **fields) is not None else 1
-        except ImError as exc:
-            if exc.server_fault:
-                raise  # storage down: the gateway answers for it
-            return 1  # the caller's value: too long, not text...
+    async def _update(self, user_id: int, **fields: object) -> User | Refused:
+        """The profile after the change; Refused for a value that does not fit
+        (too long, not UTF-8) or a user that is no more."""
+        changed = await unless_refused(self.store.update_user_profile(user_id, **fields))
+        return Refused(f"no user {user_id}") if changed is None else changed
 
     async def change_avatar(
         self, link: Link, req: buddy_pb2.IMChangeAvatarReq
     ) -> buddy_pb2.IMChangeAvatarRsp:
-        result = await self._update(req.user_id, avatar=req.avatar_url)
+        changed = await self._update(req.user_id, avatar=req.avatar_url)
         return buddy_pb2.IMChangeAvatarRsp(
-            user_id=req.user_id, result_code=result, attach_data=req.attach_data
+            user_id=req.user_id, result_code=result_code(changed), attach_data=req.attach_data
         )
 
     async def change_sign_info(
         self, link: Link, req: buddy_pb2.IMChangeSignInfoReq
     ) -> buddy_pb2.IMChangeSignInfoRsp:
-        result = await self._update(req.user_id, sign_info=req.sign_info)
+        changed = await self._update(req.user_id, sign_info=req.sign_info)
         return buddy_pb2.IMChangeSignInfoRsp(
-            user_id=req.user_id, result_code=result, sign_info=req.sign_info, attach_data=req.attach_data
+            user_id=req.user_id,
+            result_code=result_code(changed),
+            sign_info=changed.sign_info if isinstance(changed, User) else echo(req.sign_info),
+            attach_data=req.attach_data,
         )
 
     async def device_token(self, link: Link, req: login_pb2.IMDeviceTokenReq) -> login_pb2.IMDeviceTokenRsp:

@@ -12,16 +12,15 @@ from __future__ import annotations
 import logging
 
 from common.commands import Rpcs
-from common.errors import ImError
 from common.link import Link
 from common.pb import base_pb2, group_pb2
 from common.rpc import Commands
-from db_proxy.storage.model import Group, NotMember, Store
+from db_proxy.handlers import FAILED, Refused, echo, result_code, unless_refused
+from db_proxy.storage.model import Group, Store
 
 log = logging.getLogger("db.groups")
 
 MAX_GROUP_MEMBERS = 2000
-FAILED = 1
 
 
 def group_info(group: Group) -> base_pb2.GroupInfo:
@@ -83,7 +82,7 @@ class GroupHandlers:
             return group_pb2.IMGroupCreateRsp(
                 user_id=req.user_id,
                 result_code=FAILED,
-                group_name=req.group_name,
+                group_name=echo(req.group_name),
                 attach_data=req.attach_data,
             )
 
@@ -94,14 +93,12 @@ class GroupHandlers:
             return failed("empty name")
         if len(members) > MAX_GROUP_MEMBERS:
             return failed(f"{len(members)} members, more than {MAX_GROUP_MEMBERS}")
-        try:
-            group = await self.store.create_group(
-                req.group_name, req.group_avatar, req.user_id, req.group_type, members
-            )
-        except ImError as exc:
-            if exc.server_fault:
-                raise  # storage down: the gateway answers for it
-            return failed(exc.message)
+        # The store checks the name and avatar (length, UTF-8) and the creator.
+        group = await unless_refused(
+            self.store.create_group(req.group_name, req.group_avatar, req.user_id, req.group_type, members)
+        )
+        if isinstance(group, Refused):
+            return failed(group.reason)
         return group_pb2.IMGroupCreateRsp(
             user_id=req.user_id,
             result_code=0,
@@ -129,26 +126,27 @@ class GroupHandlers:
         adding = req.change_type == base_pb2.GROUP_MODIFY_TYPE_ADD
         if adding and len(set(group.members) | set(requested)) > MAX_GROUP_MEMBERS:
             return res
-        try:
-            after, changed = await self.store.change_group_members(
+        outcome = await unless_refused(
+            self.store.change_group_members(
                 req.group_id, requested if adding else [], [] if adding else requested
             )
-        except ImError as exc:
-            if exc.server_fault:
-                raise
-            log.info("member change of group %d refused: %s", req.group_id, exc.message)
+        )
+        if isinstance(outcome, Refused):  # e.g. dismissed meanwhile
+            log.info("member change of group %d refused: %s", req.group_id, outcome.reason)
             return res
+        after, changed = outcome
         res.result_code = 0
         res.cur_user_id_list.extend(after.members)
         res.chg_user_id_list.extend(changed)
         return res
 
     async def shield(self, link: Link, req: group_pb2.IMGroupShieldReq) -> group_pb2.IMGroupShieldRsp:
-        result = 0
-        try:
-            await self.store.set_group_shield(req.group_id, req.user_id, 1 if req.shield_status else 0)
-        except NotMember:
-            result = FAILED
+        done = await unless_refused(
+            self.store.set_group_shield(req.group_id, req.user_id, 1 if req.shield_status else 0)
+        )
         return group_pb2.IMGroupShieldRsp(
-            user_id=req.user_id, group_id=req.group_id, result_code=result, attach_data=req.attach_data
+            user_id=req.user_id,
+            group_id=req.group_id,
+            result_code=result_code(done),
+            attach_data=req.attach_data,
         )

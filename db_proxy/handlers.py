@@ -11,23 +11,28 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
 
 from common.commands import Rpcs
 from common.conversation import conversation_key, session_type_of
-from common.errors import InvalidArgument, NotFound, Overloaded
+from common.errors import ImError, InvalidArgument, NotFound, Overloaded
 from common.link import Link
 from common.metrics import LOGINS
 from common.pb import base_pb2, internal_pb2, message_pb2
 from common.rpc import Commands
 from db_proxy.cache import LoginCache
 from db_proxy.passwords import verify_password
+from db_proxy.storage import schema
 from db_proxy.storage.model import (
     SESSION_SINGLE,
     NewMessage,
     Store,
     StoredMessage,
     User,
+    is_text,
 )
 from db_proxy.workers import MessageWorkers
 
@@ -35,6 +40,50 @@ log = logging.getLogger("db.handlers")
 
 MAX_LIST = 100  # messages per list/by-id request; TeamTalk clients ask for 20
 KNOWN_USERS = 100_000
+# A TeamTalk client sends the md5 hex of the password (32 characters); a
+# longer one matches nobody, and is refused before it costs a hash.
+MAX_PASSWORD_MD5 = 64
+FAILED = 1  # result_code of a refused change in TeamTalk's replies
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A change refused through the caller's own fault, and why."""
+
+    reason: str
+
+
+async def unless_refused(operation: Awaitable[T]) -> T | Refused:
+    """The result of ``operation``, or :class:`Refused` when the caller is at fault.
+
+    For the commands whose TeamTalk reply has a result_code: a value too
+    long or not UTF-8, a group the user is not in, no such group... is the
+    caller's fault (an ImError with ``server_fault`` False) and the reply
+    says FAILED. A server fault (storage down, a bug) propagates: the
+    gateway answers for it as for any failed request.
+    """
+    try:
+        return await operation
+    except ImError as exc:
+        if exc.server_fault:
+            raise
+        return Refused(exc.message)
+
+
+def result_code(outcome: object) -> int:
+    """0, or FAILED for an outcome of :func:`unless_refused` that was refused."""
+    return FAILED if isinstance(outcome, Refused) else 0
+
+
+def echo(value: str) -> str:
+    """A client's string to repeat in a reply: only if it is text.
+
+    A proto2 string holding invalid UTF-8 arrives as bytes (the stubs say
+    str), and protobuf will not put it in a reply.
+    """
+    return value if is_text(value) else ""
 
 
 def user_info(user: User) -> base_pb2.UserInfo:
@@ -100,16 +149,20 @@ class Handlers:
             result_code=base_pb2.REFUSE_REASON_DB_VALIDATE_FAILED,
             result_string="wrong user name or password",
         )
-        # A proto2 string that is not UTF-8 arrives as bytes: no user has that name.
-        name = req.user_name.strip() if isinstance(req.user_name, str) else ""
-        if not name or not isinstance(req.password_md5, str):
+        # A proto2 string that is not UTF-8 arrives as bytes: no user has
+        # that name or that password. Neither reaches Redis or the store.
+        name = req.user_name.strip() if is_text(req.user_name) else ""
+        md5 = req.password_md5
+        if not name or len(name) > schema.USER_TEXT_LIMITS["name"]:
+            return refused
+        if not is_text(md5) or len(md5) > MAX_PASSWORD_MD5:
             return refused
         failures = await self.cache.recent_failures(name)
         if failures >= self.cache.failure_limit:
             refused.result_string = "too many failed logins; try again later"
             return refused
         user = await self.store.user_by_name(name)
-        ok = user is not None and not user.disabled and await self._password_matches(user, req.password_md5)
+        ok = user is not None and not user.disabled and await self._password_matches(user, md5)
         if not ok or user is None:
             LOGINS.labels("refused").inc()
             await self.cache.record_failure(name)
@@ -156,6 +209,8 @@ class Handlers:
         msg = req.msg
         if session_type_of(msg.msg_type) != req.session_type:
             raise InvalidArgument(f"msg_type {msg.msg_type} does not fit the session")
+        if not msg.to_session_id:
+            raise InvalidArgument("a message needs a recipient (to_session_id 0)")
         # Group membership is checked by the store inside the commit.
         if req.session_type == SESSION_SINGLE and not await self._user_exists(msg.to_session_id):
             raise NotFound(f"no user {msg.to_session_id}")

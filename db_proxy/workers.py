@@ -17,22 +17,27 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from common.conversation import conversation_key
 from common.errors import Bug, ImError, Overloaded
+from common.pb import internal_pb2
 from db_proxy import metrics
 from db_proxy.storage.model import NewMessage, SavedMessage, Store
 
 log = logging.getLogger("db.workers")
 
-Publish = Callable[[NewMessage, SavedMessage, Any], None]
+# Where a message came from (the gateway and connection that sent it), for
+# the push: that connection has it already.
+Origin = internal_pb2.Origin
+Publish = Callable[[NewMessage, SavedMessage, Origin], None]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class SaveJob:
     message: NewMessage
-    origin: Any
+    origin: Origin
     future: asyncio.Future[SavedMessage]
 
 
@@ -86,17 +91,15 @@ class MessageWorkers:
         except asyncio.QueueFull:
             raise Overloaded("message workers are saturated") from None
 
-    def save(self, message: NewMessage, origin: Any) -> asyncio.Future[SavedMessage]:
+    def save(self, message: NewMessage, origin: Origin) -> asyncio.Future[SavedMessage]:
         future: asyncio.Future[SavedMessage] = asyncio.get_running_loop().create_future()
         key = conversation_key(message.session_type, message.from_user_id, message.to_id)
         self._put(key, SaveJob(message, origin, future))
         return future
 
-    def run_ordered(
-        self, key: tuple[int, int, int], run: Callable[[], Awaitable[Any]]
-    ) -> asyncio.Future[Any]:
+    def run_ordered(self, key: tuple[int, int, int], run: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """Run ``run`` after everything already queued for that conversation."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._put(key, OrderedJob(run, future))
         return future
 
@@ -121,6 +124,8 @@ class MessageWorkers:
         try:
             result = await job.run()
         except Exception as exc:
+            # Whoever awaits the future answers for it (a non-ImError is
+            # logged as a bug by the link that carried the request).
             if not job.future.done():
                 job.future.set_exception(exc)
             return
@@ -131,12 +136,19 @@ class MessageWorkers:
         started = time.monotonic()
         try:
             results = await self.store.save_messages([job.message for job in batch])
-        except Exception as exc:  # StoreError, or a bug: either way the worker lives on
+        except Exception as exc:  # the taxonomy, or a bug: either way the worker lives on
             if len(batch) == 1:
                 self._fail(batch[0], exc)
                 return
             # One bad message must not sink the others: retry them one by one.
-            log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+            # (A sender outside its group is routine; anything else is worth a look.)
+            caller_fault = isinstance(exc, ImError) and not exc.server_fault
+            log.log(
+                logging.INFO if caller_fault else logging.WARNING,
+                "batch of %d failed (%s); retrying one by one",
+                len(batch),
+                exc,
+            )
             for job in batch:
                 await self._commit([job])
             return

@@ -46,7 +46,9 @@ class RouteAdmin:
 
     async def kick(self, args: dict[str, Any]) -> dict[str, Any]:
         user_id = args.get("user_id")
-        if isinstance(user_id, str) and user_id.isdigit():
+        # ASCII digits only, and few: int() fails on "²" (a digit) and on
+        # thousands of digits.
+        if isinstance(user_id, str) and 0 < len(user_id) <= 10 and user_id.isascii() and user_id.isdigit():
             user_id = int(user_id)
         if type(user_id) is not int or not 0 < user_id < 2**32:
             raise InvalidArgument("kick needs a user_id (a positive integer)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from common.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
 
@@ -123,44 +123,62 @@ class Group:
     dismissed: bool = False  # dismissed by an administrator: no members, no changes
 
 
-class StoreError(Unavailable):
-    """Storage failed (unreachable, a driver error...); the request fails, nothing half-done.
+def is_text(value: object) -> TypeGuard[str]:
+    """True for a str both engines can store: one that encodes as UTF-8.
 
-    Every refusal of the store is also one of common.errors' classes (the
-    specific one first in each base list), so no caller maps storage
-    errors to wire codes itself.
+    A proto2 string holding invalid UTF-8 arrives as bytes, and a JSON
+    string may hold a lone surrogate ("\\ud800"), which no driver can send.
     """
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
-class InvalidValue(InvalidArgument, StoreError):
-    """A value does not fit its column: too long, out of range, not text, empty."""
+# The store's errors are the cluster's error taxonomy (common.errors), one
+# class each, so no caller maps storage errors to wire codes itself. Only
+# StoreError means "the database failed": a refusal (a bad value, a name
+# taken, no such group...) is never an Unavailable, so nothing retries it.
 
 
-class DuplicateName(Conflict, StoreError):
+class StoreError(Unavailable):
+    """The database failed (unreachable, a driver error...); nothing was half-done, try again later."""
+
+
+class InvalidValue(InvalidArgument):
+    """A value does not fit its column: too long, out of range, not text (bytes), empty."""
+
+
+class DuplicateName(Conflict):
     """A user (or department) with that name exists."""
 
 
-class NotMember(Forbidden, StoreError):
+class NotMember(Forbidden):
     """The user is not (or no longer) a member of that group."""
 
 
-class UnknownGroup(NotFound, NotMember):
-    """There is no such group (so nobody is a member of it)."""
+class UnknownGroup(NotFound):
+    """There is no such group, or it was dismissed."""
 
 
-class UnknownUser(NotFound, StoreError):
+class UnknownUser(NotFound):
     """There is no such user (or it was deleted)."""
 
 
-class UnknownDepartment(NotFound, StoreError):
+class UnknownDepartment(NotFound):
     """There is no such department (or it was deleted)."""
 
 
-class DepartmentNotEmpty(Conflict, StoreError):
+class DepartmentNotEmpty(Conflict):
     """The department still has users or sub-departments."""
 
 
-class DepartmentCycle(InvalidArgument, StoreError):
+class DepartmentCycle(InvalidArgument):
     """The change would make a department its own ancestor."""
 
 
@@ -264,7 +282,7 @@ class Store(Protocol):
         """Add or remove members; returns the group after and the ids actually changed.
 
         A new member sees history only from after it joined. Raises
-        UnknownGroup (a NotMember) if there is no such group or it was dismissed.
+        UnknownGroup if there is no such group or it was dismissed.
         """
         ...
 

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import aiomysql
 import pymysql
 
-from .model import StoreError
+from .model import InvalidValue, StoreError
 from .sql_base import Dialect, Row, TransientError, Tx, UniqueViolation
 
 
@@ -58,7 +58,10 @@ _INIT_COMMAND = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTIO
 CONNECT_TIMEOUT = 10.0
 POOL_RECYCLE = 3600  # seconds; well under the server's default wait_timeout of 8 h
 _ER_DUP_ENTRY = frozenset({1062, 1586})
-_ER_LOCK_DEADLOCK = 1213
+_ER_RETRY = frozenset({1205, 1213})  # lock wait timeout, deadlock
+# Truncated wrong value, incorrect string value, out of range, data too long
+# (most are DataError already; not every PyMySQL version classes them so).
+_ER_BAD_VALUE = frozenset({1292, 1366, 1264, 1406})
 _CLIENT_ERRORS = 2000  # codes from here on come from the client: the connection is broken
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
@@ -225,16 +228,27 @@ def _code(exc: BaseException) -> int:
 
 
 def _reraise(exc: BaseException) -> NoReturn:
-    """Raise a driver error as StoreError; anything else unchanged."""
+    """Raise a driver error as the store's taxonomy; anything else unchanged.
+
+    A value the server refuses (strict mode: too long, out of range, not
+    text for its column) is the caller's InvalidValue; a deadlock or a lock
+    wait that timed out is worth running again; the rest is the database
+    failing (StoreError).
+    """
     if isinstance(exc, pymysql.err.MySQLError):
         code = _code(exc)
         if code in _ER_DUP_ENTRY:
             raise UniqueViolation(f"MySQL: {exc}") from exc
-        if code == _ER_LOCK_DEADLOCK:
+        if code in _ER_RETRY:
             raise TransientError(f"MySQL: {exc}") from exc
+        if isinstance(exc, pymysql.err.DataError) or code in _ER_BAD_VALUE:
+            raise InvalidValue(f"MySQL refused a value: {exc}") from exc
         raise StoreError(f"MySQL: {exc}") from exc
     if isinstance(exc, OSError):
         raise StoreError(f"MySQL connection: {exc}") from exc
+    if isinstance(exc, UnicodeEncodeError):
+        # Text with a lone surrogate: pymysql cannot encode the statement.
+        raise InvalidValue("a text value is not valid Unicode") from exc
     raise exc
 
 

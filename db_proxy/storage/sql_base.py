@@ -13,7 +13,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from .model import InvalidValue, StoreError
+from common.errors import Conflict
+
+from .model import InvalidValue, StoreError, is_text
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
@@ -96,12 +98,12 @@ class Database(Protocol):
         ...
 
 
-class UniqueViolation(StoreError):
-    """An insert hit an existing unique key."""
+class UniqueViolation(Conflict):
+    """An insert hit an existing unique key (each caller names what clashed: DuplicateName...)."""
 
 
 class TransientError(StoreError):
-    """The engine gave up on a transaction (deadlock); running it again may succeed."""
+    """The engine gave up on a transaction (deadlock, lock wait); running it again may succeed."""
 
 
 def marks(n: int) -> str:
@@ -119,10 +121,9 @@ def valid_ids(ids: Iterable[int]) -> list[int]:
 
 
 def check_text(what: str, value: object, limit: int) -> str:
-    """``value`` if it is a str of at most ``limit`` characters (the column's size)."""
-    if not isinstance(value, str):
-        # A proto2 string holding invalid UTF-8 arrives as bytes.
-        raise InvalidValue(f"{what} must be UTF-8 text, not {type(value).__name__}")
+    """``value`` if it is text of at most ``limit`` characters (the column's size)."""
+    if not is_text(value):
+        raise InvalidValue(f"{what} must be UTF-8 text")
     if len(value) > limit:
         raise InvalidValue(f"{what} is longer than {limit} characters")
     return value

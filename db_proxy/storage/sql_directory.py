@@ -18,6 +18,7 @@ from .model import (
     NewUser,
     UnknownDepartment,
     User,
+    is_text,
 )
 from .sql_base import (
     BUMP_UPDATED,
@@ -43,6 +44,7 @@ _PROFILE_INTS = {"gender": I32, "department_id": (0, U32_MAX), "status": I32}
 _PROFILE_TEXTS = frozenset(schema.USER_TEXT_LIMITS) - {"name"}
 # What update_user_profile may change: everything but the id and the name.
 _UPDATABLE = _PROFILE_TEXTS | _PROFILE_INTS.keys() | {"disabled"}
+_SEARCH_LIMIT = 255  # characters of a list_users search
 
 
 @cache
@@ -82,6 +84,8 @@ class DirectoryQueries:
             raise DuplicateName(f"a user named {name!r} exists") from exc
 
     async def user_by_name(self, name: str) -> User | None:
+        if not is_text(name):
+            return None  # bytes (a login name that was not UTF-8) name nobody
         async with self.db.reading() as tx:
             rows = await tx.fetchall(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (name,))
         return _user(rows[0]) if rows else None
@@ -125,7 +129,7 @@ class DirectoryQueries:
         """The users that exist among ``names`` (deleted ones under their freed names), ascending by id."""
         users: list[User] = []
         async with self.db.reading() as tx:
-            for chunk in chunks(sorted(set(names))):
+            for chunk in chunks(sorted({n for n in names if is_text(n)})):
                 rows = await tx.fetchall(
                     f"SELECT {_USER_COLUMNS} FROM users WHERE name IN ({marks(len(chunk))})", chunk
                 )
@@ -201,7 +205,7 @@ class DirectoryQueries:
 
     async def list_users(self, offset: int, limit: int, search: str = "") -> tuple[list[User], int]:
         where, params = "deleted = 0", []
-        if search:
+        if check_text("search", search, _SEARCH_LIMIT):
             # LOWER matches any case on MySQL; SQLite's LIKE already ignores
             # ASCII case and its LOWER knows ASCII only, so the plain LIKE
             # keeps other letters matching in their exact case there.

@@ -141,7 +141,7 @@ class GroupQueries:
         Adding a member or a non-user, and removing a non-member, change
         nothing; a user in both lists is left as it is. The version goes up
         only if someone changed. A removed member's session with the group
-        is hidden and its unread count cleared. UnknownGroup (a NotMember)
+        is hidden and its unread count cleared. UnknownGroup
         if there is no such group, or it was dismissed. The returned group
         has no viewer (shield 0).
         """

@@ -112,12 +112,13 @@ class MessageQueries:
             try:
                 async with self.db.transaction() as tx:
                     return await self._save(tx, pending)
-            except (UniqueViolation, TransientError):
+            except (UniqueViolation, TransientError) as exc:
                 # A concurrent identical send committed first (its dedup row
                 # now exists) or the engine broke a deadlock: the batch was
                 # rolled back whole, so running it again is safe.
                 if attempt >= _ATTEMPTS:
-                    raise
+                    # Still losing races: the sender may try again later.
+                    raise TransientError(f"the batch lost {attempt} races: {exc}") from exc
                 attempt += 1
 
     def _pending(self, m: NewMessage) -> _Pending:

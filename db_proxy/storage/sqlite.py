@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import aiosqlite
 
-from .model import StoreError
+from .model import InvalidValue, StoreError
 from .sql_base import Dialect, Row, Tx, UniqueViolation
 
 SQLITE = Dialect(
@@ -138,12 +138,17 @@ class SqliteDatabase:
 
 
 def _reraise(exc: BaseException) -> NoReturn:
-    """Raise a driver error as StoreError; anything else unchanged."""
+    """Raise a driver error as the store's taxonomy; anything else unchanged."""
     if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
         raise UniqueViolation(str(exc)) from exc
-    # OverflowError: an integer beyond SQLite's 64 bits, rejected by sqlite3
-    # before it reaches the database; ValueError: aiosqlite's closed connection.
+    # Values sqlite3 refuses before they reach the database: an integer
+    # beyond SQLite's 64 bits, text with a lone surrogate (not encodable).
+    if isinstance(exc, OverflowError):
+        raise InvalidValue(f"SQLite: {exc}") from exc
+    if isinstance(exc, UnicodeEncodeError):
+        raise InvalidValue("a text value is not valid Unicode") from exc
+    # ValueError: aiosqlite's closed connection.
     closed = isinstance(exc, ValueError) and "closed" in str(exc)
-    if isinstance(exc, sqlite3.Error | OverflowError) or closed:
+    if isinstance(exc, sqlite3.Error) or closed:
         raise StoreError(f"SQLite: {exc}") from exc
     raise exc

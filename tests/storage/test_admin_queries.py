@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from common.errors import InvalidArgument
 from db_proxy.storage import open_store
 from db_proxy.storage.model import (
     SESSION_GROUP,
@@ -15,7 +16,6 @@ from db_proxy.storage.model import (
     DepartmentNotEmpty,
     DuplicateName,
     NotMember,
-    StoreError,
     UnknownDepartment,
     UnknownGroup,
 )
@@ -89,7 +89,7 @@ async def test_create_users_in_one_go(store: SqlStore) -> None:
         (ids[0], "n1", "h1", "N1", 0),
         (ids[2], "n2", "h2", "", 3),
     ]
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.create_users([("n3", "h", {}), ("n4", "h", {"nick": "n" * 65})])
     assert await store.users_by_name(["n3"]) == []
     assert await store.create_users([]) == []
@@ -113,7 +113,7 @@ async def test_departments(store: SqlStore) -> None:
         await store.update_department(4242, name="x")
     with pytest.raises(DuplicateName):
         await store.update_department(leaf, name="Sub")
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.update_department(leaf, name="")
     user = await store.create_user("in_sub", "h", department_id=sub)
     with pytest.raises(DepartmentNotEmpty):

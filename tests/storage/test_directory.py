@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from common.errors import InvalidArgument
-from db_proxy.storage.model import Department, DuplicateName, StoreError, User
+from db_proxy.storage.model import Department, DuplicateName, User
 from db_proxy.storage.sql import SqlStore
 from tests.storage.conftest import make_users
 
@@ -49,7 +49,7 @@ async def test_bad_profile_changes_change_nothing(store: SqlStore) -> None:
     user_id = await store.create_user("zoe", "h", nick="z")
     await set_updated(store, user_id, 100)
     for bad in ({"name": "renamed"}, {"id": 5}, {"shoe_size": 44}, {"nick": "n" * 65}, {"tel": "9" * 33}):
-        with pytest.raises(StoreError):
+        with pytest.raises(InvalidArgument):
             await store.update_user_profile(user_id, sign_info="ok", **bad)
     for wrong_type in ({"gender": "2"}, {"nick": 3}, {"disabled": 1}):
         with pytest.raises(InvalidArgument):
@@ -98,10 +98,10 @@ async def test_departments(store: SqlStore) -> None:
     with pytest.raises(DuplicateName):
         await store.create_department("Web", parent_id=eng)
     for bad in ("", "n" * 65):
-        with pytest.raises(StoreError):
+        with pytest.raises(InvalidArgument):
             await store.create_department(bad)
     for parent_id, priority in ((-1, 0), (0, 2**31)):
-        with pytest.raises(StoreError):
+        with pytest.raises(InvalidArgument):
             await store.create_department("x", parent_id, priority)
     found = await store.departments_updated_since(0)
     assert [(d.id, d.name, d.parent_id, d.priority, d.deleted) for d in found] == [
@@ -135,9 +135,9 @@ async def test_device_tokens(store: SqlStore) -> None:
         (1, 0x12, "android-token"),
         (2, 0x11, "ios-token-2"),
     ]
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.set_device_token(1, 0x11, "t" * 256)
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.set_device_token(1, -1, "t")
     await store.set_device_token(1, 0x11, "t" * 255)
     assert (await device_rows(store))[0] == (1, 0x11, "t" * 255)
@@ -151,5 +151,5 @@ async def test_push_shield(store: SqlStore) -> None:
     await store.set_push_shield(2, 0)
     await store.set_push_shield(1, 0)
     assert (await store.push_shield(1), await store.push_shield(2)) == (0, 0)
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.set_push_shield(1, 2)

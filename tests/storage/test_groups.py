@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.errors import InvalidArgument, NotFound
 from db_proxy.storage.model import (
     SESSION_GROUP,
     SESSION_SINGLE,
     Group,
     NotMember,
     SavedMessage,
-    StoreError,
     UnknownGroup,
     UnreadSession,
 )
@@ -55,14 +55,17 @@ async def test_create_group(store: SqlStore) -> None:
 
 async def test_invalid_groups_are_refused(store: SqlStore) -> None:
     (a,) = await make_users(store, 1)
-    for name, avatar, creator, group_type in [
-        ("n" * 65, "", a, NORMAL),
-        ("team", "a" * 256, a, NORMAL),
-        ("team", "", a, 3),
-        ("team", "", 99_999, NORMAL),  # the creator must be a user
+    for name, avatar, creator, group_type, refusal in [
+        ("n" * 65, "", a, NORMAL, InvalidArgument),
+        ("team", "a" * 256, a, NORMAL, InvalidArgument),
+        ("team", "", a, 3, InvalidArgument),
+        (b"\xffteam", "", a, NORMAL, InvalidArgument),  # a name that was not UTF-8
+        ("team", b"\xff", a, NORMAL, InvalidArgument),
+        ("team", "", 99_999, NORMAL, NotFound),  # the creator must be a user
+        ("team", "", 0, NORMAL, NotFound),
     ]:
-        with pytest.raises(StoreError):
-            await store.create_group(name, avatar, creator, group_type, [a])
+        with pytest.raises(refusal):
+            await store.create_group(name, avatar, creator, group_type, [a])  # type: ignore[arg-type]
     assert await store.normal_groups_of(a) == []
     group = await store.create_group("n" * 64, "a" * 255, a, NORMAL, [])
     assert await store.normal_groups_of(a) == [(group.id, 1)]
@@ -214,7 +217,7 @@ async def test_member_changes_that_change_nothing(store: SqlStore) -> None:
     assert (after.members, after.version, after.creator_id) == ((c, d), 2, a)
     with pytest.raises(UnknownGroup):
         await store.change_group_members(99_999, [a], [])
-    assert issubclass(UnknownGroup, NotMember)
+    assert issubclass(UnknownGroup, NotFound) and not issubclass(UnknownGroup, NotMember)
 
 
 async def test_normal_groups_and_groups_for_member(store: SqlStore) -> None:
@@ -260,7 +263,7 @@ async def test_shield(store: SqlStore) -> None:
     for group_id, user in [(g, outsider), (99_999, a)]:
         with pytest.raises(NotMember):
             await store.set_group_shield(group_id, user, 1)
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.set_group_shield(g, a, 2)
     # A member that leaves and comes back starts unmuted.
     await store.set_group_shield(g, c, 1)

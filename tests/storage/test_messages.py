@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from common.errors import InvalidArgument
 from db_proxy.storage.model import SESSION_GROUP, SESSION_SINGLE, NewMessage, SavedMessage, StoreError
 from db_proxy.storage.sql import SqlStore
 from tests.storage.conftest import conv_id, msg
@@ -190,13 +191,13 @@ async def test_invalid_messages_are_refused_before_anything_is_written(store: Sq
         NewMessage(1, 9, 2, 1, b"unknown session type", 1),
     ]
     for message in bad:
-        with pytest.raises(StoreError):
+        with pytest.raises(InvalidArgument):
             await store.save_messages([msg(1, 2), message])
     assert await store.latest_msg_id(1, SESSION_SINGLE, 2) == 0
     assert await store.save_messages([]) == []
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.message_list(1, 9, 2, 0, 10)
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.message_list(1, SESSION_GROUP, 0, 0, 10)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from db_proxy.storage import create_database_if_missing, open_store, schema
-from db_proxy.storage.model import SESSION_GROUP, SESSION_SINGLE, StoreError
+from db_proxy.storage.model import SESSION_GROUP, SESSION_SINGLE, DuplicateName, StoreError
 from db_proxy.storage.mysql import MysqlUrl
 from db_proxy.storage.schema import LATEST_VERSION, MIGRATIONS
 from db_proxy.storage.sql import SqlStore
@@ -39,7 +39,7 @@ async def test_a_reopened_store_keeps_everything(store_url: str) -> None:
         assert {s.peer_id: s.unread_cnt for s in await store.unread_sessions(2)} == {1: 2}
         assert [m.msg_data for m in await store.messages_by_id(1, SESSION_SINGLE, 2, [1])] == [b"\x00one"]
         assert [u.name for u in await store.users_by_id([user_id])] == ["kept"]
-        with pytest.raises(StoreError):
+        with pytest.raises(DuplicateName):
             await store.create_user("kept", "h")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from common.errors import InvalidArgument
-from db_proxy.storage.model import DuplicateName, StoreError, User
+from db_proxy.storage.model import DuplicateName, User
 from db_proxy.storage.sql import SqlStore
 
 PROFILE: dict[str, Any] = {
@@ -71,11 +71,11 @@ async def test_bad_profiles_are_refused_and_nothing_is_stored(store: SqlStore) -
     with pytest.raises(InvalidArgument):
         await store.create_user("x", "h", nick=3)
     for bad in ({"nick": "n" * 65}, {"department_id": -1}, {"status": 2**31}):
-        with pytest.raises(StoreError):
+        with pytest.raises(InvalidArgument):
             await store.create_user("x", "h", **bad)
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.create_user("n" * 65, "h")
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgument):
         await store.create_user("", "h")
     assert await store.user_by_name("x") is None
     assert await store.create_user("n" * 64, "h", nick="n" * 64) > 0

@@ -1,0 +1,132 @@
+"""db_proxy's gateway commands on a real store (SQLite, and MariaDB/MySQL),
+called through their typed command tables as the link would call them:
+no link, no route server. Stored messages are "pushed" into a list."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar, cast
+
+import pytest
+from google.protobuf.message import Message
+
+from common.link import Link
+from common.pb import internal_pb2
+from common.rpc import Commands, ReqT, ResT, Rpc
+from db_proxy.cache import LoginCache
+from db_proxy.directory import DirectoryHandlers
+from db_proxy.groups import GroupHandlers
+from db_proxy.handlers import Handlers
+from db_proxy.passwords import hash_password, md5_hex
+from db_proxy.storage import open_store
+from db_proxy.storage.model import NewMessage, SavedMessage
+from db_proxy.storage.sql import SqlStore
+from db_proxy.workers import MessageWorkers
+from tests.support.databases import fresh_mysql_url, sqlite_url
+from tests.support.ttclient import length_delimited
+
+ENGINES = [pytest.param("sqlite", id="sqlite"), pytest.param("mysql", id="mysql", marks=pytest.mark.mysql)]
+PASSWORD = "secret"
+# The handlers never look at the link a request came on.
+LINK = cast(Link, None)
+
+
+@dataclass
+class DbProxy:
+    """The three command tables of db_proxy over one store, with a few users and a group."""
+
+    store: SqlStore
+    workers: MessageWorkers
+    handlers: Handlers
+    commands: Commands
+    alice: int = 0
+    bob: int = 0
+    group: int = 0  # a normal group of alice (its creator) and bob
+    pushed: list[internal_pb2.RouteDeliver] = field(default_factory=list)
+
+    async def call(self, rpc: Rpc[ReqT, ResT], req: ReqT) -> ResT:
+        """What the link does with a request: its table's handler, and a reply of the declared type."""
+        reply = await self.dispatch(rpc.command, req)
+        assert isinstance(reply, rpc.reply)
+        return reply
+
+    async def dispatch(self, command: int, req: Message) -> Message:
+        route = self.commands.get(command)
+        assert route is not None and route.reply is not None, f"0x{command:04x} is no gateway RPC"
+        reply: Message = await route.handler(LINK, req)
+        assert type(reply) is route.reply, f"0x{command:04x} answered {type(reply).__name__}"
+        reply.SerializeToString()  # as the link will: every required field set, all text UTF-8
+        return reply
+
+    def publish(self, message: NewMessage, saved: SavedMessage, origin: internal_pb2.Origin) -> None:
+        # As RoutePublisher does (the origin is copied into the push).
+        deliver = internal_pb2.RouteDeliver(
+            user_ids=sorted(set(saved.recipients)), command_id=0x0301, body=message.msg_data, origin=origin
+        )
+        deliver.SerializeToString()
+        self.pushed.append(deliver)
+
+
+@contextlib.asynccontextmanager
+async def db_proxy_on(url: str) -> AsyncIterator[DbProxy]:
+    async with open_store(url) as store:
+        await store.migrate()
+        hash_pool = ThreadPoolExecutor(2, thread_name_prefix="test-hash")
+        cache = LoginCache(None, ttl=60, failure_limit=1_000_000, failure_window=60)
+        holder: list[DbProxy] = []
+        workers = MessageWorkers(
+            store, lambda m, s, o: holder[0].publish(m, s, o), workers=2, queue_size=64, batch_size=16
+        )
+        handlers = Handlers(store, workers, cache, hash_pool, max_pending_logins=64)
+        commands = (
+            Commands()
+            .include(handlers.commands())
+            .include(DirectoryHandlers(store).commands())
+            .include(GroupHandlers(store).commands())
+        )
+        proxy = DbProxy(store, workers, handlers, commands)
+        holder.append(proxy)
+        password_hash = hash_password(md5_hex(PASSWORD), log2_n=4)  # cheap: not a hashing test
+        proxy.alice = await store.create_user("alice", password_hash, nick="Alice")
+        proxy.bob = await store.create_user("bob", password_hash)
+        proxy.group = (await store.create_group("team", "", proxy.alice, 1, [proxy.bob])).id
+        workers.start()
+        try:
+            yield proxy
+        finally:
+            await workers.stop(timeout=5.0)
+            hash_pool.shutdown(wait=True)
+
+
+@contextlib.asynccontextmanager
+async def database_url(engine: str, tmp_path: Path) -> AsyncIterator[str]:
+    if engine == "sqlite":
+        yield sqlite_url(tmp_path)
+    else:
+        async with fresh_mysql_url() as url:
+            yield url
+
+
+@pytest.fixture(params=ENGINES)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DbProxy]:
+    async with database_url(request.param, tmp_path) as url, db_proxy_on(url) as proxy:
+        yield proxy
+
+
+M = TypeVar("M", bound=Message)
+
+
+def with_raw(message: M, **raw: bytes) -> M:
+    """``message`` with string fields set to raw bytes on the wire (invalid
+    UTF-8, which protobuf will not set), parsed back as a peer's would be."""
+    body = message.SerializeToString()
+    for name, value in raw.items():
+        # The last value of a field on the wire wins: this one.
+        body += length_delimited(message.DESCRIPTOR.fields_by_name[name].number, value)
+    parsed = type(message)()
+    parsed.ParseFromString(body)
+    return parsed
