@@ -59,7 +59,7 @@ from benchmarks.servers import (  # noqa: E402
     raise_fd_limit,
 )
 from benchmarks.settings import BENCH_LOG2_N, Options  # noqa: E402
-from imctl.cluster import LocalCluster  # noqa: E402
+from imctl.cluster import LocalCluster, write_secret_file  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -172,8 +172,15 @@ def run(opts: Options) -> tuple[Results, dict[str, Any]]:
                 # time (a process that already held N connections reuses their freed memory).
                 rep_dir = run_dir / f"run{rep + 1}"
                 t = time.monotonic()
+                # As in production: every internal link proves the cluster secret.
                 cluster = LocalCluster(
-                    rep_dir, None, gateways=2, base_port=0, database_url=db_url, redis_url=redis_url
+                    rep_dir,
+                    None,
+                    gateways=2,
+                    base_port=0,
+                    database_url=db_url,
+                    redis_url=redis_url,
+                    secret_file=write_secret_file(rep_dir / "cluster.secret"),
                 )
                 started_servers.append(cluster)
                 cluster.start()
