@@ -14,7 +14,6 @@ import logging
 from typing import Any
 
 import pytest
-from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +24,7 @@ from common.errors import Conflict, Forbidden, InvalidArgument, NotFound, Overlo
 from common.pb import login_pb2
 from msg_server.handlers import CLIENT_COMMANDS
 from tests.protocol.fakes import FakeRoute, feed, logged_in, make, settle
-from tests.support.ttclient import length_delimited
+from tests.support.hostile import bodies
 
 UINT32_MAX = 2**32 - 1
 COMMANDS = sorted(entry.command for entry in CLIENT_COMMANDS)
@@ -42,78 +41,6 @@ REFUSALS = st.sampled_from(
         Overloaded("full"),
     ]
 )
-
-_INTS = {
-    FieldDescriptor.TYPE_UINT32: UINT32_MAX,
-    FieldDescriptor.TYPE_UINT64: 2**64 - 1,
-}
-
-
-def ints(top: int) -> st.SearchStrategy[int]:
-    return st.one_of(st.sampled_from([0, 1, top]), st.integers(0, top))
-
-
-def not_utf8() -> st.SearchStrategy[bytes]:
-    def invalid(b: bytes) -> bool:
-        try:
-            b.decode()
-        except UnicodeDecodeError:
-            return True
-        return False
-
-    return st.one_of(st.just(b"\xff"), st.binary(min_size=1, max_size=12).filter(invalid))
-
-
-def strings() -> st.SearchStrategy[str | bytes]:
-    return st.one_of(st.text(max_size=8), st.sampled_from(["", "x" * 65, "y" * 256, "z" * 300]), not_utf8())
-
-
-def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
-    if field.type in _INTS:
-        return ints(_INTS[field.type])
-    if field.type == FieldDescriptor.TYPE_BYTES:
-        return st.binary(max_size=16)
-    if field.type == FieldDescriptor.TYPE_STRING:
-        return strings()
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        assert field.enum_type is not None
-        return st.sampled_from([v.number for v in field.enum_type.values])
-    if field.type == FieldDescriptor.TYPE_BOOL:
-        return st.booleans()
-    raise AssertionError(f"no strategy for field {field.full_name}")
-
-
-@st.composite
-def bodies(draw: st.DrawFn, descriptor: Any) -> bytes:  # a Descriptor (stubs name two kinds)
-    """A well-formed body of ``descriptor``'s message (required fields all there)."""
-    msg = message_factory.GetMessageClass(descriptor)()
-    raw: dict[str, bytes] = {}
-    for field in descriptor.fields:
-        if not field.is_required and not field.is_repeated and draw(st.booleans()):
-            continue  # an optional field left out
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            count = draw(st.integers(0, 3)) if field.is_repeated else 1
-            for _ in range(count):
-                child = field.message_type
-                body = draw(bodies(child))
-                target = getattr(msg, field.name).add() if field.is_repeated else getattr(msg, field.name)
-                target.ParseFromString(body)
-                if not field.is_repeated:
-                    target.SetInParent()
-        elif field.is_repeated:
-            getattr(msg, field.name).extend(draw(st.lists(scalar(field), max_size=4)))
-        else:
-            value = draw(scalar(field))
-            if isinstance(value, bytes) and field.type == FieldDescriptor.TYPE_STRING:
-                raw[field.name] = value  # protobuf will not set it: appended to the body below
-                setattr(msg, field.name, "")  # still there, for a required field
-            else:
-                setattr(msg, field.name, value)
-    body = msg.SerializeToString()
-    for name, value in raw.items():
-        # The last value of a field on the wire wins: this one.
-        body += length_delimited(descriptor.fields_by_name[name].number, value)
-    return body
 
 
 @st.composite
