@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import TypeVar
 
 from common.commands import Rpcs
 from common.conversation import conversation_key, session_type_of
-from common.errors import ImError, InvalidArgument, NotFound, Overloaded
+from common.errors import ImError, InvalidArgument, Overloaded
 from common.link import Link
 from common.metrics import LOGINS
 from common.pb import base_pb2, internal_pb2, message_pb2
@@ -27,7 +26,6 @@ from db_proxy.cache import LoginCache
 from db_proxy.passwords import verify_password
 from db_proxy.storage import schema
 from db_proxy.storage.model import (
-    SESSION_SINGLE,
     NewMessage,
     Store,
     StoredMessage,
@@ -39,7 +37,6 @@ from db_proxy.workers import MessageWorkers
 log = logging.getLogger("db.handlers")
 
 MAX_LIST = 100  # messages per list/by-id request; TeamTalk clients ask for 20
-KNOWN_USERS = 100_000
 # A TeamTalk client sends the md5 hex of the password (32 characters); a
 # longer one matches nobody, and is refused before it costs a hash.
 MAX_PASSWORD_MD5 = 64
@@ -127,7 +124,6 @@ class Handlers:
         self.hash_pool = hash_pool
         self.max_pending_logins = max_pending_logins
         self.pending_logins = 0
-        self._known_users: OrderedDict[int, None] = OrderedDict()
 
     def commands(self) -> Commands:
         """The commands a gateway may send for this part of db_proxy."""
@@ -171,7 +167,7 @@ class Handlers:
         LOGINS.labels("ok").inc()
         if failures:  # the common case needs no round trip to Redis
             await self.cache.clear_failures(name)
-        self._remember_user(user.id)
+        self.workers.recipients.remember(user.id)
         return internal_pb2.DbLoginRes(result_code=base_pb2.REFUSE_REASON_NONE, user_info=user_info(user))
 
     async def _password_matches(self, user: User, md5: str) -> bool:
@@ -191,29 +187,15 @@ class Handlers:
 
     # -- messages -----------------------------------------------------------------
 
-    def _remember_user(self, user_id: int) -> None:
-        self._known_users[user_id] = None
-        self._known_users.move_to_end(user_id)
-        if len(self._known_users) > KNOWN_USERS:
-            self._known_users.popitem(last=False)
-
-    async def _user_exists(self, user_id: int) -> bool:
-        if user_id in self._known_users:
-            return True
-        found = await self.store.users_by_id([user_id])
-        if found:
-            self._remember_user(user_id)
-        return bool(found)
-
     async def save_message(self, link: Link, req: internal_pb2.DbSaveMsgReq) -> internal_pb2.DbSaveMsgRes:
         msg = req.msg
         if session_type_of(msg.msg_type) != req.session_type:
             raise InvalidArgument(f"msg_type {msg.msg_type} does not fit the session")
         if not msg.to_session_id:
             raise InvalidArgument("a message needs a recipient (to_session_id 0)")
-        # Group membership is checked by the store inside the commit.
-        if req.session_type == SESSION_SINGLE and not await self._user_exists(msg.to_session_id):
-            raise NotFound(f"no user {msg.to_session_id}")
+        # Nothing awaited before the message is queued, or a later one could
+        # overtake it: the recipient (or group membership) is checked in order,
+        # by the worker and the store.
         new = NewMessage(
             from_user_id=msg.from_user_id,
             session_type=req.session_type,

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from common.conversation import conversation_key
-from common.errors import Bug, ImError, Overloaded
+from common.errors import Bug, ImError, NotFound, Overloaded
 from common.pb import internal_pb2
 from db_proxy import metrics
-from db_proxy.storage.model import NewMessage, SavedMessage, Store
+from db_proxy.recipients import KnownUsers
+from db_proxy.storage.model import SESSION_SINGLE, NewMessage, SavedMessage, Store
 
 log = logging.getLogger("db.workers")
 
@@ -55,6 +56,7 @@ class MessageWorkers:
         self, store: Store, publish: Publish, workers: int, queue_size: int, batch_size: int
     ) -> None:
         self.store = store
+        self.recipients = KnownUsers(store)
         self.publish = publish
         self.batch_size = batch_size
         self.queues: list[asyncio.Queue[Job]] = [asyncio.Queue(queue_size) for _ in range(workers)]
@@ -132,7 +134,30 @@ class MessageWorkers:
         if not job.future.done():
             job.future.set_result(result)
 
+    async def _refuse_unknown_recipients(self, batch: list[SaveJob]) -> list[SaveJob]:
+        """The jobs whose recipient exists; the others fail here, in their place in the order."""
+        singles = [job.message.to_id for job in batch if job.message.session_type == SESSION_SINGLE]
+        try:
+            missing = await self.recipients.missing(singles)
+        except Exception as exc:
+            for job in batch:
+                self._fail(job, exc)
+            return []
+        if not missing:
+            return batch
+        kept = []
+        for job in batch:
+            if job.message.session_type == SESSION_SINGLE and job.message.to_id in missing:
+                if not job.future.done():
+                    job.future.set_exception(NotFound(f"no user {job.message.to_id}"))
+            else:
+                kept.append(job)
+        return kept
+
     async def _commit(self, batch: list[SaveJob]) -> None:
+        batch = await self._refuse_unknown_recipients(batch)
+        if not batch:
+            return
         started = time.monotonic()
         try:
             results = await self.store.save_messages([job.message for job in batch])
