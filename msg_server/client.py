@@ -54,6 +54,7 @@ class ClientConnection(FrameConnection):
         self.close_after_reply = False
         self.refusal_log = Throttle(LOG_INTERVAL)  # lines about this client's refused requests
         self.pending = 0
+        self.draining = False
         self.tasks: set[asyncio.Future[None]] = set()  # requests being handled
         self.paused = False
         self.deadline: Deadline | None = None
@@ -117,6 +118,8 @@ class ClientConnection(FrameConnection):
             self.log.warning("unknown command 0x%04x; closing", command)
             self.abort()
             return
+        if self.draining:
+            return  # shutting down: unanswered, so the client resends it elsewhere
         job = entry.parse(frame.body)
         if command == Cmd.LOGIN_REQ:
             self.logging_in = True
@@ -147,10 +150,20 @@ class ClientConnection(FrameConnection):
     def _request_done(self, task: asyncio.Future[None]) -> None:
         self.tasks.discard(task)
         self.pending -= 1
-        if self.paused and self.pending <= self.gateway.config.max_pending_requests // 2:
+        if (
+            self.paused
+            and not self.draining
+            and self.pending <= self.gateway.config.max_pending_requests // 2
+        ):
             self.paused = False
             if self.transport is not None and not self.closing:
                 self.transport.resume_reading()
+
+    def stop_reading(self) -> None:
+        """Shutting down: take no new request; those in flight still get their answers."""
+        self.draining = True
+        if self.transport is not None and not self.closing:
+            self.transport.pause_reading()
 
     def on_disconnect(self, exc: Exception | None) -> None:
         if self.deadline is not None:

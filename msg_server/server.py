@@ -17,6 +17,7 @@ from msg_server.gateway import Gateway
 log = logging.getLogger("msg")
 
 CLOSE_GRACE = 3.0
+DRAIN_TIMEOUT = 5.0  # requests in flight at SIGTERM: bounded by db_proxy's answer
 LINK_WAIT = 10.0
 
 
@@ -57,13 +58,26 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        # Stop taking clients, leave login_server's pool (links close), then
-        # let the clients go: they reconnect through login_server elsewhere.
+        # Stop taking clients and leave login_server's pool; stop reading
+        # requests, and answer those in flight (a message stored but never
+        # acked would be resent and look like a duplicate to its sender);
+        # then let the clients go (they reconnect through login_server
+        # elsewhere) and only then close the links they needed.
         server.close()
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
-        await gateway.stop()
+        for link in gateway.login_links:
+            await link.stop()
+        for conn in list(gateway.connections):
+            conn.stop_reading()
+        in_flight = [task for conn in gateway.connections for task in conn.tasks]
+        if in_flight:
+            _, late = await asyncio.wait(in_flight, timeout=DRAIN_TIMEOUT)
+            if late:
+                log.warning(
+                    "%d requests still unanswered after %.0fs; closing anyway", len(late), DRAIN_TIMEOUT
+                )
         for conn in list(gateway.connections):
             conn.close()
         deadline = loop.time() + CLOSE_GRACE
@@ -71,6 +85,7 @@ async def serve(
             await asyncio.sleep(0.05)
         for conn in list(gateway.connections):
             conn.abort()
+        await gateway.stop()
         if exposed is not None:
             await exposed[0].cleanup()
 

@@ -166,3 +166,41 @@ async def test_sigterm_drains_a_gateway_gracefully(fresh_cluster: Cluster) -> No
         assert again.writer is not None
         assert again.writer.get_extra_info("peername")[1] == cluster.gateway_port("msg-1")
         await again.close()
+
+
+async def test_sigterm_answers_what_is_in_flight(fresh_cluster: Cluster) -> None:
+    """Every message a stopping gateway stored is acked to its sender first (issue 8:
+    8 committed messages were never acked when links closed before clients)."""
+    cluster = fresh_cluster
+    alice = await cluster.client("alice", "msg-2")
+    bob = await cluster.client("bob", "msg-1")
+    gateway = cluster.local.by_name("msg-2")
+    assert gateway.process is not None
+    acked: dict[int, int] = {}  # client msg id -> msg id
+
+    async def one(client_msg_id: int) -> None:
+        with contextlib.suppress(ServerClosed, TimeoutError, ConnectionError):
+            ack = await alice.send_text(
+                bob.user_id, b"in flight %d" % client_msg_id, client_msg_id, timeout=15
+            )
+            acked[client_msg_id] = ack.msg_id
+
+    sends = [asyncio.create_task(one(i)) for i in range(1, 61)]  # all 60 in flight at once
+    await asyncio.sleep(0)  # let them be written before the signal
+    gateway.process.send_signal(signal.SIGTERM)
+    await asyncio.gather(*sends)
+    assert await asyncio.to_thread(gateway.process.wait, 15) == 0
+    stored = await stored_from(cluster, alice.user_id, bob.user_id)
+    assert stored, "nothing was stored: the test did not exercise the drain"
+    assert set(stored) == set(acked.values()), (sorted(stored), sorted(acked.values()))
+    await alice.close()
+    await bob.close()
+
+
+async def stored_from(cluster: Cluster, sender: int, to: int) -> list[int]:
+    """The msg ids of what ``sender`` stored in its conversation with ``to``."""
+    from db_proxy.storage import open_store
+
+    async with open_store(cluster.database_url) as store:
+        rows = await store.message_list(sender, 1, to, 0, 100)
+    return [m.msg_id for m in rows if m.from_user_id == sender]
