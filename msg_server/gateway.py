@@ -24,7 +24,7 @@ from common.link import Identity, Link, LinkDown, LinkSettings, Upstream
 from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
 from msg_server.config import MsgServerConfig
-from msg_server.metrics import PUSHED, RELAY_LATENCY
+from msg_server.metrics import PUSHED, PUSHES_DROPPED, RELAY_LATENCY
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -238,7 +238,13 @@ class Gateway:
         if deliver.broadcast:
             targets: Iterable[ClientConnection] = [c for conns in self.sessions.values() for c in conns]
         else:
-            targets = [c for user_id in deliver.user_ids for c in self.sessions.get(user_id, ())]
+            targets = []
+            for user_id in deliver.user_ids:
+                conns = self.sessions.get(user_id)
+                if conns:
+                    targets += conns
+                else:  # the route server's table was stale: the user left this gateway
+                    PUSHES_DROPPED.labels("no_session").inc()
         for conn in targets:
             if conn.conn_id == skip_conn:
                 continue
@@ -246,8 +252,10 @@ class Gateway:
                 conn.client_type
             ):
                 continue
-            conn.send_raw(deliver.command_id, deliver.body)
-            PUSHED.inc()
+            if conn.send_raw(deliver.command_id, deliver.body):
+                PUSHED.inc()
+            else:  # closing, or just cut off as a slow reader
+                PUSHES_DROPPED.labels("connection_gone").inc()
 
     def remember_status(self, stats: Iterable[base_pb2.UserStat]) -> None:
         for stat in stats:

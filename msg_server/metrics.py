@@ -18,6 +18,12 @@ SESSIONS = Gauge("imcluster_gateway_sessions", "Logged-in client connections.")
 MESSAGES_IN = Counter("imcluster_gateway_messages_in", "IMMsgData frames received from clients.")
 MESSAGES_ACKED = Counter("imcluster_gateway_messages_acked", "IMMsgDataAck sent (messages durably stored).")
 PUSHED = Counter("imcluster_gateway_frames_pushed", "Frames pushed to clients (messages, notifications).")
+PUSHES_DROPPED = Counter(
+    "imcluster_gateway_pushes_dropped",
+    "Pushes not written to a client, by reason: no_session (the recipient has no session here), "
+    "connection_gone (closing, or cut off as a slow reader).",
+    ["reason"],
+)
 ACK_LATENCY = latency_histogram(
     "imcluster_gateway_ack_latency_seconds", "From a client's IMMsgData arriving to its ack leaving."
 )

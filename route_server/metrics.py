@@ -13,6 +13,12 @@ ONLINE_USERS = Gauge("imcluster_route_online_users", "Users with at least one se
 GATEWAYS = Gauge("imcluster_route_gateways", "Gateways linked to this route server.")
 RELAYED = Counter("imcluster_route_relayed", "RouteDeliver frames forwarded to gateways.")
 KICKS = Counter("imcluster_route_kicks", "Sessions kicked (newer login, mobile kick, admin).")
+PUSHES_DROPPED = Counter(
+    "imcluster_route_pushes_dropped",
+    "Pushes (per recipient gateway) not forwarded, by reason: no_gateway_link (the gateway that "
+    "holds the session is not linked here), send_failed (its link refused the frame).",
+    ["reason"],
+)
 STATUS_CHANGES = Counter("imcluster_route_status_changes", "User presence changes published to gateways.")
 
 

@@ -22,7 +22,7 @@ from common.rpc import Commands
 from route_server import metrics
 from route_server.admin import RouteAdmin
 from route_server.config import RouteServerConfig
-from route_server.metrics import KICKS, RELAYED, STATUS_CHANGES
+from route_server.metrics import KICKS, PUSHES_DROPPED, RELAYED, STATUS_CHANGES
 from route_server.presence import LoginPolicy, has_desktop, sessions_to_kick, user_status
 from route_server.table import RouteTable, Session
 
@@ -203,13 +203,16 @@ class RouteServer(LinkServer):
         for gateway_id, users in self.table.fan_out(msg.user_ids).items():
             link = self.gateway_links.get(gateway_id)
             if link is None:
+                PUSHES_DROPPED.labels("no_gateway_link").inc()
                 continue
             narrowed = internal_pb2.RouteDeliver()
             narrowed.CopyFrom(msg)
             del narrowed.user_ids[:]
             narrowed.user_ids.extend(users)
-            link.send(Cmd.ROUTE_DELIVER, narrowed)
-            RELAYED.inc()
+            if link.send(Cmd.ROUTE_DELIVER, narrowed):
+                RELAYED.inc()
+            else:
+                PUSHES_DROPPED.labels("send_failed").inc()
 
 
 async def serve(
