@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import zlib
+
 from common.pb import base_pb2
+
+ShardKey = int | str | tuple[int, ...]
 
 SINGLE_MSG_TYPES = frozenset({base_pb2.MSG_TYPE_SINGLE_TEXT, base_pb2.MSG_TYPE_SINGLE_AUDIO})
 GROUP_MSG_TYPES = frozenset({base_pb2.MSG_TYPE_GROUP_TEXT, base_pb2.MSG_TYPE_GROUP_AUDIO})
@@ -26,3 +30,20 @@ def session_type_of(msg_type: int) -> int | None:
 def is_mobile(client_type: int) -> bool:
     """TeamTalk's device classes: 0x0_ desktop, 0x1_ mobile."""
     return client_type & 0xF0 == 0x10
+
+
+def shard_of(key: ShardKey, shards: int) -> int:
+    """Which of ``shards`` serves ``key`` (a conversation key, a user id, a login name).
+
+    CRC-32 of a canonical encoding: the same on every process, interpreter
+    and version, unlike the builtin ``hash()`` (salted per process for str),
+    so every gateway sends a conversation to the same db_proxy, and every
+    db_proxy pushes it through the same route server, while they are up.
+    """
+    if isinstance(key, str):
+        data = b"s" + key.encode("utf-8", "surrogatepass")
+    elif isinstance(key, int):
+        data = b"i%d" % key
+    else:
+        data = b"t" + b",".join(b"%d" % part for part in key)
+    return zlib.crc32(data) % shards

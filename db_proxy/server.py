@@ -13,6 +13,7 @@ from typing import Any
 from common.admin import admin_handler
 from common.commands import Cmd, Rpcs
 from common.config import split_address
+from common.conversation import ShardKey, conversation_key, shard_of
 from common.link import Identity, LinkServer, LinkSettings, Upstream
 from common.metrics import start_metrics_server
 from common.pb import base_pb2, internal_pb2, message_pb2
@@ -37,9 +38,11 @@ REDIS_CONNECTIONS = 64
 class RoutePublisher:
     """Pushes stored messages to the route servers, in commit order.
 
-    Every route server knows every gateway, so one copy to the first linked
-    route server is enough. A push that cannot go out is not an error: the
-    message is stored and the recipient finds it on its next sync.
+    Every route server knows every gateway, so one copy through one of them
+    is enough. The work is shared: a conversation's pushes go through the
+    route server its key picks among those linked (:func:`shard_of`), so
+    they keep their order while it is up. A push that cannot go out is not
+    an error: the message is stored and the recipient finds it on its next sync.
     """
 
     def __init__(self, node_id: str, addresses: list[tuple[str, int]], settings: LinkSettings) -> None:
@@ -82,15 +85,22 @@ class RoutePublisher:
                 body=push.SerializeToString(),
                 origin=origin,
                 sent_at_us=int(time.time() * 1_000_000),
-            )
+            ),
+            conversation_key(message.session_type, message.from_user_id, message.to_id),
         )
 
-    def deliver(self, deliver: internal_pb2.RouteDeliver) -> bool:
-        """Push a frame through the first linked route server; False if none is linked."""
-        body = deliver.SerializeToString()
-        for upstream in self.upstreams:
-            if upstream.send_raw(Cmd.ROUTE_DELIVER, body):
-                return True
+    def deliver(self, deliver: internal_pb2.RouteDeliver, key: ShardKey | None = None) -> bool:
+        """Push a frame through the route server ``key`` picks (default: its first
+        recipient) among those linked; False if none is linked."""
+        linked = [upstream for upstream in self.upstreams if upstream.connected]
+        if linked:
+            if key is None:
+                key = deliver.user_ids[0] if deliver.user_ids else 0
+            first = shard_of(key, len(linked))
+            body = deliver.SerializeToString()
+            for i in range(len(linked)):
+                if linked[(first + i) % len(linked)].send_raw(Cmd.ROUTE_DELIVER, body):
+                    return True
         PUSHES_DROPPED.inc()
         return False
 

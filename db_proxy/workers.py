@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from common.conversation import conversation_key
+from common.conversation import conversation_key, shard_of
 from common.errors import Bug, ImError, NotFound, Overloaded
 from common.pb import internal_pb2
 from db_proxy import metrics
@@ -85,7 +85,7 @@ class MessageWorkers:
         return [q.qsize() for q in self.queues]
 
     def _queue_for(self, key: tuple[int, int, int]) -> asyncio.Queue[Job]:
-        return self.queues[hash(key) % len(self.queues)]
+        return self.queues[shard_of(key, len(self.queues))]
 
     def _put(self, key: tuple[int, int, int], job: Job) -> None:
         try:

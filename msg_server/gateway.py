@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from common.commands import Cmd, OneWays
 from common.config import split_address
-from common.conversation import is_mobile
+from common.conversation import ShardKey, is_mobile, shard_of
 from common.link import Identity, Link, LinkDown, LinkSettings, Upstream
 from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
@@ -193,17 +193,17 @@ class Gateway:
 
     # -- db_proxy -----------------------------------------------------------------
 
-    def db_for(self, key: object) -> Upstream:
+    def db_for(self, key: ShardKey) -> Upstream:
         """The db_proxy for a conversation: always the same while it is up."""
         n = len(self.db_links)
-        first = hash(key) % n
+        first = shard_of(key, n)
         for i in range(n):
             link = self.db_links[(first + i) % n]
             if link.connected:
                 return link
         raise LinkDown("no db_proxy is reachable")
 
-    async def db_call(self, key: object, rpc: Rpc[ReqT, ResT], request: ReqT) -> ResT:
+    async def db_call(self, key: ShardKey, rpc: Rpc[ReqT, ResT], request: ReqT) -> ResT:
         """Ask the db_proxy of ``key`` (a conversation, a user name...): its typed reply.
 
         Raises an ImError: Unavailable (no link, timeout) or what db_proxy answered.

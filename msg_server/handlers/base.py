@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from google.protobuf.message import Message
 
 from common.commands import Cmd
+from common.conversation import ShardKey
 from common.errors import (
     Conflict,
     Forbidden,
@@ -241,7 +242,7 @@ OwnReqT = TypeVar("OwnReqT", bound=OwnRequest)
 After = Callable[["Gateway", "ClientConnection", OwnReqT, ResT], None]
 
 
-def by_user(conn: ClientConnection, req: Message) -> object:
+def by_user(conn: ClientConnection, req: Message) -> ShardKey:
     """Which db_proxy serves a request about the user itself."""
     return conn.user_id
 
@@ -250,7 +251,7 @@ def forward_to_db(
     rpc: Rpc[OwnReqT, ResT],
     *,
     check: Callable[[OwnReqT], None] | None = None,
-    key: Callable[[ClientConnection, OwnReqT], object] = by_user,
+    key: Callable[[ClientConnection, OwnReqT], ShardKey] = by_user,
     after: After[OwnReqT, ResT] | None = None,
 ) -> Handler[OwnReqT, ResT]:
     """A command db_proxy answers with the client's own reply message.

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from common.commands import Cmd, Rpcs
-from common.conversation import conversation_key, session_type_of
+from common.conversation import ShardKey, conversation_key, session_type_of
 from common.errors import InvalidArgument
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.handlers.base import ClientError, deliver, forward_to_db, now, session
@@ -69,7 +69,7 @@ def _time_refused(
     return message_pb2.IMClientTimeRsp(server_time=now())
 
 
-def by_conversation(conn: ClientConnection, req: SessionRead) -> object:
+def by_conversation(conn: ClientConnection, req: SessionRead) -> ShardKey:
     """A read of one session goes to the db_proxy that stores it."""
     return conversation_key(req.session_type, conn.user_id, req.session_id)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,3 +62,31 @@ async def test_delivery_survives_kill9_of_a_route_server(two_routes: Cluster) ->
     assert kick.kick_reason == base_pb2.KICK_REASON_DUPLICATE_USER
     for client in (alice, alice_again, bob, watcher):
         await client.close()
+
+
+async def test_both_route_servers_carry_pushes(two_routes: Cluster) -> None:
+    """Active-active for real: conversations are spread over the route servers
+    (issue 8 found every push going through the first one)."""
+    cluster = two_routes
+    names = ["alice", "bob", "carol", "dave", "erin", "frank"]
+    senders = [await cluster.client(name, "msg-1") for name in names[:3]]
+    receivers = [await cluster.client(name, "msg-2") for name in names[3:]]
+    for sender in senders:
+        for receiver in receivers:  # nine conversations
+            ack = await sender.send_text(receiver.user_id, b"spread")
+            assert (await receiver.next_push(Cmd.MSG_DATA)).msg_id == ack.msg_id
+    relayed = {name: await asyncio.to_thread(route_relayed, cluster, name) for name in ("route-1", "route-2")}
+    assert all(count >= 1 for count in relayed.values()), relayed
+    for client in senders + receivers:
+        await client.close()
+
+
+def route_relayed(cluster: Cluster, name: str) -> float:
+    port = cluster.local.by_name(name).info["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("imcluster_route_relayed_total")
+    )
