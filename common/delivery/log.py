@@ -132,6 +132,10 @@ class DeliveryLog(ABC):
     ) -> list[Delivery]:
         """New entries of ``partitions`` for ``consumer``, in order per partition.
 
+        At most ``max_entries`` per partition (Redis's COUNT and a JetStream
+        fetch are per stream/consumer; all that is fetched is handed out, since
+        it is pending once fetched).
+
         Waits up to ``block_s`` (0: not at all) for at least one. Each returned
         entry is pending for ``consumer`` until acknowledged. Raises
         :class:`StreamLost` when the engine lost a partition (the group is
@@ -156,6 +160,10 @@ class DeliveryLog(ABC):
     @abstractmethod
     async def trim(self, max_entries: int) -> None:
         """Keep at most the newest ``max_entries`` of every partition (retention)."""
+
+    @abstractmethod
+    async def pending(self, group: str, partition: int) -> int:
+        """How many of the partition's entries are delivered to the group but not acknowledged."""
 
     @abstractmethod
     async def length(self, partition: int) -> int:

@@ -128,7 +128,8 @@ class MemoryDeliveryLog(DeliveryLog):
         for p in partitions:
             part = self._parts[p]
             offset = max(group.cursors[p], part.first_offset)
-            while len(out) < limit and offset < part.next_offset:
+            stop = min(part.next_offset, offset + limit)  # the limit is per partition, as on the engines
+            while offset < stop:
                 entry = part.get(offset)
                 assert entry is not None
                 group.pending[(p, offset)] = _Pending(consumer, now, 1)
@@ -191,6 +192,10 @@ class MemoryDeliveryLog(DeliveryLog):
                 part.drop_oldest()
                 for g in self._groups.values():
                     g.pending.pop((p, offset), None)
+
+    async def pending(self, group: str, partition: int) -> int:
+        self.check_partitions([partition])
+        return sum(1 for p, _ in self._group(group).pending if p == partition)
 
     async def length(self, partition: int) -> int:
         self.check_partitions([partition])

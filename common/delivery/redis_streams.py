@@ -134,7 +134,7 @@ class RedisStreamsDeliveryLog(DeliveryLog):
         out: list[Delivery] = []
         for key, items in _streams(reply):
             out.extend(self._deliveries(by_key[_str(key)], items, 1))
-        return out[:max_entries]
+        return out
 
     async def ack(self, group: str, deliveries: Sequence[Delivery]) -> None:
         by_key: dict[str, list[str]] = {}
@@ -193,6 +193,18 @@ class RedisStreamsDeliveryLog(DeliveryLog):
                 await pipe.execute()
         except RedisError as exc:
             raise Unavailable(f"redis delivery log trim: {exc}") from exc
+
+    async def pending(self, group: str, partition: int) -> int:
+        self.check_partitions([partition])
+        try:
+            summary = await self._redis.xpending(self.key(partition), group)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return 0  # no group (yet, or lost): nothing is pending
+            raise Unavailable(f"redis delivery log pending: {exc}") from exc
+        except RedisError as exc:
+            raise Unavailable(f"redis delivery log pending: {exc}") from exc
+        return int(summary["pending"])
 
     async def length(self, partition: int) -> int:
         self.check_partitions([partition])
