@@ -1,7 +1,7 @@
 """One fixture, ``make_log``, that opens a fresh delivery log on each backend.
 
-Redis and NATS are the real servers; each test gets its own key prefix or
-stream (random names) and deletes it afterwards.
+Redis and NATS are the real servers (IMCLUSTER_TEST_REDIS, IMCLUSTER_TEST_NATS);
+each test gets its own key prefix or stream (random names) and deletes it afterwards.
 """
 
 from __future__ import annotations
@@ -26,14 +26,23 @@ def log_url(backend: str, partitions: int, max_entries: int, ack_wait: float) ->
     if backend == "memory":
         return f"memory://?partitions={partitions}&max_entries={max_entries}"
     if backend == "redis":
-        return f"{REDIS_URL}?partitions={partitions}&prefix=imtest:dlog:{tag}&max_entries={max_entries}&exact_trim=1"
+        return (
+            f"{REDIS_URL}?partitions={partitions}&prefix=imtest:dlog:{tag}"
+            f"&max_entries={max_entries}&exact_trim=1"
+        )
     return (
         f"{NATS_URL}?partitions={partitions}&stream=IMTEST_DLOG_{tag.upper()}&subject_prefix=imtest.dlog.{tag}"
         f"&max_entries={max_entries}&ack_wait={ack_wait}"
     )
 
 
-@pytest.fixture(params=["memory", "redis", "nats"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("nats", marks=pytest.mark.nats),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from common.delivery import Delivery, DeliveryLog, Entry, StreamLost
+from common.delivery import Delivery, DeliveryLog, Entry
 from common.delivery.redis_streams import RedisStreamsDeliveryLog
 from common.errors import InvalidArgument, Overloaded
 from tests.delivery.conftest import MakeLog
