@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
-import nats
+from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
@@ -33,6 +34,8 @@ from nats.js.errors import APIError, NotFoundError
 
 from common.delivery.log import Delivery, DeliveryLog, Entry, decode_entry, encode_entry
 from common.errors import InvalidArgument, Overloaded, Unavailable
+
+log = logging.getLogger(__name__)
 
 #: The shortest pull: a fetch that finds nothing still waits this long.
 _MIN_FETCH_S = 0.05
@@ -51,6 +54,7 @@ class JetStreamDeliveryLog(DeliveryLog):
         ack_wait_s: float = 30.0,
     ) -> None:
         super().__init__(partitions)
+        #: ``max_bytes`` is per partition, as on memory; JetStream bounds the whole stream.
         if max_entries < 1 or max_bytes < 1 or ack_wait_s <= 0:
             raise InvalidArgument("max_entries, max_bytes and ack_wait must be positive")
         self._nc = nc
@@ -67,14 +71,33 @@ class JetStreamDeliveryLog(DeliveryLog):
         self._appended = asyncio.Event()
 
     @classmethod
-    async def connect(cls, url: str, partitions: int, **options: Any) -> JetStreamDeliveryLog:
+    async def connect(
+        cls, url: str, partitions: int, connect_budget_s: float = 5.0, **options: Any
+    ) -> JetStreamDeliveryLog:
+        """Connect (within ``connect_budget_s``), then create or update the stream.
+
+        Once connected the client reconnects forever (a db_proxy outlives a
+        NATS restart); the first connection is bounded so a wrong URL fails.
+        """
+
+        async def report(exc: Exception) -> None:
+            log.warning("nats delivery log at %s: %s", url, exc)
+
+        nc = NATS()
         try:
-            nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=-1)
-        except (OSError, NatsError) as exc:
-            raise Unavailable(f"nats at {url}: {exc}") from exc
-        log = cls(nc, partitions, **options)
-        await log.ensure_stream()
-        return log
+            async with asyncio.timeout(connect_budget_s):
+                await nc.connect(url, connect_timeout=2, max_reconnect_attempts=-1, error_cb=report)
+        except (OSError, NatsError, TimeoutError) as exc:
+            with contextlib.suppress(NatsError):
+                await nc.close()
+            raise Unavailable(f"nats at {url} unreachable: {str(exc) or 'timed out'}") from exc
+        opened = cls(nc, partitions, **options)
+        try:
+            await opened.ensure_stream()
+        except Unavailable:
+            await nc.close()
+            raise
+        return opened
 
     def subject(self, partition: int) -> str:
         return f"{self.subject_prefix}.{partition}"
@@ -87,7 +110,7 @@ class JetStreamDeliveryLog(DeliveryLog):
             retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.FILE,
             max_msgs_per_subject=self.max_entries,
-            max_bytes=self.max_bytes,
+            max_bytes=self.max_bytes * self.partitions,
             discard=api.DiscardPolicy.NEW,
             discard_new_per_subject=True,
             duplicate_window=120.0,

@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from common.delivery import Delivery, DeliveryLog, Entry
+from common.delivery.jetstream import JetStreamDeliveryLog
 from common.delivery.redis_streams import RedisStreamsDeliveryLog
-from common.errors import InvalidArgument, Overloaded
+from common.errors import InvalidArgument, Overloaded, Unavailable
 from tests.delivery.conftest import MakeLog
 
 DEADLINE_S = 10.0
@@ -153,3 +154,9 @@ async def test_bad_partitions_are_refused(make_log: MakeLog) -> None:
         await log.append([Entry(2, (1, 1, 2), 1, b"m")])
     with pytest.raises(InvalidArgument):
         await log.consume("push", "c1", [5], 1, block_s=0)
+
+
+@pytest.mark.nats
+async def test_an_unreachable_nats_is_unavailable() -> None:
+    with pytest.raises(Unavailable, match="unreachable"):
+        await JetStreamDeliveryLog.connect("nats://127.0.0.1:1", 1, connect_budget_s=0.5)
