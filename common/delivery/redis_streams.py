@@ -102,28 +102,24 @@ class RedisStreamsDeliveryLog(DeliveryLog):
         lost = [p for p in partitions if await self._create_group(group, p)]
         return StreamLost(lost or partitions)
 
-    def _deliveries(self, partition: int, items: Any, count: int) -> list[Delivery]:
-        out = []
-        for entry_id, fields in items:
-            if not fields:  # deleted from the stream while pending (XCLAIM of a trimmed id)
-                continue
-            out.append(Delivery(decode_entry(fields[b"e"]), _str(entry_id), count))
-        return out
-
     async def consume(
         self, group: str, consumer: str, partitions: Sequence[int], max_entries: int, block_s: float
     ) -> list[Delivery]:
         self.check_partitions(partitions)
         if not partitions:
             return []
-        by_key = {self.key(p): p for p in partitions}
-        block_ms = int(block_s * 1000) if block_s > 0 else None  # BLOCK 0 would mean forever
+        # No BLOCK for 0: BLOCK 0 would mean forever.
+        block_ms = max(1, round(block_s * 1000)) if block_s > 0 else None
         try:
             await self._ensure_groups(group, partitions)
             try:
                 async with asyncio.timeout(block_s + _BLOCK_SLACK_S):
                     reply = await self._redis.xreadgroup(
-                        group, consumer, dict.fromkeys(by_key, ">"), count=max_entries, block=block_ms
+                        group,
+                        consumer,
+                        {self.key(p): ">" for p in partitions},
+                        count=max_entries,
+                        block=block_ms,
                     )
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -131,10 +127,12 @@ class RedisStreamsDeliveryLog(DeliveryLog):
                 raise await self._recover(group, partitions) from None
         except (RedisError, TimeoutError) as exc:
             raise Unavailable(f"redis delivery log consume: {exc}") from exc
-        out: list[Delivery] = []
-        for key, items in _streams(reply):
-            out.extend(self._deliveries(by_key[_str(key)], items, 1))
-        return out
+        return [
+            Delivery(decode_entry(fields[b"e"]), _str(entry_id), 1)
+            for _key, items in _streams(reply)
+            for entry_id, fields in items
+            if fields  # an id without fields was trimmed while pending
+        ]
 
     async def ack(self, group: str, deliveries: Sequence[Delivery]) -> None:
         by_key: dict[str, list[str]] = {}
