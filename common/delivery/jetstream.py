@@ -285,5 +285,7 @@ class JetStreamDeliveryLog(DeliveryLog):
                 await sub.unsubscribe()
 
     async def close(self) -> None:
+        if self._nc.is_closed:
+            return
         await self.close_subscriptions()
         await self._nc.close()

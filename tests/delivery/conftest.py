@@ -50,14 +50,32 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def make_log(backend: str) -> AsyncIterator[MakeLog]:
     opened: list[Any] = []
+    urls: dict[int, str] = {}
 
-    async def make(partitions: int = 4, max_entries: int = 1000, ack_wait: float = 1.0) -> DeliveryLog:
-        log = await open_delivery_log(log_url(backend, partitions, max_entries, ack_wait))
+    async def make(
+        partitions: int = 4,
+        max_entries: int = 1000,
+        ack_wait: float = 1.0,
+        same_as: DeliveryLog | None = None,
+    ) -> DeliveryLog:
+        """A new log, or with ``same_as`` another client of that log (as another process would be)."""
+        if same_as is not None:
+            url = urls[id(same_as)]
+        else:
+            url = log_url(backend, partitions, max_entries, ack_wait)
+        log = await open_delivery_log(url)
         opened.append(log)
+        urls[id(log)] = url
         return log
 
     yield make
+    owners: dict[str, Any] = {}  # the first client of each log deletes it, after the others closed
     for log in opened:
+        owners.setdefault(urls[id(log)], log)
+    for log in opened:
+        if owners.get(urls[id(log)]) is not log:
+            await log.close()
+    for log in owners.values():
         if hasattr(log, "delete"):
             await log.delete()
         await log.close()

@@ -160,3 +160,36 @@ async def test_bad_partitions_are_refused(make_log: MakeLog) -> None:
 async def test_an_unreachable_nats_is_unavailable() -> None:
     with pytest.raises(Unavailable, match="unreachable"):
         await JetStreamDeliveryLog.connect("nats://127.0.0.1:1", 1, connect_budget_s=0.5)
+
+
+async def test_another_client_of_the_same_log_takes_over(make_log: MakeLog, backend: str) -> None:
+    if backend == "memory":
+        pytest.skip("the in-process log is one process's")
+    appender = await make_log(partitions=2, ack_wait=1.0)
+    first = await make_log(same_as=appender)
+    second = await make_log(same_as=appender)
+    entries = entries_for(appender, 2, 2)
+    await appender.append(entries)
+    held = await consume_all(first, "push", "first", len(entries))
+    assert sorted(d.entry.payload for d in held) == sorted(e.payload for e in entries)
+    await first.close()  # dies without acking
+
+    async def take_over() -> list[Delivery]:
+        claimed = await second.claim_stale("push", "second", idle_s=0.2, max_entries=10)
+        return claimed + await second.consume("push", "second", [0, 1], 10, block_s=0.2)
+
+    again = await poll(take_over, len(entries))
+    assert sorted(d.entry.payload for d in again) == sorted(e.payload for e in entries)
+    await second.ack("push", again)
+    assert [await second.pending("push", p) for p in (0, 1)] == [0, 0]
+
+
+@pytest.mark.nats
+async def test_jetstream_stores_a_retried_append_once(make_log: MakeLog, backend: str) -> None:
+    if backend != "nats":
+        pytest.skip("deduplication by Nats-Msg-Id is JetStream's")
+    log = await make_log(partitions=1)
+    entry = Entry(0, (1, 1, 2), 7, b"m")
+    await log.append([entry])
+    await log.append([entry])  # db_proxy retrying after a lost PubAck
+    assert await log.length(0) == 1
