@@ -20,12 +20,12 @@ refills it from the database.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common.conversation import shard_of
 from common.errors import Bug, InvalidArgument, Unavailable
 
 #: A conversation key as built by ``common.conversation.conversation_key``.
@@ -38,8 +38,9 @@ _HEADER = struct.Struct(">IQQQQ")
 
 
 def partition_of(conversation: ConversationKey, partitions: int) -> int:
-    """The partition of a conversation: blake2b-64 of its key packed as three
-    big-endian unsigned 64-bit ints, modulo ``partitions``.
+    """The partition of a conversation: :func:`common.conversation.shard_of`,
+    the one stable shard function the cluster uses everywhere (db_proxies,
+    workers, route servers), here on a validated key.
 
     Never Python's ``hash()``: it is salted per process. This function is part
     of the cluster's contract (every node must agree), so it must not change.
@@ -50,8 +51,8 @@ def partition_of(conversation: ConversationKey, partitions: int) -> int:
         packed = _KEY.pack(*conversation)
     except struct.error as exc:
         raise InvalidArgument(f"bad conversation key {conversation!r}: {exc}") from None
-    digest = hashlib.blake2b(packed, digest_size=8).digest()
-    return int.from_bytes(digest, "big") % partitions
+    del packed  # packing was the check: three ints, each an unsigned 64-bit one
+    return shard_of(tuple(conversation), partitions)
 
 
 @dataclass(frozen=True, slots=True)
