@@ -5,7 +5,7 @@ Redis on ``db``, a login_server and a route_server on each of
 ``login-route-1`` and ``-2``, a msg_server on ``gw-1`` and ``gw-2``, a
 db_proxy on ``dbp-1`` and ``dbp-2``. Every server is ``imctl run`` with
 ``scripts/examples/multihost.toml`` (only ``secret_file`` points at the
-bed's own secret) and the per-host ``--set`` the example's comments show.
+bed's own secret) and exactly the per-host ``--set`` its comments show.
 Skipped, with the reason, where namespaces cannot be made (not root).
 """
 
@@ -28,6 +28,7 @@ import pytest
 from imctl.cluster import write_secret_file
 from tests.e2e.conftest import PASSWORD, create_users
 from tests.multihost.netns import Bed, Process, unavailable, wait_for
+from tests.support.examples import run_commands
 from tests.support.ttclient import TTClient, discover
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,11 +37,13 @@ EXAMPLE_SECRET = "/etc/imcluster/secret"
 HOSTS = ["db", "login-route-1", "login-route-2", "gw-1", "gw-2", "dbp-1", "dbp-2"]
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 READY_TIMEOUT = 30.0
+START_ORDER = ["route", "db", "login", "msg"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = unavailable() or (None if shutil.which("mariadbd") else "needs mariadbd")
-    reason = reason or (None if shutil.which("redis-server") else "needs redis-server")
+    reason = unavailable()
+    for program in ("mariadbd", "mariadb-install-db", "mariadb", "redis-server", "redis-cli"):
+        reason = reason or (None if shutil.which(program) else f"needs {program}")
     if reason is None:
         return
     for item in items:
@@ -146,10 +149,11 @@ class MultiHost:
     def database_url(self) -> str:
         return f"mysql://root@{self.bed.address('db')}:3306/imcluster"
 
-    def add(self, kind: str, host: str, node_id: str) -> Server:
-        address = self.bed.address(host)
-        where = {"login": "gateway_host", "msg": "advertise_ip"}.get(kind, "host")
-        overrides = {"node_id": node_id, where: address, "metrics_host": address}
+    def add(self, kind: str, overrides: dict[str, str]) -> Server:
+        """A server as the example's comments start it; its host is the one with its address."""
+        address = overrides.get("host") or overrides.get("gateway_host") or overrides["advertise_ip"]
+        host = next(h.name for h in self.bed.hosts.values() if h.address == address)
+        node_id = overrides["node_id"]
         server = Server(kind, host, node_id, overrides, self.bed.run_dir / f"{node_id}.ready")
         self.servers[node_id] = server
         return server
@@ -174,14 +178,11 @@ class MultiHost:
     def start_cluster(self) -> None:
         self.start_databases()
         self.users = asyncio.run(create_users(self.database_url, USERS, []))
-        for i in (1, 2):
-            self.start(self.add("route", f"login-route-{i}", f"route-{i}"))
-        for i in (1, 2):  # one after the other: each applies the schema
-            self.start(self.add("db", f"dbp-{i}", f"db-{i}"))
-        for i in (1, 2):
-            self.start(self.add("login", f"login-route-{i}", f"login-{i}"))
-        for i in (1, 2):
-            self.start(self.add("msg", f"gw-{i}", f"msg-{i}"))
+        # Services first, gateways last (each links when the other is up; this is quicker),
+        # db_proxies one after the other (each applies the schema).
+        commands = sorted(run_commands(EXAMPLE), key=lambda command: START_ORDER.index(command[0]))
+        for kind, overrides in commands:
+            self.start(self.add(kind, overrides))
         self.wait_gateways({"msg-1", "msg-2"})
 
     # -- looking -------------------------------------------------------------------

@@ -104,8 +104,25 @@ async def test_kill9_of_a_gateway_clients_move_through_discovery(multihost: Mult
         multihost.wait_gateways({"msg-1", "msg-2"})
 
 
+def test_sigstop_of_a_gateway_discovery_stops_handing_it_out(multihost: MultiHost) -> None:
+    """A frozen gateway closes nothing: only the link layer's heartbeats can tell."""
+    process = multihost.servers["msg-2"].process
+    assert process is not None and process.running()
+    process.freeze()
+    try:
+        detection = multihost.wait_gateways({"msg-1"}, timeout=DETECTION_BOUND + 4)
+    finally:
+        process.thaw()
+    rejoined = multihost.wait_gateways({"msg-1", "msg-2"})
+    print(
+        f"\nSIGSTOP msg-2: discovery stopped handing it out after {detection:.2f}s "
+        f"(bound {DETECTION_BOUND}s); handed out again {rejoined:.2f}s after SIGCONT"
+    )
+    assert detection < DETECTION_BOUND
+
+
 MESSAGES_PER_PHASE = 5  # per conversation: before the cut, during it, after it
-CUT_SECONDS = 4.0  # longer than the link layer's 3 s detection
+CUT_SECONDS = 6.0  # past the link layer's 3 s detection and a resend: the conversation fails over
 
 
 async def test_db_proxy_link_down_no_acked_message_lost_or_stored_twice(multihost: MultiHost) -> None:
