@@ -32,6 +32,7 @@ SUBNET = "10.231.7"
 ROOT_ADDRESS = f"{SUBNET}.1"
 PR_SET_PDEATHSIG = 1
 _OURS = re.compile(rf"^{re.escape(PREFIX)}(\d+)-")
+_OUR_VETH = re.compile(r"^imcl(\d+)v\d+(@|$)")
 
 
 def unavailable() -> str | None:
@@ -85,6 +86,12 @@ def remove_leftovers() -> None:
         _ip("netns", "delete", name, check=False)
     if live:
         raise RuntimeError(f"another test bed is running: {', '.join(live)}")
+    # A veth whose namespace went first (one held by a dying process) stays in ours.
+    for line in _ip("-o", "link", "show").stdout.splitlines():
+        name = line.split(":")[1].strip()
+        match = _OUR_VETH.match(name)
+        if match is not None and (int(match.group(1)) % 100000) != os.getpid() % 100000:
+            _ip("link", "delete", name.partition("@")[0], check=False)
     _ip("link", "delete", BRIDGE, check=False)
 
 
