@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if reason is None:
         return
     for item in items:
-        if "multihost" in item.nodeid:
+        if item.nodeid.startswith("tests/multihost/"):
             item.add_marker(pytest.mark.skip(reason=f"multi-host test bed: {reason}"))
 
 
