@@ -22,7 +22,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,9 +258,8 @@ class Bed:
         _ip("link", "set", self.hosts[host].veth, "up")
 
 
-def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.05) -> float:
-    """Poll ``predicate`` (a callable) until true; the seconds it took. Raises after ``timeout``."""
-    assert callable(predicate)
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
+    """Poll ``predicate`` until true; the seconds it took. Raises TimeoutError after ``timeout``."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if predicate():
