@@ -7,6 +7,7 @@ import pytest
 
 from common.config import ConfigError, load_config, parse_assignments, split_address
 from msg_server.config import MsgServerConfig
+from tests.support.examples import EXAMPLES_DIR, SECTIONS, run_commands
 
 
 def test_layers_override_in_order(tmp_path: Path) -> None:
@@ -52,23 +53,93 @@ def test_assignments_and_addresses() -> None:
     assert split_address("k", "[::1]:80") == ("::1", 80)
 
 
-def test_example_cluster_config_loads(tmp_path: Path) -> None:
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.toml"))
+
+
+def _classes() -> dict[str, type]:
     from db_proxy.config import DbProxyConfig
     from login_server.config import LoginServerConfig
     from route_server.config import RouteServerConfig
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "examples" / "three-hosts.toml"
+    return {
+        "msg_server": MsgServerConfig,
+        "db_proxy": DbProxyConfig,
+        "route_server": RouteServerConfig,
+        "login_server": LoginServerConfig,
+    }
+
+
+def _secret_file(tmp_path: Path) -> Path:
     secret_file = tmp_path / "secret"
     secret_file.write_text("s" * 43 + "\n")
     secret_file.chmod(0o600)
-    for cls, section in [
-        (MsgServerConfig, "msg_server"),
-        (DbProxyConfig, "db_proxy"),
-        (RouteServerConfig, "route_server"),
-        (LoginServerConfig, "login_server"),
-    ]:
-        # The example names /etc/imcluster/secret; without a secret it would not start.
-        config: Any = load_config(cls, section, path, {"cluster.secret_file": str(secret_file)}, environ={})
+    return secret_file
+
+
+def _commands(path: Path) -> list[tuple[str, dict[str, str]]]:
+    return [(SECTIONS[kind], overrides) for kind, overrides in run_commands(path)]
+
+
+def _listens(section: str, config: Any) -> list[tuple[str, int]]:
+    ports = {
+        "msg_server": [("host", "port")],
+        "db_proxy": [("host", "port")],
+        "route_server": [("host", "port")],
+        "login_server": [("host", "http_port"), ("gateway_host", "gateway_port")],
+    }[section] + [("metrics_host", "metrics_port")]
+    return [(getattr(config, h), getattr(config, p)) for h, p in ports if getattr(config, p) != -1]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_loads_with_every_server(path: Path, tmp_path: Path) -> None:
+    secret = {"cluster.secret_file": str(_secret_file(tmp_path))}
+    for section, cls in _classes().items():
+        # The examples name /etc/imcluster/secret; without a secret they would not start.
+        config: Any = load_config(cls, section, path, secret, environ={})
         assert config.cluster.secrets() == (b"s" * 43,)
+
+
+def test_the_three_hosts_example_needs_its_secret(tmp_path: Path) -> None:
+    path = next(p for p in EXAMPLES if p.name == "three-hosts.toml")
+    for section, cls in _classes().items():
         with pytest.raises(ConfigError, match="no cluster secret is set"):
             load_config(cls, section, path, {"cluster.secret_file": ""}, environ={})
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_the_servers_an_example_starts_do_not_share_a_port(path: Path, tmp_path: Path) -> None:
+    """Two servers its comments start on one host must not bind one address (a second
+    gateway on the first one's metrics port crashed at start)."""
+    secret = {"cluster.secret_file": str(_secret_file(tmp_path))}
+    commands = _commands(path)
+    assert commands, f"{path.name} shows no imctl run command"
+    # A server's machine is told by the internal address it serves metrics on.
+    seen: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    for section, overrides in commands:
+        config: Any = load_config(_classes()[section], section, path, {**overrides, **secret}, environ={})
+        for host, port in _listens(section, config):
+            for other_host, other in seen.get((config.metrics_host, port), []):
+                clash = host == other_host or "0.0.0.0" in (host, other_host)
+                assert not clash, f"{config.node_id} and {other} both listen on {host}:{port}"
+            seen.setdefault((config.metrics_host, port), []).append((host, config.node_id))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_an_example_points_every_server_at_the_others(path: Path, tmp_path: Path) -> None:
+    """Peers listed in the file are where the file's (or its commands') servers listen."""
+    secret = {"cluster.secret_file": str(_secret_file(tmp_path))}
+    listening: dict[str, set[str]] = {"db_proxy": set(), "route_server": set(), "login_server": set()}
+    started = _commands(path) or [(section, {}) for section in _classes()]
+    for section, overrides in [*started, *((s, {}) for s in _classes())]:
+        config: Any = load_config(_classes()[section], section, path, {**overrides, **secret}, environ={})
+        if section == "login_server":
+            listening[section].add(f"{config.gateway_host}:{config.gateway_port}")
+        elif section in listening:
+            listening[section].add(f"{config.host}:{config.port}")
+    for section, cls in _classes().items():
+        config = load_config(cls, section, path, secret, environ={})
+        for key, peer in [("db_proxies", "db_proxy"), ("route_servers", "route_server")]:
+            for address in getattr(config, key, ()):
+                assert address in listening[peer], f"{section}.{key}: nothing listens on {address}"
+        for address in getattr(config, "login_servers", ()):
+            assert address in listening["login_server"], f"{section}.login_servers: {address}"

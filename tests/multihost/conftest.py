@@ -1,0 +1,247 @@
+"""The multi-host test bed: the cluster spread over seven namespaces.
+
+One bed per test session (starting it costs a few seconds): MariaDB and
+Redis on ``db``, a login_server and a route_server on each of
+``login-route-1`` and ``-2``, a msg_server on ``gw-1`` and ``gw-2``, a
+db_proxy on ``dbp-1`` and ``dbp-2``. Every server is ``imctl run`` with
+``scripts/examples/multihost.toml`` (only ``secret_file`` points at the
+bed's own secret) and exactly the per-host ``--set`` its comments show.
+Skipped, with the reason, where namespaces cannot be made (not root).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imctl.cluster import write_secret_file
+from tests.e2e.conftest import PASSWORD, create_users
+from tests.multihost.netns import Bed, Process, unavailable, wait_for
+from tests.support.examples import run_commands
+from tests.support.ttclient import TTClient, discover
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "scripts" / "examples" / "multihost.toml"
+EXAMPLE_SECRET = "/etc/imcluster/secret"
+HOSTS = ["db", "login-route-1", "login-route-2", "gw-1", "gw-2", "dbp-1", "dbp-2"]
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
+READY_TIMEOUT = 30.0
+START_ORDER = ["route", "db", "login", "msg"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    reason = unavailable()
+    for program in ("mariadbd", "mariadb-install-db", "mariadb", "redis-server", "redis-cli"):
+        reason = reason or (None if shutil.which(program) else f"needs {program}")
+    if reason is None:
+        return
+    for item in items:
+        if item.nodeid.startswith("tests/multihost/"):
+            item.add_marker(pytest.mark.skip(reason=f"multi-host test bed: {reason}"))
+
+
+@dataclass
+class Server:
+    kind: str  # login, route, msg, db (imctl run's names)
+    host: str
+    node_id: str
+    overrides: dict[str, str]
+    ready_file: Path
+    process: Process | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MultiHost:
+    bed: Bed
+    config: Path
+    users: dict[str, int] = field(default_factory=dict)
+    servers: dict[str, Server] = field(default_factory=dict)  # by node_id
+
+    # -- starting -------------------------------------------------------------------
+
+    def start_databases(self) -> None:
+        run = self.bed.run_dir
+        data, address = run / "mariadb", self.bed.address("db")
+        init = subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if init.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed: {init.stderr[-2000:]}")
+        mariadb = self.bed.run(
+            "db",
+            "mariadb",
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                f"--bind-address={address}",
+                "--port=3306",
+                f"--socket={run}/mariadb.sock",
+                f"--pid-file={run}/mariadb.pid",
+                "--skip-grant-tables",  # the bed's own server: root from any address, no password
+                "--skip-name-resolve",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=64M",
+            ],
+        )
+        self.bed.run(
+            "db",
+            "redis",
+            [
+                "redis-server",
+                *("--bind", address, "--port", "6379", "--save", "", "--appendonly", "no"),
+                *("--protected-mode", "no"),  # reached from the bed's own hosts only
+            ],
+        )
+
+        def answers() -> bool:
+            if not mariadb.running():
+                raise RuntimeError(f"mariadbd exited:\n{mariadb.log_tail()}")
+            return self.sql("CREATE DATABASE IF NOT EXISTS imcluster", check=False) is not None
+
+        wait_for(answers, READY_TIMEOUT, "MariaDB on the db host")
+        wait_for(
+            lambda: self.bed.exec("db", ["redis-cli", "-h", address, "ping"]).stdout.strip() == "PONG",
+            READY_TIMEOUT,
+            "Redis on the db host",
+        )
+
+    def sql(self, statement: str, check: bool = True) -> list[list[str]] | None:
+        """Rows of a statement run on the bed's MariaDB (from the root namespace, over the bridge)."""
+        done = subprocess.run(
+            ["mariadb", "--no-defaults", "-uroot", "-h", self.bed.address("db"), "-N", "-B", "-e", statement],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if done.returncode != 0:
+            if check:
+                raise RuntimeError(f"{statement}: {done.stderr.strip()}")
+            return None
+        return [line.split("\t") for line in done.stdout.splitlines()]
+
+    @property
+    def database_url(self) -> str:
+        return f"mysql://root@{self.bed.address('db')}:3306/imcluster"
+
+    def add(self, kind: str, overrides: dict[str, str]) -> Server:
+        """A server as the example's comments start it; its host is the one with its address."""
+        address = overrides.get("host") or overrides.get("gateway_host") or overrides["advertise_ip"]
+        host = next(h.name for h in self.bed.hosts.values() if h.address == address)
+        node_id = overrides["node_id"]
+        server = Server(kind, host, node_id, overrides, self.bed.run_dir / f"{node_id}.ready")
+        self.servers[node_id] = server
+        return server
+
+    def start(self, server: Server) -> None:
+        argv = [sys.executable, "-m", "imctl", "run", server.kind, "--config", str(self.config)]
+        argv += ["--ready-file", str(server.ready_file)]
+        for key, value in server.overrides.items():
+            argv += ["--set", f"{key}={value}"]
+        server.ready_file.unlink(missing_ok=True)
+        server.info = {}
+        server.process = process = self.bed.run(server.host, server.node_id, argv)
+
+        def ready() -> bool:
+            if not process.running():
+                raise RuntimeError(f"{server.node_id} exited:\n{process.log_tail()}")
+            return server.ready_file.exists()
+
+        wait_for(ready, READY_TIMEOUT, f"{server.node_id} ready")
+        server.info = json.loads(server.ready_file.read_text())
+
+    def start_cluster(self) -> None:
+        self.start_databases()
+        self.users = asyncio.run(create_users(self.database_url, USERS, []))
+        # Services first, gateways last (each links when the other is up; this is quicker),
+        # db_proxies one after the other (each applies the schema).
+        commands = sorted(run_commands(EXAMPLE), key=lambda command: START_ORDER.index(command[0]))
+        for kind, overrides in commands:
+            self.start(self.add(kind, overrides))
+        self.wait_gateways({"msg-1", "msg-2"})
+
+    # -- looking -------------------------------------------------------------------
+
+    def login_url(self, index: int, path: str) -> str:
+        return f"http://{self.bed.address(f'login-route-{index}')}:8080{path}"
+
+    def handed_out(self, index: int) -> set[str]:
+        """node_ids of the gateways login_server ``index`` hands out."""
+        with urllib.request.urlopen(self.login_url(index, "/gateways"), timeout=2) as response:
+            rows = json.loads(response.read())
+        return {row["node_id"] for row in rows}
+
+    def wait_gateways(self, expected: set[str], timeout: float = READY_TIMEOUT) -> float:
+        """Until both login_servers hand out exactly ``expected``; the seconds it took."""
+        return wait_for(
+            lambda: all(self.handed_out(i) == expected for i in (1, 2)), timeout, f"gateways {expected}"
+        )
+
+    def gateway_of(self, address: str) -> str:
+        return next(s.node_id for s in self.servers.values() if s.overrides.get("advertise_ip") == address)
+
+    async def client(self, name: str, login_server: int = 1) -> tuple[TTClient, str]:
+        """A client logged in where discovery sends it, as TeamTalk's does; and that gateway's node_id."""
+        reply = await asyncio.to_thread(discover, self.login_url(login_server, "/msg_server"))
+        assert reply["code"] == 0, reply
+        client = TTClient()
+        await client.connect(reply["priorIP"], int(reply["port"]))
+        res = await client.login(name, PASSWORD)
+        assert res.result_code == 0, res
+        return client, self.gateway_of(reply["priorIP"])
+
+    def tracebacks(self) -> list[str]:
+        found = []
+        for log_file in sorted(self.bed.run_dir.glob("*.log")):
+            text = log_file.read_text(errors="replace")
+            if "Traceback (most recent call last)" in text:
+                found.append(f"{log_file.name}:\n{text[-3000:]}")
+        return found
+
+
+def configured(run_dir: Path) -> Path:
+    """The example, with only its secret_file pointed at the bed's own secret."""
+    text = EXAMPLE.read_text()
+    assert text.count(f'secret_file = "{EXAMPLE_SECRET}"') == 1
+    secret = write_secret_file(run_dir / "cluster.secret")
+    path = run_dir / "multihost.toml"
+    path.write_text(text.replace(f'secret_file = "{EXAMPLE_SECRET}"', f'secret_file = "{secret}"'))
+    return path
+
+
+@pytest.fixture(scope="session")
+def multihost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
+    run_dir = tmp_path_factory.mktemp("multihost")
+    started = time.monotonic()
+    with Bed(HOSTS, run_dir) as bed:
+        cluster = MultiHost(bed, configured(run_dir))
+        cluster.start_cluster()
+        print(f"\nmulti-host bed: {len(HOSTS)} hosts up in {time.monotonic() - started:.1f}s")
+        yield cluster
+        found = cluster.tracebacks()
+    assert not found, "a server logged a traceback:\n\n" + "\n\n".join(found)
