@@ -20,7 +20,11 @@ BATCH_SIZE = Histogram(
     "imcluster_db_batch_size", "Messages per commit (group commit).", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
 )
 COMMIT_SECONDS = latency_histogram("imcluster_db_commit_seconds", "Time of one message transaction.")
-PUSHES_DROPPED = Counter("imcluster_db_pushes_dropped", "Stored messages whose push found no route server.")
+PUSHES_DROPPED = Counter(
+    "imcluster_db_pushes_dropped",
+    "Stored messages whose push found no route server and no room in the backlog waiting for one.",
+)
+PUSH_BACKLOG = Gauge("imcluster_db_push_backlog", "Pushes waiting for a route server link (bounded).")
 
 
 def bind(queues: Sequence[asyncio.Queue[Any]]) -> None:

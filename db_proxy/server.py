@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -14,7 +15,7 @@ from common.admin import admin_handler
 from common.commands import Cmd, Rpcs
 from common.config import split_address
 from common.conversation import ShardKey, conversation_key, shard_of
-from common.link import Identity, LinkServer, LinkSettings, Upstream
+from common.link import Identity, Link, LinkServer, LinkSettings, Upstream
 from common.metrics import start_metrics_server
 from common.pb import base_pb2, internal_pb2, message_pb2
 from common.rpc import Commands
@@ -25,7 +26,7 @@ from db_proxy.config import DbProxyConfig
 from db_proxy.directory import DirectoryHandlers
 from db_proxy.groups import GroupHandlers
 from db_proxy.handlers import Handlers
-from db_proxy.metrics import PUSHES_DROPPED
+from db_proxy.metrics import PUSH_BACKLOG, PUSHES_DROPPED
 from db_proxy.storage import open_store
 from db_proxy.storage.model import SESSION_GROUP, NewMessage, SavedMessage
 from db_proxy.workers import MessageWorkers
@@ -45,14 +46,29 @@ class RoutePublisher:
     an error: the message is stored and the recipient finds it on its next sync.
     """
 
-    def __init__(self, node_id: str, addresses: list[tuple[str, int]], settings: LinkSettings) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        addresses: list[tuple[str, int]],
+        settings: LinkSettings,
+        backlog: PushBacklog | None = None,
+    ) -> None:
         me = Identity(internal_pb2.ROLE_DB_PROXY, node_id)
         self.upstreams = [
             Upstream(
-                f"route@{h}:{p}", [(h, p)], me, settings=settings, expect_role=internal_pb2.ROLE_ROUTE_SERVER
+                f"route@{h}:{p}",
+                [(h, p)],
+                me,
+                settings=settings,
+                expect_role=internal_pb2.ROLE_ROUTE_SERVER,
+                on_connected=self._flush_backlog,
             )
             for h, p in addresses
         ]
+        # Pushes of messages stored while no route server was linked (a link
+        # cut, a route restart): they go out, in order, once one is back,
+        # instead of being lost while the store already acked them.
+        self.backlog = backlog or PushBacklog()
 
     def start(self) -> None:
         for upstream in self.upstreams:
@@ -91,18 +107,74 @@ class RoutePublisher:
 
     def deliver(self, deliver: internal_pb2.RouteDeliver, key: ShardKey | None = None) -> bool:
         """Push a frame through the route server ``key`` picks (default: its first
-        recipient) among those linked; False if none is linked."""
-        linked = [upstream for upstream in self.upstreams if upstream.connected]
-        if linked:
-            if key is None:
-                key = deliver.user_ids[0] if deliver.user_ids else 0
-            first = shard_of(key, len(linked))
-            body = deliver.SerializeToString()
-            for i in range(len(linked)):
-                if linked[(first + i) % len(linked)].send_raw(Cmd.ROUTE_DELIVER, body):
-                    return True
+        recipient) among those linked, or keep it until one is; False if it is
+        dropped (no link, and the backlog full)."""
+        if key is None:
+            key = deliver.user_ids[0] if deliver.user_ids else 0
+        body = deliver.SerializeToString()
+        if self._drain() and self._send(key, body):
+            return True
+        if self.backlog.add(key, body):  # behind what waits already: order holds
+            return True
         PUSHES_DROPPED.inc()
         return False
+
+    def _drain(self) -> bool:
+        """Send what waits, oldest first; True once nothing waits."""
+        while self.backlog:
+            key, body = self.backlog.peek()
+            if not self._send(key, body):
+                return False
+            self.backlog.pop()
+        return True
+
+    def _send(self, key: ShardKey, body: bytes) -> bool:
+        linked = [upstream for upstream in self.upstreams if upstream.connected]
+        if not linked:
+            return False
+        first = shard_of(key, len(linked))
+        return any(
+            linked[(first + i) % len(linked)].send_raw(Cmd.ROUTE_DELIVER, body) for i in range(len(linked))
+        )
+
+    def _flush_backlog(self, link: Link) -> None:
+        """A route link is up: what waited goes out first (through this link,
+        which is up for sure; it is still being made ready)."""
+        while self.backlog:
+            _, body = self.backlog.peek()
+            if not link.send_raw(Cmd.ROUTE_DELIVER, body):
+                return
+            self.backlog.pop()
+
+
+class PushBacklog:
+    """Pushes waiting for a route link: bounded in entries and bytes, oldest first."""
+
+    def __init__(self, max_entries: int = 50_000, max_bytes: int = 32 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: collections.deque[tuple[ShardKey, bytes]] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, key: ShardKey, body: bytes) -> bool:
+        """False (nothing kept) when full: the caller counts the drop."""
+        if len(self._items) >= self.max_entries or self.bytes + len(body) > self.max_bytes:
+            return False
+        self._items.append((key, body))
+        self.bytes += len(body)
+        PUSH_BACKLOG.set(len(self._items))
+        return True
+
+    def peek(self) -> tuple[ShardKey, bytes]:
+        return self._items[0]
+
+    def pop(self) -> None:
+        _, body = self._items.popleft()
+        self.bytes -= len(body)
+        PUSH_BACKLOG.set(len(self._items))
 
 
 async def connect_redis(url: str) -> Any | None:

@@ -55,7 +55,7 @@ class Backoff:
     def __init__(
         self,
         initial: float = 0.05,
-        cap: float = 5.0,
+        cap: float = 1.0,
         stable_after: float = 10.0,
         rng: Callable[[], float] = random.random,
     ) -> None:
