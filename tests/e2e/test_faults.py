@@ -136,14 +136,20 @@ async def test_route_server_restart_resumes_delivery(fresh_cluster: Cluster) -> 
     kill9(route)
     during = await alice.send_text(bob.user_id, b"during")  # stored and acked without a route server
     restart_on_same_port(cluster, route)
-    # The gateways relink and resend their sessions; pushes flow again.
-    async with asyncio.timeout(15):
-        while True:
-            ack = await alice.send_text(bob.user_id, b"after")
-            with contextlib.suppress(TimeoutError):
-                push = await bob.next_push(Cmd.MSG_DATA, timeout=1)
-                if push.msg_id == ack.msg_id:
-                    break
+    # The gateways relink and resend their sessions; pushes flow again. (The
+    # push of the message stored meanwhile may be lost: pushes are not
+    # acknowledged yet, issue 8's delivery log; its sync from storage is not.)
+    pushed: list[int] = []
+    for _ in range(15):  # bounded: one message a second at most
+        ack = await alice.send_text(bob.user_id, b"after")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                while ack.msg_id not in pushed:
+                    pushed.append((await bob.next_push(Cmd.MSG_DATA, timeout=1)).msg_id)
+        if ack.msg_id in pushed:
+            break
+    else:
+        raise AssertionError(f"no push after the route server came back; pushed {pushed}")
     stored = await all_messages(bob, alice.user_id)
     assert stored[during.msg_id] == b"during"
     await alice.close()
