@@ -112,18 +112,18 @@ class RoutePublisher:
         if key is None:
             key = deliver.user_ids[0] if deliver.user_ids else 0
         body = deliver.SerializeToString()
-        if self._drain() and self._send(key, body):
+        if self._drain(self._send) and self._send(key, body):
             return True
         if self.backlog.add(key, body):  # behind what waits already: order holds
             return True
         PUSHES_DROPPED.inc()
         return False
 
-    def _drain(self) -> bool:
-        """Send what waits, oldest first; True once nothing waits."""
+    def _drain(self, send: Callable[[ShardKey, bytes], bool]) -> bool:
+        """Send what waits with ``send``, oldest first; True once nothing waits."""
         while self.backlog:
             key, body = self.backlog.peek()
-            if not self._send(key, body):
+            if not send(key, body):
                 return False
             self.backlog.pop()
         return True
@@ -138,13 +138,9 @@ class RoutePublisher:
         )
 
     def _flush_backlog(self, link: Link) -> None:
-        """A route link is up: what waited goes out first (through this link,
-        which is up for sure; it is still being made ready)."""
-        while self.backlog:
-            _, body = self.backlog.peek()
-            if not link.send_raw(Cmd.ROUTE_DELIVER, body):
-                return
-            self.backlog.pop()
+        """A route link is up: what waited goes out first, through this link
+        (it is open, but its Upstream counts as connected only after this)."""
+        self._drain(lambda key, body: link.send_raw(Cmd.ROUTE_DELIVER, body))
 
 
 class PushBacklog:

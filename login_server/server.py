@@ -25,12 +25,12 @@ from common.link import Link, LinkServer, LinkSettings
 from common.metrics import start_metrics_server
 from common.pb import internal_pb2
 from common.rpc import Commands
+from common.throttle import Throttle
 from login_server.admin.api import setup_admin
 from login_server.admin.backends import Backends, LinkBackends
 from login_server.balancer import Balancer, Gateway, PickError
 from login_server.config import LoginServerConfig
 from login_server.metrics import DISCOVERIES, GATEWAYS
-from login_server.throttle import Throttle
 
 log = logging.getLogger("login_server")
 

@@ -23,7 +23,7 @@ from common.connection import Deadline, FrameConnection
 from common.conversation import is_mobile
 from common.metrics import ERRORS
 from common.pb import base_pb2, internal_pb2
-from login_server.throttle import Throttle
+from common.throttle import Throttle
 from msg_server import handlers
 from msg_server.handlers.base import LOG_INTERVAL, refuse
 

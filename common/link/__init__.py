@@ -17,15 +17,11 @@ from common.link.session import Timing
 from common.link.settings import Backoff, LinkSettings
 from common.link.wire import INTERNAL_MAX_FRAME
 
-LinkClient = Link  # the name callers used for an outgoing link
-
-
 __all__ = [
     "INTERNAL_MAX_FRAME",
     "Backoff",
     "Identity",
     "Link",
-    "LinkClient",
     "LinkDown",
     "LinkServer",
     "LinkSettings",

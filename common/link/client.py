@@ -21,7 +21,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from common.link.handshake import Identity
-from common.link.protocol import Link, LinkDown, PushHandler
+from common.link.protocol import Link, LinkDown
 from common.link.session import LinkSession, Side
 from common.link.settings import Backoff, LinkSettings
 from common.pb import internal_pb2
@@ -40,7 +40,6 @@ class Upstream:
         settings: LinkSettings | None = None,
         expect_role: int | None = None,
         commands: Commands | None = None,
-        on_push: PushHandler | None = None,
         on_connected: Callable[[Link], Awaitable[None] | None] | None = None,
         max_in_flight: int = 16384,
         backoff: Backoff | None = None,
@@ -53,12 +52,11 @@ class Upstream:
         self.settings = settings or LinkSettings()
         self.expect_role = expect_role
         self.commands = commands
-        self.on_push = on_push
         self.on_connected = on_connected
         self.max_in_flight = max_in_flight
         self.backoff = backoff or Backoff()
         self.link: Link | None = None
-        self.attempts = 0  # connection attempts, for tests and /metrics
+        self.attempts = 0  # connection attempts (tests watch it)
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -115,9 +113,6 @@ class Upstream:
         link = self.link
         return link is not None and self._ready.is_set() and link.send(command, message)
 
-    def send_oneway(self, oneway: OneWay[Any], message: Message) -> bool:
-        return self.send(oneway, message)
-
     def send_raw(self, command_id: int, body: bytes) -> bool:
         link = self.link
         return link is not None and self._ready.is_set() and link.send_raw(command_id, body)
@@ -155,7 +150,7 @@ class Upstream:
                 max_in_flight=self.max_in_flight,
             )
 
-        return Link(self, session, on_push=self.on_push)
+        return Link(self, session)
 
     async def _connect(self, host: str, port: int) -> Link:
         loop = asyncio.get_running_loop()

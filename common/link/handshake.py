@@ -13,6 +13,8 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common.pb import internal_pb2
+
 LINK_VERSION = 1
 NONCE_SIZE = 32
 CLIENT_LABEL = b"imcluster-link-v1 client"
@@ -60,3 +62,11 @@ def matching_secret(secrets: Sequence[bytes], message: bytes, proof: bytes) -> b
 def valid_node_id(value: object) -> bool:
     """A node id is 1-64 printable characters (it is logged and used as a key)."""
     return isinstance(value, str) and 0 < len(value) <= MAX_NODE_ID and value.isprintable()
+
+
+def role_name(role: int) -> str:
+    """A LinkRole for people: ``db_proxy``, ``gateway``..."""
+    try:
+        return internal_pb2.LinkRole.Name(role).removeprefix("ROLE_").lower()  # type: ignore[arg-type]
+    except ValueError:
+        return f"role {role}"

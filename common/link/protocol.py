@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
-from common.codec import Frame
 from common.commands import Cmd
 from common.errors import Bug, ImError, Unavailable, describe, error_code, from_code
 from common.link.handshake import Identity
@@ -46,7 +45,6 @@ from common.rpc import Commands, OneWay, ReqT, ResT, Route, Rpc
 log = logging.getLogger("link")
 
 INTERNAL_WRITE_BUFFER = 64 << 20
-PushHandler = Callable[["Link", Frame], None]
 
 
 class LinkDown(Unavailable):
@@ -110,12 +108,10 @@ class Link(asyncio.Protocol):
         owner: LinkOwner,
         new_session: Callable[[float], LinkSession],
         *,
-        on_push: PushHandler | None = None,
         max_write_buffer: int = INTERNAL_WRITE_BUFFER,
     ) -> None:
         self.owner = owner
         self._new_session = new_session
-        self.on_push = on_push
         self.max_write_buffer = max_write_buffer
         self.loop = asyncio.get_running_loop()
         self.session: LinkSession | None = None
@@ -138,10 +134,6 @@ class Link(asyncio.Protocol):
     @property
     def is_open(self) -> bool:
         return self.session is not None and self.session.is_open and not self.closing
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._calls)
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -327,9 +319,6 @@ class Link(asyncio.Protocol):
     def _one_way(self, event: OneWayReceived) -> None:
         route = self.commands.get(event.command_id) if self.commands is not None else None
         if route is None:
-            if self.on_push is not None:
-                self.on_push(self, Frame(event.command_id, 0, event.body, event.command_id >> 8))
-                return
             self._violation(f"command 0x{event.command_id:04x} is not allowed on this link")
             return
         if route.is_rpc:

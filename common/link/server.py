@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
-from common.link.handshake import Identity
+from common.link.handshake import Identity, role_name
 from common.link.protocol import Link
 from common.link.session import LinkSession, Side
 from common.link.settings import LinkSettings
@@ -90,7 +90,7 @@ class LinkServer:
         identity = Identity(link.role, link.node_id)
         if link.role not in SHARED_ROLES:
             self.linked[identity] = link
-        link.log.info("linked (%s)", _role_name(link.role))
+        link.log.info("linked (%s)", role_name(link.role))
         self.on_hello(link)
 
     def link_closed(self, link: Link) -> None:
@@ -118,10 +118,3 @@ class LinkServer:
         if self.server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), timeout)
-
-
-def _role_name(role: int) -> str:
-    try:
-        return internal_pb2.LinkRole.Name(role).removeprefix("ROLE_").lower()  # type: ignore[arg-type]
-    except ValueError:
-        return f"role {role}"

@@ -49,6 +49,7 @@ from common.link.handshake import (
     Identity,
     matching_secret,
     prove,
+    role_name,
     transcript,
     valid_node_id,
 )
@@ -212,10 +213,11 @@ class LinkSession:
         return len(self._pending)
 
     def data_to_send(self) -> bytes:
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        data = b"".join(self._out)
-        self._out.clear()
+        data = out[0] if len(out) == 1 else b"".join(out)  # most writes are one frame: no copy
+        out.clear()
         return data
 
     def get_timer(self) -> float | None:
@@ -432,7 +434,7 @@ class LinkSession:
             if self.expect_role is not None and challenge.role != self.expect_role:
                 events.append(
                     self._close(
-                        f"peer is {_role_name(challenge.role)}, not {_role_name(self.expect_role)}",
+                        f"peer is {role_name(challenge.role)}, not {role_name(self.expect_role)}",
                         "wrong_role",
                     )
                 )
@@ -479,13 +481,6 @@ def _parse(cls: type[M], body: bytes) -> M | None:
 
 def _parse_error(body: bytes) -> internal_pb2.LinkError | None:
     return _parse(internal_pb2.LinkError, body)
-
-
-def _role_name(role: int) -> str:
-    try:
-        return internal_pb2.LinkRole.Name(role).removeprefix("ROLE_").lower()  # type: ignore[arg-type]
-    except ValueError:
-        return f"role {role}"
 
 
 def _role(role: int) -> internal_pb2.LinkRole.ValueType:

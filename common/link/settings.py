@@ -6,23 +6,9 @@ import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
+from common.cluster_config import ClusterConfig
 from common.link.session import Timing
-
-
-class ClusterSettings(Protocol):
-    """The part of a server's ``[cluster]`` config the links read."""
-
-    @property
-    def heartbeat_interval(self) -> float: ...
-    @property
-    def heartbeat_misses(self) -> int: ...
-    @property
-    def handshake_timeout(self) -> float: ...
-    def secrets(self) -> tuple[bytes, ...]: ...
-    def server_tls_context(self) -> ssl.SSLContext | None: ...
-    def client_tls_context(self) -> ssl.SSLContext | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +20,7 @@ class LinkSettings:
     connect_timeout: float = 3.0
 
     @classmethod
-    def from_cluster(cls, cluster: ClusterSettings) -> LinkSettings:
+    def from_cluster(cls, cluster: ClusterConfig) -> LinkSettings:
         return cls(
             secrets=cluster.secrets(),
             timing=Timing(cluster.heartbeat_interval, cluster.heartbeat_misses, cluster.handshake_timeout),

@@ -35,9 +35,9 @@ from common.errors import (
     Unavailable,
     describe,
 )
+from common.throttle import Throttle
 from login_server.admin.backends import DB_PROXY, ROUTE_SERVER, Answer, Backends
 from login_server.balancer import Balancer
-from login_server.throttle import Throttle
 
 log = logging.getLogger("login_server.admin")
 

@@ -34,7 +34,7 @@ from common.errors import (
 )
 from common.pb import base_pb2, buddy_pb2, group_pb2, internal_pb2, login_pb2, message_pb2
 from common.rpc import ResT, Rpc
-from login_server.throttle import Throttle
+from common.throttle import Throttle
 from msg_server.handlers.table import Handler
 from msg_server.metrics import REFUSED
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from common.commands import Cmd, Rpcs
 from common.errors import Unavailable
 from common.pb import base_pb2, buddy_pb2, internal_pb2
-from login_server.throttle import Throttle
+from common.throttle import Throttle
 from msg_server.handlers.base import LOG_INTERVAL, ClientError, deliver, forward_to_db, session, text
 from msg_server.handlers.table import Client, ClientCommands
 

@@ -11,18 +11,18 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common.codec import Frame
-from common.commands import Cmd, Rpcs, decode_body
+from common.commands import Cmd, OneWays, Rpcs, decode_body
 from common.errors import ImError
-from common.link import Identity, LinkClient, Upstream
+from common.link import Identity, Link, Upstream
 from common.pb import base_pb2, internal_pb2
+from common.rpc import Commands
 from db_proxy.config import DbProxyConfig
 from db_proxy.passwords import md5_hex
 from db_proxy.server import serve as serve_db
@@ -78,10 +78,20 @@ class FakeGateway:
 
     node_id: str
     link: Upstream | None = None
-    frames: asyncio.Queue[Frame] = field(default_factory=asyncio.Queue)
+    frames: asyncio.Queue[tuple[int, Any]] = field(default_factory=asyncio.Queue)
 
-    def on_push(self, client: LinkClient, frame: Frame) -> None:
-        self.frames.put_nowait(frame)
+    def commands(self) -> Commands:
+        """What a route server may push to a gateway, each kept as (command, message)."""
+
+        def keep(command: int) -> Callable[[Link, Any], None]:
+            return lambda link, message: self.frames.put_nowait((command, message))
+
+        return (
+            Commands()
+            .oneway(OneWays.ROUTE_DELIVER, keep(Cmd.ROUTE_DELIVER))
+            .oneway(OneWays.ROUTE_STATUS_BATCH, keep(Cmd.ROUTE_STATUS_BATCH))
+            .oneway(OneWays.ROUTE_KICK, keep(Cmd.ROUTE_KICK))
+        )
 
     def session_up(
         self,
@@ -99,9 +109,9 @@ class FakeGateway:
         """The next frame of that command sent to this gateway (others are skipped)."""
         async with asyncio.timeout(timeout):
             while True:
-                frame = await self.frames.get()
-                if frame.command_id == command_id:
-                    return decode_body(frame.command_id, frame.body)
+                command, message = await self.frames.get()
+                if command == command_id:
+                    return message
 
     async def delivered(self, command_id: int, timeout: float = 5.0) -> tuple[list[int], Any]:
         """The next client frame of that command the route server relayed here
@@ -224,7 +234,7 @@ class _cluster:
             route_port,
             internal_pb2.ROLE_GATEWAY,
             gateway.node_id,
-            on_push=gateway.on_push,
+            commands=gateway.commands(),
             on_connected=lambda link: link.send(Cmd.ROUTE_SNAPSHOT, internal_pb2.RouteSnapshot()),
         )
         db = await self._link(db_port, internal_pb2.ROLE_ADMIN, "admin-db")

@@ -94,7 +94,7 @@ async def test_status_counts_sessions_per_gateway(harness: Harness) -> None:
         h.route.addresses[0][1],
         internal_pb2.ROLE_GATEWAY,
         other.node_id,
-        on_push=other.on_push,
+        commands=other.commands(),
         on_connected=lambda link: link.send(Cmd.ROUTE_SNAPSHOT, sessions),
     )
     try:

@@ -14,7 +14,7 @@ import pytest
 
 from common.cluster_config import ClusterConfig
 from common.commands import Cmd
-from common.link import Backoff, Identity, LinkClient, LinkSettings, Timing, Upstream
+from common.link import Backoff, Identity, Link, LinkSettings, Timing, Upstream
 from common.pb import internal_pb2
 from login_server.config import LoginServerConfig
 from login_server.server import serve
@@ -69,7 +69,7 @@ class Cluster:
             started_at=1_700_000_000,
         )
 
-        def on_connected(link: LinkClient) -> None:
+        def on_connected(link: Link) -> None:
             load = internal_pb2.GatewayLoad(connections=connections or 0)
             if load_first and connections is not None:
                 link.send(Cmd.GATEWAY_LOAD, load)
@@ -289,8 +289,8 @@ async def test_healthz_and_gateways(cluster: Cluster) -> None:
     assert row["peer"].startswith("127.0.0.1:")
 
 
-def sender(prior_ip: str, port: int) -> Callable[[LinkClient], None]:
-    def on_connected(link: LinkClient) -> None:
+def sender(prior_ip: str, port: int) -> Callable[[Link], None]:
+    def on_connected(link: Link) -> None:
         link.send(
             Cmd.GATEWAY_INFO,
             internal_pb2.GatewayInfo(

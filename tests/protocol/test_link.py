@@ -159,7 +159,7 @@ async def test_one_way_frames_reach_their_handler(served, upstreams) -> None:
     _, port, fake = served
     upstream = upstreams(port)
     assert await upstream.wait_ready(5)
-    assert upstream.send_oneway(OneWays.ROUTE_DELIVER, internal_pb2.RouteDeliver(command_id=1, body=b"x"))
+    assert upstream.send(OneWays.ROUTE_DELIVER, internal_pb2.RouteDeliver(command_id=1, body=b"x"))
     await upstream.call(Rpcs.DB_LOGIN, login("alice"), 5.0)  # a marker: frames arrive in order
     assert [p.body for p in fake.pushes] == [b"x"]
 
