@@ -9,6 +9,8 @@ from collections.abc import Callable
 class Throttle:
     """Lets one event through per interval and counts the ones it swallowed."""
 
+    __slots__ = ("clock", "interval", "next_at", "suppressed")
+
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self.clock = clock

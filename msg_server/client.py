@@ -25,7 +25,7 @@ from common.metrics import ERRORS
 from common.pb import base_pb2, internal_pb2
 from common.throttle import Throttle
 from msg_server import handlers
-from msg_server.handlers.base import LOG_INTERVAL, refuse
+from msg_server.handlers.base import refuse
 
 if TYPE_CHECKING:
     from msg_server.gateway import Gateway
@@ -52,10 +52,9 @@ class ClientConnection(FrameConnection):
         self.logging_in = False
         # Set by a handler whose reply ends the connection (a refused login, logout).
         self.close_after_reply = False
-        self.refusal_log = Throttle(LOG_INTERVAL)  # lines about this client's refused requests
+        self.refusal_log: Throttle | None = None  # lines about its refused requests, made on the first
         self.pending = 0
         self.draining = False
-        self.tasks: set[asyncio.Future[None]] = set()  # requests being handled
         self.paused = False
         self.deadline: Deadline | None = None
         self.watching: set[int] = set()  # users whose presence this client follows
@@ -129,7 +128,9 @@ class ClientConnection(FrameConnection):
             if self.transport is not None:
                 self.transport.pause_reading()
         task = asyncio.ensure_future(self._handle(job, frame.seq_num))
-        self.tasks.add(task)  # the loop keeps only a weak reference to a task
+        # The loop keeps only a weak reference to a task. One set for the
+        # gateway, not one per connection: an idle connection costs no set.
+        self.gateway.requests.add(task)
         task.add_done_callback(self._request_done)
 
     async def _handle(self, job: handlers.Job, seq_num: int) -> None:
@@ -148,7 +149,7 @@ class ClientConnection(FrameConnection):
                 self.close()
 
     def _request_done(self, task: asyncio.Future[None]) -> None:
-        self.tasks.discard(task)
+        self.gateway.requests.discard(task)
         self.pending -= 1
         if (
             self.paused

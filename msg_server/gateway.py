@@ -41,6 +41,7 @@ class Gateway:
         self.started_at = int(time.time())
         self.sessions: dict[int, list[ClientConnection]] = {}
         self.connections: set[ClientConnection] = set()
+        self.requests: set[asyncio.Future[None]] = set()  # client requests being handled
         self._conn_ids = itertools.count(1)
         me = Identity(internal_pb2.ROLE_GATEWAY, config.node_id)
         settings = LinkSettings.from_cluster(config.cluster)

@@ -71,7 +71,7 @@ async def serve(
             await link.stop()
         for conn in list(gateway.connections):
             conn.stop_reading()
-        in_flight = [task for conn in gateway.connections for task in conn.tasks]
+        in_flight = list(gateway.requests)
         if in_flight:
             _, late = await asyncio.wait(in_flight, timeout=DRAIN_TIMEOUT)
             if late:

@@ -134,6 +134,8 @@ def refuse(conn: ClientConnection, command: int, exc: BaseException) -> ClientEr
 
 def _throttle(conn: ClientConnection, err: ClientError, name: str) -> Throttle:
     if err.caller_fault:
+        if conn.refusal_log is None:
+            conn.refusal_log = Throttle(LOG_INTERVAL)
         return conn.refusal_log
     # Bugs per command, so that one flooding the log does not hide another.
     key = f"bug {name}" if err.kind == "bug" else err.kind
