@@ -105,6 +105,8 @@ class Cmd(IntEnum):
     ROUTE_USERS_STAT_RES = 0x0838
     ADMIN_CALL = 0x0840
     ADMIN_RESULT = 0x0841
+    PUSH_MSG_REQ = 0x0850
+    PUSH_MSG_RES = 0x0851
 
 
 MESSAGE_OF: dict[int, type[Message]] = {
@@ -191,6 +193,8 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.ROUTE_USERS_STAT_RES: internal_pb2.RouteUsersStatRes,
     Cmd.ADMIN_CALL: internal_pb2.AdminCall,
     Cmd.ADMIN_RESULT: internal_pb2.AdminResult,
+    Cmd.PUSH_MSG_REQ: internal_pb2.PushMsg,
+    Cmd.PUSH_MSG_RES: internal_pb2.PushMsgResult,
 }
 
 
@@ -299,6 +303,8 @@ class Rpcs:
     )
     # admin -> db_proxy or route_server
     ADMIN_CALL: Rpc[internal_pb2.AdminCall, internal_pb2.AdminResult] = _rpc(Cmd.ADMIN_CALL, Cmd.ADMIN_RESULT)
+    # db_proxy's push dispatcher -> route_server -> gateway: a stored message, acknowledged
+    PUSH_MSG: Rpc[internal_pb2.PushMsg, internal_pb2.PushMsgResult] = _rpc(Cmd.PUSH_MSG_REQ, Cmd.PUSH_MSG_RES)
 
 
 class OneWays:

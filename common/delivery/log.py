@@ -170,6 +170,28 @@ class DeliveryLog(ABC):
     async def length(self, partition: int) -> int:
         """How many entries the partition retains (metrics, tests)."""
 
+    # -- partition ownership -------------------------------------------------
+    # One consumer pushes a partition at a time, so a conversation's pushes
+    # leave in order; a lease that is not renewed lapses after ``ttl_s`` and
+    # another consumer takes the partition over (its pending entries with
+    # ``claim_stale(idle_s=0, partitions=[p])``). Kafka's consumer groups do
+    # this natively (partition assignment); Redis and JetStream need a lease.
+
+    @abstractmethod
+    async def hold(self, partition: int, owner: str, ttl_s: float) -> bool:
+        """Take or renew the lease on ``partition`` for ``ttl_s`` seconds.
+
+        True if ``owner`` holds it on return; False if someone else does.
+        """
+
+    @abstractmethod
+    async def release(self, partition: int, owner: str) -> None:
+        """Give up the lease, if ``owner`` holds it (a clean stop)."""
+
+    @abstractmethod
+    async def holders(self) -> dict[int, str]:
+        """Current lease holders by partition (unheld partitions are absent)."""
+
     @abstractmethod
     async def close(self) -> None:
         """Release connections; the log's content stays in the engine."""

@@ -701,6 +701,90 @@ class RouteUsersStatRes(_message.Message):
 Global___RouteUsersStatRes: _TypeAlias = RouteUsersStatRes  # noqa: Y015
 
 @_typing.final
+class PushMsg(_message.Message):
+    """0x0850 -> 0x0851: one stored message to push (issue 8's delivery path).
+    db_proxy's push dispatcher reads it from the delivery log (where it is the
+    entry's payload) and calls a route server; the route server calls each
+    gateway that holds one of user_ids, with user_ids narrowed to that
+    gateway's. Each answers only once the frame is written to every matching
+    connection (or the connection is gone), so the dispatcher acknowledges the
+    log entry only then. Idempotent: a gateway drops a msg_id it already pushed
+    to a connection, and fills a gap from storage before a later msg_id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    SESSION_TYPE_FIELD_NUMBER: _builtins.int
+    FROM_USER_ID_FIELD_NUMBER: _builtins.int
+    TO_ID_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    COMMITTED_AT_US_FIELD_NUMBER: _builtins.int
+    session_type: _base_pb2.SessionType.ValueType
+    from_user_id: _builtins.int
+    to_id: _builtins.int
+    """the peer user, or the group"""
+    msg_id: _builtins.int
+    """consecutive per conversation"""
+    body: _builtins.bytes
+    """the IMMsgData frame body clients get"""
+    committed_at_us: _builtins.int
+    """unix µs of the commit, for the push latency metric"""
+    @_builtins.property
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """recipients; the sender too (its other devices)"""
+
+    @_builtins.property
+    def origin(self) -> Global___Origin:
+        """that connection has it already"""
+
+    def __init__(
+        self,
+        *,
+        user_ids: _abc.Iterable[_builtins.int] | None = ...,
+        session_type: _base_pb2.SessionType.ValueType | None = ...,
+        from_user_id: _builtins.int | None = ...,
+        to_id: _builtins.int | None = ...,
+        msg_id: _builtins.int | None = ...,
+        body: _builtins.bytes | None = ...,
+        origin: Global___Origin | None = ...,
+        committed_at_us: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "committed_at_us", b"committed_at_us", "from_user_id", b"from_user_id", "msg_id", b"msg_id", "origin", b"origin", "session_type", b"session_type", "to_id", b"to_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "committed_at_us", b"committed_at_us", "from_user_id", b"from_user_id", "msg_id", b"msg_id", "origin", b"origin", "session_type", b"session_type", "to_id", b"to_id", "user_ids", b"user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushMsg: _TypeAlias = PushMsg  # noqa: Y015
+
+@_typing.final
+class PushMsgResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRY_USER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def retry_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Users whose gateway did not answer (link down, timeout) while the route
+        server still believes they are connected there: push to them again.
+        """
+
+    def __init__(
+        self,
+        *,
+        retry_user_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retry_user_ids", b"retry_user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushMsgResult: _TypeAlias = PushMsgResult  # noqa: Y015
+
+@_typing.final
 class AdminCall(_message.Message):
     """0x0840 -> 0x0841, admin (login_server's admin API, imctl) -> db_proxy or
     route_server. Administration is rare and wide, so it is one JSON call
