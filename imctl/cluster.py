@@ -113,6 +113,7 @@ class LocalCluster:
     advertise_ip: str = "127.0.0.1"
     database_url: str | None = None
     redis_url: str | None = None
+    delivery_log: str | None = None  # db_proxy.delivery_log; None: the config's (memory:// by default)
     routes: int = 1  # more than one: active-active, every gateway links to each
     extra: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> overrides for every such server
     # kind -> environment for every such server: for secrets (the admin
@@ -185,6 +186,8 @@ class LocalCluster:
             db_overrides["database_url"] = self.database_url
         if self.redis_url:
             db_overrides["redis_url"] = self.redis_url
+        if self.delivery_log:
+            db_overrides["delivery_log"] = self.delivery_log
         db = self._launch(self._server("db", "db-1", db_overrides), ready_timeout)
         http = str(self.http_port) if self.base_port else "0"
         db_addr = f"127.0.0.1:{db.info['port']}"

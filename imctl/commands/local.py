@@ -76,6 +76,11 @@ async def init_database(url: str) -> int:
 )
 @click.option("--redis-url", default=None, help="Override db_proxy.redis_url.")
 @click.option(
+    "--delivery-log",
+    default=None,
+    help="Override db_proxy.delivery_log (memory://, redis://HOST:6379/0, nats://HOST:4222).",
+)
+@click.option(
     "--run-dir",
     default=None,
     type=click.Path(path_type=Path),
@@ -95,6 +100,7 @@ def up(
     advertise_ip: str,
     database_url: str | None,
     redis_url: str | None,
+    delivery_log: str | None,
     run_dir: Path | None,
     tls: bool,
 ) -> None:
@@ -130,6 +136,7 @@ def up(
         advertise_ip=advertise_ip,
         database_url=database_url,
         redis_url=redis_url,
+        delivery_log=delivery_log,
         routes=routes,
         tls_dir=run_dir / TLS_DIR if tls else None,
     )

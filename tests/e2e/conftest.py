@@ -3,7 +3,12 @@
 Each cluster runs every server as its own process (``imctl run ...``) on
 free ports (port 0, real ports read back from ready files), against SQLite
 or against the MariaDB and Redis servers named by IMCLUSTER_TEST_MYSQL and
-IMCLUSTER_TEST_REDIS.
+IMCLUSTER_TEST_REDIS. Its delivery log is the engine's: in process on
+SQLite (the embedded default), Redis Streams on ``mysql+redis``, NATS
+JetStream (IMCLUSTER_TEST_NATS) on ``mysql+nats``, each with names of its
+own, deleted when the cluster stops. ``mysql+nats`` runs only the modules
+that set ``EVERY_DELIVERY_LOG = True`` (the messaging ones), to keep the
+suite short.
 
 No server may log a traceback while the suite runs: a traceback is a bug,
 whatever a client sent (bad client input gets an error reply). Each test
@@ -27,6 +32,7 @@ from db_proxy.passwords import hash_password, md5_hex
 from db_proxy.storage import open_store
 from imctl.cluster import LocalCluster, write_secret_file
 from tests.support.databases import fresh_mysql_url
+from tests.support.delivery_logs import fresh_delivery_log_url
 from tests.support.ttclient import TTClient, discover
 
 REDIS_URL = os.environ.get("IMCLUSTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -116,7 +122,12 @@ CROWD = [f"member{i:02d}" for i in range(1, 51)]
 
 
 def _start(
-    tmp: Path, database_url: str, redis_url: str | None, routes: int = 1, tls: bool = False
+    tmp: Path,
+    database_url: str,
+    redis_url: str | None,
+    delivery_log: str,
+    routes: int = 1,
+    tls: bool = False,
 ) -> Cluster:
     users = asyncio.run(create_users(database_url, USERS, CROWD))
     # As in production: every internal link proves the cluster secret.
@@ -127,6 +138,7 @@ def _start(
         base_port=0,
         database_url=database_url,
         redis_url=redis_url,
+        delivery_log=delivery_log,
         routes=routes,
         secret_file=write_secret_file(tmp / "cluster.secret"),
         tls_dir=tmp / "tls" if tls else None,
@@ -141,16 +153,31 @@ def running_cluster(engine: str, tmp: Path, routes: int = 1, tls: bool = False) 
     """A cluster on SQLite or on a fresh MariaDB database with Redis, stopped afterwards."""
     with contextlib.ExitStack() as stack:
         if engine == "sqlite":
-            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, routes, tls)
+            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, "memory://", routes, tls)
         else:
-            started = _start(tmp, stack.enter_context(fresh_mysql_url()), REDIS_URL, routes, tls)
+            backend = engine.removeprefix("mysql+")
+            log_url = stack.enter_context(fresh_delivery_log_url(backend))
+            started = _start(tmp, stack.enter_context(fresh_mysql_url()), REDIS_URL, log_url, routes, tls)
         stack.callback(started.local.stop)
         yield started
         started.local.stop()
         started.assert_no_tracebacks()
 
 
-ENGINES = ["sqlite", "mysql+redis"]
+ENGINES = ["sqlite", "mysql+redis", "mysql+nats"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``mysql+nats`` only where a module asks for every delivery log (see the docstring)."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_nats = callspec is not None and "mysql+nats" in callspec.id.split("-")
+        wanted = getattr(getattr(item, "module", None), "EVERY_DELIVERY_LOG", False)
+        (dropped if on_nats and not wanted else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="module", params=ENGINES)

@@ -16,6 +16,9 @@ from imctl.cluster import ServerProcess
 from tests.e2e.conftest import ENGINES, Cluster, running_cluster
 from tests.support.ttclient import ServerClosed, TTClient
 
+# Pushes go through the delivery log: run on each of its backends (conftest).
+EVERY_DELIVERY_LOG = True
+
 
 @pytest.fixture(params=ENGINES)
 def fresh_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
