@@ -82,6 +82,8 @@ class Pusher:
         return self._still_there(gateway_id, users)
 
     def _still_there(self, gateway_id: str, users: list[int]) -> set[int]:
-        # A user who left that gateway meanwhile (its session closed, or the
-        # gateway was dropped) is offline there: nothing to push again.
-        return {u for u in users if self.table.holds(gateway_id, u)}
+        # A user who left that gateway meanwhile (its session closed) is
+        # offline there: nothing to push again. One whose gateway's link
+        # dropped during the call may still be connected to it: held.
+        held = self.held(users)
+        return {u for u in users if u in held or self.table.holds(gateway_id, u)}
