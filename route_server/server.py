@@ -153,8 +153,10 @@ class RouteServer(LinkServer):
 
     def _send_to_gateway(self, gateway_id: str, command_id: int, message: Message) -> None:
         link = self.gateway_links.get(gateway_id)
-        if link is not None:
-            link.send(command_id, message)
+        if link is None:
+            PUSHES_DROPPED.labels("no_gateway_link").inc()
+        elif not link.send(command_id, message):
+            PUSHES_DROPPED.labels("send_failed").inc()
 
     def _kick(self, user_id: int, session: Session, reason: base_pb2.KickReasonType.ValueType) -> None:
         KICKS.inc()
