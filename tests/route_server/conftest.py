@@ -168,6 +168,7 @@ class Bed:
     clock: FakeClock
     db: Upstream  # the fake db_proxy
     gateways: list[FakeGateway] = field(default_factory=list)
+    closed: bool = False
 
     def settle(self) -> None:
         """Past the detection time since start (snapshots are another matter)."""
@@ -201,16 +202,16 @@ class Bed:
         return sorted((s.gateway_id, s.conn_id) for s in self.server.table.sessions_of(user_id))
 
 
-@pytest.fixture
-async def bed() -> AsyncIterator[Bed]:
+async def open_bed(node_id: str = "route-t") -> Bed:
+    """A route server on a fake clock, and a fake db_proxy linked to it."""
     clock = FakeClock()
     config = RouteServerConfig(
-        node_id="route-t", port=0, metrics_port=-1, push_timeout=PUSH_TIMEOUT, cluster=cluster()
+        node_id=node_id, port=0, metrics_port=-1, push_timeout=PUSH_TIMEOUT, cluster=cluster()
     )
     server = RouteServer(config, clock=clock)
     port = await server.listen("127.0.0.1", 0)
     db = Upstream(
-        "db-t",
+        f"db@{node_id}",
         [("127.0.0.1", port)],
         Identity(internal_pb2.ROLE_DB_PROXY, "db-t"),
         settings=LinkSettings.from_cluster(cluster()),
@@ -218,12 +219,24 @@ async def bed() -> AsyncIterator[Bed]:
     )
     db.start()
     assert await db.wait_ready(TIMEOUT)
-    made = Bed(server, port, clock, db)
-    yield made
+    return Bed(server, port, clock, db)
+
+
+async def close_bed(made: Bed) -> None:
+    if made.closed:
+        return
+    made.closed = True
     for gateway in made.gateways:
         gateway.snapshot_gate.set()
         gateway.answer_gate.set()
         if gateway.link is not None:
             await gateway.link.stop()
-    await db.stop()
-    await server.close()
+    await made.db.stop()
+    await made.server.close()
+
+
+@pytest.fixture
+async def bed() -> AsyncIterator[Bed]:
+    made = await open_bed()
+    yield made
+    await close_bed(made)
