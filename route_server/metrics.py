@@ -34,7 +34,7 @@ PUSHES_DROPPED = Counter(
     "no_session (the user has no session anywhere: it syncs at its next login), no_gateway_link (the "
     "gateway that holds the session is not linked here, or its link dropped during the call), "
     "gateway_timeout (PUSH_MSG to the gateway got no answer within push_timeout), gateway_error (the "
-    "gateway refused or asked for a retry), settling (refused: this route server has just started or "
+    "gateway refused or asked for a retry), settling (refused: this route server is (re)joining or "
     "awaits a gateway's snapshot), send_failed (a RouteDeliver notice the link refused). PUSH_MSG "
     "recipients dropped for any reason but no_session are handed back to db_proxy to retry.",
     ["reason"],

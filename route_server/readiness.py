@@ -10,6 +10,12 @@ offline and the message would never be pushed to them. So it refuses
   to the previous incarnation notices the loss and relinks within it, and
 * every gateway linked now has sent its snapshot.
 
+Having lost every gateway link is starting again: a route server whose host
+was cut off (or that was frozen) has an empty table when the links come
+back, one by one. So the first gateway to link to a route server that had
+none opens a new settle window, and pushes go through other route servers
+until the rest have relinked and sent their snapshots.
+
 A gateway that links and then sends no snapshot for a whole detection time
 blocks no longer: a dead one is dropped by the heartbeats by then, and a
 live one that sends none is broken, not settling.
@@ -23,14 +29,19 @@ class Readiness:
         self.settle_time = settle_time
         self.settled_at = started_at + settle_time
         self._awaiting: dict[str, float] = {}  # gateway -> when it linked, snapshot not yet seen
+        self._linked: set[str] = set()
 
     def linked(self, gateway_id: str, now: float) -> None:
+        if not self._linked:
+            self.settled_at = max(self.settled_at, now + self.settle_time)
+        self._linked.add(gateway_id)
         self._awaiting[gateway_id] = now
 
     def snapshot(self, gateway_id: str) -> None:
         self._awaiting.pop(gateway_id, None)
 
     def unlinked(self, gateway_id: str) -> None:
+        self._linked.discard(gateway_id)
         self._awaiting.pop(gateway_id, None)
 
     def awaiting(self, now: float) -> list[str]:
@@ -40,7 +51,7 @@ class Readiness:
     def refusal(self, now: float) -> str | None:
         """Why pushes are refused now, or None once settled."""
         if now < self.settled_at:
-            return f"just started, {self.settled_at - now:.1f}s until gateways have relinked"
+            return f"(re)joining, {self.settled_at - now:.1f}s until gateways have relinked"
         waiting = self.awaiting(now)
         if waiting:
             return f"no snapshot yet from {', '.join(waiting)}"

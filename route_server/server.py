@@ -34,7 +34,7 @@ log = logging.getLogger("route")
 
 
 class Settling(Unavailable):
-    """This route server has just started or awaits a gateway's snapshot: push through another."""
+    """This route server is (re)joining or awaits a gateway's snapshot: push through another."""
 
     # Expected after every (re)start and answered at once: not a server failure to log per push.
     server_fault = False

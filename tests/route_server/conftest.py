@@ -169,10 +169,13 @@ class Bed:
     db: Upstream  # the fake db_proxy
     gateways: list[FakeGateway] = field(default_factory=list)
     closed: bool = False
+    settled: bool = False  # settle() was called: the clock keeps up with every settle window
 
     def settle(self) -> None:
-        """Past the detection time since start (snapshots are another matter)."""
-        self.clock.now += self.server.config.settle_time + 1.0
+        """Past the detection time since start, and since any later (re)join; snapshots
+        are another matter."""
+        self.settled = True
+        self.clock.now = max(self.clock.now, self.server.readiness.settled_at)
 
     async def gateway(
         self, node_id: str, sessions: Iterable[internal_pb2.OnlineSession] = (), wait: bool = True
@@ -182,11 +185,12 @@ class Bed:
         if not wait:
             gateway.snapshot_gate.clear()
         upstream = gateway.start()
+        await until(lambda: node_id in self.server.gateway_links)
+        if self.settled:
+            self.settle()
         if wait:
             assert await upstream.wait_ready(TIMEOUT)
             await until(lambda: self.snapshot_seen(node_id))
-        else:
-            await until(lambda: node_id in self.server.gateway_links)
         return gateway
 
     def snapshot_seen(self, node_id: str) -> bool:

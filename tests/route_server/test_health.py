@@ -28,7 +28,7 @@ async def test_healthz_says_when_pushes_are_answered() -> None:
             async with http.get(f"{url}/healthz") as response:
                 first = await response.json()
                 assert response.status == 200  # alive while settling: a probe must not restart it
-            assert first["ready"] is False and "just started" in first["settling"]
+            assert first["ready"] is False and "joining" in first["settling"]
             async with asyncio.timeout(TIMEOUT):  # settles after the detection time (0.3 s here)
                 while not first["ready"]:
                     await asyncio.sleep(0.05)

@@ -166,3 +166,23 @@ async def test_login_policy_is_applied_again_when_a_partition_heals(bed: Bed) ->
     assert Cmd.ROUTE_KICK not in a.received()
     assert await bed.push([7]) == []
     assert [list(p.user_ids) for p in a.pushes] == [[7]] and healed.pushes == []
+
+
+async def test_a_route_server_that_lost_every_gateway_settles_again(bed: Bed) -> None:
+    """Its host cut off (or it was frozen): the table is empty when links come back."""
+    bed.settle()
+    a = await bed.gateway("gw-a", [online(1, 1)])
+    b = await bed.gateway("gw-b", [online(2, 1)])
+    for gateway in (a, b):
+        assert gateway.link is not None
+        await gateway.link.stop()
+    await until(lambda: not bed.server.gateway_links)
+    bed.clock.now += 60.0  # a long cut: the lost gateways' users are no longer held
+    bed.settled = False
+    back = await bed.gateway("gw-a", [online(1, 1)])
+    with pytest.raises(Unavailable, match="joining"):
+        await bed.push([1, 2])  # gw-b may be relinking still: 2 is not to be called offline
+    await bed.gateway("gw-b", [online(2, 1)])
+    bed.settle()
+    assert await bed.push([1, 2]) == []
+    assert [list(p.user_ids) for p in back.pushes] == [[1]]

@@ -9,7 +9,7 @@ SETTLE = 3.0
 
 def test_refuses_for_the_detection_time_after_start() -> None:
     readiness = Readiness(started_at=100.0, settle_time=SETTLE)
-    assert readiness.refusal(100.0) is not None and "just started" in (readiness.refusal(100.0) or "")
+    assert "joining" in (readiness.refusal(100.0) or "")
     assert not readiness.ready(102.9)
     assert readiness.ready(103.0)
 
@@ -19,9 +19,9 @@ def test_a_linked_gateway_without_its_snapshot_holds_readiness() -> None:
     readiness.linked("gw-1", 1.0)
     readiness.linked("gw-2", 2.0)
     readiness.snapshot("gw-1")
-    assert readiness.refusal(3.5) == "no snapshot yet from gw-2"
+    assert readiness.refusal(4.5) == "no snapshot yet from gw-2"
     readiness.snapshot("gw-2")
-    assert readiness.ready(3.5)
+    assert readiness.ready(4.5)
     # Settled is not for ever: a gateway linking later holds it again, briefly.
     readiness.linked("gw-3", 10.0)
     assert not readiness.ready(10.1)
@@ -46,3 +46,25 @@ def test_lost_gateways_users_are_held_until_it_is_back_or_the_hold_passed() -> N
     lost.lost("gw-1", {1}, 20.0)
     assert lost.held([1], 22.9) == {1}
     assert lost.held([1], 23.0) == set()
+
+
+def test_losing_every_gateway_is_joining_again() -> None:
+    readiness = Readiness(started_at=0.0, settle_time=SETTLE)
+    readiness.linked("gw-1", 0.0)
+    readiness.linked("gw-2", 0.0)
+    readiness.snapshot("gw-1")
+    readiness.snapshot("gw-2")
+    assert readiness.ready(3.0)
+    readiness.unlinked("gw-1")
+    readiness.linked("gw-1", 5.0)  # one relinks while another stays: no new window
+    readiness.snapshot("gw-1")
+    assert readiness.ready(5.0)
+    readiness.unlinked("gw-1")
+    readiness.unlinked("gw-2")  # cut off from all of them (or frozen)
+    readiness.linked("gw-2", 40.0)  # healed: the first one back
+    readiness.snapshot("gw-2")
+    assert "joining" in (readiness.refusal(42.9) or "")
+    readiness.linked("gw-1", 41.0)
+    assert readiness.refusal(43.0) == "no snapshot yet from gw-1"
+    readiness.snapshot("gw-1")
+    assert readiness.ready(43.0)
