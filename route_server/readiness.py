@@ -14,7 +14,9 @@ Having lost every gateway link is starting again: a route server whose host
 was cut off (or that was frozen) has an empty table when the links come
 back, one by one. So the first gateway to link to a route server that had
 none opens a new settle window, and pushes go through other route servers
-until the rest have relinked and sent their snapshots.
+until the rest have relinked and sent their snapshots. With no gateway
+linked at all it refuses too: it cannot tell a user is offline, only that
+it is cut off (a db_proxy may relink to it before any gateway does).
 
 A gateway that links and then sends no snapshot for a whole detection time
 blocks no longer: a dead one is dropped by the heartbeats by then, and a
@@ -50,6 +52,8 @@ class Readiness:
 
     def refusal(self, now: float) -> str | None:
         """Why pushes are refused now, or None once settled."""
+        if not self._linked:
+            return "no gateway linked"
         if now < self.settled_at:
             return f"(re)joining, {self.settled_at - now:.1f}s until gateways have relinked"
         waiting = self.awaiting(now)

@@ -177,6 +177,8 @@ async def test_a_route_server_that_lost_every_gateway_settles_again(bed: Bed) ->
         assert gateway.link is not None
         await gateway.link.stop()
     await until(lambda: not bed.server.gateway_links)
+    with pytest.raises(Unavailable, match="no gateway linked"):
+        await bed.push([1, 2])
     bed.clock.now += 60.0  # a long cut: the lost gateways' users are no longer held
     bed.settled = False
     back = await bed.gateway("gw-a", [online(1, 1)])

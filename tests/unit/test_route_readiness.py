@@ -9,6 +9,9 @@ SETTLE = 3.0
 
 def test_refuses_for_the_detection_time_after_start() -> None:
     readiness = Readiness(started_at=100.0, settle_time=SETTLE)
+    assert readiness.refusal(100.0) == "no gateway linked"
+    readiness.linked("gw-1", 100.0)
+    readiness.snapshot("gw-1")
     assert "joining" in (readiness.refusal(100.0) or "")
     assert not readiness.ready(102.9)
     assert readiness.ready(103.0)
@@ -61,6 +64,7 @@ def test_losing_every_gateway_is_joining_again() -> None:
     assert readiness.ready(5.0)
     readiness.unlinked("gw-1")
     readiness.unlinked("gw-2")  # cut off from all of them (or frozen)
+    assert readiness.refusal(40.0) == "no gateway linked"  # a db_proxy may be back first
     readiness.linked("gw-2", 40.0)  # healed: the first one back
     readiness.snapshot("gw-2")
     assert "joining" in (readiness.refusal(42.9) or "")
