@@ -43,6 +43,10 @@ class Pusher:
         recipients = list(dict.fromkeys(msg.user_ids))
         targets = self.table.fan_out(recipients)
         reached = {u for users in targets.values() for u in users}
+        # Pushes of a conversation leave for a gateway in the order they came:
+        # each handler's first step (this, up to gather) schedules its calls,
+        # asyncio runs ready tasks first in, first out, and a call writes its
+        # frame in its first step; the link is FIFO.
         retry = self.held(recipients)
         if retry:
             PUSHES_DROPPED.labels("no_gateway_link").inc(len(retry))

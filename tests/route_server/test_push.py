@@ -188,3 +188,15 @@ async def test_a_route_server_that_lost_every_gateway_settles_again(bed: Bed) ->
     bed.settle()
     assert await bed.push([1, 2]) == []
     assert [list(p.user_ids) for p in back.pushes] == [[1]]
+
+
+async def test_pipelined_pushes_reach_a_gateway_in_the_order_they_came(bed: Bed) -> None:
+    bed.settle()
+    a = await bed.gateway("gw-a", [online(1, 1)])
+    b = await bed.gateway("gw-b", [online(2, 1)])
+    calls = [
+        asyncio.create_task(bed.db.call(Rpcs.PUSH_MSG, push_msg([1, 2], i), TIMEOUT)) for i in range(1, 51)
+    ]
+    assert all(list(result.retry_user_ids) == [] for result in await asyncio.gather(*calls))
+    for gateway in (a, b):
+        assert [p.msg_id for p in gateway.pushes] == list(range(1, 51))
