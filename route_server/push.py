@@ -43,16 +43,16 @@ class Pusher:
         recipients = list(dict.fromkeys(msg.user_ids))
         targets = self.table.fan_out(recipients)
         reached = {u for users in targets.values() for u in users}
-        # Pushes of a conversation leave for a gateway in the order they came:
-        # each handler's first step (this, up to gather) schedules its calls,
-        # asyncio runs ready tasks first in, first out, and a call writes its
-        # frame in its first step; the link is FIFO.
         retry = self.held(recipients)
         if retry:
             PUSHES_DROPPED.labels("no_gateway_link").inc(len(retry))
         offline = sum(1 for u in recipients if u not in reached and u not in retry)
         if offline:
             PUSHES_DROPPED.labels("no_session").inc(offline)
+        # Pushes of a conversation leave for a gateway in the order they came:
+        # each handler's first step (this, up to gather) schedules its calls,
+        # asyncio runs ready tasks first in, first out, and a call writes its
+        # frame in its first step; the link is FIFO.
         for again in await asyncio.gather(*(self._to_gateway(g, users, msg) for g, users in targets.items())):
             retry |= again
         return internal_pb2.PushMsgResult(retry_user_ids=[u for u in recipients if u in retry])
