@@ -1,0 +1,103 @@
+"""Acknowledged delivery end to end (issue 8): every acked message reaches every
+connection of its recipients, the sender's other devices included, exactly
+once and in msg_id order; the sending connection does not get its own back;
+and that holds across a kill -9 of a route server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.commands import Cmd
+from common.pb import base_pb2
+from tests.e2e.conftest import Cluster, running_cluster
+from tests.support.ttclient import TTClient
+
+MOBILE = base_pb2.CLIENT_TYPE_ANDROID  # a second device: TeamTalk's policy keeps one desktop and one mobile
+
+
+def metric(cluster: Cluster, server: str, name: str) -> float:
+    """The sum of one metric's samples (every label) on a server's /metrics."""
+    port = cluster.local.by_name(server).info["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", re.MULTILINE)
+    return sum(float(value) for value in pattern.findall(text))
+
+
+async def pushed_ids(client: TTClient, count: int, timeout: float = 10.0) -> list[int]:
+    return [(await client.next_push(Cmd.MSG_DATA, timeout=timeout)).msg_id for _ in range(count)]
+
+
+async def send_burst(sender: TTClient, to: int, count: int, tag: bytes, first_client_id: int) -> list[int]:
+    """``count`` messages written one after another without waiting: their acks' ids, in send order."""
+    sends = [
+        asyncio.create_task(sender.send_text(to, tag + b" %d" % i, client_msg_id=first_client_id + i))
+        for i in range(count)
+    ]
+    return [ack.msg_id for ack in await asyncio.gather(*sends)]
+
+
+async def test_every_connection_gets_each_message_once_in_order(
+    cluster: Cluster, clients: list[TTClient]
+) -> None:
+    alice = await cluster.client("erin", "msg-1")
+    alice_phone = await cluster.client("erin", "msg-2", MOBILE)
+    bob = await cluster.client("frank", "msg-2")
+    bob_phone = await cluster.client("frank", "msg-1", MOBILE)
+    clients += [alice, alice_phone, bob, bob_phone]
+    ids = await send_burst(alice, bob.user_id, 20, b"burst", 1000)
+    # Stored in the order the connection sent them, consecutive.
+    assert ids == list(range(ids[0], ids[0] + 20))
+    for receiver in (bob, bob_phone, alice_phone):
+        assert await pushed_ids(receiver, 20) == ids
+    # The sending connection gets none of its own: the next push it sees is the reply.
+    reply = await bob.send_text(alice.user_id, b"got them")
+    assert reply.msg_id == ids[-1] + 1
+    assert await pushed_ids(alice, 1) == [reply.msg_id]
+    assert await pushed_ids(alice_phone, 1) == [reply.msg_id]
+    assert await pushed_ids(bob_phone, 1) == [reply.msg_id]
+    for client in (alice, alice_phone, bob, bob_phone):
+        assert not client.pushed(Cmd.MSG_DATA), "a duplicate push"
+    # It went the acknowledged way: the gateways timed the pushes from the commit.
+    assert metric(cluster, "msg-2", "imcluster_gateway_push_latency_seconds_count") >= 20
+
+
+@pytest.fixture
+def two_routes(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster("sqlite", tmp_path, routes=2) as started:
+        yield started
+
+
+async def test_kill9_of_a_route_server_loses_no_push_and_breaks_no_order(two_routes: Cluster) -> None:
+    cluster = two_routes
+    alice = await cluster.client("alice", "msg-1")
+    bob = await cluster.client("bob", "msg-2")
+    carol = await cluster.client("carol", "msg-2")
+    try:
+        acked: dict[int, list[int]] = {bob.user_id: [], carol.user_id: []}
+        for to in acked:
+            acked[to] += await send_burst(alice, to, 5, b"before", 100 + to * 1000)
+        route1 = cluster.local.by_name("route-1")
+        assert route1.process is not None
+        os.kill(route1.process.pid, signal.SIGKILL)
+        for round_ in range(10):  # while the cluster notices, and after
+            for to in acked:
+                acked[to] += await send_burst(alice, to, 3, b"after", 200 + to * 1000 + round_ * 10)
+        await asyncio.to_thread(route1.process.wait, 10)
+        for receiver in (bob, carol):
+            want = acked[receiver.user_id]
+            # Every acked message, once, in msg_id order, within the guarantee's bound.
+            assert await pushed_ids(receiver, len(want), timeout=5) == sorted(want)
+            assert not receiver.pushed(Cmd.MSG_DATA), "a duplicate push"
+        assert not alice.pushed(Cmd.MSG_DATA)
+    finally:
+        for client in (alice, bob, carol):
+            await client.close()
