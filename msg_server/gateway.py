@@ -25,7 +25,7 @@ from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
 from msg_server.config import MsgServerConfig
 from msg_server.metrics import PUSHED, PUSHES_DROPPED, RELAY_LATENCY
-from msg_server.push import Pusher
+from msg_server.push import Pusher, from_deliver
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -238,6 +238,11 @@ class Gateway:
         )
         if deliver.sent_at_us and deliver.command_id == Cmd.MSG_DATA:
             RELAY_LATENCY.observe(max(0.0, time.time() - deliver.sent_at_us / 1e6))
+        if deliver.command_id == Cmd.MSG_DATA and not deliver.broadcast:
+            push = from_deliver(deliver)
+            if push is not None:
+                self.pusher.push(push)  # nobody to answer: the writes run on their own
+                return
         wanted = deliver.device_class
         if deliver.broadcast:
             targets: Iterable[ClientConnection] = [c for conns in self.sessions.values() for c in conns]
