@@ -231,6 +231,11 @@ class Gateway:
         return any(link.send_raw(command_id, body) for link in self.route_links)
 
     def push_local(self, deliver: internal_pb2.RouteDeliver) -> None:
+        if deliver.command_id == Cmd.MSG_DATA and not deliver.broadcast:
+            push = from_deliver(deliver)
+            if push is not None:
+                self.pusher.push(push)  # nobody to answer: the writes run on their own
+                return
         skip_conn = (
             deliver.origin.conn_id
             if deliver.HasField("origin") and deliver.origin.gateway_id == self.node_id
@@ -238,11 +243,6 @@ class Gateway:
         )
         if deliver.sent_at_us and deliver.command_id == Cmd.MSG_DATA:
             RELAY_LATENCY.observe(max(0.0, time.time() - deliver.sent_at_us / 1e6))
-        if deliver.command_id == Cmd.MSG_DATA and not deliver.broadcast:
-            push = from_deliver(deliver)
-            if push is not None:
-                self.pusher.push(push)  # nobody to answer: the writes run on their own
-                return
         wanted = deliver.device_class
         if deliver.broadcast:
             targets: Iterable[ClientConnection] = [c for conns in self.sessions.values() for c in conns]

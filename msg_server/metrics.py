@@ -31,7 +31,8 @@ ACK_LATENCY = latency_histogram(
 )
 RELAY_LATENCY = latency_histogram(
     "imcluster_gateway_relay_latency_seconds",
-    "From db_proxy publishing a stored message to this gateway pushing it.",
+    "From db_proxy publishing a stored message (an acknowledged push: its commit) to it reaching "
+    "this gateway.",
 )
 GAPS_FILLED = Counter(
     "imcluster_gateway_gaps_filled",

@@ -26,7 +26,7 @@ from common.commands import Cmd, Rpcs
 from common.conversation import conversation_key, session_type_of
 from common.errors import ImError
 from common.pb import base_pb2, internal_pb2, message_pb2
-from msg_server.metrics import GAPS_FILLED, PUSH_LATENCY, PUSHED, PUSHES_DROPPED
+from msg_server.metrics import GAPS_FILLED, PUSH_LATENCY, PUSHED, PUSHES_DROPPED, RELAY_LATENCY
 from msg_server.push_order import DUPLICATE, Gap
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ class Pusher:
         to push to again later (too many waiting behind a fill)."""
         gateway = self.gateway
         loop = asyncio.get_running_loop()
+        if push.committed_at_us:
+            RELAY_LATENCY.observe(max(0.0, time.time() - push.committed_at_us / 1e6))
         key = conversation_key(push.session_type, push.from_user_id, push.to_id)
         origin = (
             push.origin.conn_id
