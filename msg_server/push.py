@@ -168,6 +168,9 @@ class Pusher:
         self, conn: ClientConnection, key: tuple[int, int, int], push: internal_pb2.PushMsg, gap: Gap
     ) -> bool:
         """Write the missing messages, in order; False if the connection is gone."""
+        if conn.closing:
+            PUSHES_DROPPED.labels("connection_gone").inc()
+            return False
         unfilled = gap.skipped
         found: dict[int, base_pb2.MsgInfo] = {}
         req = message_pb2.IMGetMsgByIdReq(
@@ -189,8 +192,7 @@ class Pusher:
                     unfilled += 1
                     continue
                 if not self._write(conn, message_body(key, info), 0):
-                    unfilled += sum(1 for m in gap.missing if m > msg_id)
-                    return False
+                    return False  # counted as connection_gone
                 GAPS_FILLED.inc()
             return True
         finally:

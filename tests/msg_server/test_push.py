@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from common.commands import Cmd, OneWays
 from common.pb import base_pb2, internal_pb2, message_pb2
+from msg_server import push as push_module
 from tests.msg_server.conftest import push_1to1, running
 from tests.support.ttclient import TTClient
 
@@ -183,3 +184,24 @@ async def test_the_one_way_path_shares_the_record(monkeypatch: pytest.MonkeyPatc
         await bed.push(push_1to1(ALICE, BOB, 3))
         assert await ids_pushed(bob, 1) == [3]
         assert not bob.pushed(Cmd.MSG_DATA)
+
+
+async def test_too_many_behind_a_fill_are_handed_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(push_module, "MAX_WAITING", 2)
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        await bed.push(push_1to1(ALICE, BOB, 1))
+        bed.db.hold_by_id.clear()
+        with_gap = asyncio.create_task(bed.push(push_1to1(ALICE, BOB, 3)))
+        await asyncio.wait_for(bed.db.by_id_arrived.wait(), 5)
+        behind = asyncio.create_task(bed.push(push_1to1(ALICE, BOB, 4)))
+        chains = bed.gateway.pusher._chains
+        async with asyncio.timeout(5):
+            while not any(chain.waiting == 2 for chain in chains.values()):
+                await asyncio.sleep(0.01)
+        # The third waiter is not queued: the route server is told to push to bob again later.
+        assert list((await bed.push(push_1to1(ALICE, BOB, 5))).retry_user_ids) == [BOB]
+        bed.db.hold_by_id.set()
+        await asyncio.wait_for(asyncio.gather(with_gap, behind), 5)
+        await bed.push(push_1to1(ALICE, BOB, 5))  # the retry
+        assert await ids_pushed(bob, 4) == [1, 3, 4, 5]  # 2 was never stored: written past
