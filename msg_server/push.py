@@ -107,8 +107,9 @@ class Pusher:
                 if decision == DUPLICATE:
                     PUSHES_DROPPED.labels("duplicate").inc()
                 elif isinstance(decision, Gap):
-                    chain = self._chains[(conn.conn_id, key)] = _Chain(loop.create_future())
-                    tasks.append(self._start(self._fill_first(chain, conn, key, push, decision)))
+                    first: asyncio.Future[None] = loop.create_future()
+                    chain = self._chains[(conn.conn_id, key)] = _Chain(first)
+                    tasks.append(self._start(self._fill_first(chain, first, conn, key, push, decision)))
                 else:
                     self._write(conn, push.body, push.committed_at_us)
         return tasks, retry
@@ -122,12 +123,12 @@ class Pusher:
     async def _fill_first(
         self,
         chain: _Chain,
+        mine: asyncio.Future[None],
         conn: ClientConnection,
         key: tuple[int, int, int],
         push: internal_pb2.PushMsg,
         gap: Gap,
     ) -> None:
-        mine = chain.tail
         try:
             if await self._fill(conn, key, push, gap):
                 self._write(conn, push.body, push.committed_at_us)

@@ -5,6 +5,7 @@ the origin not echoed, the answer only after the write."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from prometheus_client import REGISTRY
@@ -205,3 +206,25 @@ async def test_too_many_behind_a_fill_are_handed_back(monkeypatch: pytest.Monkey
         await asyncio.wait_for(asyncio.gather(with_gap, behind), 5)
         await bed.push(push_1to1(ALICE, BOB, 5))  # the retry
         assert await ids_pushed(bob, 4) == [1, 3, 4, 5]  # 2 was never stored: written past
+
+
+@pytest.mark.parametrize("seed", range(20))
+async def test_shuffled_and_repeated_pushes_in_flight_at_once(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Redeliveries, retries and failover in any order, many in flight at once:
+    from its first write on, each connection gets every id once, in order."""
+    rng = random.Random(seed)
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        bob_phone = await bed.client_without_route(BOB)
+        for msg_id in range(1, 32):
+            bed.db.store(KEY, msg_id, ALICE, b"m%d" % msg_id)
+        order = [rng.randint(1, 30) for _ in range(60)] + [30]
+        # Sent in this order on one link, all in flight at once.
+        results = await asyncio.gather(*(bed.push(push_1to1(ALICE, BOB, m)) for m in order))
+        assert not any(r.retry_user_ids for r in results)
+        await bed.push(push_1to1(ALICE, BOB, 31))  # a marker: nothing may come after it
+        for client in (bob, bob_phone):
+            assert await ids_pushed(client, 31 - order[0] + 1) == list(range(order[0], 32)), order
+            assert not client.pushed(Cmd.MSG_DATA)
