@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from common.codec import Frame
@@ -44,6 +45,7 @@ class ClientConnection(FrameConnection):
     # What it was pushed, per conversation: made on its first push or send
     # (a class default, so an idle connection carries nothing).
     push_order: PushOrder | None = None
+    logged_in_at = 0  # unix seconds: what the client synced from storage is older
 
     def __init__(self, gateway: Gateway) -> None:
         config = gateway.config
@@ -191,6 +193,7 @@ class ClientConnection(FrameConnection):
         status: base_pb2.UserStatType.ValueType,
     ) -> None:
         self.user_id = user_id
+        self.logged_in_at = int(time.time())
         self.client_type = client_type
         self.status = status
         self.logging_in = False

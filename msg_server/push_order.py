@@ -4,14 +4,17 @@ Sans-IO. A conversation's ids are consecutive (db_proxy numbers them per
 conversation), so for each conversation a connection keeps the highest id it
 has, and a push is one of:
 
-* :data:`WRITE`: the next id (or the first this connection sees of that
-  conversation: there is no baseline, the client synced from storage when it
-  logged in, so anything newer is welcome);
+* :data:`WRITE`: the next id;
 * :data:`DUPLICATE`: it has it already (a redelivery after a failover, a
   retry whose first try did get through);
 * :class:`Gap`: ids are missing in between (pushed through a route server
   that died, or overtaken by a retry): the caller fetches them from storage
-  and writes them, in order, before this one.
+  and writes them, in order, before this one. The first push of a
+  conversation on a connection has no baseline: the client synced from
+  storage when it logged in, but the ids just before this one may have been
+  stored since and still be on their way (or be retried later, after it):
+  they come as a ``first`` gap, of which the caller writes those stored
+  after the login.
 
 The connection's own messages are not pushed to it (it sent them): the
 gateway calls :meth:`PushOrder.raise_to` when it relays their ack, and when a
@@ -54,10 +57,14 @@ class Gap:
     """Write ``missing`` (fetched from storage, ascending) first, then this one.
 
     ``skipped``: ids older than those, too many to fetch; they are not written.
+    ``first``: the connection had no baseline: ``missing`` are the ids just
+    before, which it lacks only if they were stored after it logged in (the
+    caller writes those, and takes the others as synced at login).
     """
 
     missing: tuple[int, ...]
     skipped: int = 0
+    first: bool = False
 
 
 WRITE = Write()
@@ -170,22 +177,23 @@ class PushOrder:
         """
         seen = self._get(conversation)
         if seen is None:
-            self._new(conversation, msg_id)
-            return WRITE
-        if seen.has(msg_id):
+            seen = self._new(conversation, 0)
+        elif seen.has(msg_id):
             return DUPLICATE
-        if not seen.highest or msg_id == seen.highest + 1:
-            # No baseline yet (only the connection's own ids were known): a first.
+        first = not seen.highest
+        if first:
+            # No baseline (only the connection's own ids, if any): the ids just
+            # before may have been stored since it logged in and be on their way
+            # still, or retried later (a dispatcher goes on past a failed push).
+            seen.highest = max(0, msg_id - 1 - self.max_gap)
             if seen.ahead is not None:
-                seen.ahead = [r for r in seen.ahead if r[0] > msg_id] or None
-            seen.advance(msg_id)
-            return WRITE
+                seen.ahead = [r for r in seen.ahead if r[1] > seen.highest] or None
         missing = seen.missing(msg_id)
         seen.advance(msg_id)
         if not missing:
             return WRITE
-        skipped = max(0, len(missing) - self.max_gap)
-        return Gap(tuple(missing[skipped:]), skipped)
+        skipped = 0 if first else max(0, len(missing) - self.max_gap)
+        return Gap(tuple(missing[skipped:]), skipped, first)
 
     def raise_to(self, conversation: Hashable, msg_id: int) -> int:
         """The connection has ``msg_id`` without a push (it sent it).

@@ -20,10 +20,11 @@ def written(decision: Decision, msg_id: int) -> list[int]:
     return [msg_id]
 
 
-def test_first_is_written_then_next_duplicate_and_gap() -> None:
+def test_first_then_next_duplicate_and_gap() -> None:
     order = PushOrder()
     assert order.highest(CONV) is None
-    assert order.decide(CONV, 5) == WRITE
+    # No baseline: the ids before may have been stored since the login.
+    assert order.decide(CONV, 5) == Gap((1, 2, 3, 4), first=True)
     assert order.highest(CONV) == 5
     assert order.decide(CONV, 5) == DUPLICATE
     assert order.decide(CONV, 3) == DUPLICATE
@@ -31,6 +32,17 @@ def test_first_is_written_then_next_duplicate_and_gap() -> None:
     assert order.decide(CONV, 9) == Gap((7, 8))
     assert order.highest(CONV) == 9
     assert order.decide(CONV, 8) == DUPLICATE
+
+
+def test_first_is_a_write_when_nothing_can_be_before() -> None:
+    order = PushOrder()
+    assert order.decide(CONV, 1) == WRITE
+    assert order.decide(CONV, 2) == WRITE
+
+
+def test_first_looks_back_at_most_max_gap() -> None:
+    order = PushOrder(max_gap=100)
+    assert order.decide(CONV, 500) == Gap(tuple(range(400, 500)), first=True)
 
 
 def test_gap_is_bounded_older_ids_skipped_and_counted() -> None:
@@ -66,7 +78,7 @@ def test_own_message_without_baseline_is_not_a_baseline() -> None:
     order = PushOrder()
     order.raise_to(CONV, 5)
     assert order.highest(CONV) is None
-    assert order.decide(CONV, 4) == WRITE
+    assert order.decide(CONV, 4) == Gap((1, 2, 3), first=True)
     assert order.highest(CONV) == 5
 
 
@@ -124,9 +136,9 @@ def test_whatever_the_order_writes_are_increasing_once_and_complete(script: list
     assert out == sorted(set(out)), out
     assert not own & set(out)
     if out:
-        # Gaps are filled: from the first write on, every id up to the highest
+        # Gaps are filled (a first looks back too): every id up to the highest
         # pushed is there, except the connection's own.
-        expected = [i for i in range(out[0], max(pushed) + 1) if i not in own]
+        expected = [i for i in range(1, max(pushed) + 1) if i not in own]
         assert out == expected
 
 
