@@ -122,3 +122,30 @@ async def test_a_route_server_fault_loses_no_push_and_breaks_no_order(
             os.kill(route1.process.pid, signal.SIGCONT)
         for client in (alice, *receivers):
             await client.close()
+
+
+@pytest.fixture
+def one_route(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster("sqlite", tmp_path, routes=1) as started:
+        yield started
+
+
+async def test_a_gateway_without_any_route_server_lets_its_clients_go(one_route: Cluster) -> None:
+    """The route server dropped the gateways' sessions: their clients would miss every
+    push. Past route_loss_grace (the detection time, 3 s) they are closed, to reconnect
+    and sync."""
+    cluster = one_route
+    bob = await cluster.client("bob", "msg-2")
+    try:
+        route = cluster.local.by_name("route-1")
+        assert route.process is not None
+        loop = asyncio.get_running_loop()
+        os.kill(route.process.pid, signal.SIGKILL)
+        killed_at = loop.time()
+        await asyncio.wait_for(bob.closed.wait(), 10)
+        elapsed = loop.time() - killed_at
+        assert 2.5 <= elapsed < 8, elapsed
+        assert metric(cluster, "msg-2", "imcluster_gateway_clients_closed_route_lost_total") == 1
+        await asyncio.to_thread(route.process.wait, 10)
+    finally:
+        await bob.close()
