@@ -27,7 +27,7 @@ from common.conversation import conversation_key, session_type_of
 from common.errors import ImError
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.metrics import GAPS_FILLED, PUSH_LATENCY, PUSHED, PUSHES_DROPPED, RELAY_LATENCY
-from msg_server.push_order import DUPLICATE, Gap
+from msg_server.push_order import DUPLICATE, WRITE, Decision, Gap
 
 if TYPE_CHECKING:
     from common.link import Link
@@ -103,7 +103,7 @@ class Pusher:
                     chain.waiting += 1
                     tasks.append(self._start(self._behind(chain, before, mine, conn, key, push)))
                     continue
-                decision = order.decide(key, push.msg_id)
+                decision = settled(conn, push, order.decide(key, push.msg_id))
                 if decision == DUPLICATE:
                     PUSHES_DROPPED.labels("duplicate").inc()
                 elif isinstance(decision, Gap):
@@ -146,7 +146,7 @@ class Pusher:
     ) -> None:
         try:
             await asyncio.shield(before)
-            decision = conn.order().decide(key, push.msg_id)
+            decision = settled(conn, push, conn.order().decide(key, push.msg_id))
             if decision == DUPLICATE:
                 PUSHES_DROPPED.labels("duplicate").inc()
                 return
@@ -217,6 +217,19 @@ class Pusher:
         if committed_at_us:
             PUSH_LATENCY.observe(max(0.0, time.time() - committed_at_us / 1e6))
         return True
+
+
+def settled(conn: ClientConnection, push: internal_pb2.PushMsg, decision: Decision) -> Decision:
+    """A first push of a message stored before the login needs no look back:
+    whatever came before it, the client synced at login (a second's margin, as in the fill)."""
+    if (
+        isinstance(decision, Gap)
+        and decision.first
+        and push.committed_at_us
+        and push.committed_at_us < (conn.logged_in_at - 1) * 1_000_000
+    ):
+        return WRITE
+    return decision
 
 
 def from_deliver(deliver: internal_pb2.RouteDeliver) -> internal_pb2.PushMsg | None:

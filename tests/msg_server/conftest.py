@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,7 +203,7 @@ def push_1to1(
         to_id=to,
         msg_id=msg_id,
         body=body.SerializeToString(),
-        committed_at_us=1,
+        committed_at_us=int(time.time() * 1_000_000),
     )
     if origin is not None:
         push.origin.gateway_id, push.origin.conn_id = origin

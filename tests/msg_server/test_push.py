@@ -93,6 +93,18 @@ async def test_a_first_push_brings_what_was_stored_since_the_login_first(
         assert await ids_pushed(bob, 1) == [5]
 
 
+async def test_a_first_push_stored_before_the_login_does_not_look_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        old = push_1to1(ALICE, BOB, 7)
+        old.committed_at_us = (int(time.time()) - 60) * 1_000_000  # a late redelivery
+        await bed.push(old)
+        assert await ids_pushed(bob, 1) == [7]
+        assert not bed.db.by_id_requests
+
+
 async def test_the_origin_is_not_echoed_and_not_refetched(monkeypatch: pytest.MonkeyPatch) -> None:
     async with running(monkeypatch) as bed:
         alice = await bed.client(ALICE)
