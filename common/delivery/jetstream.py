@@ -16,6 +16,14 @@ entry not acknowledged within ``ack_wait`` is handed out again by a later
 :meth:`consume` (to whichever consumer of the group pulls), so
 :meth:`claim_stale` has nothing to do and returns ``[]``. The ``consumer``
 name is not needed by JetStream (pull consumers are shared by their clients).
+
+Partition leases live in a KV bucket, ``<stream>_LEASES`` (memory storage,
+one revision per key ``p<partition>``, value the owner's name), whose TTL is
+the longest lease asked for: the server expires a lease that was not
+renewed, on its own clock. Taking is ``create`` (fails if the key exists),
+renewing ``update(last=<our revision>)`` (fails if anyone wrote since),
+releasing a delete at our revision. A lease asked for a shorter ttl than the
+bucket's lasts the bucket's (longer: still exclusive, only a slower takeover).
 """
 
 from __future__ import annotations
@@ -30,7 +38,14 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
 
 from common.delivery.log import Delivery, DeliveryLog, Entry, decode_entry, encode_entry
 from common.errors import InvalidArgument, Overloaded, Unavailable
@@ -40,6 +55,8 @@ log = logging.getLogger(__name__)
 #: The shortest pull: a fetch that finds nothing still waits this long.
 _MIN_FETCH_S = 0.05
 _REQUEST_TIMEOUT_S = 5.0
+#: JetStream's error code for a write whose expected last sequence did not match.
+_WRONG_LAST_SEQUENCE = 10071
 
 
 class JetStreamDeliveryLog(DeliveryLog):
@@ -69,6 +86,11 @@ class JetStreamDeliveryLog(DeliveryLog):
         #: Appends seen per partition (by :meth:`_watch`), and a wake-up for waiters.
         self._appends = [0] * partitions
         self._appended = asyncio.Event()
+        self.lease_bucket = f"{stream}_LEASES"
+        self._kv: KeyValue | None = None
+        self._kv_ttl_s = 0.0
+        #: The KV revision of each lease this client wrote last (renewal compares it).
+        self._revisions: dict[int, int] = {}
 
     @classmethod
     async def connect(
@@ -270,11 +292,120 @@ class JetStreamDeliveryLog(DeliveryLog):
             raise Unavailable(f"jetstream delivery log length: {exc}") from exc
         return int((info.state.subjects or {}).get(subject, 0))
 
+    # -- leases ----------------------------------------------------------------
+
+    async def _leases(self, ttl_s: float | None) -> KeyValue | None:
+        """The lease bucket, its TTL at least ``ttl_s``; None if it does not exist and ``ttl_s`` is None."""
+        if self._kv is not None and (ttl_s is None or ttl_s <= self._kv_ttl_s):
+            return self._kv
+        try:
+            try:
+                kv = await self._js.key_value(self.lease_bucket)
+            except BucketNotFoundError:
+                if ttl_s is None:
+                    return None
+                kv = await self._js.create_key_value(
+                    bucket=self.lease_bucket, ttl=ttl_s, history=1, storage=api.StorageType.MEMORY
+                )
+            info = await self._js.stream_info(f"KV_{self.lease_bucket}")
+            bucket_ttl = float(info.config.max_age or 0.0)
+            if ttl_s is not None and bucket_ttl < ttl_s:
+                # Another client made it with a shorter ttl: leases last the longest asked for.
+                config = info.config
+                config.max_age = ttl_s
+                config.duplicate_window = min(float(config.duplicate_window or ttl_s), ttl_s)
+                await self._js.update_stream(config)
+                bucket_ttl = ttl_s
+        except (NatsError, APIError) as exc:
+            raise Unavailable(f"jetstream lease bucket {self.lease_bucket}: {exc}") from exc
+        self._kv, self._kv_ttl_s = kv, bucket_ttl
+        return kv
+
+    async def hold(self, partition: int, owner: str, ttl_s: float) -> bool:
+        self.check_partitions([partition])
+        if ttl_s <= 0:
+            raise InvalidArgument(f"lease ttl must be positive, not {ttl_s}")
+        kv = await self._leases(ttl_s)
+        assert kv is not None
+        key = f"p{partition}"
+        value = owner.encode()
+        try:
+            revision = self._revisions.get(partition)
+            if revision is not None:
+                try:
+                    self._revisions[partition] = await kv.update(key, value, last=revision)
+                    return True
+                except KeyWrongLastSequenceError:
+                    del self._revisions[partition]  # lapsed (expired, or taken since): look again
+            try:
+                current = await kv.get(key)
+            except KeyNotFoundError:  # free: never taken, expired, or released
+                try:
+                    self._revisions[partition] = await kv.create(key, value)
+                except KeyWrongLastSequenceError:
+                    return False  # someone took it first
+                return True
+            if current.value != value:
+                return False
+            # Ours from an earlier client of the same owner (a restart within the ttl).
+            try:
+                self._revisions[partition] = await kv.update(key, value, last=current.revision)
+            except KeyWrongLastSequenceError:
+                return False
+            return True
+        except (NatsError, APIError) as exc:
+            raise Unavailable(f"jetstream delivery log hold: {exc}") from exc
+
+    async def release(self, partition: int, owner: str) -> None:
+        self.check_partitions([partition])
+        revision = self._revisions.pop(partition, None)
+        kv = await self._leases(None)
+        if kv is None:
+            return
+        key = f"p{partition}"
+        try:
+            if revision is None:
+                try:
+                    current = await kv.get(key)
+                except KeyNotFoundError:
+                    return
+                if current.value != owner.encode():
+                    return
+                revision = current.revision
+            await kv.delete(key, last=revision)
+        except APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                return  # not ours any more
+            raise Unavailable(f"jetstream delivery log release: {exc}") from exc
+        except NatsError as exc:
+            raise Unavailable(f"jetstream delivery log release: {exc}") from exc
+
+    async def holders(self) -> dict[int, str]:
+        kv = await self._leases(None)
+        if kv is None:
+            return {}
+
+        async def owner(partition: int) -> str | None:
+            try:
+                entry = await kv.get(f"p{partition}")
+            except KeyNotFoundError:
+                return None
+            return entry.value.decode() if entry.value else None
+
+        try:
+            owners = await asyncio.gather(*(owner(p) for p in range(self.partitions)))
+        except (NatsError, APIError) as exc:
+            raise Unavailable(f"jetstream delivery log holders: {exc}") from exc
+        return {p: o for p, o in enumerate(owners) if o is not None}
+
     async def delete(self) -> None:
-        """Drop the stream and its consumers (tests, decommissioning)."""
+        """Drop the stream, its consumers and its leases (tests, decommissioning)."""
         await self.close_subscriptions()
         with contextlib.suppress(NotFoundError):
             await self._js.delete_stream(self.stream)
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_key_value(self.lease_bucket)
+        self._kv, self._revisions = None, {}
 
     async def close_subscriptions(self) -> None:
         subs, self._subs = self._subs, {}
