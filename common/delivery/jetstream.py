@@ -258,6 +258,16 @@ class JetStreamDeliveryLog(DeliveryLog):
         except NatsError as exc:
             raise Unavailable(f"jetstream delivery log ack: {exc}") from exc
 
+    async def give_back(self, group: str, deliveries: Sequence[Delivery]) -> None:
+        # A NAK: redelivered at once to whoever pulls next, not after the ack wait.
+        # Published, not requested: not every server version answers a NAK.
+        try:
+            for d in deliveries:
+                await self._nc.publish(d.delivery_id, b"-NAK")
+            await self._nc.flush(timeout=int(_REQUEST_TIMEOUT_S))
+        except (NatsError, TimeoutError) as exc:
+            raise Unavailable(f"jetstream delivery log give back: {exc}") from exc
+
     async def claim_stale(
         self, group: str, consumer: str, idle_s: float, max_entries: int, partitions: Sequence[int] = ()
     ) -> list[Delivery]:
