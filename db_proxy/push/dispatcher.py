@@ -73,6 +73,9 @@ class _Partition:
     #: Entries being pushed, with every delivery of them to acknowledge once done.
     in_flight: dict[_Key, list[Delivery]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Set to stop after the current read: a read cancelled half way could
+    #: leave entries fetched for nobody (a JetStream pull still open).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class PushDispatcher:
@@ -106,6 +109,7 @@ class PushDispatcher:
         self.retry_cap = retry_cap
         #: Held partitions and their pushing tasks.
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._states: dict[int, _Partition] = {}
         #: When each held lease was last renewed (loop time before the call).
         self._renewed: dict[int, float] = {}
         self._lease_task: asyncio.Task[None] | None = None
@@ -113,6 +117,8 @@ class PushDispatcher:
         self.lease_round = asyncio.Event()
         self.delivered = 0
         self.dropped = 0
+        #: Set by :meth:`halt`: play dead, leave what is half pushed pending.
+        self._dying = False
 
     @property
     def held(self) -> set[int]:
@@ -125,7 +131,7 @@ class PushDispatcher:
 
     async def stop(self) -> None:
         """Stop pushing and release the leases, so another dispatcher takes over at once."""
-        await self.halt()
+        await self._halt()
         for p in list(self._renewed):
             with contextlib.suppress(ImError, TimeoutError):
                 async with asyncio.timeout(self.lease_ttl):
@@ -133,14 +139,18 @@ class PushDispatcher:
         self._renewed.clear()
 
     async def halt(self) -> None:
-        """Stop renewing and pushing, without releasing (the leases lapse by themselves)."""
+        """Stop renewing and pushing, without releasing (the leases lapse by themselves):
+        what a dispatcher that died leaves behind (tests)."""
+        self._dying = True
+        await self._halt()
+
+    async def _halt(self) -> None:
         if self._lease_task is not None:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lease_task
             self._lease_task = None
-        for p in list(self.tasks):
-            await self._lose(p, "stopping", forget=False)
+        await asyncio.gather(*(self._lose(p, "stopping", forget=False) for p in list(self.tasks)))
         metrics.PARTITIONS_HELD.set(0)
 
     # -- leases -------------------------------------------------------------------------
@@ -195,8 +205,11 @@ class PushDispatcher:
 
     def _take(self, p: int) -> None:
         log.info("%s: pushing delivery log partition %d", self.node_id, p)
+        state = self._states[p] = _Partition(
+            p, asyncio.Semaphore(self.window), asyncio.Semaphore(self.max_outstanding)
+        )
         self.tasks[p] = asyncio.get_running_loop().create_task(
-            self._run_partition(p), name=f"push-{self.node_id}-p{p}"
+            self._run_partition(state), name=f"push-{self.node_id}-p{p}"
         )
 
     async def _lose(self, p: int, why: str, forget: bool = True) -> None:
@@ -207,33 +220,28 @@ class PushDispatcher:
             return
         if why != "stopping":
             log.warning("%s: lost delivery log partition %d (%s)", self.node_id, p, why)
-        task.cancel()
+        state = self._states.pop(p, None)
+        if state is not None:
+            state.stopping.set()
+        # The read under way ends within its block time; then the task stops itself.
+        done, _ = await asyncio.wait({task}, timeout=self.block_s + 1.0)
+        if not done:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
     # -- a partition ----------------------------------------------------------------------
 
-    async def _run_partition(self, p: int) -> None:
-        state = _Partition(p, asyncio.Semaphore(self.window), asyncio.Semaphore(self.max_outstanding))
+    async def _run_partition(self, state: _Partition) -> None:
         try:
             await self._take_over(state)
-            delay = self.retry_initial
-            while True:
+            while not state.stopping.is_set():
                 try:
-                    got = await self.log.consume(GROUP, self.node_id, [p], self.batch, self.block_s)
-                except StreamLost as exc:
-                    # The gateways refill what the log lost from storage (a gap in msg ids).
-                    metrics.STREAMS_LOST.inc()
-                    log.warning("%s: %s; going on", self.node_id, exc)
-                    continue
-                except Unavailable as exc:
-                    log.warning("%s: consuming partition %d: %s", self.node_id, p, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(self.retry_cap, delay * 2)
-                    continue
-                delay = self.retry_initial
-                for delivery in got:
-                    await self._start(state, delivery)
+                    await self._consume(state)
+                except Exception:
+                    # A bug: the partition must not sit held and unpushed.
+                    log.exception("%s: pushing partition %d failed; going on", self.node_id, state.number)
+                    await asyncio.sleep(self.retry_cap)
         finally:
             tasks = list(state.tasks)
             for task in tasks:
@@ -241,10 +249,35 @@ class PushDispatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
             # Not pushed to the end: a successor gets them at once where the log can hand them back.
             left = [d for ds in state.in_flight.values() for d in ds]
-            if left:
+            if left and not self._dying:
                 with contextlib.suppress(ImError, TimeoutError):
                     async with asyncio.timeout(self.push_timeout):
                         await self.log.give_back(GROUP, left)
+
+    async def _consume(self, state: _Partition) -> None:
+        delay = self.retry_initial
+        while not state.stopping.is_set():
+            try:
+                got = await self.log.consume(GROUP, self.node_id, [state.number], self.batch, self.block_s)
+            except StreamLost as exc:
+                # The gateways refill what the log lost from storage (a gap in msg ids).
+                metrics.STREAMS_LOST.inc()
+                log.warning("%s: %s; going on", self.node_id, exc)
+                continue
+            except Unavailable as exc:
+                log.warning("%s: consuming partition %d: %s", self.node_id, state.number, exc)
+                await asyncio.sleep(delay)
+                delay = min(self.retry_cap, delay * 2)
+                continue
+            delay = self.retry_initial
+            for i, delivery in enumerate(got):
+                if state.stopping.is_set():
+                    for rest in got[i:]:  # handed back with the others
+                        state.in_flight.setdefault((rest.entry.partition, rest.entry.payload), []).append(
+                            rest
+                        )
+                    return
+                await self._start(state, delivery)
 
     async def _take_over(self, state: _Partition) -> None:
         """Push what the previous holder (or we, before a lapse) left pending, first."""
