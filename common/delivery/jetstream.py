@@ -13,9 +13,15 @@ has not read.
 A group is one durable pull consumer per partition, ``<group>_p<partition>``,
 filtered on its subject, explicit acks. Redelivery is JetStream's own: an
 entry not acknowledged within ``ack_wait`` is handed out again by a later
-:meth:`consume` (to whichever consumer of the group pulls), so
-:meth:`claim_stale` has nothing to do and returns ``[]``. The ``consumer``
-name is not needed by JetStream (pull consumers are shared by their clients).
+:meth:`consume` (to whichever consumer of the group pulls). A takeover need
+not wait that long: :meth:`claim_stale` with ``idle_s=0`` NAKs every entry
+the consumer still has pending (between its ack floor and its last
+delivery, found with CONSUMER.INFO), through ack subjects it builds in
+JetStream's format ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.
+<consumer seq>.<time>.<pending>``; they come back from the next
+:meth:`consume` at once, and :meth:`claim_stale` itself returns ``[]``. The
+``consumer`` name is not needed by JetStream (pull consumers are shared by
+their clients).
 
 Partition leases live in a KV bucket, ``<stream>_LEASES`` (memory storage,
 one revision per key ``p<partition>``, value the owner's name), whose TTL is
@@ -55,6 +61,8 @@ log = logging.getLogger(__name__)
 #: The shortest pull: a fetch that finds nothing still waits this long.
 _MIN_FETCH_S = 0.05
 _REQUEST_TIMEOUT_S = 5.0
+#: The most entries one take-over NAKs per partition.
+_MAX_TAKEOVER = 10_000
 #: JetStream's error code for a write whose expected last sequence did not match.
 _WRONG_LAST_SEQUENCE = 10071
 
@@ -272,7 +280,30 @@ class JetStreamDeliveryLog(DeliveryLog):
         self, group: str, consumer: str, idle_s: float, max_entries: int, partitions: Sequence[int] = ()
     ) -> list[Delivery]:
         self.check_partitions(partitions)
-        return []  # JetStream redelivers by ack_wait, through consume()
+        if idle_s > 0:
+            return []  # JetStream redelivers by its ack_wait, through consume()
+        try:
+            for p in partitions or range(self.partitions):
+                await self._nak_pending(group, p)
+            await self._nc.flush(timeout=int(_REQUEST_TIMEOUT_S))
+        except (NatsError, APIError, TimeoutError) as exc:
+            raise Unavailable(f"jetstream delivery log claim: {exc}") from exc
+        return []  # what was pending comes back through consume(), now
+
+    async def _nak_pending(self, group: str, partition: int) -> None:
+        durable = f"{group}_p{partition}"
+        try:
+            info = await self._js.consumer_info(self.stream, durable)
+        except NotFoundError:
+            return  # no such group yet: nothing is pending
+        if not info.num_ack_pending or info.delivered is None or info.ack_floor is None:
+            return
+        # Any consumer seq above the ack floor up to the last delivered one is
+        # accepted; a seq no longer pending (acked out of order) is a no-op.
+        last = info.delivered.consumer_seq
+        first = info.ack_floor.stream_seq + 1
+        for stream_seq in range(first, min(info.delivered.stream_seq, first + _MAX_TAKEOVER - 1) + 1):
+            await self._nc.publish(f"$JS.ACK.{self.stream}.{durable}.1.{stream_seq}.{last}.0.0", b"-NAK")
 
     async def trim(self, max_entries: int) -> None:
         try:

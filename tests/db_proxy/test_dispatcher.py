@@ -127,7 +127,8 @@ class Logs:
         self.opened: list[tuple[str, DeliveryLog]] = []
 
     async def new(self, partitions: int = 4) -> DeliveryLog:
-        return await self._open(log_url(self.backend, partitions, 10_000, ack_wait=1.0))
+        # A long ack wait: a take-over on JetStream must not wait for it.
+        return await self._open(log_url(self.backend, partitions, 10_000, ack_wait=30.0))
 
     async def client_of(self, log: DeliveryLog) -> DeliveryLog:
         if self.backend == "memory":
@@ -323,8 +324,12 @@ async def test_a_dispatcher_that_stops_renewing_is_taken_over(logs: Logs) -> Non
         await log.append(entries)
         await frozen.wait(lambda: len(frozen.asked) == 6)
         assert await pending(log) == 6 and alive.asked == []
+        loop = asyncio.get_running_loop()
+        died = loop.time()
         await a.halt()  # dies: stops renewing, its leases lapse, its pushes unacked
         await alive.wait(lambda: len(set(alive.ids())) == 6)
+        # Its ttl (0.6 s) and a lease round, not JetStream's ack wait (30 s).
+        assert loop.time() - died < 3.0
         assert sorted(set(alive.ids())) == [1, 2, 3, 4, 5, 6]
         assert b.held == {0, 1}
         await until(lambda: _is_zero(pending(other_log)))
@@ -356,8 +361,7 @@ async def test_a_clean_stop_hands_over_at_once(logs: Logs) -> None:
         await a.stop()  # releases its leases, gives back what it held
         assert await log.holders() == {}
         await alive.wait(lambda: len(set(alive.ids())) == 4)
-        # Well within a's ttl (0.6 s) plus JetStream's ack wait (1 s): handed over, not lapsed.
-        print("handover", loop.time() - stopped)
+        # Well within a's ttl (0.6 s), let alone JetStream's ack wait (30 s): handed over.
         assert loop.time() - stopped < 1.5
 
 
