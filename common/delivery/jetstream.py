@@ -3,8 +3,10 @@
 One stream (``LIMITS`` retention, so every group sees every entry) with the
 subjects ``<subject_prefix>.<partition>``; a message's data is the bytes of
 :func:`~common.delivery.log.encode_entry` and its ``Nats-Msg-Id`` is
-``<conversation>-<msg_id>``, so a retried append within the duplicate window
-is stored once. Bounds are the stream's: ``max_msgs_per_subject`` (entries
+``<conversation>-<msg_id>-<hash of the payload>``, so a retried append
+within the duplicate window is stored once, while another entry of the same
+message (a resend pushed again, with its own origin and commit time) is not
+taken for it. Bounds are the stream's: ``max_msgs_per_subject`` (entries
 per partition) and ``max_bytes`` (the whole stream, JetStream has no byte
 bound per subject), with ``discard: new`` per subject: a full log refuses the
 append (:class:`~common.errors.Overloaded`) rather than drop what a consumer
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -159,7 +162,8 @@ class JetStreamDeliveryLog(DeliveryLog):
         self.check(entries)
         # One at a time, each awaited: when one is refused, those before it are stored.
         for entry in entries:
-            msg_id = "{}.{}.{}-{}".format(*entry.conversation, entry.msg_id)
+            digest = hashlib.blake2b(entry.payload, digest_size=8).hexdigest()
+            msg_id = "{}.{}.{}-{}-{}".format(*entry.conversation, entry.msg_id, digest)
             try:
                 await self._js.publish(
                     self.subject(entry.partition),

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from common.commands import Rpcs
+from common.commands import OneWays, Rpcs
 from common.conversation import ShardKey
 from common.delivery import DeliveryLog, Entry, open_delivery_log
 from common.errors import Unavailable
@@ -46,10 +46,12 @@ class FakeRoute:
         #: user -> how many more times to name it in retry_user_ids
         self.flaky: dict[int, int] = {}
         self.holding = False  # take pushes, never answer (a frozen gateway behind it)
+        self.notices: list[internal_pb2.RouteDeliver] = []
         self.changed = asyncio.Event()
         self._never = asyncio.Event()
+        table = Commands().rpc(Rpcs.PUSH_MSG, self._push).oneway(OneWays.ROUTE_DELIVER, self._notice)
         self.server = LinkServer(
-            {internal_pb2.ROLE_DB_PROXY: Commands().rpc(Rpcs.PUSH_MSG, self._push)},
+            {internal_pb2.ROLE_DB_PROXY: table},
             role=internal_pb2.ROLE_ROUTE_SERVER,
             node_id=node_id,
         )
@@ -65,6 +67,10 @@ class FakeRoute:
     def _notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def _notice(self, link: Link, notice: internal_pb2.RouteDeliver) -> None:
+        self.notices.append(notice)
+        self._notify()
 
     async def _push(self, link: Link, push: internal_pb2.PushMsg) -> internal_pb2.PushMsgResult:
         self.asked.append(push)

@@ -234,3 +234,12 @@ async def test_given_back_entries_go_to_the_next_consumer(make_log: MakeLog) -> 
 
     again = await poll(next_holder, 2)
     assert sorted(d.entry.msg_id for d in again) == [1, 2]
+
+
+async def test_another_entry_of_the_same_message_is_stored_too(make_log: MakeLog) -> None:
+    # A resend recognised as a duplicate is appended again (its first push may
+    # never have happened): a different payload (origin, commit time), same msg id.
+    log = await make_log(partitions=1)
+    await log.append([Entry(0, (1, 1, 2), 7, b"first")])
+    await log.append([Entry(0, (1, 1, 2), 7, b"again")])
+    assert await log.length(0) == 2
