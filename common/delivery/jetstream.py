@@ -78,7 +78,7 @@ class JetStreamDeliveryLog(DeliveryLog):
         stream: str = "IMCLUSTER_DELIVERY",
         subject_prefix: str = "imcluster.delivery",
         max_entries: int = 100_000,
-        max_bytes: int = 1 << 30,
+        max_bytes: int = 64 << 20,
         ack_wait_s: float = 30.0,
     ) -> None:
         super().__init__(partitions)
