@@ -160,27 +160,33 @@ class PushDispatcher:
         interval = self.lease_ttl / 3
         while True:
             started = loop.time()
+            taken: list[int] = []
             try:
                 async with asyncio.timeout(interval):
-                    await self._lease_round()
+                    await self._lease_round(taken)
             except (ImError, TimeoutError) as exc:
                 log.warning("delivery log leases: %s", str(exc) or "timed out")
             except Exception:
                 log.exception("delivery log lease round failed")
+            # Outside the round's bound: stopping a partition waits for its read.
+            for p in taken:
+                await self._lose(p, "taken by another dispatcher")
             await self._drop_lapsed(loop.time())
             metrics.PARTITIONS_HELD.set(len(self.tasks))
             self.lease_round.set()
             self.lease_round = asyncio.Event()
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 
-    async def _lease_round(self) -> None:
+    async def _lease_round(self, taken: list[int]) -> None:
+        """Renew, then take up to our share; ``taken`` gets the partitions someone else holds now."""
         loop = asyncio.get_running_loop()
         for p in list(self.tasks):
             asked = loop.time()
             if await self.log.hold(p, self.node_id, self.lease_ttl):
                 self._renewed[p] = asked
             else:
-                await self._lose(p, "taken by another dispatcher")
+                taken.append(p)
+                self._renewed.pop(p, None)  # not ours: never renewed again
         holders = await self.log.holders()
         live = set(holders.values()) | {self.node_id}
         share = math.ceil(self.log.partitions / len(live))
@@ -188,7 +194,7 @@ class PushDispatcher:
         # together do not contend for the same partitions.
         first = shard_of(self.node_id, self.log.partitions)
         for i in range(self.log.partitions):
-            if len(self.tasks) >= share:
+            if len(self.tasks) - len(taken) >= share:
                 break
             p = (first + i) % self.log.partitions
             if p in self.tasks or p in holders:
@@ -200,7 +206,8 @@ class PushDispatcher:
 
     async def _drop_lapsed(self, now: float) -> None:
         for p in list(self.tasks):
-            if now - self._renewed.get(p, now) >= self.lease_ttl:
+            renewed = self._renewed.get(p)
+            if renewed is not None and now - renewed >= self.lease_ttl:
                 await self._lose(p, "not renewed within its ttl")
 
     def _take(self, p: int) -> None:
