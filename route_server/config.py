@@ -26,7 +26,7 @@ class RouteServerConfig:
         0.1, "Seconds over which presence changes are coalesced before gateways hear of them."
     )
     push_timeout: float = setting(
-        1.0,
+        0.5,
         "Seconds one stored-message push (PUSH_MSG) to a gateway may take; a gateway that does not "
         "answer in time has its recipients handed back to db_proxy for a retry. Keep it below "
         "db_proxy.push_timeout, so the answer reaches db_proxy before it gives up on this call.",
