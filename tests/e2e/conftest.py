@@ -169,7 +169,8 @@ ENGINES = ["sqlite", "mysql+redis", "mysql+nats"]
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``mysql+nats`` only where a module asks for every delivery log (see the docstring)."""
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_nats = callspec is not None and "mysql+nats" in callspec.id.split("-")

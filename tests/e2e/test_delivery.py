@@ -18,8 +18,11 @@ import pytest
 
 from common.commands import Cmd
 from common.pb import base_pb2
-from tests.e2e.conftest import Cluster, running_cluster
+from tests.e2e.conftest import ENGINES, Cluster, running_cluster
 from tests.support.ttclient import TTClient
+
+# Pushes go through the delivery log: run on each of its backends (conftest).
+EVERY_DELIVERY_LOG = True
 
 MOBILE = base_pb2.CLIENT_TYPE_ANDROID  # a second device: TeamTalk's policy keeps one desktop and one mobile
 
@@ -77,9 +80,10 @@ async def test_every_connection_gets_each_message_once_in_order(
     assert metric(cluster, "msg-2", "imcluster_gateway_push_latency_seconds_count") >= 20
 
 
-@pytest.fixture
-def two_routes(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster("sqlite", tmp_path, routes=2) as started:
+@pytest.fixture(params=ENGINES)
+def two_routes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Two route servers, on each engine and delivery log."""
+    with running_cluster(request.param, tmp_path, routes=2) as started:
         yield started
 
 

@@ -62,5 +62,5 @@ async def test_metrics_and_health_on_every_server(cluster: Cluster, clients: lis
     assert labelled(login, 'imcluster_login_discoveries_total{result="ok"}') >= 1
     assert labelled(login, "imcluster_login_gateways") == 2
     _, route = await asyncio.to_thread(fetch, ports["route-1"], "/metrics")  # type: ignore[arg-type]
-    assert sample(route, "imcluster_route_relayed_total") >= 1
+    assert sample(route, "imcluster_route_pushes_relayed_total") >= 1
     assert sample(route, "imcluster_route_gateways") == 2

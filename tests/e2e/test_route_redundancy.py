@@ -88,5 +88,5 @@ def route_relayed(cluster: Cluster, name: str) -> float:
     return sum(
         float(line.split()[-1])
         for line in text.splitlines()
-        if line.startswith("imcluster_route_relayed_total")
+        if line.startswith("imcluster_route_pushes_relayed_total")
     )
