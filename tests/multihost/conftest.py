@@ -285,16 +285,21 @@ class MultiHost:
         return f"http://{self.bed.address(f'login-route-{index}')}:8080{path}"
 
     def handed_out(self, index: int) -> set[str]:
-        """node_ids of the gateways login_server ``index`` hands out."""
+        """node_ids of the gateways login_server ``index`` hands out (OSError: it does not answer)."""
         with urllib.request.urlopen(self.login_url(index, "/gateways"), timeout=2) as response:
             rows = json.loads(response.read())
         return {row["node_id"] for row in rows}
 
     def wait_gateways(self, expected: set[str], timeout: float = READY_TIMEOUT) -> float:
         """Until both login_servers hand out exactly ``expected``; the seconds it took."""
-        return wait_for(
-            lambda: all(self.handed_out(i) == expected for i in (1, 2)), timeout, f"gateways {expected}"
-        )
+
+        def both() -> bool:
+            try:
+                return all(self.handed_out(i) == expected for i in (1, 2))
+            except OSError:  # a login server just started or its link is just back
+                return False
+
+        return wait_for(both, timeout, f"gateways {expected}")
 
     def gateway_of(self, address: str) -> str:
         return next(s.node_id for s in self.servers.values() if s.overrides.get("advertise_ip") == address)

@@ -145,6 +145,7 @@ class Traffic:
             self.streams.append(Stream(pc[name], group_id, True, f"{name}-group", plan.group_rate))
         self.fault_at = 0.0
         self.started = 0.0
+        self.running = 0.0
         self._stop_reconnecting = asyncio.Event()
         self._keepers: list[asyncio.Task[None]] = []
 
@@ -173,7 +174,7 @@ class Traffic:
 
     async def run(self, seconds: float, fault: Callable[[], Awaitable[None]], fault_after: float) -> None:
         """Send for ``seconds``; ``fault`` starts ``fault_after`` seconds in (it may last on)."""
-        start = time.monotonic()
+        start = self.running = time.monotonic()
         deadline = start + seconds
 
         async def inject() -> None:
@@ -258,7 +259,10 @@ class Traffic:
             by_data = {a.data: a for a in stream.sender.acked}
             ids = [by_data[d].msg_id for d in stream.sent if d in by_data]
             f.source_order += sum(1 for x, y in itertools.pairwise(ids) if y <= x)
-            ats = [self.started, *(by_data[d].at for d in stream.sent if d in by_data)]
+            ats = [
+                self.running,
+                *(by_data[d].at for d in stream.sent if d in by_data and by_data[d].at > self.running),
+            ]
             f.stall = max(f.stall, *(y - x for x, y in itertools.pairwise(ats)), 0.0)
         connections = [c for d in self.devices for c in d.connections]
         f.connections = len(connections)
