@@ -59,6 +59,16 @@ BACKENDS = {
     "nats": "nats://{db}:4222?partitions=16&ack_wait=5",
 }
 DELIVERY_LOG_LINE = re.compile(r"^delivery_log = .*$", re.M)
+#: The counters a scenario prints the change of (where pushes are redelivered, dropped, filled).
+PUSH_METRICS = (
+    "imcluster_push_",
+    "imcluster_delivery_",
+    "imcluster_route_pushes",
+    "imcluster_gateway_pushes",
+    "imcluster_gateway_gaps",
+    "imcluster_gateway_clients_closed",
+    "imcluster_db_pushes",
+)
 
 
 def has_delivery_log() -> bool:
@@ -336,6 +346,29 @@ class MultiHost:
 
         return connect
 
+    def push_metrics(self) -> dict[tuple[str, int, str], float]:
+        """(node_id, pid, sample) -> value of the :data:`PUSH_METRICS` counters of every server answering."""
+        found: dict[tuple[str, int, str], float] = {}
+        for server in self.servers.values():
+            port = server.info.get("metrics_port")
+            if not port or server.process is None or not server.process.running():
+                continue
+            url = f"http://{self.bed.address(server.host)}:{port}/metrics"
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    text = response.read().decode()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                sample, _, value = line.rpartition(" ")
+                name = sample.partition("{")[0]
+                if line.startswith("#") or not name.startswith(PUSH_METRICS):
+                    continue
+                if name.endswith(("_created", "_bucket", "_sum")):
+                    continue
+                found[(server.node_id, server.process.pid, sample)] = float(value)
+        return found
+
     def tracebacks(self) -> list[str]:
         found = []
         for log_file in sorted(self.bed.run_dir.glob("*.log")):
@@ -343,6 +376,18 @@ class MultiHost:
             if "Traceback (most recent call last)" in text:
                 found.append(f"{log_file.name}:\n{text[-3000:]}")
         return found
+
+
+def metric_changes(
+    before: dict[tuple[str, int, str], float], after: dict[tuple[str, int, str], float]
+) -> str:
+    """The counters that changed, summed over the servers (a restarted one counts from 0)."""
+    changes: dict[str, float] = {}
+    for key, value in after.items():
+        delta = value - before.get(key, 0.0)
+        if delta:
+            changes[key[2]] = changes.get(key[2], 0.0) + delta
+    return ", ".join(f"{sample} +{delta:g}" for sample, delta in sorted(changes.items())) or "none"
 
 
 def configured(run_dir: Path) -> Path:

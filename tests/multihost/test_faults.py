@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.multihost.conftest import PLAN, MultiHost
+from tests.multihost.conftest import PLAN, MultiHost, metric_changes
 from tests.multihost.traffic import LATE, Figures, Traffic
 
 FAULT_AFTER = 3.0  # seconds of traffic before the fault
@@ -142,6 +142,7 @@ async def test_fault(multihost: MultiHost, backend: str, fault: Fault) -> None:
         since.append(time.monotonic())
         await inject(multihost, fault)
 
+    before = await asyncio.to_thread(multihost.push_metrics)
     try:
         await traffic.open()
         watching = asyncio.ensure_future(
@@ -151,12 +152,14 @@ async def test_fault(multihost: MultiHost, backend: str, fault: Fault) -> None:
         await traffic.finish()
         discovery = await watching
         figures = traffic.figures(stored(multihost, tag), {gateway} if gateway else set())
+        after = await asyncio.to_thread(multihost.push_metrics)
     finally:
         await traffic.close()
         await asyncio.to_thread(multihost.heal)
     dropped = "never (10 s)" if discovery is None else f"after {discovery:.2f}s"
     shown = f", discovery dropped {gateway} {dropped}" if gateway else ""
     print(f"\n[{backend}] {fault.name}: {figures.line()}{shown}")
+    print(f"    counters: {metric_changes(before, after)}")
     for example in figures.examples:
         print(f"    {example}")
     found = failures(figures, discovery, gateway)
