@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,23 @@ class MultiHost:
         return server
 
     def start(self, server: Server) -> None:
+        wait_for(self.spawn(server), READY_TIMEOUT, f"{server.node_id} ready")
+        server.info = json.loads(server.ready_file.read_text())
+
+    async def start_async(self, server: Server) -> None:
+        """:meth:`start` without blocking the event loop (the traffic goes on meanwhile)."""
+        ready = self.spawn(server)
+        async with asyncio.timeout(READY_TIMEOUT):
+            while not ready():
+                await asyncio.sleep(0.05)
+        server.info = json.loads(server.ready_file.read_text())
+
+    def spawn(self, server: Server) -> Callable[[], bool]:
+        """Start the server; whether it is ready yet (raises if it exited).
+
+        Never from a worker thread: the bed's processes get SIGKILL when the
+        thread that started them ends (PR_SET_PDEATHSIG is per thread).
+        """
         argv = [sys.executable, "-m", "imctl", "run", server.kind, "--config", str(self.config)]
         argv += ["--ready-file", str(server.ready_file)]
         for key, value in server.overrides.items():
@@ -225,8 +242,7 @@ class MultiHost:
                 raise RuntimeError(f"{server.node_id} exited:\n{process.log_tail()}")
             return server.ready_file.exists()
 
-        wait_for(ready, READY_TIMEOUT, f"{server.node_id} ready")
-        server.info = json.loads(server.ready_file.read_text())
+        return ready
 
     async def create_users_and_group(self) -> None:
         """The users (one password hash for all: hashing is slow) and the traffic's group."""

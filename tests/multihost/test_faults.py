@@ -75,7 +75,7 @@ async def inject(multihost: MultiHost, fault: Fault) -> None:
         route = next(s for s in servers if s.kind == "route")
         assert route.process is not None
         route.process.kill9()
-        await asyncio.to_thread(multihost.start, route)
+        await multihost.start_async(route)
     else:
         raise ValueError(fault.action)
 
@@ -155,7 +155,7 @@ async def test_fault(multihost: MultiHost, backend: str, fault: Fault) -> None:
         after = await asyncio.to_thread(multihost.push_metrics)
     finally:
         await traffic.close()
-        await asyncio.to_thread(multihost.heal)
+        multihost.heal()  # in this thread: see MultiHost.spawn
     dropped = "never (10 s)" if discovery is None else f"after {discovery:.2f}s"
     shown = f", discovery dropped {gateway} {dropped}" if gateway else ""
     print(f"\n[{backend}] {fault.name}: {figures.line()}{shown}")

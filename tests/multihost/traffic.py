@@ -289,8 +289,11 @@ class Traffic:
         for a in acked:
             if a.attempts > 1:
                 disturbed.append(a.at)
-            if not a.connection.closed and any(p.data == a.data for p in a.connection.pushes):
+            # Only a first attempt surely stored it from this connection (a resend after a
+            # reconnect may find it stored from the old one, and pushed to the new one).
+            if a.attempts == 1 and any(p.data == a.data for p in a.connection.pushes):
                 f.echoed += 1
+                self._example(f, f"echoed {a.data!r} to its sender {a.connection.user}/{a.connection.device}")
             for c in self.recipients(a, up):
                 arrival = next((p.at for p in c.pushes if p.data == a.data), None)
                 if arrival is None:
