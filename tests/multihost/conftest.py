@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -406,6 +407,19 @@ def metric_changes(
     return ", ".join(f"{sample} +{delta:g}" for sample, delta in sorted(changes.items())) or "none"
 
 
+RUNS_DIR = Path(tempfile.gettempdir()) / "imcluster-multihost"
+RUNS_KEPT = 5
+
+
+def bed_run_dir() -> Path:
+    """A directory for this run's logs, kept after it (pytest's own tmp dirs rotate away within
+    minutes on a machine running other test sessions); only the last few runs are kept."""
+    RUNS_DIR.mkdir(exist_ok=True)
+    for old in sorted(RUNS_DIR.iterdir())[:-RUNS_KEPT]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=RUNS_DIR))
+
+
 def configured(run_dir: Path) -> Path:
     """The example, with only its secret_file pointed at the bed's own secret.
 
@@ -424,8 +438,8 @@ def configured(run_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def multihost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
-    run_dir = tmp_path_factory.mktemp("multihost")
+def multihost() -> Iterator[MultiHost]:
+    run_dir = bed_run_dir()
     started = time.monotonic()
     with Bed(HOSTS, run_dir) as bed:
         cluster = MultiHost(bed, configured(run_dir))
@@ -436,6 +450,8 @@ def multihost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
         finally:
             found = cluster.tracebacks()
             print(f"\nmulti-host bed: logs in {run_dir}")
+    for store in ("mariadb", "nats"):  # the logs stay, the data goes
+        shutil.rmtree(run_dir / store, ignore_errors=True)
     assert not found, "a server logged a traceback:\n\n" + "\n\n".join(found)
 
 
