@@ -137,10 +137,13 @@ async def test_fault(multihost: MultiHost, backend: str, fault: Fault) -> None:
     traffic = Traffic(multihost.connector, multihost.users, multihost.group_id, PLAN, tag)
     gateway = GATEWAY_OF_HOST.get(fault.host) if fault.action != "restart" else None
     since: list[float] = []
+    wall: list[str] = []
 
     async def timed_fault() -> None:
         since.append(time.monotonic())
+        wall.append(time.strftime("%H:%M:%S"))
         await inject(multihost, fault)
+        wall.append(time.strftime("%H:%M:%S"))
 
     before = await asyncio.to_thread(multihost.push_metrics)
     try:
@@ -159,6 +162,7 @@ async def test_fault(multihost: MultiHost, backend: str, fault: Fault) -> None:
     dropped = "never (10 s)" if discovery is None else f"after {discovery:.2f}s"
     shown = f", discovery dropped {gateway} {dropped}" if gateway else ""
     print(f"\n[{backend}] {fault.name}: {figures.line()}{shown}")
+    print(f"    fault {' to '.join(wall)} (server logs: {multihost.bed.run_dir})")
     print(f"    counters: {metric_changes(before, after)}")
     for example in figures.examples:
         print(f"    {example}")

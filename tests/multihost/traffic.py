@@ -310,6 +310,11 @@ class Traffic:
                 if latency > LATE:
                     f.late += 1
                     disturbed.append(a.at)
+                    after = a.at - self.fault_at
+                    self._example(
+                        f,
+                        f"late {latency:.2f}s: {a.data!r} acked at fault+{after:.1f}s, to {c.user}",
+                    )
         f.latencies = len(latencies)
         f.p50, f.p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
         if self.fault_at and disturbed:
@@ -318,5 +323,5 @@ class Traffic:
 
     @staticmethod
     def _example(f: Figures, text: str) -> None:
-        if len(f.examples) < 8:
+        if len(f.examples) < 6:
             f.examples.append(text)
