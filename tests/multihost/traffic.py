@@ -323,5 +323,7 @@ class Traffic:
 
     @staticmethod
     def _example(f: Figures, text: str) -> None:
-        if len(f.examples) < 6:
+        """At most 3 examples of each kind (the text's first word)."""
+        kind = text.split()[0]
+        if sum(1 for e in f.examples if e.split()[0] == kind) < 3:
             f.examples.append(text)
