@@ -448,8 +448,8 @@ def multihost() -> Iterator[MultiHost]:
         try:
             yield cluster
         finally:
-            found = cluster.tracebacks()
             print(f"\nmulti-host bed: logs in {run_dir}")
+    found = cluster.tracebacks()  # after the servers stopped: a shutdown must not fail either
     for store in ("mariadb", "nats"):  # the logs stay, the data goes
         shutil.rmtree(run_dir / store, ignore_errors=True)
     assert not found, "a server logged a traceback:\n\n" + "\n\n".join(found)
