@@ -206,8 +206,12 @@ class Bed:
             self.ip_in(host.name, "link", "set", "lo", "up")
 
     def down(self) -> None:
-        """Stop every process (bounded), delete every namespace, link and the bridge."""
-        for host in self.hosts.values():
+        """Stop every process (bounded), delete every namespace, link and the bridge.
+
+        Hosts in the reverse order of their names (the servers before the
+        databases they need, as a real shutdown goes), processes newest first.
+        """
+        for host in reversed(self.hosts.values()):
             for process in reversed(host.processes):
                 with contextlib.suppress(Exception):
                     process.stop(timeout=5)
