@@ -18,7 +18,8 @@ msg-2) on its own database:
   of its own (removed afterwards).
 
 N senders on msg-1 each send R messages/s (open loop, at fixed times) for S
-seconds to their receiver on msg-2. Measured by the client: **push after ack**
+seconds to their receiver on msg-2; each sender is also logged in on msg-2 as a
+phone, which is pushed every message too (``--no-own-phone``: not). Measured by the client: **push after ack**
 (the receiver's push minus the sender's ack, one monotonic clock), send to
 push, acked messages never pushed (**missing**), pushes received twice, pushes
 out of msg_id order. Read from every server's /metrics after the run:
@@ -64,9 +65,9 @@ import uvloop  # noqa: E402
 
 from benchmarks.measure import median, percentile  # noqa: E402
 from benchmarks.settings import HOST, LOGIN_TIMEOUT, PASSWORD_MD5  # noqa: E402
-from benchmarks.wire import BenchConn, connect_and_login  # noqa: E402
+from benchmarks.wire import BenchConn, Reply, connect_and_login, login_body  # noqa: E402
 from common.commands import Cmd  # noqa: E402
-from common.pb import base_pb2, message_pb2  # noqa: E402
+from common.pb import base_pb2, login_pb2, message_pb2  # noqa: E402
 from imctl.cluster import LocalCluster, write_secret_file  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -100,6 +101,7 @@ class Options:
     routes: int = 2
     fault: str = "none"
     fault_seconds: float = 5.0
+    own_phone: bool = True
     engine: str = "sqlite"
     timeout: float = 1800.0
     json_path: Path | None = None
@@ -110,21 +112,24 @@ class Options:
 
 
 class Flow:
-    """One sender (msg-1) and its receiver (msg-2), and what happened to each message."""
+    """One sender (msg-1), its receiver and the sender's own phone (both on msg-2), and what
+    happened to each message at each recipient connection."""
 
-    def __init__(self, index: int, count: int) -> None:
+    def __init__(self, index: int, count: int, recipients: Sequence[str]) -> None:
         self.index = index
         self.sender: BenchConn | None = None
         self.receiver: BenchConn | None = None
+        self.conns: list[BenchConn] = []
         self.sent_ns = [0] * count
         self.ack_ns = [0] * count
         self.ack_id = [0] * count
-        self.pushes: list[tuple[int, int, int]] = []  # (seq, msg_id, arrival ns), in arrival order
+        # per recipient connection: (seq, msg_id, arrival ns), in arrival order
+        self.pushes: dict[str, list[tuple[int, int, int]]] = {name: [] for name in recipients}
         self.in_flight = 0
         self.sent = 0
         self.skipped = 0  # sends not made: MAX_IN_FLIGHT unacked (the cluster fell far behind)
 
-    def on_receiver_push(self, command: int, body: bytes) -> None:
+    def on_push(self, recipient: str, command: int, body: bytes) -> None:
         if command != Cmd.MSG_DATA:
             return
         now = time.perf_counter_ns()
@@ -133,7 +138,7 @@ class Flow:
         head = msg.msg_data.split(b":", 2)
         with contextlib.suppress(ValueError, IndexError):
             if int(head[0]) == self.index:
-                self.pushes.append((int(head[1]), msg.msg_id, now))
+                self.pushes[recipient].append((int(head[1]), msg.msg_id, now))
 
     def _on_ack(self, seq: int, command: int, body: bytes) -> None:
         self.in_flight -= 1
@@ -172,21 +177,39 @@ class Flow:
     def acked(self) -> set[int]:
         return {seq for seq, msg_id in enumerate(self.ack_id) if msg_id}
 
-    def pushed(self) -> set[int]:
-        return {seq for seq, _, _ in self.pushes}
+    def waiting(self) -> bool:
+        """Some acked message has not reached some recipient connection yet."""
+        acked = self.acked()
+        return any(acked - {seq for seq, _, _ in pushes} for pushes in self.pushes.values())
 
     def check(self) -> dict[str, int]:
         acked = self.acked()
-        copies = Counter(seq for seq, _, _ in self.pushes)
-        ids = [msg_id for _, msg_id, _ in self.pushes]
-        return {
-            "sent": self.sent,
-            "skipped": self.skipped,
-            "acked": len(acked),
-            "missing": len(acked - copies.keys()),
-            "received_twice": sum(n - 1 for n in copies.values()),
-            "out_of_order": sum(1 for a, b in itertools.pairwise(ids) if b <= a),
-        }
+        result = {"sent": self.sent, "skipped": self.skipped, "acked": len(acked)}
+        totals: Counter[str] = Counter()
+        for pushes in self.pushes.values():
+            copies = Counter(seq for seq, _, _ in pushes)
+            ids = [msg_id for _, msg_id, _ in pushes]
+            totals["expected_pushes"] += len(acked)
+            totals["missing"] += len(acked - copies.keys())
+            totals["received_twice"] += sum(n - 1 for n in copies.values())
+            totals["out_of_order"] += sum(1 for a, b in itertools.pairwise(ids) if b <= a)
+        return {**result, **totals}
+
+
+async def phone_login(port: int, name: str, on_push: Reply) -> BenchConn:
+    """A second, mobile session of ``name`` (TeamTalk's policy: one desktop and one mobile)."""
+    conn = BenchConn(on_push)
+    await asyncio.get_running_loop().create_connection(lambda: conn, HOST, port)
+    command, body = await conn.call(
+        Cmd.LOGIN_REQ, login_body(name, PASSWORD_MD5, base_pb2.CLIENT_TYPE_ANDROID), LOGIN_TIMEOUT
+    )
+    res = login_pb2.IMLoginRes()
+    if command == Cmd.LOGIN_RES:
+        res.ParseFromString(body)
+    if command != Cmd.LOGIN_RES or res.result_code != 0:
+        conn.close()
+        raise RuntimeError(f"mobile login of {name} failed (command 0x{command:04x}, {res.result_code})")
+    return conn
 
 
 async def drive(cluster: LocalCluster, opts: Options, fault: str) -> dict[str, Any]:
@@ -194,13 +217,19 @@ async def drive(cluster: LocalCluster, opts: Options, fault: str) -> dict[str, A
     msg1 = int(str(cluster.by_name("msg-1").info["port"]))
     msg2 = int(str(cluster.by_name("msg-2").info["port"]))
     count = max(1, round(opts.rate * opts.seconds))
-    flows = [Flow(i, count) for i in range(opts.pairs)]
-    for flow in flows:
-        flow.sender = await connect_and_login(HOST, msg1, f"send{flow.index}", PASSWORD_MD5, LOGIN_TIMEOUT)
-        flow.receiver = await connect_and_login(
-            HOST, msg2, f"recv{flow.index}", PASSWORD_MD5, LOGIN_TIMEOUT, flow.on_receiver_push
-        )
+    recipients = ("receiver", "own_phone") if opts.own_phone else ("receiver",)
+    flows = [Flow(i, count, recipients) for i in range(opts.pairs)]
     try:
+        for flow in flows:
+            sender, receiver = f"send{flow.index}", f"recv{flow.index}"
+            flow.sender = await connect_and_login(HOST, msg1, sender, PASSWORD_MD5, LOGIN_TIMEOUT)
+            flow.receiver = await connect_and_login(
+                HOST, msg2, receiver, PASSWORD_MD5, LOGIN_TIMEOUT, functools.partial(flow.on_push, "receiver")
+            )
+            flow.conns += [flow.sender, flow.receiver]
+            if opts.own_phone:  # the sender's other device: pushed to as well (not the sending one)
+                on_phone = functools.partial(flow.on_push, "own_phone")
+                flow.conns.append(await phone_login(msg2, sender, on_phone))
         await asyncio.sleep(1.0)  # the sessions reach both route servers
         loop = asyncio.get_running_loop()
         started = loop.time() + 0.1
@@ -211,26 +240,26 @@ async def drive(cluster: LocalCluster, opts: Options, fault: str) -> dict[str, A
             await asyncio.sleep(0.02)
         await injector
         deadline = time.monotonic() + DRAIN_TIMEOUT
-        while time.monotonic() < deadline and any(f.acked() - f.pushed() for f in flows):
+        while time.monotonic() < deadline and any(f.waiting() for f in flows):
             await asyncio.sleep(0.02)
         await asyncio.sleep(DUPLICATE_GRACE)
     finally:
         for flow in flows:
-            for conn in (flow.sender, flow.receiver):
-                if conn is not None:
-                    conn.close()
+            for conn in flow.conns:
+                conn.close()
     checks: Counter[str] = Counter()
     after_ack: list[float] = []
     send_to_push: list[float] = []
     for flow in flows:
         checks.update(flow.check())
-        first: dict[int, int] = {}
-        for seq, _, arrived in flow.pushes:
-            first.setdefault(seq, arrived)
-        for seq, arrived in first.items():
-            if flow.ack_id[seq]:
-                after_ack.append((arrived - flow.ack_ns[seq]) / 1e6)
-                send_to_push.append((arrived - flow.sent_ns[seq]) / 1e6)
+        for pushes in flow.pushes.values():
+            first: dict[int, int] = {}
+            for seq, _, arrived in pushes:
+                first.setdefault(seq, arrived)
+            for seq, arrived in first.items():
+                if flow.ack_id[seq]:
+                    after_ack.append((arrived - flow.ack_ns[seq]) / 1e6)
+                    send_to_push.append((arrived - flow.sent_ns[seq]) / 1e6)
     after_ack.sort()
     send_to_push.sort()
     return {
@@ -420,6 +449,7 @@ def baseline_tree(commit: str, parent: Path) -> Iterator[Path]:
 
 COLUMNS = (
     ("acked", "acked", "{:.0f}"),
+    ("expected_pushes", "pushes due", "{:.0f}"),
     ("push_after_ack_p50_ms", "push-ack p50 ms", "{:.1f}"),
     ("push_after_ack_p99_ms", "p99 ms", "{:.1f}"),
     ("send_to_push_p50_ms", "send-push p50", "{:.1f}"),
@@ -493,6 +523,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--routes", type=int, default=2, help="route servers (default 2)")
     p.add_argument("--fault", choices=("none", "stop-route", "kill-route"), default="none")
     p.add_argument("--fault-seconds", type=float, default=5.0, help="how long stop-route freezes route-1")
+    p.add_argument(
+        "--no-own-phone", dest="own_phone", action="store_false", help="no second device of the senders"
+    )
     p.add_argument("--engine", choices=("sqlite", "mysql"), default="sqlite")
     p.add_argument("--timeout", type=float, default=1800.0, help="limit for the whole run (default 1800 s)")
     p.add_argument("--json", type=Path, dest="json_path", help="also write every figure as JSON here")
@@ -509,6 +542,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         routes=a.routes,
         fault=a.fault,
         fault_seconds=a.fault_seconds,
+        own_phone=a.own_phone,
         engine=a.engine,
         timeout=a.timeout,
         json_path=a.json_path.resolve() if a.json_path else None,
