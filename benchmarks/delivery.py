@@ -231,6 +231,7 @@ async def drive(cluster: LocalCluster, opts: Options, fault: str) -> dict[str, A
                 on_phone = functools.partial(flow.on_push, "own_phone")
                 flow.conns.append(await phone_login(msg2, sender, on_phone))
         await asyncio.sleep(1.0)  # the sessions reach both route servers
+        await routes_settled(cluster)
         loop = asyncio.get_running_loop()
         started = loop.time() + 0.1
         injector = asyncio.create_task(inject(cluster, fault, started, opts))
@@ -312,6 +313,23 @@ async def scrape(port: int) -> dict[str, float]:
     return samples
 
 
+async def routes_settled(cluster: LocalCluster, timeout: float = 15.0) -> None:
+    """Until every route server says it serves pushes (``imcluster_route_ready`` 1; a route server
+    without that gauge, the baseline's, is taken as ready): a steady state, not a start-up."""
+    deadline = time.monotonic() + timeout
+    for server in cluster.servers:
+        port = server.info.get("metrics_port")
+        if server.kind != "route" or not isinstance(port, int):
+            continue
+        while time.monotonic() < deadline:
+            ready = (await scrape(port)).get("imcluster_route_ready")
+            if ready is None or ready >= 1:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"{server.name} still settling after {timeout:.0f} s")
+
+
 async def counters(cluster: LocalCluster) -> dict[str, float]:
     """The delivery figures and every ``*dropped*`` counter, summed over the servers."""
     total: Counter[str] = Counter()
@@ -322,7 +340,8 @@ async def counters(cluster: LocalCluster) -> dict[str, float]:
     figures: dict[str, float] = {}
     for column, (name, label) in METRICS.items():
         found = [v for k, v in total.items() if re.match(rf"{name}(_total)?(\{{|$)", k) and label in k]
-        figures[column] = sum(found) if found else float("nan")
+        family = any(re.match(rf"{name}(_total)?(\{{|$)", k) for k in total)
+        figures[column] = sum(found) if found else 0.0 if family else float("nan")  # a label not seen yet: 0
     for key, value in total.items():
         counted = "gateway_pushes_dropped" in key and 'reason="duplicate"' in key  # dups_dropped
         if "dropped" in key and "_created" not in key and value and not counted:
