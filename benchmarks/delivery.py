@@ -341,6 +341,8 @@ async def counters(cluster: LocalCluster) -> dict[str, float]:
     for column, (name, label) in METRICS.items():
         found = [v for k, v in total.items() if re.match(rf"{name}(_total)?(\{{|$)", k) and label in k]
         family = any(re.match(rf"{name}(_total)?(\{{|$)", k) for k in total)
+        # The gateway of the new path has the duplicate counter even when it has not counted yet.
+        family = family or (column == "dups_dropped" and any("gateway_gaps_filled" in k for k in total))
         figures[column] = sum(found) if found else 0.0 if family else float("nan")  # a label not seen yet: 0
     for key, value in total.items():
         counted = "gateway_pushes_dropped" in key and 'reason="duplicate"' in key  # dups_dropped
@@ -481,7 +483,8 @@ COLUMNS = (
     ("dups_dropped", "dups dropped", "{:.0f}"),
     ("gaps_filled", "gaps filled", "{:.0f}"),
 )
-RATIOS = ("push_after_ack_p50_ms", "push_after_ack_p99_ms", "send_to_push_p99_ms", "missing")
+# Push after ack is about 0 on the baseline (push and ack leave db_proxy together): no ratio of it.
+RATIOS = ("send_to_push_p50_ms", "send_to_push_p99_ms", "missing")
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
@@ -512,7 +515,7 @@ def report(opts: Options, summary: dict[str, dict[str, float]]) -> str:
     ]
     base = summary.get("baseline")
     if base is not None:
-        lines += ["", "ratio to baseline (" + ", ".join(RATIOS) + "):"]
+        lines += ["", "ratio to baseline (send to push p50, p99; missing):"]
         for name, figures in summary.items():
             if name != "baseline":
                 ratios = [
