@@ -263,7 +263,7 @@ async def drive(cluster: LocalCluster, opts: Options, fault: str) -> dict[str, A
                     send_to_push.append((arrived - flow.sent_ns[seq]) / 1e6)
     after_ack.sort()
     send_to_push.sort()
-    ack = sorted((f.ack_ns[i] - f.sent_ns[i]) / 1e6 for f in flows for i in range(len(f.ack_ns)) if f.ack_id[i])
+    ack = sorted((f.ack_ns[i] - f.sent_ns[i]) / 1e6 for f in flows for i, got in enumerate(f.ack_id) if got)
     return {
         **dict(checks),
         "ack_p50_ms": percentile(ack, 50),
