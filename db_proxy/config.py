@@ -41,6 +41,23 @@ class DbProxyConfig:
     route_servers: tuple[str, ...] = setting(
         ["127.0.0.1:8200"], "route_server addresses, for pushing stored messages."
     )
+    delivery_log: str = setting(
+        "memory://",
+        "Where stored messages wait to be pushed (the delivery log): memory:// (in process), "
+        "redis://HOST:PORT/DB or nats://HOST:PORT (JetStream), with options as in docs/delivery-log.md. "
+        "Every db_proxy of a cluster must name the same log (and the same partitions).",
+    )
+    delivery_lease_ttl: float = setting(
+        1.5,
+        "Seconds a db_proxy's lease on a delivery log partition lasts unless renewed (every third of it); "
+        "when a db_proxy dies another takes its partitions over after this.",
+    )
+    push_timeout: float = setting(
+        1.0, "Seconds one push to a route server may take before the next is tried."
+    )
+    push_give_up: float = setting(
+        10.0, "Seconds a recipient may stay unanswered before its push is dropped (counted; it syncs later)."
+    )
     metrics_host: str = setting(
         "127.0.0.1",
         "Address of /metrics and /healthz. Loopback by default: set this host's internal address for "
@@ -76,5 +93,15 @@ class DbProxyConfig:
             raise ConfigError("db_proxy.admin_text_encoding: expected teamtalk or plain")
         if not self.system_user or any(c.isspace() for c in self.system_user):
             raise ConfigError("db_proxy.system_user must be a login name (not empty, no spaces)")
+        if self.delivery_log.partition(":")[0].lower() not in ("memory", "redis", "rediss", "nats"):
+            raise ConfigError(
+                "db_proxy.delivery_log: expected a memory://, redis://, rediss:// or nats:// URL"
+            )
+        if not 0.1 <= self.delivery_lease_ttl <= 60:
+            raise ConfigError("db_proxy.delivery_lease_ttl must be between 0.1 and 60 seconds")
+        if not 0 < self.push_timeout <= 60:
+            raise ConfigError("db_proxy.push_timeout must be above 0 and at most 60 seconds")
+        if not self.push_timeout <= self.push_give_up <= 3600:
+            raise ConfigError("db_proxy.push_give_up must be at least push_timeout and at most 3600 seconds")
         self.cluster.require_secret("db_proxy.host", self.host)
         self.cluster.require_secret_for_peers("db_proxy.route_servers", self.route_servers)

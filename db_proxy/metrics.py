@@ -20,11 +20,47 @@ BATCH_SIZE = Histogram(
     "imcluster_db_batch_size", "Messages per commit (group commit).", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
 )
 COMMIT_SECONDS = latency_histogram("imcluster_db_commit_seconds", "Time of one message transaction.")
-PUSHES_DROPPED = Counter(
-    "imcluster_db_pushes_dropped",
-    "Stored messages whose push found no route server and no room in the backlog waiting for one.",
+NOTICES_DROPPED = Counter(
+    "imcluster_db_notices_dropped",
+    "Non-message notices (group changes) not sent: no route server linked. They are not stored.",
 )
-PUSH_BACKLOG = Gauge("imcluster_db_push_backlog", "Pushes waiting for a route server link (bounded).")
+
+# The delivery path (issue 8): commit -> delivery log -> PushDispatcher -> route server.
+PUSH_DELIVERED = Counter(
+    "imcluster_push_delivered", "Delivery log entries pushed: every recipient's route server answered."
+)
+PUSH_REDELIVERED = Counter(
+    "imcluster_push_redelivered",
+    "Entries pushed again after a takeover or a redelivery (the log handed them out more than once).",
+)
+PUSH_RETRIES = Counter(
+    "imcluster_push_retries",
+    "Pushes tried again: to the users a route server named, or after no route answered.",
+)
+PUSH_DROPPED = Counter(
+    "imcluster_push_dropped",
+    "Pushes given up, per reason: gave_up (push_give_up passed; counted per recipient), log_full "
+    "(the append backlog was full; per message), refused (a route server refused the push as invalid).",
+    ["reason"],
+)
+PUSH_LATENCY = latency_histogram(
+    "imcluster_push_latency_seconds", "From a message's commit to the route server's answer to its push."
+)
+APPEND_FAILURES = Counter(
+    "imcluster_delivery_log_append_failures",
+    "Appends to the delivery log that failed (the entries wait in the bounded append backlog).",
+)
+APPEND_BACKLOG = Gauge(
+    "imcluster_delivery_log_append_backlog", "Entries waiting to be appended to the delivery log (bounded)."
+)
+STREAMS_LOST = Counter(
+    "imcluster_delivery_log_streams_lost",
+    "Times the delivery log lost a partition's entries (Redis flushed): gateways refill from storage.",
+)
+PARTITIONS_HELD = Gauge("imcluster_delivery_partitions_held", "Delivery log partitions this db_proxy pushes.")
+
+for _reason in ("gave_up", "log_full", "refused"):
+    PUSH_DROPPED.labels(_reason)  # exported at 0 from the start
 
 
 def bind(queues: Sequence[asyncio.Queue[Any]]) -> None:

@@ -1,28 +1,34 @@
 """Ordered, bounded message workers with group commit.
 
 Each conversation hashes onto one worker, so its messages are stored (and
-their ids allocated) in arrival order, and pushed to the route server in that
-same order. Each worker's queue is bounded: when it is full the request fails
-at once with "overloaded" instead of piling up (TeamTalk hands work to a
-random thread with an unbounded queue). Messages that queue up while a
-transaction runs are committed together in the next one, which is what keeps
-throughput up when every commit is an fsync.
+their ids allocated) in arrival order, and appended to the delivery log in
+that same order, before their senders are answered. Each worker's queue is
+bounded: when it is full the request fails at once with "overloaded" instead
+of piling up (TeamTalk hands work to a random thread with an unbounded
+queue). Messages that queue up while a transaction runs are committed
+together in the next one, which is what keeps throughput up when every
+commit is an fsync.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from common.conversation import conversation_key, shard_of
+from common.delivery import Entry
 from common.errors import Bug, ImError, NotFound, Overloaded
 from common.pb import internal_pb2
 from db_proxy import metrics
+from db_proxy.push.appender import LogAppender
+from db_proxy.push.entries import push_entry
 from db_proxy.recipients import KnownUsers
 from db_proxy.storage.model import SESSION_SINGLE, NewMessage, SavedMessage, Store
 
@@ -31,8 +37,16 @@ log = logging.getLogger("db.workers")
 # Where a message came from (the gateway and connection that sent it), for
 # the push: that connection has it already.
 Origin = internal_pb2.Origin
-Publish = Callable[[NewMessage, SavedMessage, Origin], None]
 T = TypeVar("T")
+
+#: The top bit of a server-made idempotency key. A client's own ids are the
+#: 32-bit msg_id of IMMsgData, so the two never meet in the dedup key.
+SERVER_KEY_BIT = 1 << 63
+
+
+def server_key() -> int:
+    """A unique idempotency key for a message whose client sent none (client msg id 0)."""
+    return SERVER_KEY_BIT | secrets.randbits(63)
 
 
 @dataclass(slots=True)
@@ -53,11 +67,12 @@ Job = SaveJob | OrderedJob
 
 class MessageWorkers:
     def __init__(
-        self, store: Store, publish: Publish, workers: int, queue_size: int, batch_size: int
+        self, store: Store, appender: LogAppender, workers: int, queue_size: int, batch_size: int
     ) -> None:
         self.store = store
         self.recipients = KnownUsers(store)
-        self.publish = publish
+        self.appender = appender
+        self.partitions = appender.log.partitions
         self.batch_size = batch_size
         self.queues: list[asyncio.Queue[Job]] = [asyncio.Queue(queue_size) for _ in range(workers)]
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,6 +110,10 @@ class MessageWorkers:
 
     def save(self, message: NewMessage, origin: Origin) -> asyncio.Future[SavedMessage]:
         future: asyncio.Future[SavedMessage] = asyncio.get_running_loop().create_future()
+        if not message.client_msg_id:
+            # Every message gets an idempotency key, so that retrying a batch
+            # whose COMMIT was applied (its answer lost) does not store it twice.
+            message = dataclasses.replace(message, client_msg_id=server_key())
         key = conversation_key(message.session_type, message.from_user_id, message.to_id)
         self._put(key, SaveJob(message, origin, future))
         return future
@@ -179,16 +198,27 @@ class MessageWorkers:
             return
         metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
         metrics.BATCH_SIZE.observe(len(batch))
+        committed_at_us = int(time.time() * 1_000_000)
+        entries: list[Entry] = []
         for job, saved in zip(batch, results, strict=True):
             if saved.duplicate:
                 metrics.DUPLICATES.inc()
             else:
                 metrics.COMMITTED.inc()
                 self.committed += 1
-                try:
-                    self.publish(job.message, saved, job.origin)
-                except Exception:
-                    log.exception("publishing msg %d failed; it is stored", saved.msg_id)
+            # A duplicate too: its first push may never have happened (an
+            # ambiguous commit); the gateway drops what it pushed already.
+            try:
+                entry = push_entry(job.message, saved, job.origin, self.partitions, committed_at_us)
+            except Exception:
+                log.exception("building the push of msg %d failed; it is stored", saved.msg_id)
+                continue
+            if entry is not None:
+                entries.append(entry)
+        # Appended (or kept for a later append) before anyone is answered:
+        # an acked message is always on its way to its recipients.
+        await self.appender.append(entries)
+        for job, saved in zip(batch, results, strict=True):
             if not job.future.done():
                 job.future.set_result(saved)
 

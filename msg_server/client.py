@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from common.codec import Frame
@@ -26,6 +27,7 @@ from common.pb import base_pb2, internal_pb2
 from common.throttle import Throttle
 from msg_server import handlers
 from msg_server.handlers.base import refuse
+from msg_server.push_order import PushOrder
 
 if TYPE_CHECKING:
     from msg_server.gateway import Gateway
@@ -40,6 +42,10 @@ NO_CLIENT_TYPE = base_pb2.ClientType.ValueType(0)
 
 class ClientConnection(FrameConnection):
     logger = log
+    # What it was pushed, per conversation: made on its first push or send
+    # (a class default, so an idle connection carries nothing).
+    push_order: PushOrder | None = None
+    logged_in_at = 0  # unix seconds: what the client synced from storage is older
 
     def __init__(self, gateway: Gateway) -> None:
         config = gateway.config
@@ -71,6 +77,11 @@ class ClientConnection(FrameConnection):
         return internal_pb2.OnlineSession(
             user_id=self.user_id, conn_id=self.conn_id, client_type=self.client_type, status=self.status
         )
+
+    def order(self) -> PushOrder:
+        if self.push_order is None:
+            self.push_order = PushOrder()
+        return self.push_order
 
     def origin(self) -> internal_pb2.Origin:
         return internal_pb2.Origin(gateway_id=self.gateway.node_id, conn_id=self.conn_id)
@@ -182,6 +193,7 @@ class ClientConnection(FrameConnection):
         status: base_pb2.UserStatType.ValueType,
     ) -> None:
         self.user_id = user_id
+        self.logged_in_at = int(time.time())
         self.client_type = client_type
         self.status = status
         self.logging_in = False

@@ -42,6 +42,13 @@ class MsgServerConfig:
     )
     request_timeout: float = setting(10.0, "Seconds to wait for db_proxy on a client's behalf.")
     backlog: int = setting(4096, "Listen backlog (TeamTalk's 64 overflows in login storms).")
+    route_loss_grace: float = setting(
+        0.0,
+        "Seconds without any route_server link after which the gateway closes its logged-in clients "
+        "(the route servers dropped their sessions, so they would miss pushes; they reconnect through "
+        "discovery and sync). 0: the cluster's detection time (heartbeat_interval * heartbeat_misses); "
+        "negative: never.",
+    )
     load_report_interval: float = setting(2.0, "Seconds between load reports to login_server.")
     login_servers: tuple[str, ...] = setting(
         ["127.0.0.1:8100"], "login_server gateway-link addresses; the gateway reports to all of them."
@@ -66,6 +73,13 @@ class MsgServerConfig:
         "cluster",
         "The shared table: cluster secret, mutual TLS, heartbeats of internal links.",
     )
+
+    @property
+    def route_loss_after(self) -> float | None:
+        """Seconds of route loss before clients are closed; None: never."""
+        if self.route_loss_grace < 0:
+            return None
+        return self.route_loss_grace or self.cluster.dead_after
 
     def __post_init__(self) -> None:
         for key in ("login_servers", "route_servers", "db_proxies"):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
-from common.commands import Cmd, OneWays
+from common.commands import Cmd, OneWays, Rpcs
 from common.config import split_address
 from common.conversation import ShardKey, is_mobile, shard_of
 from common.link import Identity, Link, LinkDown, LinkSettings, Upstream
@@ -25,6 +25,7 @@ from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
 from msg_server.config import MsgServerConfig
 from msg_server.metrics import PUSHED, PUSHES_DROPPED, RELAY_LATENCY
+from msg_server.push import Pusher, from_deliver
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -53,8 +54,10 @@ class Gateway:
             Upstream(f"db@{h}:{p}", [(h, p)], me, settings=settings, expect_role=internal_pb2.ROLE_DB_PROXY)
             for h, p in addresses("db_proxies", config.db_proxies)
         ]
+        self.pusher = Pusher(self)
         from_route = (
             Commands()
+            .rpc(Rpcs.PUSH_MSG, self.pusher.on_push)
             .oneway(OneWays.ROUTE_DELIVER, lambda link, deliver: self.push_local(deliver))
             .oneway(OneWays.ROUTE_STATUS_BATCH, lambda link, batch: self.publish_status(batch))
             .oneway(
@@ -228,6 +231,11 @@ class Gateway:
         return any(link.send_raw(command_id, body) for link in self.route_links)
 
     def push_local(self, deliver: internal_pb2.RouteDeliver) -> None:
+        if deliver.command_id == Cmd.MSG_DATA and not deliver.broadcast:
+            push = from_deliver(deliver)
+            if push is not None:
+                self.pusher.push(push)  # nobody to answer: the writes run on their own
+                return
         skip_conn = (
             deliver.origin.conn_id
             if deliver.HasField("origin") and deliver.origin.gateway_id == self.node_id

@@ -21,7 +21,9 @@ PUSHED = Counter("imcluster_gateway_frames_pushed", "Frames pushed to clients (m
 PUSHES_DROPPED = Counter(
     "imcluster_gateway_pushes_dropped",
     "Pushes not written to a client, by reason: no_session (the recipient has no session here), "
-    "connection_gone (closing, or cut off as a slow reader).",
+    "connection_gone (closing, or cut off as a slow reader), duplicate (the connection has that "
+    "msg_id already: a redelivery), gap_unfilled (a missing message storage did not return in "
+    "time, or too old to fetch: written past).",
     ["reason"],
 )
 ACK_LATENCY = latency_histogram(
@@ -29,7 +31,21 @@ ACK_LATENCY = latency_histogram(
 )
 RELAY_LATENCY = latency_histogram(
     "imcluster_gateway_relay_latency_seconds",
-    "From db_proxy publishing a stored message to this gateway pushing it.",
+    "From db_proxy publishing a stored message (an acknowledged push: its commit) to it reaching "
+    "this gateway.",
+)
+GAPS_FILLED = Counter(
+    "imcluster_gateway_gaps_filled",
+    "Messages fetched from storage and written before a later push (a gap in a conversation's ids).",
+)
+PUSH_LATENCY = latency_histogram(
+    "imcluster_gateway_push_latency_seconds",
+    "From a message's commit (PushMsg.committed_at_us) to its acknowledged push being written here.",
+)
+CLIENTS_CLOSED_ROUTE_LOST = Counter(
+    "imcluster_gateway_clients_closed_route_lost",
+    "Logged-in clients closed because no route server was linked for longer than route_loss_grace "
+    "(the cluster took them for offline; they reconnect and sync).",
 )
 REFUSED = Counter(
     "imcluster_gateway_refused",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.metrics import start_metrics_server
-from msg_server import metrics
+from msg_server import metrics, route_loss
 from msg_server.client import ClientConnection
 from msg_server.config import MsgServerConfig
 from msg_server.gateway import Gateway
@@ -44,6 +44,7 @@ async def serve(
     metrics.bind(gateway)
     exposed = await start_metrics_server(config.metrics_host, config.metrics_port, lambda: health(gateway))
     reporter = loop.create_task(gateway.report_load())
+    route_watch = loop.create_task(route_loss.watch(gateway))
     log.info("msg_server %s listening on %s:%d", config.node_id, config.host, gateway.port)
     # Ready means linked: a gateway that cannot reach db_proxy or the route
     # servers yet still serves, but does not claim to be ready until it can.
@@ -64,9 +65,10 @@ async def serve(
         # then let the clients go (they reconnect through login_server
         # elsewhere) and only then close the links they needed.
         server.close()
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        for task in (reporter, route_watch):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for link in gateway.login_links:
             await link.stop()
         for conn in list(gateway.connections):

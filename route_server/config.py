@@ -25,6 +25,12 @@ class RouteServerConfig:
     status_batch_interval: float = setting(
         0.1, "Seconds over which presence changes are coalesced before gateways hear of them."
     )
+    push_timeout: float = setting(
+        1.0,
+        "Seconds one stored-message push (PUSH_MSG) to a gateway may take; a gateway that does not "
+        "answer in time has its recipients handed back to db_proxy for a retry. Keep it below "
+        "db_proxy.push_timeout, so the answer reaches db_proxy before it gives up on this call.",
+    )
     metrics_host: str = setting(
         "127.0.0.1",
         "Address of /metrics and /healthz. Loopback by default: set this host's internal address for "
@@ -46,4 +52,14 @@ class RouteServerConfig:
             raise ConfigError(
                 f"route_server.login_policy: expected one of {choices}, got {self.login_policy!r}"
             )
+        if not 0 < self.push_timeout <= 60:
+            raise ConfigError(
+                f"route_server.push_timeout: expected 0 < seconds <= 60, got {self.push_timeout}"
+            )
         self.cluster.require_secret("route_server.host", self.host)
+
+    @property
+    def settle_time(self) -> float:
+        """How long after start pushes are refused: the links' detection time, within which
+        every gateway linked to a previous incarnation has noticed and relinked."""
+        return self.cluster.dead_after

@@ -6,22 +6,54 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
 
+from common.metrics import latency_histogram
+
 if TYPE_CHECKING:
     from route_server.server import RouteServer
 
 ONLINE_USERS = Gauge("imcluster_route_online_users", "Users with at least one session, cluster-wide.")
 GATEWAYS = Gauge("imcluster_route_gateways", "Gateways linked to this route server.")
+READY = Gauge(
+    "imcluster_route_ready", "1 while this route server answers pushes, 0 while settling (see /healthz)."
+)
 RELAYED = Counter("imcluster_route_relayed", "RouteDeliver frames forwarded to gateways.")
-KICKS = Counter("imcluster_route_kicks", "Sessions kicked (newer login, mobile kick, admin).")
+PUSHES_RELAYED = Counter(
+    "imcluster_route_pushes_relayed",
+    "Stored-message pushes (PUSH_MSG) a gateway confirmed, per recipient user at that gateway.",
+)
+PUSH_SECONDS = latency_histogram(
+    "imcluster_route_push_seconds",
+    "Time to handle one PUSH_MSG from db_proxy: fan-out until every gateway answered or timed out.",
+)
+KICKS = Counter(
+    "imcluster_route_kicks", "Sessions kicked (newer login, mobile kick, admin, healed partition)."
+)
 PUSHES_DROPPED = Counter(
     "imcluster_route_pushes_dropped",
-    "Pushes (per recipient gateway) not forwarded, by reason: no_gateway_link (the gateway that "
-    "holds the session is not linked here), send_failed (its link refused the frame).",
+    "Recipients (a user, at one gateway where one is known) a push did not reach from here, by reason: "
+    "no_session (the user has no session anywhere: it syncs at its next login), no_gateway_link (the "
+    "gateway that holds the session is not linked here, or its link dropped during the call), "
+    "gateway_timeout (PUSH_MSG to the gateway got no answer within push_timeout), gateway_error (the "
+    "gateway refused or asked for a retry), settling (refused: this route server is (re)joining or "
+    "awaits a gateway's snapshot), send_failed (a RouteDeliver notice the link refused). PUSH_MSG "
+    "recipients dropped for any reason but no_session are handed back to db_proxy to retry.",
     ["reason"],
 )
 STATUS_CHANGES = Counter("imcluster_route_status_changes", "User presence changes published to gateways.")
+
+DROP_REASONS = (
+    "no_session",
+    "no_gateway_link",
+    "gateway_timeout",
+    "gateway_error",
+    "settling",
+    "send_failed",
+)
+for _reason in DROP_REASONS:
+    PUSHES_DROPPED.labels(_reason)  # every series exists from the start, at 0
 
 
 def bind(server: RouteServer) -> None:
     ONLINE_USERS.set_function(lambda: server.table.online_users)
     GATEWAYS.set_function(lambda: len(server.gateway_links))
+    READY.set_function(lambda: 1.0 if server.ready() else 0.0)

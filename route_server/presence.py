@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from common.conversation import is_mobile
 from common.pb import base_pb2
-from route_server.table import Session
+from route_server.table import RouteTable, Session
 
 
 class LoginPolicy(StrEnum):
@@ -29,6 +29,30 @@ def sessions_to_kick(policy: LoginPolicy, existing: Iterable[Session], new: Sess
     if policy is LoginPolicy.TEAMTALK:
         return [s for s in others if is_mobile(s.client_type) == is_mobile(new.client_type)]
     return []
+
+
+def snapshot_kicks(
+    policy: LoginPolicy, table: RouteTable, gateway_id: str, entries: Iterable[tuple[int, Session]]
+) -> list[tuple[int, Session]]:
+    """The sessions of a gateway's snapshot that the login policy closes, given the
+    table before the snapshot is applied.
+
+    A snapshot re-adds sessions this server did not know (after a partition
+    healed, a relink, a restart). One that clashes with the user's sessions
+    on other gateways is the one to go: those were known here while this
+    gateway was not, so they are the later logins (a client cut off with its
+    gateway reconnects elsewhere; the gateway still reports the old session),
+    and a route server that stayed linked to both gateways kicked the same
+    one already. Sessions this server knew stay as they are.
+    """
+    kicks = []
+    for user_id, session in entries:
+        if table.session(user_id, gateway_id, session.conn_id) is not None:
+            continue
+        elsewhere = [s for s in table.sessions_of(user_id) if s.gateway_id != gateway_id]
+        if sessions_to_kick(policy, elsewhere, session):
+            kicks.append((user_id, session))
+    return kicks
 
 
 def user_status(sessions: Iterable[Session]) -> base_pb2.UserStatType.ValueType:

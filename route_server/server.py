@@ -1,4 +1,5 @@
-"""route_server: relays frames to the gateways that hold their recipients,
+"""route_server: relays frames to the gateways that hold their recipients
+(stored messages acknowledged, route_server.push; notices one-way),
 enforces the login policy across gateways and publishes presence."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from google.protobuf.message import Message
 from common.admin import admin_handler
 from common.commands import Cmd, OneWays, Rpcs
 from common.conversation import is_mobile
+from common.errors import Unavailable
 from common.link import Link, LinkServer, LinkSettings
 from common.metrics import start_metrics_server
 from common.pb import base_pb2, buddy_pb2, internal_pb2
@@ -22,15 +24,24 @@ from common.rpc import Commands
 from route_server import metrics
 from route_server.admin import RouteAdmin
 from route_server.config import RouteServerConfig
-from route_server.metrics import KICKS, PUSHES_DROPPED, RELAYED, STATUS_CHANGES
-from route_server.presence import LoginPolicy, has_desktop, sessions_to_kick, user_status
+from route_server.metrics import KICKS, PUSH_SECONDS, PUSHES_DROPPED, RELAYED, STATUS_CHANGES
+from route_server.presence import LoginPolicy, has_desktop, sessions_to_kick, snapshot_kicks, user_status
+from route_server.push import Pusher
+from route_server.readiness import LostGateways, Readiness
 from route_server.table import RouteTable, Session
 
 log = logging.getLogger("route")
 
 
+class Settling(Unavailable):
+    """This route server is (re)joining or awaits a gateway's snapshot: push through another."""
+
+    # Expected after every (re)start and answered at once: not a server failure to log per push.
+    server_fault = False
+
+
 class RouteServer(LinkServer):
-    def __init__(self, config: RouteServerConfig) -> None:
+    def __init__(self, config: RouteServerConfig, clock: Callable[[], float] = time.monotonic) -> None:
         gateway_commands = (
             Commands()
             .oneway(OneWays.ROUTE_SNAPSHOT, self.on_snapshot)
@@ -43,7 +54,9 @@ class RouteServer(LinkServer):
         super().__init__(
             {
                 internal_pb2.ROLE_GATEWAY: gateway_commands,
-                internal_pb2.ROLE_DB_PROXY: Commands().oneway(OneWays.ROUTE_DELIVER, self.on_deliver),
+                internal_pb2.ROLE_DB_PROXY: Commands()
+                .oneway(OneWays.ROUTE_DELIVER, self.on_deliver)
+                .rpc(Rpcs.PUSH_MSG, self.on_push),
                 internal_pb2.ROLE_ADMIN: Commands()
                 .rpc(Rpcs.ROUTE_USERS_STAT, self.on_users_stat)
                 .rpc(Rpcs.ADMIN_CALL, admin_handler(RouteAdmin(self).methods())),
@@ -57,6 +70,18 @@ class RouteServer(LinkServer):
         self.table = RouteTable()
         self.gateway_links: dict[str, Link] = {}
         self.pending_status: dict[int, base_pb2.UserStatType.ValueType] = {}
+        self.clock = clock
+        self.readiness = Readiness(clock(), config.settle_time)
+        self.lost = LostGateways(config.settle_time)
+        self.pusher = Pusher(
+            self.table,
+            self.gateway_links,
+            config.push_timeout,
+            held=lambda user_ids: self.lost.held(user_ids, self.clock()),
+        )
+
+    def ready(self) -> bool:
+        return self.readiness.ready(self.clock())
 
     # -- link lifecycle -------------------------------------------------------
 
@@ -67,10 +92,13 @@ class RouteServer(LinkServer):
         # What we knew of this gateway stays until its snapshot (sent right
         # after the handshake) replaces it, so a relink does not flap presence.
         self.gateway_links[conn.node_id] = conn
+        self.readiness.linked(conn.node_id, self.clock())
 
     def on_goodbye(self, conn: Link) -> None:
         if conn.role == internal_pb2.ROLE_GATEWAY and self.gateway_links.get(conn.node_id) is conn:
             del self.gateway_links[conn.node_id]
+            self.readiness.unlinked(conn.node_id)
+            self.lost.lost(conn.node_id, self.table.users_on(conn.node_id), self.clock())
             self._presence_change(
                 self.table.users_on(conn.node_id), lambda: self.table.drop_gateway(conn.node_id)
             )
@@ -125,8 +153,10 @@ class RouteServer(LinkServer):
 
     def _send_to_gateway(self, gateway_id: str, command_id: int, message: Message) -> None:
         link = self.gateway_links.get(gateway_id)
-        if link is not None:
-            link.send(command_id, message)
+        if link is None:
+            PUSHES_DROPPED.labels("no_gateway_link").inc()
+        elif not link.send(command_id, message):
+            PUSHES_DROPPED.labels("send_failed").inc()
 
     def _kick(self, user_id: int, session: Session, reason: base_pb2.KickReasonType.ValueType) -> None:
         KICKS.inc()
@@ -157,8 +187,20 @@ class RouteServer(LinkServer):
     def on_snapshot(self, conn: Link, msg: internal_pb2.RouteSnapshot) -> None:
         entries = [(s.user_id, self._session(conn.node_id, s)) for s in msg.sessions]
         users = self.table.users_on(conn.node_id) | {user_id for user_id, _ in entries}
-        self._presence_change(users, lambda: self.table.replace_gateway(conn.node_id, entries))
-        conn.log.info("snapshot: %d sessions", len(msg.sessions))
+        # The login policy again (a partition healed): decided on the table as
+        # it was, applied once the snapshot is in.
+        kicks = snapshot_kicks(self.policy, self.table, conn.node_id, entries)
+
+        def change() -> None:
+            self.table.replace_gateway(conn.node_id, entries)
+            for user_id, session in kicks:
+                self._kick(user_id, session, base_pb2.KICK_REASON_DUPLICATE_USER)
+
+        self._presence_change(users, change)
+        if self.gateway_links.get(conn.node_id) is conn:
+            self.readiness.snapshot(conn.node_id)
+            self.lost.back(conn.node_id)
+        conn.log.info("snapshot: %d sessions, %d kicked by the login policy", len(msg.sessions), len(kicks))
 
     def on_session_up(self, conn: Link, msg: internal_pb2.RouteSessionUp) -> None:
         s = msg.session
@@ -193,6 +235,15 @@ class RouteServer(LinkServer):
         ]
         return internal_pb2.RouteUsersStatRes(stats=stats)
 
+    async def on_push(self, conn: Link, msg: internal_pb2.PushMsg) -> internal_pb2.PushMsgResult:
+        """A stored message from db_proxy: answered once its gateways have (route_server.push)."""
+        why = self.readiness.refusal(self.clock())
+        if why is not None:
+            PUSHES_DROPPED.labels("settling").inc(len(msg.user_ids))
+            raise Settling(f"route server settling: {why}")
+        with PUSH_SECONDS.time():
+            return await self.pusher.push(msg)
+
     def on_deliver(self, conn: Link, msg: internal_pb2.RouteDeliver) -> None:
         if msg.broadcast:
             body = msg.SerializeToString()
@@ -200,10 +251,15 @@ class RouteServer(LinkServer):
                 gateway_link.send_raw(Cmd.ROUTE_DELIVER, body)
             RELAYED.inc()
             return
-        for gateway_id, users in self.table.fan_out(msg.user_ids).items():
+        targets = self.table.fan_out(msg.user_ids)
+        reached = {u for users in targets.values() for u in users}
+        offline = len(set(msg.user_ids) - reached)
+        if offline:
+            PUSHES_DROPPED.labels("no_session").inc(offline)
+        for gateway_id, users in targets.items():
             link = self.gateway_links.get(gateway_id)
             if link is None:
-                PUSHES_DROPPED.labels("no_gateway_link").inc()
+                PUSHES_DROPPED.labels("no_gateway_link").inc(len(users))
                 continue
             narrowed = internal_pb2.RouteDeliver()
             narrowed.CopyFrom(msg)
@@ -212,7 +268,18 @@ class RouteServer(LinkServer):
             if link.send(Cmd.ROUTE_DELIVER, narrowed):
                 RELAYED.inc()
             else:
-                PUSHES_DROPPED.labels("send_failed").inc()
+                PUSHES_DROPPED.labels("send_failed").inc(len(users))
+
+    def health(self) -> dict[str, Any]:
+        """/healthz: alive (200) while settling too; ``ready`` says whether pushes are answered."""
+        now = self.clock()
+        return {
+            "ok": True,
+            "node_id": self.config.node_id,
+            "gateways": sorted(self.gateway_links),
+            "ready": self.readiness.ready(now),
+            "settling": self.readiness.refusal(now),
+        }
 
 
 async def serve(
@@ -224,7 +291,7 @@ async def serve(
     exposed = await start_metrics_server(
         config.metrics_host,
         config.metrics_port,
-        lambda: {"ok": True, "node_id": config.node_id, "gateways": sorted(server.gateway_links)},
+        server.health,
     )
     flusher = asyncio.get_running_loop().create_task(server.flush_status())
     log.info(

@@ -72,6 +72,10 @@ class RouteTable:
                 users.discard(user_id)
         return removed
 
+    def holds(self, gateway_id: str, user_id: int) -> bool:
+        """Whether ``gateway_id`` holds a session of ``user_id``."""
+        return user_id in self._by_gateway.get(gateway_id, ())
+
     def users_on(self, gateway_id: str) -> set[int]:
         return set(self._by_gateway.get(gateway_id, ()))
 

@@ -5,7 +5,8 @@
 * ``memory://?partitions=16&max_entries=100000&max_bytes=67108864``
 * ``redis://host:6379/0?partitions=16&prefix=imcluster:delivery&max_entries=100000&exact_trim=0``
 * ``nats://host:4222?partitions=16&stream=IMCLUSTER_DELIVERY&subject_prefix=imcluster.delivery``
-  ``&max_entries=100000&max_bytes=1073741824&ack_wait=30``
+  ``&max_entries=100000&max_bytes=67108864&ack_wait=30`` (max_bytes per partition: the stream
+  reserves partitions times max_bytes of JetStream storage)
 
 Every node of a cluster must use the same ``partitions``.
 """
@@ -100,6 +101,6 @@ async def open_delivery_log(url: str) -> DeliveryLog:
         stream=options.get("stream", "IMCLUSTER_DELIVERY"),
         subject_prefix=options.get("subject_prefix", "imcluster.delivery"),
         max_entries=_int(options, "max_entries", 100_000),
-        max_bytes=_int(options, "max_bytes", 1 << 30),
+        max_bytes=_int(options, "max_bytes", 64 << 20),
         ack_wait_s=ack_wait,
     )

@@ -158,6 +158,15 @@ class DeliveryLog(ABC):
         :meth:`consume`.
         """
 
+    async def give_back(self, group: str, deliveries: Sequence[Delivery]) -> None:
+        """Not done with these, and not going to be (a consumer stopping, a lease lost).
+
+        Where the engine can, they are handed out again at once (JetStream:
+        a NAK); elsewhere a successor takes them with :meth:`claim_stale`, so
+        this does nothing.
+        """
+        del group, deliveries
+
     @abstractmethod
     async def trim(self, max_entries: int) -> None:
         """Keep at most the newest ``max_entries`` of every partition (retention)."""

@@ -74,6 +74,8 @@ class MemoryDeliveryLog(DeliveryLog):
         self._parts = [_Partition() for _ in range(partitions)]
         self._groups: dict[str, _Group] = {}
         self._appended = asyncio.Event()
+        #: partition -> (owner, expiry on ``clock``)
+        self._leases: dict[int, tuple[str, float]] = {}
 
     def _group(self, name: str) -> _Group:
         group = self._groups.get(name)
@@ -200,6 +202,32 @@ class MemoryDeliveryLog(DeliveryLog):
     async def length(self, partition: int) -> int:
         self.check_partitions([partition])
         return len(self._parts[partition].entries)
+
+    def _lease(self, partition: int) -> tuple[str, float] | None:
+        lease = self._leases.get(partition)
+        if lease is not None and lease[1] <= self._clock():
+            del self._leases[partition]  # lapsed
+            return None
+        return lease
+
+    async def hold(self, partition: int, owner: str, ttl_s: float) -> bool:
+        self.check_partitions([partition])
+        if ttl_s <= 0:
+            raise InvalidArgument(f"lease ttl must be positive, not {ttl_s}")
+        lease = self._lease(partition)
+        if lease is not None and lease[0] != owner:
+            return False
+        self._leases[partition] = (owner, self._clock() + ttl_s)
+        return True
+
+    async def release(self, partition: int, owner: str) -> None:
+        self.check_partitions([partition])
+        lease = self._lease(partition)
+        if lease is not None and lease[0] == owner:
+            del self._leases[partition]
+
+    async def holders(self) -> dict[int, str]:
+        return {p: lease[0] for p in range(self.partitions) if (lease := self._lease(p)) is not None}
 
     async def close(self) -> None:
         pass

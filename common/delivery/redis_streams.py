@@ -8,6 +8,12 @@ consumer group is a Redis group, created at ``0`` with ``MKSTREAM`` (so a new
 group reads all that is retained); consuming is ``XREADGROUP ... >``,
 acknowledging ``XACK``, takeover ``XAUTOCLAIM``.
 
+A partition's lease is the key ``<prefix>:lease:<partition>`` holding the
+owner's name with a PX expiry: taken with ``SET NX PX``, renewed and released
+by Lua scripts that compare the owner first (so nobody renews or deletes a
+lease another consumer took after theirs lapsed). Expiry is Redis's own
+clock, so the hosts' clocks do not matter.
+
 Redis is non-authoritative: when a stream is lost (FLUSHALL, the key deleted,
 a failover to an empty replica) ``XREADGROUP`` answers ``NOGROUP``; the group
 is recreated and :class:`~common.delivery.log.StreamLost` tells the caller to
@@ -31,6 +37,28 @@ from common.errors import InvalidArgument, Unavailable
 #: connection is presumed dead.
 _BLOCK_SLACK_S = 5.0
 
+#: Take the lease if free, renew it if ours; 1 if held by ARGV[1] on return.
+_HOLD = """
+local current = redis.call('GET', KEYS[1])
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+#: Delete the lease only if ARGV[1] holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 class RedisStreamsDeliveryLog(DeliveryLog):
     def __init__(
@@ -51,6 +79,8 @@ class RedisStreamsDeliveryLog(DeliveryLog):
         self._approximate = not exact_trim
         #: (group, partition) pairs this process has made sure exist.
         self._groups: set[tuple[str, int]] = set()
+        self._hold = client.register_script(_HOLD)
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(
@@ -211,9 +241,37 @@ class RedisStreamsDeliveryLog(DeliveryLog):
         except RedisError as exc:
             raise Unavailable(f"redis delivery log length: {exc}") from exc
 
+    def lease_key(self, partition: int) -> str:
+        return f"{self.prefix}:lease:{partition}"
+
+    async def hold(self, partition: int, owner: str, ttl_s: float) -> bool:
+        self.check_partitions([partition])
+        ttl_ms = round(ttl_s * 1000)
+        if ttl_ms < 1:
+            raise InvalidArgument(f"lease ttl must be at least 1 ms, not {ttl_s}")
+        try:
+            return bool(await self._hold(keys=[self.lease_key(partition)], args=[owner, ttl_ms]))
+        except RedisError as exc:
+            raise Unavailable(f"redis delivery log hold: {exc}") from exc
+
+    async def release(self, partition: int, owner: str) -> None:
+        self.check_partitions([partition])
+        try:
+            await self._release(keys=[self.lease_key(partition)], args=[owner])
+        except RedisError as exc:
+            raise Unavailable(f"redis delivery log release: {exc}") from exc
+
+    async def holders(self) -> dict[int, str]:
+        try:
+            owners = await self._redis.mget([self.lease_key(p) for p in range(self.partitions)])
+        except RedisError as exc:
+            raise Unavailable(f"redis delivery log holders: {exc}") from exc
+        return {p: _str(owner) for p, owner in enumerate(owners) if owner is not None}
+
     async def delete(self) -> None:
-        """Drop every partition's stream (tests, decommissioning)."""
+        """Drop every partition's stream and lease (tests, decommissioning)."""
         await self._redis.delete(*(self.key(p) for p in range(self.partitions)))
+        await self._redis.delete(*(self.lease_key(p) for p in range(self.partitions)))
         self._groups.clear()
 
     async def close(self) -> None:

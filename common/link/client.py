@@ -2,9 +2,13 @@
 
 An :class:`Upstream` connects, runs the handshake and counts as ready only
 once the peer has answered it (a frozen process whose kernel still accepts
-is not a link). It reconnects with :class:`~common.link.settings.Backoff`,
-rotating through its addresses, and re-runs ``on_connected`` (a snapshot,
-a registration) on every new link.
+is not a link). The bare TCP connect has its own, short bound
+(``tcp_connect_timeout``): a host that drops SYNs (cut off, a full accept
+queue) would otherwise hold an attempt for the kernel's SYN retransmits, up
+to the whole connect-and-handshake bound, and relinking after a cut is slow.
+It reconnects with :class:`~common.link.settings.Backoff`, rotating through
+its addresses, and re-runs ``on_connected`` (a snapshot, a registration) on
+every new link.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import inspect
 import itertools
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +33,9 @@ from common.pb import internal_pb2
 from common.rpc import Commands, OneWay, ReqT, ResT, Rpc
 
 log = logging.getLogger("link")
+
+#: Default bound of the bare TCP connect.
+TCP_CONNECT_TIMEOUT_S = 1.0
 
 
 class Upstream:
@@ -43,6 +51,7 @@ class Upstream:
         on_connected: Callable[[Link], Awaitable[None] | None] | None = None,
         max_in_flight: int = 16384,
         backoff: Backoff | None = None,
+        tcp_connect_timeout: float | None = None,
     ) -> None:
         if not addresses:
             raise ValueError(f"{name}: no addresses configured")
@@ -62,6 +71,13 @@ class Upstream:
         self._stopping = False
         self._connecting: asyncio.Task[Link] | None = None
         self._connect_timeout = self.settings.connect_timeout + self.settings.timing.handshake_timeout
+        #: The TCP connect alone (before TLS and the handshake): a loopback or
+        #: LAN peer that is up answers a SYN within milliseconds.
+        self.tcp_connect_timeout = (
+            tcp_connect_timeout
+            if tcp_connect_timeout is not None
+            else min(TCP_CONNECT_TIMEOUT_S, self.settings.connect_timeout)
+        )
 
     @property
     def connected(self) -> bool:
@@ -152,17 +168,46 @@ class Upstream:
 
         return Link(self, session)
 
+    async def _tcp_connect(self, host: str, port: int) -> socket.socket:
+        """A connected socket to ``host``, each address tried within ``tcp_connect_timeout``."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.tcp_connect_timeout):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        error: OSError | None = None
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                async with asyncio.timeout(self.tcp_connect_timeout):
+                    await loop.sock_connect(sock, address)
+            except TimeoutError:
+                sock.close()
+                error = TimeoutError(f"no answer to connecting within {self.tcp_connect_timeout:g} s")
+            except OSError as exc:
+                sock.close()
+                error = exc
+            except BaseException:
+                sock.close()
+                raise
+            else:
+                return sock
+        raise error or OSError(f"no address for {host}")
+
     async def _connect(self, host: str, port: int) -> Link:
         loop = asyncio.get_running_loop()
         ssl = self.settings.client_ssl
-        _, link = await loop.create_connection(
-            self._new_link,
-            host,
-            port,
-            ssl=ssl,
-            server_hostname="" if ssl is not None else None,
-            ssl_handshake_timeout=self.settings.timing.handshake_timeout if ssl is not None else None,
-        )
+        sock = await self._tcp_connect(host, port)
+        try:
+            _, link = await loop.create_connection(
+                self._new_link,
+                sock=sock,
+                ssl=ssl,
+                server_hostname="" if ssl is not None else None,
+                ssl_handshake_timeout=self.settings.timing.handshake_timeout if ssl is not None else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
         try:
             # The session's own handshake deadline bounds this.
             await link.opened

@@ -65,6 +65,7 @@ class SavedMessage:
     duplicate: bool  # True: an earlier identical send was already stored; nothing new was written
     # Who gets it pushed, as of the commit: both users of a 1:1 conversation,
     # or the group's members at that moment (sender included: its other devices).
+    # A duplicate is pushed again too: its group's members as they are now.
     recipients: tuple[int, ...] = ()
 
 

@@ -173,16 +173,31 @@ class MessageQueries:
                     dedup_rows,
                 )
             await tx.executemany(_touch_session_sql(self.db.dialect), _session_rows(fresh))
+        # A duplicate is pushed again (its first push may never have happened):
+        # to the pair, or to the group's members as they are now.
+        fresh_ids = {id(p) for p in fresh}
+        again = sorted(
+            {p.msg.to_id for p in batch if id(p) not in fresh_ids and p.msg.session_type == SESSION_GROUP}
+        )
+        members_now = await current_members(tx, self.db.dialect, again) if again else {}
         results: list[SavedMessage] = []
         for p in batch:
-            if p.dedup is not None and p.dedup in stored:
-                msg_id, created = stored[p.dedup]
-                results.append(SavedMessage(msg_id, created, duplicate=True))
-            elif p.dedup is not None and first[p.dedup] is not p:
-                original = first[p.dedup]
-                results.append(SavedMessage(original.msg_id, original.msg.create_time, True))
-            else:
+            if id(p) in fresh_ids:
                 results.append(SavedMessage(p.msg_id, p.msg.create_time, False, p.recipients))
+                continue
+            m = p.msg
+            recipients = (
+                members_now.get(m.to_id, ())
+                if m.session_type == SESSION_GROUP
+                else tuple(sorted({m.from_user_id, m.to_id}))
+            )
+            assert p.dedup is not None  # only a message with a dedup key is ever not fresh
+            if p.dedup in stored:
+                msg_id, created = stored[p.dedup]
+            else:
+                original = first[p.dedup]
+                msg_id, created = original.msg_id, original.msg.create_time
+            results.append(SavedMessage(msg_id, created, True, recipients))
         return results
 
     async def _find_duplicates(self, tx: Tx, keys: list[Row]) -> dict[Row, tuple[int, int]]:

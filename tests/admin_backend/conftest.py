@@ -86,8 +86,17 @@ class FakeGateway:
         def keep(command: int) -> Callable[[Link, Any], None]:
             return lambda link, message: self.frames.put_nowait((command, message))
 
+        async def pushed(link: Link, push: internal_pb2.PushMsg) -> internal_pb2.PushMsgResult:
+            # A stored message (acknowledged push), kept as the RouteDeliver it used to be.
+            deliver = internal_pb2.RouteDeliver(
+                user_ids=push.user_ids, command_id=Cmd.MSG_DATA, body=push.body
+            )
+            self.frames.put_nowait((Cmd.ROUTE_DELIVER, deliver))
+            return internal_pb2.PushMsgResult()
+
         return (
             Commands()
+            .rpc(Rpcs.PUSH_MSG, pushed)
             .oneway(OneWays.ROUTE_DELIVER, keep(Cmd.ROUTE_DELIVER))
             .oneway(OneWays.ROUTE_STATUS_BATCH, keep(Cmd.ROUTE_STATUS_BATCH))
             .oneway(OneWays.ROUTE_KICK, keep(Cmd.ROUTE_KICK))

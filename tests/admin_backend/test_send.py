@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.commands import Cmd
+from common.delivery.memory import MemoryDeliveryLog
 from common.pb import base_pb2, internal_pb2
 from common.teamtalk_text import decode_text
 from db_proxy.admin import DbAdmin
 from db_proxy.config import DbProxyConfig
+from db_proxy.push import LogAppender
 from db_proxy.server import connect_redis
 from db_proxy.storage import open_store
 from db_proxy.storage.model import SESSION_GROUP, SESSION_SINGLE
@@ -132,7 +134,8 @@ async def test_status_reports_what_is_down(tmp_path: Path) -> None:
     redis = await connect_redis("redis://127.0.0.1:1/0")  # nothing listens there
     assert redis is not None
     try:
-        workers = MessageWorkers(store, lambda *_: None, workers=3, queue_size=8, batch_size=8)
+        appender = LogAppender(MemoryDeliveryLog(1))
+        workers = MessageWorkers(store, appender, workers=3, queue_size=8, batch_size=8)
         admin = DbAdmin(DbProxyConfig(node_id="db-down"), store, workers, redis)
         status = await admin.methods()["status"]({})
     finally:

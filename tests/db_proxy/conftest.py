@@ -1,6 +1,7 @@
 """db_proxy's gateway commands on a real store (SQLite, and MariaDB/MySQL),
 called through their typed command tables as the link would call them:
-no link, no route server. Stored messages are "pushed" into a list."""
+no link, no route server. Stored messages are appended to an in-process
+delivery log, which :meth:`DbProxy.pushes` reads."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TypeVar, cast
 import pytest
 from google.protobuf.message import Message
 
+from common.delivery.memory import MemoryDeliveryLog
 from common.link import Link
 from common.pb import internal_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
@@ -22,8 +24,8 @@ from db_proxy.directory import DirectoryHandlers
 from db_proxy.groups import GroupHandlers
 from db_proxy.handlers import Handlers
 from db_proxy.passwords import hash_password, md5_hex
+from db_proxy.push import LogAppender
 from db_proxy.storage import open_store
-from db_proxy.storage.model import NewMessage, SavedMessage
 from db_proxy.storage.sql import SqlStore
 from db_proxy.workers import MessageWorkers
 from tests.support.databases import fresh_mysql_url, sqlite_url
@@ -43,10 +45,11 @@ class DbProxy:
     workers: MessageWorkers
     handlers: Handlers
     commands: Commands
+    log: MemoryDeliveryLog
     alice: int = 0
     bob: int = 0
     group: int = 0  # a normal group of alice (its creator) and bob
-    pushed: list[internal_pb2.RouteDeliver] = field(default_factory=list)
+    seen: list[internal_pb2.PushMsg] = field(default_factory=list)
 
     async def call(self, rpc: Rpc[ReqT, ResT], req: ReqT) -> ResT:
         """What the link does with a request: its table's handler, and a reply of the declared type."""
@@ -62,13 +65,11 @@ class DbProxy:
         reply.SerializeToString()  # as the link will: every required field set, all text UTF-8
         return reply
 
-    def publish(self, message: NewMessage, saved: SavedMessage, origin: internal_pb2.Origin) -> None:
-        # As RoutePublisher does (the origin is copied into the push).
-        deliver = internal_pb2.RouteDeliver(
-            user_ids=sorted(set(saved.recipients)), command_id=0x0301, body=message.msg_data, origin=origin
-        )
-        deliver.SerializeToString()
-        self.pushed.append(deliver)
+    async def pushes(self) -> list[internal_pb2.PushMsg]:
+        """Every push appended so far, in append order per partition (a group of the test's own)."""
+        got = await self.log.consume("test", "t", list(range(self.log.partitions)), 10_000, block_s=0)
+        self.seen.extend(internal_pb2.PushMsg.FromString(d.entry.payload) for d in got)
+        return list(self.seen)
 
 
 @contextlib.asynccontextmanager
@@ -77,10 +78,8 @@ async def db_proxy_on(url: str) -> AsyncIterator[DbProxy]:
         await store.migrate()
         hash_pool = ThreadPoolExecutor(2, thread_name_prefix="test-hash")
         cache = LoginCache(None, ttl=60, failure_limit=1_000_000, failure_window=60)
-        holder: list[DbProxy] = []
-        workers = MessageWorkers(
-            store, lambda m, s, o: holder[0].publish(m, s, o), workers=2, queue_size=64, batch_size=16
-        )
+        log = MemoryDeliveryLog(4)
+        workers = MessageWorkers(store, LogAppender(log), workers=2, queue_size=64, batch_size=16)
         handlers = Handlers(store, workers, cache, hash_pool, max_pending_logins=64)
         commands = (
             Commands()
@@ -88,8 +87,7 @@ async def db_proxy_on(url: str) -> AsyncIterator[DbProxy]:
             .include(DirectoryHandlers(store).commands())
             .include(GroupHandlers(store).commands())
         )
-        proxy = DbProxy(store, workers, handlers, commands)
-        holder.append(proxy)
+        proxy = DbProxy(store, workers, handlers, commands, log)
         password_hash = hash_password(md5_hex(PASSWORD), log2_n=4)  # cheap: not a hashing test
         proxy.alice = await store.create_user("alice", password_hash, nick="Alice")
         proxy.bob = await store.create_user("bob", password_hash)

@@ -11,10 +11,12 @@ import logging
 import pytest
 
 from common.commands import Rpcs
+from common.delivery.memory import MemoryDeliveryLog
 from common.errors import Bug, Forbidden, ImError, InvalidArgument, NotFound, Overloaded
 from common.pb import base_pb2, buddy_pb2, group_pb2, internal_pb2, login_pb2, message_pb2
 from db_proxy.handlers import FAILED
 from db_proxy.passwords import md5_hex
+from db_proxy.push import LogAppender
 from db_proxy.storage.model import NewMessage, SavedMessage
 from db_proxy.workers import MessageWorkers
 from tests.db_proxy.conftest import PASSWORD, DbProxy, with_raw
@@ -197,7 +199,7 @@ async def test_messages_to_nobody_are_refused_with_their_reason(db: DbProxy) -> 
     # An origin whose gateway id is not UTF-8 is stored and pushed all the same.
     res = await db.call(Rpcs.DB_SAVE_MSG, with_raw(save(GROUP, db.group), origin=b"\x0a\x01\xff\x10\x01"))
     assert res.msg_id == 1
-    assert [d.user_ids for d in db.pushed] == [[db.alice, db.bob]]
+    assert [p.user_ids for p in await db.pushes()] == [[db.alice, db.bob]]
 
 
 async def test_a_failure_while_storing_that_is_no_refusal_is_a_bug_logged_once(
@@ -227,7 +229,7 @@ async def test_a_refusal_while_storing_is_passed_on_as_it_is(
 
 async def test_a_full_queue_is_overloaded(db: DbProxy) -> None:
     idle = MessageWorkers(
-        db.store, lambda m, s, o: None, workers=1, queue_size=1, batch_size=1
+        db.store, LogAppender(MemoryDeliveryLog(1)), workers=1, queue_size=1, batch_size=1
     )  # not started
     first = idle.save(NewMessage(db.alice, 1, db.bob, 1, b"x", 1), ORIGIN)
     with pytest.raises(Overloaded):

@@ -193,3 +193,53 @@ async def test_jetstream_stores_a_retried_append_once(make_log: MakeLog, backend
     await log.append([entry])
     await log.append([entry])  # db_proxy retrying after a lost PubAck
     assert await log.length(0) == 1
+
+
+async def test_a_takeover_with_idle_0_gets_everything_pending_at_once(
+    make_log: MakeLog, backend: str
+) -> None:
+    # A long ack wait: on JetStream the take-over must not wait for it.
+    log = await make_log(partitions=2, ack_wait=30.0)
+    other = await make_log(same_as=log)
+    entries = entries_for(log, 2, 3)
+    await log.append(entries)
+    held = await consume_all(log, "push", "dies", len(entries))
+    await log.ack("push", held[:1])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def take_over() -> list[Delivery]:
+        claimed = await other.claim_stale("push", "heir", idle_s=0, max_entries=100)
+        return claimed + await other.consume("push", "heir", [0, 1], 10, block_s=0.2)
+
+    again = await poll(take_over, len(entries) - 1)
+    assert sorted(d.entry.payload for d in again) == sorted(d.entry.payload for d in held[1:])
+    assert all(d.deliveries >= 2 for d in again)
+    assert loop.time() - started < 5.0  # not the 30 s ack wait
+    await other.ack("push", again)
+    assert [await other.pending("push", p) for p in (0, 1)] == [0, 0]
+
+
+async def test_given_back_entries_go_to_the_next_consumer(make_log: MakeLog) -> None:
+    log = await make_log(partitions=1, ack_wait=30.0)
+    other = await make_log(same_as=log)
+    await log.append(entries_for(log, 1, 2))
+    held = await consume_all(log, "push", "stopping", 2)
+    await log.give_back("push", held)
+
+    async def next_holder() -> list[Delivery]:
+        # JetStream hands them out again by itself (a NAK); elsewhere a claim takes them.
+        claimed = await other.claim_stale("push", "next", idle_s=0, max_entries=10)
+        return claimed + await other.consume("push", "next", [0], 10, block_s=0.2)
+
+    again = await poll(next_holder, 2)
+    assert sorted(d.entry.msg_id for d in again) == [1, 2]
+
+
+async def test_another_entry_of_the_same_message_is_stored_too(make_log: MakeLog) -> None:
+    # A resend recognised as a duplicate is appended again (its first push may
+    # never have happened): a different payload (origin, commit time), same msg id.
+    log = await make_log(partitions=1)
+    await log.append([Entry(0, (1, 1, 2), 7, b"first")])
+    await log.append([Entry(0, (1, 1, 2), 7, b"again")])
+    assert await log.length(0) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -195,6 +196,46 @@ async def test_a_frozen_peer_is_not_taken_for_alive(upstreams) -> None:
         assert upstream.attempts >= 1
     finally:
         sock.close()
+
+
+async def test_a_host_that_drops_syns_is_given_up_on_quickly(upstreams) -> None:
+    """The bare TCP connect has its own short bound: a peer whose SYNs go
+    unanswered (cut off) must not hold each attempt for the kernel's SYN
+    retransmits, up to the whole connect+handshake bound (6 s by default).
+
+    A listener with a full accept queue drops SYNs on Linux: listen(0), and
+    connections nobody accepts fill the queue."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    port = sock.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        upstream = upstreams(port, tcp_connect_timeout=0.2, backoff=Backoff(initial=0.01, cap=0.01))
+        assert upstream.tcp_connect_timeout == 0.2
+        async with asyncio.timeout(5):
+            while upstream.attempts < 4:  # each attempt ends after 0.2 s, not 1 s + the handshake
+                await asyncio.sleep(0.05)
+        assert not upstream.connected
+        assert loop.time() - started < 2.0
+    finally:
+        for filler in fillers:
+            filler.close()
+        sock.close()
+
+
+def test_the_tcp_connect_bound_defaults_to_a_second_at_most() -> None:
+    assert Upstream("t", [("127.0.0.1", 1)], GATEWAY).tcp_connect_timeout == 1.0
+    quick = LinkSettings(connect_timeout=0.5)
+    assert Upstream("t", [("127.0.0.1", 1)], GATEWAY, settings=quick).tcp_connect_timeout == 0.5
 
 
 async def test_silent_peer_detected_and_sockets_tuned(served, upstreams, caplog) -> None:

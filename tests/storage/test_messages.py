@@ -50,7 +50,7 @@ async def test_a_resend_across_batches_returns_the_original(store: SqlStore) -> 
     await store.save_messages([msg(2, 1, b"other")])
     (again,) = await store.save_messages([msg(1, 2, b"hi", client_msg_id=77, create_time=200)])
     assert first == SavedMessage(1, 100, duplicate=False, recipients=(1, 2))
-    assert again == SavedMessage(1, 100, duplicate=True)
+    assert again == SavedMessage(1, 100, duplicate=True, recipients=(1, 2))  # pushed again
     assert await ids_of(store, 1, 2) == [2, 1]
     (unread,) = await store.unread_sessions(2)
     assert unread.unread_cnt == 1  # the resend is not counted again
@@ -67,7 +67,7 @@ async def test_a_resend_inside_one_batch_is_stored_once(store: SqlStore) -> None
     assert saved == [
         SavedMessage(1, 10, False, (1, 2)),
         SavedMessage(2, 11, False, (1, 2)),
-        SavedMessage(1, 10, True),
+        SavedMessage(1, 10, True, (1, 2)),
     ]
     assert await ids_of(store, 1, 2) == [2, 1]
     (unread,) = await store.unread_sessions(2)

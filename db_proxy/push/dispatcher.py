@@ -1,0 +1,419 @@
+"""PushDispatcher: consume the delivery log and push each entry through a route server.
+
+One dispatcher per db_proxy, consumer ``node_id`` of the group ``push``. It
+holds leases on some of the log's partitions (renewed every third of their
+ttl; it takes free ones up to its share, ``ceil(partitions / live holders)``)
+and runs one task per held partition, so a conversation's entries are pushed
+by one process at a time, in order. A lease that could not be renewed within
+its ttl (by our own clock, measured from before the call) is given up at
+once: another dispatcher may hold it by then.
+
+A partition's task first takes over what the previous holder left pending
+(``claim_stale(idle_s=0)``), then consumes. Each entry is pushed with
+``Rpcs.PUSH_MSG`` to the route server its conversation picks among the ready
+ones, the others in turn if that one fails; the calls of a partition are
+issued in order over that link, at most ``window`` of them unanswered. An
+entry is acknowledged once every recipient is done: the route server
+answered without naming them in ``retry_user_ids``, or ``push_give_up``
+passed (dropped, counted). Users a route server names are retried later,
+alone, without holding up the partition: the gateway fills a gap from
+storage before a later message and drops a stale copy, so order and
+exactly-once per connection hold at the gateway. While no route server
+answers at all, the entry keeps its window slot and is retried with backoff,
+so the partition waits, in order, instead of racing ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
+
+from common.commands import Rpcs
+from common.conversation import ShardKey, shard_of
+from common.delivery import Delivery, DeliveryLog, StreamLost
+from common.errors import ImError, Unavailable
+from common.link import Upstream
+from common.pb import internal_pb2
+from db_proxy import metrics
+
+log = logging.getLogger("db.push")
+
+GROUP = "push"
+
+#: One entry as the dispatcher knows it: the same append handed out again
+#: (a redelivery, a claim) has the same key and is pushed once.
+_Key = tuple[int, bytes]
+
+
+class Routes(Protocol):
+    def in_order_for(self, key: ShardKey) -> list[Upstream]: ...
+
+
+class _NoRoute(Exception):
+    """No ready route server answered the push."""
+
+
+class _Refused(Exception):
+    """A route server refused the push itself (not a transient failure)."""
+
+
+@dataclass(slots=True)
+class _Partition:
+    number: int
+    window: asyncio.Semaphore
+    outstanding: asyncio.Semaphore
+    #: Entries being pushed, with every delivery of them to acknowledge once done.
+    in_flight: dict[_Key, list[Delivery]] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Set to stop after the current read: a read cancelled half way could
+    #: leave entries fetched for nobody (a JetStream pull still open).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class PushDispatcher:
+    def __init__(
+        self,
+        delivery_log: DeliveryLog,
+        routes: Routes,
+        node_id: str,
+        *,
+        lease_ttl: float = 1.5,
+        push_timeout: float = 1.0,
+        give_up: float = 10.0,
+        window: int = 64,
+        max_outstanding: int = 1024,
+        batch: int = 64,
+        block_s: float = 0.5,
+        retry_initial: float = 0.05,
+        retry_cap: float = 1.0,
+    ) -> None:
+        self.log = delivery_log
+        self.routes = routes
+        self.node_id = node_id
+        self.lease_ttl = lease_ttl
+        self.push_timeout = push_timeout
+        self.give_up = give_up
+        self.window = window
+        self.max_outstanding = max(max_outstanding, window)
+        self.batch = batch
+        self.block_s = block_s
+        self.retry_initial = retry_initial
+        self.retry_cap = retry_cap
+        #: Held partitions and their pushing tasks.
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._states: dict[int, _Partition] = {}
+        #: When each held lease was last renewed (loop time before the call).
+        self._renewed: dict[int, float] = {}
+        self._lease_task: asyncio.Task[None] | None = None
+        #: Set after every lease round (tests wait on it).
+        self.lease_round = asyncio.Event()
+        self.delivered = 0
+        self.dropped = 0
+        #: Set by :meth:`halt`: play dead, leave what is half pushed pending.
+        self._dying = False
+
+    @property
+    def held(self) -> set[int]:
+        return set(self.tasks)
+
+    def start(self) -> None:
+        self._lease_task = asyncio.get_running_loop().create_task(
+            self._lease_loop(), name=f"push-leases-{self.node_id}"
+        )
+
+    async def stop(self) -> None:
+        """Stop pushing and release the leases, so another dispatcher takes over at once."""
+        await self._halt()
+        for p in list(self._renewed):
+            with contextlib.suppress(ImError, TimeoutError):
+                async with asyncio.timeout(self.lease_ttl):
+                    await self.log.release(p, self.node_id)
+        self._renewed.clear()
+
+    async def halt(self) -> None:
+        """Stop renewing and pushing, without releasing (the leases lapse by themselves):
+        what a dispatcher that died leaves behind (tests)."""
+        self._dying = True
+        await self._halt()
+
+    async def _halt(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
+        await asyncio.gather(*(self._lose(p, "stopping", forget=False) for p in list(self.tasks)))
+        metrics.PARTITIONS_HELD.set(0)
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.lease_ttl / 3
+        while True:
+            started = loop.time()
+            taken: list[int] = []
+            try:
+                async with asyncio.timeout(interval):
+                    await self._lease_round(taken)
+            except (ImError, TimeoutError) as exc:
+                log.warning("delivery log leases: %s", str(exc) or "timed out")
+            except Exception:
+                log.exception("delivery log lease round failed")
+            # Outside the round's bound: stopping a partition waits for its read.
+            for p in taken:
+                await self._lose(p, "taken by another dispatcher")
+            await self._drop_lapsed(loop.time())
+            metrics.PARTITIONS_HELD.set(len(self.tasks))
+            self.lease_round.set()
+            self.lease_round = asyncio.Event()
+            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
+    async def _lease_round(self, taken: list[int]) -> None:
+        """Renew, then take up to our share; ``taken`` gets the partitions someone else holds now."""
+        loop = asyncio.get_running_loop()
+        for p in list(self.tasks):
+            asked = loop.time()
+            if await self.log.hold(p, self.node_id, self.lease_ttl):
+                self._renewed[p] = asked
+            else:
+                taken.append(p)
+                self._renewed.pop(p, None)  # not ours: never renewed again
+        holders = await self.log.holders()
+        live = set(holders.values()) | {self.node_id}
+        share = math.ceil(self.log.partitions / len(live))
+        # Each dispatcher starts looking at its own place, so two that start
+        # together do not contend for the same partitions.
+        first = shard_of(self.node_id, self.log.partitions)
+        for i in range(self.log.partitions):
+            if len(self.tasks) - len(taken) >= share:
+                break
+            p = (first + i) % self.log.partitions
+            if p in self.tasks or p in holders:
+                continue
+            asked = loop.time()
+            if await self.log.hold(p, self.node_id, self.lease_ttl):
+                self._renewed[p] = asked
+                self._take(p)
+
+    async def _drop_lapsed(self, now: float) -> None:
+        for p in list(self.tasks):
+            renewed = self._renewed.get(p)
+            if renewed is not None and now - renewed >= self.lease_ttl:
+                await self._lose(p, "not renewed within its ttl")
+
+    def _take(self, p: int) -> None:
+        log.info("%s: pushing delivery log partition %d", self.node_id, p)
+        state = self._states[p] = _Partition(
+            p, asyncio.Semaphore(self.window), asyncio.Semaphore(self.max_outstanding)
+        )
+        self.tasks[p] = asyncio.get_running_loop().create_task(
+            self._run_partition(state), name=f"push-{self.node_id}-p{p}"
+        )
+
+    async def _lose(self, p: int, why: str, forget: bool = True) -> None:
+        task = self.tasks.pop(p, None)
+        if forget:
+            self._renewed.pop(p, None)
+        if task is None:
+            return
+        if why != "stopping":
+            log.warning("%s: lost delivery log partition %d (%s)", self.node_id, p, why)
+        state = self._states.pop(p, None)
+        if state is not None:
+            state.stopping.set()
+        # The read under way ends within its block time; then the task stops itself.
+        done, _ = await asyncio.wait({task}, timeout=self.block_s + 1.0)
+        if not done:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    # -- a partition ----------------------------------------------------------------------
+
+    async def _run_partition(self, state: _Partition) -> None:
+        try:
+            await self._take_over(state)
+            while not state.stopping.is_set():
+                try:
+                    await self._consume(state)
+                except Exception:
+                    # A bug: the partition must not sit held and unpushed.
+                    log.exception("%s: pushing partition %d failed; going on", self.node_id, state.number)
+                    await asyncio.sleep(self.retry_cap)
+        finally:
+            tasks = list(state.tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Not pushed to the end: a successor gets them at once where the log can hand them back.
+            left = [d for ds in state.in_flight.values() for d in ds]
+            if left and not self._dying:
+                with contextlib.suppress(ImError, TimeoutError):
+                    async with asyncio.timeout(self.push_timeout):
+                        await self.log.give_back(GROUP, left)
+
+    async def _consume(self, state: _Partition) -> None:
+        delay = self.retry_initial
+        while not state.stopping.is_set():
+            try:
+                got = await self.log.consume(GROUP, self.node_id, [state.number], self.batch, self.block_s)
+            except StreamLost as exc:
+                # The gateways refill what the log lost from storage (a gap in msg ids).
+                metrics.STREAMS_LOST.inc()
+                log.warning("%s: %s; going on", self.node_id, exc)
+                continue
+            except Unavailable as exc:
+                log.warning("%s: consuming partition %d: %s", self.node_id, state.number, exc)
+                await asyncio.sleep(delay)
+                delay = min(self.retry_cap, delay * 2)
+                continue
+            delay = self.retry_initial
+            for i, delivery in enumerate(got):
+                if state.stopping.is_set():
+                    for rest in got[i:]:  # handed back with the others
+                        state.in_flight.setdefault((rest.entry.partition, rest.entry.payload), []).append(
+                            rest
+                        )
+                    return
+                await self._start(state, delivery)
+
+    async def _take_over(self, state: _Partition) -> None:
+        """Push what the previous holder (or we, before a lapse) left pending, first."""
+        limit = max(self.batch, 256)
+        for _ in range(10_000):  # bounded: each round needs a full batch of new entries
+            try:
+                claimed = await self.log.claim_stale(GROUP, self.node_id, 0.0, limit, [state.number])
+            except StreamLost as exc:
+                metrics.STREAMS_LOST.inc()
+                log.warning("%s: %s; going on", self.node_id, exc)
+                return
+            except Unavailable as exc:
+                log.warning("%s: claiming partition %d: %s", self.node_id, state.number, exc)
+                return  # consume() will wait for the log; a later take-over claims them
+            fresh = [d for d in claimed if (d.entry.partition, d.entry.payload) not in state.in_flight]
+            for delivery in claimed:
+                await self._start(state, delivery)
+            if len(claimed) < limit or not fresh:
+                return
+            # What was claimed stays pending (for us) until acknowledged, and
+            # claiming again starts from the oldest: let this batch be answered first.
+            for _ in range(self.window):
+                await state.window.acquire()
+            for _ in range(self.window):
+                state.window.release()
+
+    async def _start(self, state: _Partition, delivery: Delivery) -> None:
+        key = (delivery.entry.partition, delivery.entry.payload)
+        pending = state.in_flight.get(key)
+        if pending is not None:
+            pending.append(delivery)  # handed out again while being pushed: acked with it
+            return
+        state.in_flight[key] = [delivery]
+        if delivery.deliveries > 1:
+            metrics.PUSH_REDELIVERED.inc()
+        await state.outstanding.acquire()
+        await state.window.acquire()
+        task = asyncio.get_running_loop().create_task(self._deliver(state, key, delivery))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    async def _deliver(self, state: _Partition, key: _Key, delivery: Delivery) -> None:
+        window_held = True
+        try:
+            try:
+                push = internal_pb2.PushMsg.FromString(delivery.entry.payload)
+            except DecodeError:
+                log.error("delivery log entry %s is no PushMsg; dropping it", delivery.delivery_id)
+                self._drop("refused", 1)
+                await self._ack(state, key)
+                return
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.give_up
+            users = list(push.user_ids)
+            delay = self.retry_initial
+            answered = False
+            while True:
+                try:
+                    retry = await self._push_once(delivery.entry.conversation, push, users)
+                except _Refused:
+                    self._drop("refused", len(users))
+                    break
+                except _NoRoute:
+                    pass  # retried below, keeping the window slot: the partition waits in order
+                else:
+                    if not answered:
+                        answered = True
+                        # Answered: the partition goes on while the named users wait.
+                        state.window.release()
+                        window_held = False
+                        if push.committed_at_us:
+                            metrics.PUSH_LATENCY.observe(max(0.0, time.time() - push.committed_at_us / 1e6))
+                    asked = set(users)
+                    users = [u for u in retry if u in asked]
+                    if not users:
+                        self.delivered += 1
+                        metrics.PUSH_DELIVERED.inc()
+                        break
+                if loop.time() >= deadline:
+                    self._drop("gave_up", len(users))
+                    log.info(
+                        "%s: gave up pushing msg %d of %s to %d users",
+                        self.node_id,
+                        push.msg_id,
+                        delivery.entry.conversation,
+                        len(users),
+                    )
+                    break
+                metrics.PUSH_RETRIES.inc()
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                delay = min(self.retry_cap, delay * 2)
+            await self._ack(state, key)
+        finally:
+            if window_held:
+                state.window.release()
+            state.outstanding.release()
+
+    async def _push_once(
+        self, conversation: ShardKey, push: internal_pb2.PushMsg, users: Sequence[int]
+    ) -> list[int]:
+        """``retry_user_ids`` of the first route server that answers; _NoRoute if none does."""
+        if list(push.user_ids) != list(users):
+            narrowed = internal_pb2.PushMsg()
+            narrowed.CopyFrom(push)
+            del narrowed.user_ids[:]
+            narrowed.user_ids.extend(users)
+            push = narrowed
+        for upstream in self.routes.in_order_for(conversation):
+            try:
+                reply = await upstream.call(Rpcs.PUSH_MSG, push, self.push_timeout)
+            except Unavailable as exc:  # LinkDown, RequestTimeout, a route server settling
+                log.debug("%s: push via %s failed: %s", self.node_id, upstream.name, exc)
+                continue
+            except ImError as exc:
+                log.error("%s: %s refused push of msg %d: %s", self.node_id, upstream.name, push.msg_id, exc)
+                raise _Refused from exc
+            return list(reply.retry_user_ids)
+        raise _NoRoute
+
+    async def _ack(self, state: _Partition, key: _Key) -> None:
+        deliveries = state.in_flight.pop(key, [])
+        if not deliveries:
+            return
+        try:
+            await self.log.ack(GROUP, deliveries)
+        except ImError as exc:
+            # It stays pending and is pushed again later: the gateway drops the copy.
+            log.warning("%s: acknowledging a push: %s", self.node_id, exc)
+
+    def _drop(self, reason: str, count: int) -> None:
+        self.dropped += count
+        metrics.PUSH_DROPPED.labels(reason).inc(count)

@@ -1,0 +1,58 @@
+"""db_proxy's links to the route servers: acknowledged pushes and one-way notices.
+
+Every route server knows every gateway, so one copy through one of them is
+enough. The work is shared: a conversation's pushes go through the route
+server its key picks among the ready ones (:func:`shard_of`), so they keep
+their order while it is up. A link counts as ready only once the route
+server answered its handshake (``Upstream.connected``).
+"""
+
+from __future__ import annotations
+
+from common.commands import Cmd
+from common.conversation import ShardKey, shard_of
+from common.link import Identity, LinkSettings, Upstream
+from common.pb import internal_pb2
+from db_proxy import metrics
+
+
+class RouteLinks:
+    def __init__(self, node_id: str, addresses: list[tuple[str, int]], settings: LinkSettings) -> None:
+        me = Identity(internal_pb2.ROLE_DB_PROXY, node_id)
+        self.upstreams = [
+            Upstream(
+                f"route@{h}:{p}", [(h, p)], me, settings=settings, expect_role=internal_pb2.ROLE_ROUTE_SERVER
+            )
+            for h, p in addresses
+        ]
+
+    def start(self) -> None:
+        for upstream in self.upstreams:
+            upstream.start()
+
+    async def stop(self) -> None:
+        for upstream in self.upstreams:
+            await upstream.stop()
+
+    def ready(self) -> list[Upstream]:
+        return [upstream for upstream in self.upstreams if upstream.connected]
+
+    def in_order_for(self, key: ShardKey) -> list[Upstream]:
+        """The ready route servers, the one ``key`` picks first, then the others in turn."""
+        ready = self.ready()
+        if not ready:
+            return []
+        first = shard_of(key, len(ready))
+        return ready[first:] + ready[:first]
+
+    def deliver(self, deliver: internal_pb2.RouteDeliver, key: ShardKey | None = None) -> bool:
+        """Send a one-way notice (a group change: nothing stored, nothing to redeliver)
+        through the route server ``key`` picks (default: its first recipient);
+        False, counted, when no route server is linked."""
+        if key is None:
+            key = deliver.user_ids[0] if deliver.user_ids else 0
+        body = deliver.SerializeToString()
+        if any(upstream.send_raw(Cmd.ROUTE_DELIVER, body) for upstream in self.in_order_for(key)):
+            return True
+        metrics.NOTICES_DROPPED.inc()
+        return False

@@ -1,0 +1,279 @@
+"""Acknowledged pushes of stored messages (``Rpcs.PUSH_MSG`` from a route server).
+
+For each recipient connection :class:`~msg_server.push_order.PushOrder`
+decides: write it, drop a duplicate, or fill a gap from storage first
+(``Rpcs.MSG_BY_ID`` as that connection's user) and write the missing
+messages in order before this one. While a fill runs, later pushes for the
+same connection and conversation wait behind it, so nothing overtakes it.
+The route server gets its answer only once every write is done (queued on
+the connection) or the connection is gone: an answer means "delivered", and
+the delivery log is acknowledged on it.
+
+The writes run as tasks of their own, not as part of the link's request: a
+route link that drops mid-fill must not leave a connection whose record says
+"written" for a message it never got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Hashable
+from typing import TYPE_CHECKING, Any
+
+from common.commands import Cmd, Rpcs
+from common.conversation import conversation_key, session_type_of
+from common.errors import ImError
+from common.pb import base_pb2, internal_pb2, message_pb2
+from msg_server.metrics import GAPS_FILLED, PUSH_LATENCY, PUSHED, PUSHES_DROPPED, RELAY_LATENCY
+from msg_server.push_order import DUPLICATE, WRITE, Decision, Gap
+
+if TYPE_CHECKING:
+    from common.link import Link
+    from msg_server.client import ClientConnection
+    from msg_server.gateway import Gateway
+
+log = logging.getLogger("push")
+
+FILL_TIMEOUT = 2.0  # one MSG_BY_ID for a gap; past it the gap is written past (counted)
+MAX_WAITING = 256  # pushes queued behind one fill; more: the route server is told to retry
+
+
+class _Chain:
+    """Pushes of one (connection, conversation) waiting behind a fill, in arrival order."""
+
+    __slots__ = ("tail", "waiting")
+
+    def __init__(self, tail: asyncio.Future[None]) -> None:
+        self.tail = tail
+        self.waiting = 1
+
+
+class Pusher:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._chains: dict[tuple[int, Hashable], _Chain] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def on_push(self, link: Link, push: internal_pb2.PushMsg) -> internal_pb2.PushMsgResult:
+        tasks, retry = self.push(push)
+        if tasks:
+            # Shielded: the writes finish even if this request is cancelled.
+            await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        return internal_pb2.PushMsgResult(retry_user_ids=retry)
+
+    def push(self, push: internal_pb2.PushMsg) -> tuple[list[asyncio.Task[None]], list[int]]:
+        """Decides, and links into the waiting chains, synchronously: pushes keep
+        their arrival order. Answers the writes still running, and the users
+        to push to again later (too many waiting behind a fill)."""
+        gateway = self.gateway
+        loop = asyncio.get_running_loop()
+        if push.committed_at_us:
+            RELAY_LATENCY.observe(max(0.0, time.time() - push.committed_at_us / 1e6))
+        key = conversation_key(push.session_type, push.from_user_id, push.to_id)
+        origin = (
+            push.origin.conn_id
+            if push.HasField("origin") and push.origin.gateway_id == gateway.node_id
+            else 0
+        )
+        tasks: list[asyncio.Task[None]] = []
+        retry: list[int] = []
+        for user_id in dict.fromkeys(push.user_ids):
+            conns = gateway.sessions.get(user_id)
+            if not conns:  # the route server's table was stale: the user left this gateway
+                PUSHES_DROPPED.labels("no_session").inc()
+                continue
+            for conn in list(conns):
+                order = conn.order()
+                if conn.conn_id == origin:
+                    # The sender's own connection has it; a later gap must not refetch it.
+                    skipped = order.raise_to(key, push.msg_id)
+                    if skipped:
+                        PUSHES_DROPPED.labels("gap_unfilled").inc(skipped)
+                    continue
+                chain = self._chains.get((conn.conn_id, key))
+                if chain is not None:
+                    if chain.waiting >= MAX_WAITING:
+                        if user_id not in retry:
+                            retry.append(user_id)
+                        continue
+                    before, mine = chain.tail, loop.create_future()
+                    chain.tail = mine
+                    chain.waiting += 1
+                    tasks.append(self._start(self._behind(chain, before, mine, conn, key, push)))
+                    continue
+                decision = settled(conn, push, order.decide(key, push.msg_id))
+                if decision == DUPLICATE:
+                    PUSHES_DROPPED.labels("duplicate").inc()
+                elif isinstance(decision, Gap):
+                    first: asyncio.Future[None] = loop.create_future()
+                    chain = self._chains[(conn.conn_id, key)] = _Chain(first)
+                    tasks.append(self._start(self._fill_first(chain, first, conn, key, push, decision)))
+                else:
+                    self._write(conn, push.body, push.committed_at_us)
+        return tasks, retry
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _fill_first(
+        self,
+        chain: _Chain,
+        mine: asyncio.Future[None],
+        conn: ClientConnection,
+        key: tuple[int, int, int],
+        push: internal_pb2.PushMsg,
+        gap: Gap,
+    ) -> None:
+        try:
+            if await self._fill(conn, key, push, gap):
+                self._write(conn, push.body, push.committed_at_us)
+        finally:
+            self._done(chain, mine, conn, key)
+
+    async def _behind(
+        self,
+        chain: _Chain,
+        before: asyncio.Future[None],
+        mine: asyncio.Future[None],
+        conn: ClientConnection,
+        key: tuple[int, int, int],
+        push: internal_pb2.PushMsg,
+    ) -> None:
+        try:
+            await asyncio.shield(before)
+            decision = settled(conn, push, conn.order().decide(key, push.msg_id))
+            if decision == DUPLICATE:
+                PUSHES_DROPPED.labels("duplicate").inc()
+                return
+            if isinstance(decision, Gap) and not await self._fill(conn, key, push, decision):
+                return
+            self._write(conn, push.body, push.committed_at_us)
+        finally:
+            self._done(chain, mine, conn, key)
+
+    def _done(
+        self, chain: _Chain, mine: asyncio.Future[None], conn: ClientConnection, key: tuple[int, int, int]
+    ) -> None:
+        if not mine.done():
+            mine.set_result(None)
+        chain.waiting -= 1
+        if chain.tail is mine:
+            self._chains.pop((conn.conn_id, key), None)
+
+    async def _fill(
+        self, conn: ClientConnection, key: tuple[int, int, int], push: internal_pb2.PushMsg, gap: Gap
+    ) -> bool:
+        """Write the missing messages, in order; False if the connection is gone."""
+        if conn.closing:
+            PUSHES_DROPPED.labels("connection_gone").inc()
+            return False
+        unfilled = gap.skipped
+        found: dict[int, base_pb2.MsgInfo] = {}
+        req = message_pb2.IMGetMsgByIdReq(
+            user_id=conn.user_id,
+            session_type=push.session_type,
+            session_id=peer_of(key, conn.user_id),
+            msg_id_list=gap.missing,
+        )
+        try:
+            res = await self.gateway.db_for(key).call(Rpcs.MSG_BY_ID, req, FILL_TIMEOUT)
+        except ImError as exc:
+            conn.log.info("gap of %d before %d not filled: %s", len(gap.missing), push.msg_id, exc)
+            if gap.first:
+                return True  # most likely synced at login already: not counted
+        else:
+            found = {info.msg_id: info for info in res.msg_list}
+        if gap.first:
+            # Those stored before the login the client synced; a second's margin
+            # (create_time is in seconds, and the hosts' clocks differ a little)
+            # rather risks a copy of what it synced than a loss.
+            since = conn.logged_in_at - 1
+            found = {i: info for i, info in found.items() if info.create_time >= since}
+        try:
+            for msg_id in gap.missing:
+                info = found.get(msg_id)
+                if info is None:
+                    if not gap.first:
+                        unfilled += 1
+                    continue
+                if not self._write(conn, message_body(key, info), 0):
+                    return False  # counted as connection_gone
+                GAPS_FILLED.inc()
+            return True
+        finally:
+            if unfilled:
+                PUSHES_DROPPED.labels("gap_unfilled").inc(unfilled)
+
+    def _write(self, conn: ClientConnection, body: bytes, committed_at_us: int) -> bool:
+        if not conn.send_raw(Cmd.MSG_DATA, body):  # closing, or just cut off as a slow reader
+            PUSHES_DROPPED.labels("connection_gone").inc()
+            return False
+        PUSHED.inc()
+        if committed_at_us:
+            PUSH_LATENCY.observe(max(0.0, time.time() - committed_at_us / 1e6))
+        return True
+
+
+def settled(conn: ClientConnection, push: internal_pb2.PushMsg, decision: Decision) -> Decision:
+    """A first push of a message stored before the login needs no look back:
+    whatever came before it, the client synced at login (a second's margin, as in the fill)."""
+    if (
+        isinstance(decision, Gap)
+        and decision.first
+        and push.committed_at_us
+        and push.committed_at_us < (conn.logged_in_at - 1) * 1_000_000
+    ):
+        return WRITE
+    return decision
+
+
+def from_deliver(deliver: internal_pb2.RouteDeliver) -> internal_pb2.PushMsg | None:
+    """A stored message on the one-way path (a db_proxy from before acknowledged
+    pushes, during a rolling upgrade) as a push, so both paths share one record
+    per connection: written once, in order. None if its body is not a message."""
+    msg = message_pb2.IMMsgData()
+    try:
+        msg.ParseFromString(deliver.body)
+    except Exception:  # DecodeError, or whatever the parser raises on garbage
+        return None
+    session_type = session_type_of(msg.msg_type) if msg.IsInitialized() else None
+    if session_type is None:
+        return None
+    push = internal_pb2.PushMsg(
+        user_ids=deliver.user_ids,
+        session_type=base_pb2.SessionType.ValueType(session_type),
+        from_user_id=msg.from_user_id,
+        to_id=msg.to_session_id,
+        msg_id=msg.msg_id,
+        body=deliver.body,
+        committed_at_us=deliver.sent_at_us,
+    )
+    if deliver.HasField("origin"):
+        push.origin.CopyFrom(deliver.origin)
+    return push
+
+
+def peer_of(key: tuple[int, int, int], user_id: int) -> int:
+    """The session a user reads a conversation as: the other party, or the group."""
+    session_type, a, b = key
+    if session_type == base_pb2.SESSION_TYPE_SINGLE:
+        return b if user_id == a else a
+    return a
+
+
+def message_body(key: tuple[int, int, int], info: base_pb2.MsgInfo) -> bytes:
+    """The IMMsgData a stored message is pushed as (db_proxy's push: to_session_id
+    is the recipient user, or the group)."""
+    return message_pb2.IMMsgData(
+        from_user_id=info.from_session_id,
+        to_session_id=peer_of(key, info.from_session_id),
+        msg_id=info.msg_id,
+        create_time=info.create_time,
+        msg_type=info.msg_type,
+        msg_data=info.msg_data,
+    ).SerializeToString()

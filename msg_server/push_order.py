@@ -1,0 +1,211 @@
+"""Exactly once, in msg_id order: what one client connection has been pushed.
+
+Sans-IO. A conversation's ids are consecutive (db_proxy numbers them per
+conversation), so for each conversation a connection keeps the highest id it
+has, and a push is one of:
+
+* :data:`WRITE`: the next id;
+* :data:`DUPLICATE`: it has it already (a redelivery after a failover, a
+  retry whose first try did get through);
+* :class:`Gap`: ids are missing in between (pushed through a route server
+  that died, or overtaken by a retry): the caller fetches them from storage
+  and writes them, in order, before this one. The first push of a
+  conversation on a connection has no baseline: the client synced from
+  storage when it logged in, but the ids just before this one may have been
+  stored since and still be on their way (or be retried later, after it):
+  they come as a ``first`` gap, of which the caller writes those stored
+  after the login.
+
+The connection's own messages are not pushed to it (it sent them): the
+gateway calls :meth:`PushOrder.raise_to` when it relays their ack, and when a
+push names the connection as its origin. Such an id may be ahead of the
+highest (a peer's message committed just before it is still on its way): it
+is kept as "ahead" rather than raising the highest over the peer's message,
+which would then be dropped as a duplicate. Ahead ids are kept as ranges (a
+client that sends a burst while the peer is silent is one range).
+
+Bounded: at most ``max_conversations`` per connection (least recently used
+forgotten: its next push is a first again), a gap of at most ``max_gap`` ids
+fetched (older ones skipped, counted), at most ``max_ahead`` ahead ranges.
+A connection allocates nothing until its first push (:class:`PushOrder` is
+made lazily by its owner): an idle connection does not grow.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+MAX_CONVERSATIONS = 256
+MAX_GAP = 100
+MAX_AHEAD = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Write it: the next one, or a first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The connection has it already: drop it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Write ``missing`` (fetched from storage, ascending) first, then this one.
+
+    ``skipped``: ids older than those, too many to fetch; they are not written.
+    ``first``: the connection had no baseline: ``missing`` are the ids just
+    before, which it lacks only if they were stored after it logged in (the
+    caller writes those, and takes the others as synced at login).
+    """
+
+    missing: tuple[int, ...]
+    skipped: int = 0
+    first: bool = False
+
+
+WRITE = Write()
+DUPLICATE = Duplicate()
+Decision = Write | Duplicate | Gap
+
+
+class _Seen:
+    """One conversation on one connection."""
+
+    __slots__ = ("ahead", "highest")
+
+    def __init__(self, highest: int) -> None:
+        self.highest = highest  # 0: no baseline yet (only ahead ids known)
+        self.ahead: list[list[int]] | None = None  # sorted, disjoint [lo, hi] ranges above highest+1
+
+    def has(self, msg_id: int) -> bool:
+        if msg_id <= self.highest:
+            return True
+        return self.ahead is not None and any(lo <= msg_id <= hi for lo, hi in self.ahead)
+
+    def advance(self, msg_id: int) -> None:
+        """The connection now has everything up to ``msg_id`` (or skipped it)."""
+        self.highest = max(self.highest, msg_id)
+        ahead = self.ahead
+        if ahead is None:
+            return
+        while ahead and ahead[0][0] <= self.highest + 1:
+            self.highest = max(self.highest, ahead.pop(0)[1])
+        if not ahead:
+            self.ahead = None
+
+    def missing(self, msg_id: int) -> list[int]:
+        """Ids between the highest and ``msg_id`` that the connection lacks."""
+        ahead = self.ahead or []
+        out: list[int] = []
+        cursor = self.highest + 1
+        for lo, hi in ahead:
+            if lo >= msg_id:
+                break
+            out.extend(range(cursor, lo))
+            cursor = hi + 1
+        out.extend(range(cursor, msg_id))
+        return out
+
+    def add_ahead(self, msg_id: int, max_ahead: int) -> int:
+        """Remember ``msg_id`` above a hole; answers how many ids were given up to stay bounded."""
+        ahead = self.ahead if self.ahead is not None else []
+        self.ahead = ahead
+        i = 0
+        while i < len(ahead) and ahead[i][1] < msg_id - 1:
+            i += 1
+        if i < len(ahead) and ahead[i][0] <= msg_id + 1:  # touches range i: extend it
+            rng = ahead[i]
+            rng[0], rng[1] = min(rng[0], msg_id), max(rng[1], msg_id)
+            if i + 1 < len(ahead) and ahead[i + 1][0] <= rng[1] + 1:  # and now the next one
+                rng[1] = ahead.pop(i + 1)[1]
+        else:
+            ahead.insert(i, [msg_id, msg_id])
+        skipped = 0
+        while len(ahead) > max_ahead:
+            # Give up the oldest hole: those ids are taken as lost (counted).
+            lo, _ = ahead[0]
+            if self.highest:
+                skipped += lo - self.highest - 1
+            self.highest = lo - 1
+            self.advance(self.highest)
+            ahead = self.ahead or []
+        return skipped
+
+
+class PushOrder:
+    """One connection's record of the highest msg_id per conversation."""
+
+    __slots__ = ("_seen", "max_ahead", "max_conversations", "max_gap")
+
+    def __init__(
+        self, max_conversations: int = MAX_CONVERSATIONS, max_gap: int = MAX_GAP, max_ahead: int = MAX_AHEAD
+    ) -> None:
+        self.max_conversations = max_conversations
+        self.max_gap = max_gap
+        self.max_ahead = max_ahead
+        self._seen: OrderedDict[Hashable, _Seen] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def highest(self, conversation: Hashable) -> int | None:
+        """The highest id this connection has of that conversation; None if it has no baseline."""
+        seen = self._seen.get(conversation)
+        return seen.highest if seen is not None and seen.highest else None
+
+    def _get(self, conversation: Hashable) -> _Seen | None:
+        seen = self._seen.get(conversation)
+        if seen is not None:
+            self._seen.move_to_end(conversation)
+        return seen
+
+    def _new(self, conversation: Hashable, highest: int) -> _Seen:
+        seen = self._seen[conversation] = _Seen(highest)
+        if len(self._seen) > self.max_conversations:
+            self._seen.popitem(last=False)
+        return seen
+
+    def decide(self, conversation: Hashable, msg_id: int) -> Decision:
+        """What to do with a push of ``msg_id``; the record assumes the caller does it.
+
+        After a :class:`Gap` the highest is ``msg_id`` whether or not the
+        fill succeeds (an unfilled gap is written past, counted by the caller).
+        """
+        seen = self._get(conversation)
+        if seen is None:
+            seen = self._new(conversation, 0)
+        elif seen.has(msg_id):
+            return DUPLICATE
+        first = not seen.highest
+        if first:
+            # No baseline (only the connection's own ids, if any): the ids just
+            # before may have been stored since it logged in and be on their way
+            # still, or retried later (a dispatcher goes on past a failed push).
+            seen.highest = max(0, msg_id - 1 - self.max_gap)
+            if seen.ahead is not None:
+                seen.ahead = [r for r in seen.ahead if r[1] > seen.highest] or None
+        missing = seen.missing(msg_id)
+        seen.advance(msg_id)
+        if not missing:
+            return WRITE
+        skipped = 0 if first else max(0, len(missing) - self.max_gap)
+        return Gap(tuple(missing[skipped:]), skipped, first)
+
+    def raise_to(self, conversation: Hashable, msg_id: int) -> int:
+        """The connection has ``msg_id`` without a push (it sent it).
+
+        Answers how many ids were given up to stay bounded (normally 0).
+        """
+        seen = self._get(conversation)
+        if seen is None:
+            seen = self._new(conversation, 0)
+        if seen.has(msg_id):
+            return 0
+        if seen.highest and msg_id == seen.highest + 1:
+            seen.advance(msg_id)
+            return 0
+        return seen.add_ahead(msg_id, self.max_ahead)

@@ -1,0 +1,172 @@
+"""msg_server.push_order: whatever the deliveries, a connection gets each id once, in order."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from msg_server.push_order import DUPLICATE, WRITE, Decision, Gap, PushOrder
+
+CONV = (1, 7, 9)
+
+
+def written(decision: Decision, msg_id: int) -> list[int]:
+    """What the gateway writes for a decision, a gap filled from storage."""
+    if decision == DUPLICATE:
+        return []
+    if isinstance(decision, Gap):
+        return [*decision.missing, msg_id]
+    assert decision == WRITE
+    return [msg_id]
+
+
+def test_first_then_next_duplicate_and_gap() -> None:
+    order = PushOrder()
+    assert order.highest(CONV) is None
+    # No baseline: the ids before may have been stored since the login.
+    assert order.decide(CONV, 5) == Gap((1, 2, 3, 4), first=True)
+    assert order.highest(CONV) == 5
+    assert order.decide(CONV, 5) == DUPLICATE
+    assert order.decide(CONV, 3) == DUPLICATE
+    assert order.decide(CONV, 6) == WRITE
+    assert order.decide(CONV, 9) == Gap((7, 8))
+    assert order.highest(CONV) == 9
+    assert order.decide(CONV, 8) == DUPLICATE
+
+
+def test_first_is_a_write_when_nothing_can_be_before() -> None:
+    order = PushOrder()
+    assert order.decide(CONV, 1) == WRITE
+    assert order.decide(CONV, 2) == WRITE
+
+
+def test_first_looks_back_at_most_max_gap() -> None:
+    order = PushOrder(max_gap=100)
+    assert order.decide(CONV, 500) == Gap(tuple(range(400, 500)), first=True)
+
+
+def test_gap_is_bounded_older_ids_skipped_and_counted() -> None:
+    order = PushOrder(max_gap=100)
+    order.decide(CONV, 1)
+    decision = order.decide(CONV, 500)
+    assert isinstance(decision, Gap)
+    assert decision.missing == tuple(range(400, 500))
+    assert decision.skipped == 398
+
+
+def test_own_message_ahead_of_a_peer_message_on_its_way() -> None:
+    order = PushOrder()
+    order.decide(CONV, 3)
+    # The client's ack of 5 is relayed before the peer's 4 is pushed.
+    assert order.raise_to(CONV, 5) == 0
+    assert order.highest(CONV) == 3
+    assert order.decide(CONV, 5) == DUPLICATE  # the origin echo, if any
+    assert order.decide(CONV, 4) == WRITE
+    assert order.highest(CONV) == 5
+    assert order.decide(CONV, 6) == WRITE
+
+
+def test_gap_does_not_refetch_own_messages() -> None:
+    order = PushOrder()
+    order.decide(CONV, 1)
+    order.raise_to(CONV, 3)
+    order.raise_to(CONV, 4)
+    assert order.decide(CONV, 6) == Gap((2, 5))
+
+
+def test_own_message_without_baseline_is_not_a_baseline() -> None:
+    order = PushOrder()
+    order.raise_to(CONV, 5)
+    assert order.highest(CONV) is None
+    assert order.decide(CONV, 4) == Gap((1, 2, 3), first=True)
+    assert order.highest(CONV) == 5
+
+
+def test_ahead_ranges_are_bounded() -> None:
+    order = PushOrder(max_ahead=2)
+    order.decide(CONV, 1)
+    assert order.raise_to(CONV, 3) == 0
+    assert order.raise_to(CONV, 5) == 0
+    assert order.raise_to(CONV, 7) == 1  # the hole at 2 is given up
+    assert order.highest(CONV) == 3
+    assert order.decide(CONV, 8) == Gap((4, 6))
+
+
+def test_conversations_are_bounded_lru() -> None:
+    order = PushOrder(max_conversations=3)
+    for group in range(1, 4):
+        order.decide((2, group, 0), 10)
+    order.decide((2, 1, 0), 11)  # 1 is now the most recent
+    order.decide((2, 4, 0), 10)  # evicts 2
+    assert len(order) == 3
+    assert order.highest((2, 2, 0)) is None
+    assert order.highest((2, 1, 0)) == 11
+
+
+# -- fuzz -----------------------------------------------------------------------------
+
+events = st.lists(
+    st.tuples(st.sampled_from(["push", "own"]), st.integers(min_value=1, max_value=60)),
+    max_size=200,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(events)
+def test_whatever_the_order_writes_are_increasing_once_and_complete(script: list[tuple[str, int]]) -> None:
+    """Any order and duplication of pushes and own sends: strictly increasing, no duplicate,
+    no own message written, and nothing missing after the first write (gaps are small here)."""
+    order = PushOrder()
+    out: list[int] = []
+    own: set[int] = set()
+    pushed: set[int] = set()
+    for kind, msg_id in script:
+        if kind == "own":
+            if msg_id in pushed or (out and msg_id <= out[-1]):
+                # An id is either the connection's own or someone else's; and
+                # an ack racing behind a later push finds its id filled already.
+                continue
+            own.add(msg_id)
+            assert order.raise_to(CONV, msg_id) == 0
+        else:
+            if msg_id in own:
+                continue
+            pushed.add(msg_id)
+            out += written(order.decide(CONV, msg_id), msg_id)
+    assert out == sorted(set(out)), out
+    assert not own & set(out)
+    if out:
+        # Gaps are filled (a first looks back too): every id up to the highest
+        # pushed is there, except the connection's own.
+        expected = [i for i in range(1, max(pushed) + 1) if i not in own]
+        assert out == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=5),
+            st.sampled_from(["push", "own"]),
+            st.integers(min_value=1, max_value=400),
+        ),
+        max_size=300,
+    )
+)
+def test_many_conversations_bounded_still_increasing(script: list[tuple[int, str, int]]) -> None:
+    """Tight bounds (LRU of 3, gaps of 10, 2 ahead ranges): still never a duplicate or a step back
+    while a conversation is remembered."""
+    order = PushOrder(max_conversations=3, max_gap=10, max_ahead=2)
+    out: dict[int, list[int]] = {}
+    for conv, kind, msg_id in script:
+        key = (2, conv, 0)
+        if kind == "own":
+            order.raise_to(key, msg_id)
+            continue
+        remembered = order.highest(key) is not None
+        ids = written(order.decide(key, msg_id), msg_id)
+        if not remembered:
+            out[conv] = []  # forgotten (or new): a first again
+        out.setdefault(conv, []).extend(ids)
+        assert len(order) <= 3
+        assert out[conv] == sorted(set(out[conv])), out[conv]
