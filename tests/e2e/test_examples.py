@@ -50,6 +50,9 @@ def _loopback_copy(tmp: Path) -> Path:
     text = text.replace("/etc/imcluster/secret", str(write_secret_file(tmp / "secret")))
     text = text.replace("mysql://imcluster:change-me@127.0.0.1:3306/imcluster", f"sqlite:///{tmp / 'im.db'}")
     text = text.replace('redis_url = "redis://127.0.0.1:6379/0"', 'redis_url = ""')
+    # The in-process log: the example's Redis log would share its default prefix with every run.
+    text = text.replace('delivery_log = "redis://127.0.0.1:6379/0"', 'delivery_log = "memory://"')
+    assert "6379" not in text, "a Redis URL the test does not map"
     assert "10.0.0." not in text.split("[cluster]", 1)[1], "an address the test does not map"
     path = tmp / "three-hosts.toml"
     path.write_text(text)
