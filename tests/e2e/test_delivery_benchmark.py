@@ -24,9 +24,9 @@ def _has_baseline() -> bool:
 def test_quick_delivery_benchmark_runs_clean(tmp_path: Path) -> None:
     out = tmp_path / "delivery.json"
     baseline = BASELINE if _has_baseline() else ""
+    args = ["--quick", "--backends", "memory", "--baseline", baseline, "--json", str(out)]
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "delivery.py"), "--quick", "--backends", "memory"]
-        + ["--baseline", baseline, "--json", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "delivery.py"), *args],
         capture_output=True,
         text=True,
         timeout=280,
