@@ -24,6 +24,7 @@ from common.errors import Unavailable
 from common.link import Identity, Link, LinkServer
 from common.pb import base_pb2, internal_pb2, message_pb2
 from common.rpc import Commands
+from db_proxy.handlers import MAX_LIST
 from msg_server import server as msg_server
 from msg_server.config import MsgServerConfig
 from msg_server.gateway import Gateway
@@ -100,7 +101,8 @@ class FakeDb:
             user_id=req.user_id,
             session_type=req.session_type,
             session_id=req.session_id,
-            msg_list=[found[i] for i in req.msg_id_list if i in found],
+            # As db_proxy (db_proxy/handlers.py): at most MAX_LIST ids a request.
+            msg_list=[found[i] for i in list(req.msg_id_list)[:MAX_LIST] if i in found],
         )
 
     def commands(self) -> Commands:
