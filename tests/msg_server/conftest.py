@@ -58,6 +58,7 @@ class FakeDb:
     hold_by_id: asyncio.Event = field(default_factory=asyncio.Event)
     by_id_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     fail_by_id: bool = False
+    fail_by_id_after: int | None = None  # that many MSG_BY_ID answered, then the others fail
 
     def __post_init__(self) -> None:
         self.hold_saves.set()
@@ -93,7 +94,8 @@ class FakeDb:
         self.by_id_requests.append(req)
         self.by_id_arrived.set()
         await self.hold_by_id.wait()
-        if self.fail_by_id:
+        after = self.fail_by_id_after
+        if self.fail_by_id or (after is not None and len(self.by_id_requests) > after):
             raise Unavailable("storage is down")
         key = conversation_key(req.session_type, req.user_id, req.session_id)
         found = self.stored.get(key, {})

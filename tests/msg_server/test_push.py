@@ -329,3 +329,20 @@ async def test_a_hole_given_up_to_bound_own_sends_ahead_is_filled(monkeypatch: p
         await bed.push(group_push(BOB, 43))
         assert await ids_pushed(alice, 1) == [43]
         assert dropped("gap_unfilled") == unfilled
+
+
+async def test_storage_failing_mid_gap_writes_the_rest_past_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        await bed.push(push_1to1(ALICE, BOB, 1))
+        assert await ids_pushed(bob, 1) == [1]
+        for msg_id in range(2, 252):
+            bed.db.store(KEY, msg_id, ALICE, b"s%d" % msg_id)
+        unfilled = dropped("gap_unfilled")
+        bed.db.by_id_requests.clear()
+        bed.db.fail_by_id_after = 1  # the first chunk comes, the second fails
+        await bed.push(push_1to1(ALICE, BOB, 252))
+        assert await ids_pushed(bob, 101) == [*range(2, 102), 252]
+        # Not a request per chunk left while storage fails: the rest is written past.
+        assert len(bed.db.by_id_requests) == 2
+        assert dropped("gap_unfilled") - unfilled == 150
