@@ -239,7 +239,8 @@ def settled(conn: ClientConnection, push: internal_pb2.PushMsg, decision: Decisi
         and push.committed_at_us
         and push.committed_at_us < (conn.logged_in_at - 1) * 1_000_000
     ):
-        return WRITE
+        # Ids skipped are still counted (by the fill, with nothing to fetch).
+        return Gap((), decision.skipped, first=True) if decision.skipped else WRITE
     return decision
 
 

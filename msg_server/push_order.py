@@ -67,7 +67,9 @@ class Duplicate:
 class Gap:
     """Write ``missing`` (fetched from storage, ascending) first, then this one.
 
-    ``skipped``: ids older than those, too many to fetch; they are not written.
+    ``skipped``: ids older than those, too many to fetch (or owed by a
+    conversation forgotten to stay bounded); they are not written, the caller
+    counts them. ``missing`` may be empty then.
     ``first``: the connection had no baseline: ``missing`` are the ids just
     before, which it lacks only if they were stored after it logged in (the
     caller writes those, and takes the others as synced at login).
@@ -235,11 +237,19 @@ class PushOrder:
             self._seen.move_to_end(conversation)
         return seen
 
-    def _new(self, conversation: Hashable, highest: int) -> _Seen:
-        seen = self._seen[conversation] = _Seen(highest)
-        if len(self._seen) > self.max_conversations:
-            self._seen.popitem(last=False)
-        return seen
+    def _new(self, conversation: Hashable) -> tuple[_Seen, int]:
+        """A conversation without a baseline; answers it, and how many owed ids the
+        one forgotten to make room for it took along (normally 0)."""
+        seen = self._seen[conversation] = _Seen(0)
+        if len(self._seen) <= self.max_conversations:
+            return seen, 0
+        # The least recently used, but rather one owing nothing: its next push
+        # is a first that looks back; owed ids older than that would be lost.
+        victim = next((k for k, v in self._seen.items() if v.owed is None and k != conversation), None)
+        if victim is None:
+            victim = next(iter(self._seen))
+        owed = self._seen.pop(victim).owed or []
+        return seen, sum(hi - lo + 1 for lo, hi in owed)
 
     def decide(self, conversation: Hashable, msg_id: int) -> Decision:
         """What to do with a push of ``msg_id``; the record assumes the caller does it.
@@ -249,8 +259,9 @@ class PushOrder:
         written past, counted by the caller).
         """
         seen = self._get(conversation)
+        lost = 0
         if seen is None:
-            seen = self._new(conversation, 0)
+            seen, lost = self._new(conversation)
         elif seen.has(msg_id):
             return DUPLICATE
         if msg_id <= seen.highest:
@@ -271,10 +282,10 @@ class PushOrder:
                 seen.ahead = [r for r in seen.ahead if r[1] > seen.highest] or None
         missing = seen.take_owed(msg_id) + seen.missing(msg_id)
         seen.advance(msg_id)
-        if not missing:
+        if not missing and not lost:
             return WRITE
         skipped = 0 if first else max(0, len(missing) - self.max_fill)
-        return Gap(tuple(missing[skipped:]), skipped, first)
+        return Gap(tuple(missing[skipped:]), skipped + lost, first)
 
     def raise_to(self, conversation: Hashable, msg_id: int) -> int:
         """The connection has ``msg_id`` without a push (it sent it).
@@ -282,14 +293,15 @@ class PushOrder:
         Answers how many ids were given up to stay bounded (normally 0).
         """
         seen = self._get(conversation)
+        lost = 0
         if seen is None:
-            seen = self._new(conversation, 0)
+            seen, lost = self._new(conversation)
         if seen.has(msg_id):
-            return 0
+            return lost
         if msg_id <= seen.highest:  # owed: its ack came after a later one's
             seen.forget_owed(msg_id)
-            return 0
+            return lost
         if seen.highest and msg_id == seen.highest + 1:
             seen.advance(msg_id)
-            return 0
-        return seen.add_ahead(msg_id, self.max_ahead, self.max_owed)
+            return lost
+        return lost + seen.add_ahead(msg_id, self.max_ahead, self.max_owed)

@@ -156,6 +156,32 @@ def test_conversations_are_bounded_lru() -> None:
     assert order.highest((2, 1, 0)) == 11
 
 
+def owing(order: PushOrder, key: tuple[int, int, int]) -> None:
+    """``key`` owes id 2 (own sends at 3 and 5 past one ahead range)."""
+    order.decide(key, 1)
+    order.raise_to(key, 3)
+    assert order.raise_to(key, 5) == 0
+
+
+def test_a_conversation_forgotten_is_rather_one_owing_nothing() -> None:
+    order = PushOrder(max_conversations=2, max_ahead=1)
+    owing(order, (2, 1, 0))
+    order.decide((2, 2, 0), 10)
+    order.decide((2, 3, 0), 10)  # evicts 2, not the older 1 (it owes 2)
+    assert order.highest((2, 2, 0)) is None
+    assert order.decide((2, 1, 0), 2) == WRITE
+
+
+def test_owed_ids_forgotten_with_their_conversation_are_counted() -> None:
+    order = PushOrder(max_conversations=2, max_ahead=1)
+    owing(order, (2, 1, 0))
+    owing(order, (2, 2, 0))
+    assert order.decide((2, 3, 0), 1) == Gap((), skipped=1, first=True)  # 1 forgotten: its 2
+    assert order.highest((2, 1, 0)) is None
+    owing(order, (2, 4, 0))  # evicts 3 (owes nothing)
+    assert order.raise_to((2, 5, 0), 9) == 1  # evicts 2 (all owe): its 2
+
+
 # -- fuzz -----------------------------------------------------------------------------
 
 events = st.lists(
