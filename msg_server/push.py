@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("push")
 
-FILL_TIMEOUT = 2.0  # one MSG_BY_ID for a gap; past it the gap is written past (counted)
+FILL_TIMEOUT = 2.0  # one MSG_BY_ID of a gap; past it the rest of the gap is written past (counted)
+# Ids per MSG_BY_ID: db_proxy answers at most that many (db_proxy/handlers.py MAX_LIST);
+# a longer gap (up to push_order.MAX_FILL) is fetched in turn, in order.
+FILL_CHUNK = 100
 MAX_WAITING = 256  # pushes queued behind one fill; more: the route server is told to retry
 
 
@@ -173,37 +176,45 @@ class Pusher:
             PUSHES_DROPPED.labels("connection_gone").inc()
             return False
         unfilled = gap.skipped
-        found: dict[int, base_pb2.MsgInfo] = {}
-        req = message_pb2.IMGetMsgByIdReq(
-            user_id=conn.user_id,
-            session_type=push.session_type,
-            session_id=peer_of(key, conn.user_id),
-            msg_id_list=gap.missing,
-        )
+        # A first's: only those stored after the login (the client synced the
+        # others when it logged in); a second's margin
+        # (create_time is in seconds, and the hosts' clocks differ a little)
+        # rather risks a copy of what it synced than a loss.
+        since = conn.logged_in_at - 1
         try:
-            res = await self.gateway.db_for(key).call(Rpcs.MSG_BY_ID, req, FILL_TIMEOUT)
-        except ImError as exc:
-            conn.log.info("gap of %d before %d not filled: %s", len(gap.missing), push.msg_id, exc)
-            if gap.first:
-                return True  # most likely synced at login already: not counted
-        else:
-            found = {info.msg_id: info for info in res.msg_list}
-        if gap.first:
-            # Those stored before the login the client synced; a second's margin
-            # (create_time is in seconds, and the hosts' clocks differ a little)
-            # rather risks a copy of what it synced than a loss.
-            since = conn.logged_in_at - 1
-            found = {i: info for i, info in found.items() if info.create_time >= since}
-        try:
-            for msg_id in gap.missing:
-                info = found.get(msg_id)
-                if info is None:
-                    if not gap.first:
-                        unfilled += 1
-                    continue
-                if not self._write(conn, message_body(key, info), 0):
-                    return False  # counted as connection_gone
-                GAPS_FILLED.inc()
+            for start in range(0, len(gap.missing), FILL_CHUNK):
+                chunk = gap.missing[start : start + FILL_CHUNK]
+                if start and conn.closing:  # gone while the chunk before was fetched
+                    PUSHES_DROPPED.labels("connection_gone").inc()
+                    return False
+                req = message_pb2.IMGetMsgByIdReq(
+                    user_id=conn.user_id,
+                    session_type=push.session_type,
+                    session_id=peer_of(key, conn.user_id),
+                    msg_id_list=chunk,
+                )
+                try:
+                    res = await self.gateway.db_for(key).call(Rpcs.MSG_BY_ID, req, FILL_TIMEOUT)
+                except ImError as exc:
+                    # The rest is written past rather than each chunk waited for in
+                    # turn while later pushes queue behind (storage is failing).
+                    rest = len(gap.missing) - start
+                    conn.log.info("%d of a gap before %d not filled: %s", rest, push.msg_id, exc)
+                    if not gap.first:  # a first's were most likely synced at login: not counted
+                        unfilled += rest
+                    return True
+                found = {info.msg_id: info for info in res.msg_list}
+                for msg_id in chunk:
+                    info = found.get(msg_id)
+                    if info is None:
+                        if not gap.first:
+                            unfilled += 1
+                        continue
+                    if gap.first and info.create_time < since:
+                        continue
+                    if not self._write(conn, message_body(key, info), 0):
+                        return False  # counted as connection_gone
+                    GAPS_FILLED.inc()
             return True
         finally:
             if unfilled:
@@ -228,7 +239,8 @@ def settled(conn: ClientConnection, push: internal_pb2.PushMsg, decision: Decisi
         and push.committed_at_us
         and push.committed_at_us < (conn.logged_in_at - 1) * 1_000_000
     ):
-        return WRITE
+        # Ids skipped are still counted (by the fill, with nothing to fetch).
+        return Gap((), decision.skipped, first=True) if decision.skipped else WRITE
     return decision
 
 

@@ -25,8 +25,13 @@ which would then be dropped as a duplicate. Ahead ids are kept as ranges (a
 client that sends a burst while the peer is silent is one range).
 
 Bounded: at most ``max_conversations`` per connection (least recently used
-forgotten: its next push is a first again), a gap of at most ``max_gap`` ids
-fetched (older ones skipped, counted), at most ``max_ahead`` ahead ranges.
+forgotten: its next push is a first again), a first looks back at most
+``max_gap`` ids, a gap of at most ``max_fill`` ids fetched (older ones
+skipped, counted), at most ``max_ahead`` ahead ranges. Past those, the oldest
+hole is no longer waited for but "owed": the hole's late push is still
+written, and the next push above it fetches it first (the ids below an acked
+one are stored: db_proxy commits a conversation in order). At most
+``max_owed`` owed ranges (older ones skipped, counted).
 A connection allocates nothing until its first push (:class:`PushOrder` is
 made lazily by its owner): an idle connection does not grow.
 """
@@ -38,8 +43,14 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 MAX_CONVERSATIONS = 256
-MAX_GAP = 100
+MAX_GAP = 100  # a first push's look back: ids stored since the login, on their way still
+# A gap on a connection that stayed up (its gateway frozen, a route server dead) is
+# fetched whole up to this: the client does not sync again while it is connected, so
+# what is skipped here it only sees at its next login (counted). 2,000 ids is 200 s of
+# a conversation at 10 msg/s, 20 MSG_BY_ID requests of 100.
+MAX_FILL = 2000
 MAX_AHEAD = 16
+MAX_OWED = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +67,9 @@ class Duplicate:
 class Gap:
     """Write ``missing`` (fetched from storage, ascending) first, then this one.
 
-    ``skipped``: ids older than those, too many to fetch; they are not written.
+    ``skipped``: ids older than those, too many to fetch (or owed by a
+    conversation forgotten to stay bounded); they are not written, the caller
+    counts them. ``missing`` may be empty then.
     ``first``: the connection had no baseline: ``missing`` are the ids just
     before, which it lacks only if they were stored after it logged in (the
     caller writes those, and takes the others as synced at login).
@@ -72,22 +85,66 @@ DUPLICATE = Duplicate()
 Decision = Write | Duplicate | Gap
 
 
+def _discard(ranges: list[list[int]], msg_id: int) -> bool:
+    """Take ``msg_id`` out of sorted disjoint [lo, hi] ranges; False if it was not in them."""
+    for i, (lo, hi) in enumerate(ranges):
+        if lo <= msg_id <= hi:
+            if lo == hi:
+                ranges.pop(i)
+            elif msg_id == lo:
+                ranges[i][0] = lo + 1
+            elif msg_id == hi:
+                ranges[i][1] = hi - 1
+            else:
+                ranges[i : i + 1] = [[lo, msg_id - 1], [msg_id + 1, hi]]
+            return True
+    return False
+
+
 class _Seen:
     """One conversation on one connection."""
 
-    __slots__ = ("ahead", "highest")
+    __slots__ = ("ahead", "highest", "owed")
 
     def __init__(self, highest: int) -> None:
         self.highest = highest  # 0: no baseline yet (only ahead ids known)
         self.ahead: list[list[int]] | None = None  # sorted, disjoint [lo, hi] ranges above highest+1
+        # Sorted, disjoint [lo, hi] ranges at or below highest the connection lacks still
+        # (holes given up to bound ``ahead``); nothing above them has been written yet.
+        self.owed: list[list[int]] | None = None
+
+    def is_owed(self, msg_id: int) -> bool:
+        return self.owed is not None and any(lo <= msg_id <= hi for lo, hi in self.owed)
 
     def has(self, msg_id: int) -> bool:
         if msg_id <= self.highest:
-            return True
+            return not self.is_owed(msg_id)
         return self.ahead is not None and any(lo <= msg_id <= hi for lo, hi in self.ahead)
 
+    def take_owed(self, below: int) -> list[int]:
+        """The owed ids below ``below``, no longer owed (the caller writes them)."""
+        owed = self.owed
+        if owed is None:
+            return []
+        out: list[int] = []
+        while owed and owed[0][0] < below:
+            lo, hi = owed[0]
+            if hi < below:
+                owed.pop(0)
+            else:
+                owed[0][0] = below
+                hi = below - 1
+            out.extend(range(lo, hi + 1))
+        if not owed:
+            self.owed = None
+        return out
+
+    def forget_owed(self, msg_id: int) -> None:
+        if self.owed is not None and _discard(self.owed, msg_id) and not self.owed:
+            self.owed = None
+
     def advance(self, msg_id: int) -> None:
-        """The connection now has everything up to ``msg_id`` (or skipped it)."""
+        """The connection now has everything up to ``msg_id`` (but what is owed)."""
         self.highest = max(self.highest, msg_id)
         ahead = self.ahead
         if ahead is None:
@@ -110,7 +167,7 @@ class _Seen:
         out.extend(range(cursor, msg_id))
         return out
 
-    def add_ahead(self, msg_id: int, max_ahead: int) -> int:
+    def add_ahead(self, msg_id: int, max_ahead: int, max_owed: int) -> int:
         """Remember ``msg_id`` above a hole; answers how many ids were given up to stay bounded."""
         ahead = self.ahead if self.ahead is not None else []
         self.ahead = ahead
@@ -126,27 +183,44 @@ class _Seen:
             ahead.insert(i, [msg_id, msg_id])
         skipped = 0
         while len(ahead) > max_ahead:
-            # Give up the oldest hole: those ids are taken as lost (counted).
-            lo, _ = ahead[0]
-            if self.highest:
-                skipped += lo - self.highest - 1
-            self.highest = lo - 1
-            self.advance(self.highest)
-            ahead = self.ahead or []
+            lo, hi = ahead.pop(0)
+            if not self.highest:
+                # No baseline: the first push looks back for what it lacks. Forgetting
+                # an own range risks a copy of the connection's own message, no loss.
+                continue
+            # The oldest hole is no longer waited for: owed, fetched before the next
+            # push above it (its own late push is still written).
+            owed = self.owed if self.owed is not None else []
+            self.owed = owed
+            owed.append([self.highest + 1, lo - 1])
+            while len(owed) > max_owed:
+                old_lo, old_hi = owed.pop(0)  # the oldest: taken as lost (counted)
+                skipped += old_hi - old_lo + 1
+            self.highest = hi
+            self.advance(hi)
+        if not ahead:
+            self.ahead = None
         return skipped
 
 
 class PushOrder:
     """One connection's record of the highest msg_id per conversation."""
 
-    __slots__ = ("_seen", "max_ahead", "max_conversations", "max_gap")
+    __slots__ = ("_seen", "max_ahead", "max_conversations", "max_fill", "max_gap", "max_owed")
 
     def __init__(
-        self, max_conversations: int = MAX_CONVERSATIONS, max_gap: int = MAX_GAP, max_ahead: int = MAX_AHEAD
+        self,
+        max_conversations: int = MAX_CONVERSATIONS,
+        max_gap: int = MAX_GAP,
+        max_ahead: int = MAX_AHEAD,
+        max_fill: int = MAX_FILL,
+        max_owed: int = MAX_OWED,
     ) -> None:
         self.max_conversations = max_conversations
         self.max_gap = max_gap
         self.max_ahead = max_ahead
+        self.max_fill = max_fill
+        self.max_owed = max_owed
         self._seen: OrderedDict[Hashable, _Seen] = OrderedDict()
 
     def __len__(self) -> int:
@@ -163,23 +237,41 @@ class PushOrder:
             self._seen.move_to_end(conversation)
         return seen
 
-    def _new(self, conversation: Hashable, highest: int) -> _Seen:
-        seen = self._seen[conversation] = _Seen(highest)
-        if len(self._seen) > self.max_conversations:
-            self._seen.popitem(last=False)
-        return seen
+    def _new(self, conversation: Hashable) -> tuple[_Seen, int]:
+        """A conversation without a baseline; answers it, and how many owed ids the
+        one forgotten to make room for it took along (normally 0)."""
+        seen = self._seen[conversation] = _Seen(0)
+        if len(self._seen) <= self.max_conversations:
+            return seen, 0
+        # The least recently used, but rather one owing nothing: its next push
+        # is a first that looks back; owed ids older than that would be lost.
+        victim = next((k for k, v in self._seen.items() if v.owed is None and k != conversation), None)
+        if victim is None:
+            victim = next(iter(self._seen))
+        owed = self._seen.pop(victim).owed or []
+        return seen, sum(hi - lo + 1 for lo, hi in owed)
 
     def decide(self, conversation: Hashable, msg_id: int) -> Decision:
         """What to do with a push of ``msg_id``; the record assumes the caller does it.
 
-        After a :class:`Gap` the highest is ``msg_id`` whether or not the
-        fill succeeds (an unfilled gap is written past, counted by the caller).
+        After a :class:`Gap` the connection is taken to have ``msg_id`` and
+        the missing ids whether or not the fill succeeds (an unfilled gap is
+        written past, counted by the caller).
         """
         seen = self._get(conversation)
+        lost = 0
         if seen is None:
-            seen = self._new(conversation, 0)
+            seen, lost = self._new(conversation)
         elif seen.has(msg_id):
             return DUPLICATE
+        if msg_id <= seen.highest:
+            # An owed id (a hole given up to bound the ahead ranges): its late push.
+            before = seen.take_owed(msg_id)
+            seen.forget_owed(msg_id)
+            if not before:
+                return WRITE
+            skipped = max(0, len(before) - self.max_fill)
+            return Gap(tuple(before[skipped:]), skipped)
         first = not seen.highest
         if first:
             # No baseline (only the connection's own ids, if any): the ids just
@@ -188,12 +280,12 @@ class PushOrder:
             seen.highest = max(0, msg_id - 1 - self.max_gap)
             if seen.ahead is not None:
                 seen.ahead = [r for r in seen.ahead if r[1] > seen.highest] or None
-        missing = seen.missing(msg_id)
+        missing = seen.take_owed(msg_id) + seen.missing(msg_id)
         seen.advance(msg_id)
-        if not missing:
+        if not missing and not lost:
             return WRITE
-        skipped = 0 if first else max(0, len(missing) - self.max_gap)
-        return Gap(tuple(missing[skipped:]), skipped, first)
+        skipped = 0 if first else max(0, len(missing) - self.max_fill)
+        return Gap(tuple(missing[skipped:]), skipped + lost, first)
 
     def raise_to(self, conversation: Hashable, msg_id: int) -> int:
         """The connection has ``msg_id`` without a push (it sent it).
@@ -201,11 +293,15 @@ class PushOrder:
         Answers how many ids were given up to stay bounded (normally 0).
         """
         seen = self._get(conversation)
+        lost = 0
         if seen is None:
-            seen = self._new(conversation, 0)
+            seen, lost = self._new(conversation)
         if seen.has(msg_id):
-            return 0
+            return lost
+        if msg_id <= seen.highest:  # owed: its ack came after a later one's
+            seen.forget_owed(msg_id)
+            return lost
         if seen.highest and msg_id == seen.highest + 1:
             seen.advance(msg_id)
-            return 0
-        return seen.add_ahead(msg_id, self.max_ahead)
+            return lost
+        return lost + seen.add_ahead(msg_id, self.max_ahead, self.max_owed)

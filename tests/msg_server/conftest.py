@@ -24,6 +24,7 @@ from common.errors import Unavailable
 from common.link import Identity, Link, LinkServer
 from common.pb import base_pb2, internal_pb2, message_pb2
 from common.rpc import Commands
+from db_proxy.handlers import MAX_LIST
 from msg_server import server as msg_server
 from msg_server.config import MsgServerConfig
 from msg_server.gateway import Gateway
@@ -57,6 +58,7 @@ class FakeDb:
     hold_by_id: asyncio.Event = field(default_factory=asyncio.Event)
     by_id_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     fail_by_id: bool = False
+    fail_by_id_after: int | None = None  # that many MSG_BY_ID answered, then the others fail
 
     def __post_init__(self) -> None:
         self.hold_saves.set()
@@ -92,7 +94,8 @@ class FakeDb:
         self.by_id_requests.append(req)
         self.by_id_arrived.set()
         await self.hold_by_id.wait()
-        if self.fail_by_id:
+        after = self.fail_by_id_after
+        if self.fail_by_id or (after is not None and len(self.by_id_requests) > after):
             raise Unavailable("storage is down")
         key = conversation_key(req.session_type, req.user_id, req.session_id)
         found = self.stored.get(key, {})
@@ -100,7 +103,8 @@ class FakeDb:
             user_id=req.user_id,
             session_type=req.session_type,
             session_id=req.session_id,
-            msg_list=[found[i] for i in req.msg_id_list if i in found],
+            # As db_proxy (db_proxy/handlers.py): at most MAX_LIST ids a request.
+            msg_list=[found[i] for i in list(req.msg_id_list)[:MAX_LIST] if i in found],
         )
 
     def commands(self) -> Commands:

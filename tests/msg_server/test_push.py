@@ -266,3 +266,83 @@ async def test_shuffled_and_repeated_pushes_in_flight_at_once(
         for client in (bob, bob_phone):
             assert await ids_pushed(client, 31 - order[0] + 1) == list(range(order[0], 32)), order
             assert not client.pushed(Cmd.MSG_DATA)
+
+
+async def test_a_gap_of_250_is_fetched_whole_in_chunks_of_100(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway frozen 10 s at 10 msg/s and more: a connection that stayed up misses
+    250 ids; all are fetched (db_proxy answers at most 100 ids a request), in order."""
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        await bed.push(push_1to1(ALICE, BOB, 1))
+        assert await ids_pushed(bob, 1) == [1]
+        for msg_id in range(2, 252):
+            bed.db.store(KEY, msg_id, ALICE, b"s%d" % msg_id)
+        unfilled, filled = dropped("gap_unfilled"), gaps_filled()
+        bed.db.by_id_requests.clear()
+        assert not (await bed.push(push_1to1(ALICE, BOB, 252))).retry_user_ids
+        await bed.push(push_1to1(ALICE, BOB, 253))
+        assert await ids_pushed(bob, 252) == list(range(2, 254))
+        assert not bob.pushed(Cmd.MSG_DATA)
+        assert [len(r.msg_id_list) for r in bed.db.by_id_requests] == [100, 100, 50]
+        assert [i for r in bed.db.by_id_requests for i in r.msg_id_list] == list(range(2, 252))
+        assert gaps_filled() - filled == 250
+        assert dropped("gap_unfilled") == unfilled
+
+
+async def test_a_hole_given_up_to_bound_own_sends_ahead_is_filled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group member that sends while another member's pushes are delayed: past the
+    bound of ahead ranges the oldest hole is no longer waited for; it is fetched
+    before the next push, and the delayed pushes are then duplicates."""
+    group = 900
+    gkey = (2, group, 0)
+
+    def group_push(sender: int, msg_id: int) -> internal_pb2.PushMsg:
+        push = push_1to1(sender, group, msg_id)
+        push.user_ids[:] = [ALICE]  # bob's own connection is not what this test is about
+        push.session_type = base_pb2.SESSION_TYPE_GROUP
+        body = message_pb2.IMMsgData.FromString(push.body)
+        body.msg_type = base_pb2.MSG_TYPE_GROUP_TEXT
+        push.body = body.SerializeToString()
+        return push
+
+    async with running(monkeypatch) as bed:
+        alice = await bed.client(ALICE)
+        await bed.client(BOB)
+        bed.db.store(gkey, 1, BOB, b"g1")
+        await bed.push(group_push(BOB, 1))
+        assert await ids_pushed(alice, 1) == [1]
+        unfilled = dropped("gap_unfilled")
+        # Bob's messages (even ids) are stored, their pushes delayed; alice's own (odd) acked.
+        (conn,) = bed.gateway.sessions[ALICE]
+        for msg_id in range(2, 42):
+            if msg_id % 2:
+                assert conn.order().raise_to(gkey, msg_id) == 0
+            else:
+                bed.db.store(gkey, msg_id, BOB, b"g%d" % msg_id)
+        assert dropped("gap_unfilled") == unfilled
+        # Bob's next message is pushed: everything alice lacks comes first, in order.
+        bed.db.store(gkey, 42, BOB, b"g42")
+        await bed.push(group_push(BOB, 42))
+        assert await ids_pushed(alice, 21) == list(range(2, 43, 2))
+        for msg_id in range(2, 42, 2):  # the delayed pushes, at last
+            await bed.push(group_push(BOB, msg_id))
+        await bed.push(group_push(BOB, 43))
+        assert await ids_pushed(alice, 1) == [43]
+        assert dropped("gap_unfilled") == unfilled
+
+
+async def test_storage_failing_mid_gap_writes_the_rest_past_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        await bed.push(push_1to1(ALICE, BOB, 1))
+        assert await ids_pushed(bob, 1) == [1]
+        for msg_id in range(2, 252):
+            bed.db.store(KEY, msg_id, ALICE, b"s%d" % msg_id)
+        unfilled = dropped("gap_unfilled")
+        bed.db.by_id_requests.clear()
+        bed.db.fail_by_id_after = 1  # the first chunk comes, the second fails
+        await bed.push(push_1to1(ALICE, BOB, 252))
+        assert await ids_pushed(bob, 101) == [*range(2, 102), 252]
+        # Not a request per chunk left while storage fails: the rest is written past.
+        assert len(bed.db.by_id_requests) == 2
+        assert dropped("gap_unfilled") - unfilled == 150
