@@ -7,7 +7,7 @@ IMCLUSTER_TEST_REDIS. Its delivery log is the engine's: in process on
 SQLite (the embedded default), Redis Streams on ``mysql+redis``, NATS
 JetStream (IMCLUSTER_TEST_NATS) on ``mysql+nats``, each with names of its
 own, deleted when the cluster stops. ``mysql+nats`` runs only the modules
-that set ``EVERY_DELIVERY_LOG = True`` (the messaging ones), to keep the
+that set ``EVERY_DELIVERY_LOG = True`` (delivery and faults), to keep the
 suite short.
 
 No server may log a traceback while the suite runs: a traceback is a bug,

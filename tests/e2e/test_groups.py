@@ -9,8 +9,6 @@ from common.pb import base_pb2, group_pb2, message_pb2
 from tests.e2e.conftest import CROWD, Cluster
 from tests.support.ttclient import TTClient
 
-# Pushes go through the delivery log: run on each of its backends (conftest).
-EVERY_DELIVERY_LOG = True
 
 ADD, DEL = base_pb2.GROUP_MODIFY_TYPE_ADD, base_pb2.GROUP_MODIFY_TYPE_DEL
 

@@ -12,8 +12,6 @@ from common.pb import base_pb2, message_pb2
 from tests.e2e.conftest import Cluster
 from tests.support.ttclient import TTClient, discover
 
-# Pushes go through the delivery log: run on each of its backends (conftest).
-EVERY_DELIVERY_LOG = True
 
 
 async def test_discovery_json_is_teamtalks(cluster: Cluster) -> None:
