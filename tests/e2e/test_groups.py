@@ -9,7 +9,6 @@ from common.pb import base_pb2, group_pb2, message_pb2
 from tests.e2e.conftest import CROWD, Cluster
 from tests.support.ttclient import TTClient
 
-
 ADD, DEL = base_pb2.GROUP_MODIFY_TYPE_ADD, base_pb2.GROUP_MODIFY_TYPE_DEL
 
 

@@ -13,7 +13,6 @@ from tests.e2e.conftest import Cluster
 from tests.support.ttclient import TTClient, discover
 
 
-
 async def test_discovery_json_is_teamtalks(cluster: Cluster) -> None:
     reply = await asyncio.to_thread(discover, cluster.discovery_url)
     assert reply["code"] == 0
