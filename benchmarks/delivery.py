@@ -67,6 +67,7 @@ from benchmarks.measure import median, percentile  # noqa: E402
 from benchmarks.settings import HOST, LOGIN_TIMEOUT, PASSWORD_MD5  # noqa: E402
 from benchmarks.wire import BenchConn, Reply, connect_and_login, login_body  # noqa: E402
 from common.commands import Cmd  # noqa: E402
+from common.delivery import delete_delivery_log  # noqa: E402
 from common.pb import base_pb2, login_pb2, message_pb2  # noqa: E402
 from imctl.cluster import LocalCluster, write_secret_file  # noqa: E402
 
@@ -376,21 +377,6 @@ def log_url(backend: str, tag: str) -> str:
     raise SystemExit(f"unknown backend {backend!r} (memory, redis, nats)")
 
 
-async def drop_log(url: str) -> None:
-    """Remove a run's Redis streams or JetStream stream (memory:// went with the process)."""
-    if url.startswith("memory"):
-        return
-    from common.delivery import open_delivery_log
-
-    log = await open_delivery_log(url)
-    try:
-        delete = getattr(log, "delete", None)
-        if delete is not None:
-            await delete()
-    finally:
-        await log.close()
-
-
 def run_python(code: Path, cwd: Path, script: str, *args: str) -> None:
     """``script`` in a child with that code first on its path (users, schema of that version)."""
     env = {**os.environ, "PYTHONPATH": str(code)}
@@ -444,7 +430,7 @@ def one_cluster(path: Path_, opts: Options, run_dir: Path) -> dict[str, Any]:
             cluster.stop()
             url = path.db.get("delivery_log", "memory://")
             with contextlib.suppress(Exception):
-                uvloop.run(drop_log(url))
+                uvloop.run(delete_delivery_log(url))
     return result
 
 

@@ -24,8 +24,8 @@ from common.link import Identity, Link, LinkDown, LinkSettings, Upstream
 from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
 from msg_server.config import MsgServerConfig
-from msg_server.metrics import PUSHED, PUSHES_DROPPED, RELAY_LATENCY
-from msg_server.push import Pusher, from_deliver
+from msg_server.metrics import PUSHED, PUSHES_DROPPED
+from msg_server.push import Pusher
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -231,18 +231,11 @@ class Gateway:
         return any(link.send_raw(command_id, body) for link in self.route_links)
 
     def push_local(self, deliver: internal_pb2.RouteDeliver) -> None:
-        if deliver.command_id == Cmd.MSG_DATA and not deliver.broadcast:
-            push = from_deliver(deliver)
-            if push is not None:
-                self.pusher.push(push)  # nobody to answer: the writes run on their own
-                return
         skip_conn = (
             deliver.origin.conn_id
             if deliver.HasField("origin") and deliver.origin.gateway_id == self.node_id
             else 0
         )
-        if deliver.sent_at_us and deliver.command_id == Cmd.MSG_DATA:
-            RELAY_LATENCY.observe(max(0.0, time.time() - deliver.sent_at_us / 1e6))
         wanted = deliver.device_class
         if deliver.broadcast:
             targets: Iterable[ClientConnection] = [c for conns in self.sessions.values() for c in conns]

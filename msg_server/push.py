@@ -23,7 +23,7 @@ from collections.abc import Coroutine, Hashable
 from typing import TYPE_CHECKING, Any
 
 from common.commands import Cmd, Rpcs
-from common.conversation import conversation_key, session_type_of
+from common.conversation import conversation_key
 from common.errors import ImError
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.metrics import GAPS_FILLED, PUSH_LATENCY, PUSHED, PUSHES_DROPPED, RELAY_LATENCY
@@ -242,32 +242,6 @@ def settled(conn: ClientConnection, push: internal_pb2.PushMsg, decision: Decisi
         # Ids skipped are still counted (by the fill, with nothing to fetch).
         return Gap((), decision.skipped, first=True) if decision.skipped else WRITE
     return decision
-
-
-def from_deliver(deliver: internal_pb2.RouteDeliver) -> internal_pb2.PushMsg | None:
-    """A stored message on the one-way path (a db_proxy from before acknowledged
-    pushes, during a rolling upgrade) as a push, so both paths share one record
-    per connection: written once, in order. None if its body is not a message."""
-    msg = message_pb2.IMMsgData()
-    try:
-        msg.ParseFromString(deliver.body)
-    except Exception:  # DecodeError, or whatever the parser raises on garbage
-        return None
-    session_type = session_type_of(msg.msg_type) if msg.IsInitialized() else None
-    if session_type is None:
-        return None
-    push = internal_pb2.PushMsg(
-        user_ids=deliver.user_ids,
-        session_type=base_pb2.SessionType.ValueType(session_type),
-        from_user_id=msg.from_user_id,
-        to_id=msg.to_session_id,
-        msg_id=msg.msg_id,
-        body=deliver.body,
-        committed_at_us=deliver.sent_at_us,
-    )
-    if deliver.HasField("origin"):
-        push.origin.CopyFrom(deliver.origin)
-    return push
 
 
 def peer_of(key: tuple[int, int, int], user_id: int) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "DeliveryLog",
     "Entry",
     "StreamLost",
+    "delete_delivery_log",
     "open_delivery_log",
     "partition_of",
 ]
@@ -104,3 +105,18 @@ async def open_delivery_log(url: str) -> DeliveryLog:
         max_bytes=_int(options, "max_bytes", 64 << 20),
         ack_wait_s=ack_wait,
     )
+
+
+async def delete_delivery_log(url: str) -> None:
+    """Drop what the log named by ``url`` keeps in its engine: Redis streams and
+    leases, a JetStream stream (tests, benchmarks, decommissioning). A
+    ``memory://`` log goes with its process: nothing to do."""
+    if urlsplit(url).scheme.lower() == "memory":
+        return
+    log = await open_delivery_log(url)
+    try:
+        delete = getattr(log, "delete", None)
+        if delete is not None:
+            await delete()
+    finally:
+        await log.close()

@@ -11,7 +11,7 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from common.commands import Cmd, OneWays
+from common.commands import Cmd
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server import push as push_module
 from tests.msg_server.conftest import push_1to1, running
@@ -205,24 +205,6 @@ async def test_group_push_reaches_every_member_connection_once(monkeypatch: pyte
         assert {(r.user_id, r.session_type, r.session_id) for r in bed.db.by_id_requests} == {
             (BOB, base_pb2.SESSION_TYPE_GROUP, group)
         }
-
-
-async def test_the_one_way_path_shares_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stored message that comes both ways (a db_proxy from before acknowledged
-    pushes, during a rolling upgrade) is written once."""
-    async with running(monkeypatch) as bed:
-        bob = await bed.client(BOB)
-        for msg_id in (1, 2):
-            push = push_1to1(ALICE, BOB, msg_id)
-            deliver = internal_pb2.RouteDeliver(
-                user_ids=push.user_ids, command_id=Cmd.MSG_DATA, body=push.body, sent_at_us=1
-            )
-            assert bed.link.send(OneWays.ROUTE_DELIVER, deliver)
-            await bed.push(push)  # the same frame after it on the same link: a duplicate by then
-        assert await ids_pushed(bob, 2) == [1, 2]
-        await bed.push(push_1to1(ALICE, BOB, 3))
-        assert await ids_pushed(bob, 1) == [3]
-        assert not bob.pushed(Cmd.MSG_DATA)
 
 
 async def test_too_many_behind_a_fill_are_handed_back(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ import os
 import secrets
 from collections.abc import Iterator
 
-from common.delivery import open_delivery_log
+from common.delivery import delete_delivery_log
 
 REDIS_URL = os.environ.get("IMCLUSTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("IMCLUSTER_TEST_NATS", "nats://127.0.0.1:4222")
@@ -33,16 +33,6 @@ def delivery_log_url(backend: str) -> str:
     raise ValueError(f"unknown delivery log backend {backend!r}")
 
 
-async def _delete(url: str) -> None:
-    log = await open_delivery_log(url)
-    try:
-        delete = getattr(log, "delete", None)
-        if delete is not None:
-            await delete()
-    finally:
-        await log.close()
-
-
 @contextlib.contextmanager
 def fresh_delivery_log_url(backend: str) -> Iterator[str]:
     """The URL of a log of its own on ``backend``, deleted on exit."""
@@ -51,4 +41,4 @@ def fresh_delivery_log_url(backend: str) -> Iterator[str]:
         yield url
     finally:
         if backend != "memory":
-            asyncio.run(_delete(url))
+            asyncio.run(delete_delivery_log(url))
