@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from common.pb import buddy_pb2, group_pb2, internal_pb2, login_pb2, message_pb2, other_pb2
+from common.pb import buddy_pb2, file_pb2, group_pb2, internal_pb2, login_pb2, message_pb2, other_pb2
 from common.rpc import OneWay, Rpc
 
 
@@ -79,6 +79,19 @@ class Cmd(IntEnum):
     GROUP_SHIELD_REQ = 0x0409
     GROUP_SHIELD_RES = 0x040A
     GROUP_CHANGE_MEMBER_NOTIFY = 0x040B
+    # 0x05 file (0x0501-0x0505 go to the file server, the rest to the gateway)
+    FILE_LOGIN_REQ = 0x0501
+    FILE_LOGIN_RES = 0x0502
+    FILE_STATE = 0x0503
+    FILE_PULL_DATA_REQ = 0x0504
+    FILE_PULL_DATA_RES = 0x0505
+    FILE_REQ = 0x0506
+    FILE_RES = 0x0507
+    FILE_NOTIFY = 0x0508
+    FILE_HAS_OFFLINE_REQ = 0x0509
+    FILE_HAS_OFFLINE_RES = 0x050A
+    FILE_ADD_OFFLINE_REQ = 0x050B
+    FILE_DEL_OFFLINE_REQ = 0x050C
     # 0x06 switch, 0x07 other
     P2P_CMD = 0x0601
     HEARTBEAT = 0x0701
@@ -107,6 +120,16 @@ class Cmd(IntEnum):
     ADMIN_RESULT = 0x0841
     PUSH_MSG_REQ = 0x0850
     PUSH_MSG_RES = 0x0851
+    FILE_TASK_REQ = 0x0860
+    FILE_TASK_RES = 0x0861
+    FILE_OFFLINE_READY_REQ = 0x0862
+    FILE_OFFLINE_READY_RES = 0x0863
+    FILE_OFFLINE_DELETE = 0x0864
+    FILE_SERVER_INFO_REQ = 0x0865
+    FILE_SERVER_INFO_RES = 0x0866
+    DB_OFFLINE_FILE_ADD = 0x0867
+    DB_OFFLINE_FILE_DEL_REQ = 0x0868
+    DB_OFFLINE_FILE_DEL_RES = 0x0869
 
 
 MESSAGE_OF: dict[int, type[Message]] = {
@@ -169,6 +192,18 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.GROUP_SHIELD_REQ: group_pb2.IMGroupShieldReq,
     Cmd.GROUP_SHIELD_RES: group_pb2.IMGroupShieldRsp,
     Cmd.GROUP_CHANGE_MEMBER_NOTIFY: group_pb2.IMGroupChangeMemberNotify,
+    Cmd.FILE_LOGIN_REQ: file_pb2.IMFileLoginReq,
+    Cmd.FILE_LOGIN_RES: file_pb2.IMFileLoginRsp,
+    Cmd.FILE_STATE: file_pb2.IMFileState,
+    Cmd.FILE_PULL_DATA_REQ: file_pb2.IMFilePullDataReq,
+    Cmd.FILE_PULL_DATA_RES: file_pb2.IMFilePullDataRsp,
+    Cmd.FILE_REQ: file_pb2.IMFileReq,
+    Cmd.FILE_RES: file_pb2.IMFileRsp,
+    Cmd.FILE_NOTIFY: file_pb2.IMFileNotify,
+    Cmd.FILE_HAS_OFFLINE_REQ: file_pb2.IMFileHasOfflineReq,
+    Cmd.FILE_HAS_OFFLINE_RES: file_pb2.IMFileHasOfflineRsp,
+    Cmd.FILE_ADD_OFFLINE_REQ: file_pb2.IMFileAddOfflineReq,
+    Cmd.FILE_DEL_OFFLINE_REQ: file_pb2.IMFileDelOfflineReq,
     Cmd.P2P_CMD: other_pb2.IMP2PCmdMsg,
     Cmd.HEARTBEAT: other_pb2.IMHeartBeat,
     Cmd.LINK_HELLO: internal_pb2.LinkHello,
@@ -195,6 +230,16 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.ADMIN_RESULT: internal_pb2.AdminResult,
     Cmd.PUSH_MSG_REQ: internal_pb2.PushMsg,
     Cmd.PUSH_MSG_RES: internal_pb2.PushMsgResult,
+    Cmd.FILE_TASK_REQ: internal_pb2.FileTaskReq,
+    Cmd.FILE_TASK_RES: internal_pb2.FileTaskRes,
+    Cmd.FILE_OFFLINE_READY_REQ: internal_pb2.FileOfflineReadyReq,
+    Cmd.FILE_OFFLINE_READY_RES: internal_pb2.FileOfflineReadyRes,
+    Cmd.FILE_OFFLINE_DELETE: internal_pb2.FileOfflineDeleteReq,
+    Cmd.FILE_SERVER_INFO_REQ: internal_pb2.FileServerInfoReq,
+    Cmd.FILE_SERVER_INFO_RES: internal_pb2.FileServerInfo,
+    Cmd.DB_OFFLINE_FILE_ADD: internal_pb2.DbOfflineFileAdd,
+    Cmd.DB_OFFLINE_FILE_DEL_REQ: internal_pb2.DbOfflineFileDel,
+    Cmd.DB_OFFLINE_FILE_DEL_RES: internal_pb2.DbOfflineFileDelRes,
 }
 
 
@@ -296,6 +341,28 @@ class Rpcs:
     )
     GROUP_SHIELD: Rpc[group_pb2.IMGroupShieldReq, group_pb2.IMGroupShieldRsp] = _rpc(
         Cmd.GROUP_SHIELD_REQ, Cmd.GROUP_SHIELD_RES
+    )
+    FILE_HAS_OFFLINE: Rpc[file_pb2.IMFileHasOfflineReq, file_pb2.IMFileHasOfflineRsp] = _rpc(
+        Cmd.FILE_HAS_OFFLINE_REQ, Cmd.FILE_HAS_OFFLINE_RES
+    )
+    DB_OFFLINE_FILE_ADD: Rpc[internal_pb2.DbOfflineFileAdd, internal_pb2.LinkOk] = _rpc(
+        Cmd.DB_OFFLINE_FILE_ADD, Cmd.LINK_OK
+    )
+    DB_OFFLINE_FILE_DEL: Rpc[internal_pb2.DbOfflineFileDel, internal_pb2.DbOfflineFileDelRes] = _rpc(
+        Cmd.DB_OFFLINE_FILE_DEL_REQ, Cmd.DB_OFFLINE_FILE_DEL_RES
+    )
+    # gateway -> file_server
+    FILE_TASK: Rpc[internal_pb2.FileTaskReq, internal_pb2.FileTaskRes] = _rpc(
+        Cmd.FILE_TASK_REQ, Cmd.FILE_TASK_RES
+    )
+    FILE_OFFLINE_READY: Rpc[internal_pb2.FileOfflineReadyReq, internal_pb2.FileOfflineReadyRes] = _rpc(
+        Cmd.FILE_OFFLINE_READY_REQ, Cmd.FILE_OFFLINE_READY_RES
+    )
+    FILE_OFFLINE_DELETE: Rpc[internal_pb2.FileOfflineDeleteReq, internal_pb2.LinkOk] = _rpc(
+        Cmd.FILE_OFFLINE_DELETE, Cmd.LINK_OK
+    )
+    FILE_SERVER_INFO: Rpc[internal_pb2.FileServerInfoReq, internal_pb2.FileServerInfo] = _rpc(
+        Cmd.FILE_SERVER_INFO_REQ, Cmd.FILE_SERVER_INFO_RES
     )
     # gateway or admin -> route_server
     ROUTE_USERS_STAT: Rpc[internal_pb2.RouteUsersStatReq, internal_pb2.RouteUsersStatRes] = _rpc(

@@ -28,6 +28,8 @@ SERVERS = {
     "msg": "msg_server.__main__",
     "route": "route_server.__main__",
     "db": "db_proxy.__main__",
+    "file": "file_server.__main__",
+    "msfs": "msfs.__main__",
 }
 
 __all__ = ["main", "resolve_config"]

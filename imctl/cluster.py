@@ -47,7 +47,7 @@ def _die_with_parent() -> None:
 
 @dataclass
 class ServerProcess:
-    kind: str  # login, msg, route, db
+    kind: str  # login, msg, route, db, file, msfs
     name: str
     overrides: dict[str, str]
     ready_file: Path
@@ -99,7 +99,8 @@ class ServerProcess:
 
 @dataclass
 class LocalCluster:
-    """The default local topology: 1 db_proxy, 1 login, N gateways, R route servers.
+    """The default local topology: 1 db_proxy, 1 login, N gateways, R route servers,
+    1 file_server and 1 msfs (sharing one file store under ``run_dir``).
 
     With ``base_port`` 0 every server binds a free port and the next one is
     told the real port of the last (that is how the tests run clusters).
@@ -122,6 +123,7 @@ class LocalCluster:
     secret_file: Path | None = None  # None: no cluster secret (every link is on loopback)
     tls_dir: Path | None = None  # None: no TLS; else the CA and one certificate per server, made if missing
     servers: list[ServerProcess] = field(default_factory=list)
+    file_addr: str = ""  # the file_server's internal link, once started
 
     def _port(self, offset: int) -> str:
         return str(self.base_port + offset) if self.base_port else "0"
@@ -191,6 +193,38 @@ class LocalCluster:
         db = self._launch(self._server("db", "db-1", db_overrides), ready_timeout)
         http = str(self.http_port) if self.base_port else "0"
         db_addr = f"127.0.0.1:{db.info['port']}"
+        store = str(self.run_dir / "files")
+        file_server = self._launch(
+            self._server(
+                "file",
+                "file-1",
+                {
+                    "node_id": "file-1",
+                    "host": LOOPBACK,
+                    "port": self._port(610),
+                    "client_port": self._port(600),
+                    "advertise_ip": self.advertise_ip,
+                    "store": store,
+                    "metrics_port": self._port(620),
+                },
+            ),
+            ready_timeout,
+        )
+        self.file_addr = f"127.0.0.1:{file_server.info['port']}"
+        msfs = self._launch(
+            self._server(
+                "msfs",
+                "msfs-1",
+                {
+                    "node_id": "msfs-1",
+                    "port": self._port(700),
+                    "store": store,
+                    "metrics_port": self._port(710),
+                },
+            ),
+            ready_timeout,
+        )
+        msfs_url = f"http://{self.advertise_ip}:{msfs.info['port']}/"
         login_overrides = {
             "node_id": "login-1",
             "http_port": http,
@@ -200,6 +234,8 @@ class LocalCluster:
             # For the admin API, which calls both.
             "db_proxies": db_addr,
             "route_servers": route_addr,
+            "msfs_prior": msfs_url,
+            "msfs_backup": msfs_url,
         }
         login = self._launch(self._server("login", "login-1", login_overrides), ready_timeout)
         for i in range(self.gateways):
@@ -235,6 +271,7 @@ class LocalCluster:
             "db_proxies": db,
             "route_servers": route,
             "login_servers": login,
+            "file_servers": self.file_addr,
         }
         return self._launch(self._server("msg", name, overrides), ready_timeout)
 

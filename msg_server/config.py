@@ -56,6 +56,12 @@ class MsgServerConfig:
     route_servers: tuple[str, ...] = setting(
         ["127.0.0.1:8200"], "route_server addresses; the gateway links to every one."
     )
+    file_servers: tuple[str, ...] = setting(
+        [],
+        "file_server internal-link addresses. Online transfers go to any linked one; offline files "
+        "to the first that is up (with a disk store, run one, or share its store: docs/files.md). "
+        "Empty: file transfer is refused (IMFileRsp result_code 1).",
+    )
     db_proxies: tuple[str, ...] = setting(
         ["127.0.0.1:10600"],
         "db_proxy addresses. A conversation always goes to the same one, so list them in the same "
@@ -82,12 +88,12 @@ class MsgServerConfig:
         return self.route_loss_grace or self.cluster.dead_after
 
     def __post_init__(self) -> None:
-        for key in ("login_servers", "route_servers", "db_proxies"):
+        for key in ("login_servers", "route_servers", "db_proxies", "file_servers"):
             for address in getattr(self, key):
                 split_address(f"msg_server.{key}", address)
         if not self.db_proxies:
             raise ConfigError("msg_server.db_proxies: at least one db_proxy is needed")
         if self.max_frame_size < 16:
             raise ConfigError("msg_server.max_frame_size: must be at least 16")
-        for key in ("login_servers", "route_servers", "db_proxies"):
+        for key in ("login_servers", "route_servers", "db_proxies", "file_servers"):
             self.cluster.require_secret_for_peers(f"msg_server.{key}", getattr(self, key))

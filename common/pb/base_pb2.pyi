@@ -223,6 +223,130 @@ DEPT_STATUS_OK: DepartmentStatusType.ValueType  # 0
 DEPT_STATUS_DELETE: DepartmentStatusType.ValueType  # 1
 Global___DepartmentStatusType: _TypeAlias = DepartmentStatusType  # noqa: Y015
 
+class _TransferFileType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TransferFileTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TransferFileType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FILE_TYPE_ONLINE: _TransferFileType.ValueType  # 1
+    """relayed live from sender to receiver"""
+    FILE_TYPE_OFFLINE: _TransferFileType.ValueType  # 2
+    """uploaded first, downloaded later"""
+
+class TransferFileType(_TransferFileType, metaclass=_TransferFileTypeEnumTypeWrapper):
+    """File transfer (service 0x05): how a file travels, and what each peer is on the file server."""
+
+FILE_TYPE_ONLINE: TransferFileType.ValueType  # 1
+"""relayed live from sender to receiver"""
+FILE_TYPE_OFFLINE: TransferFileType.ValueType  # 2
+"""uploaded first, downloaded later"""
+Global___TransferFileType: _TypeAlias = TransferFileType  # noqa: Y015
+
+class _ClientFileState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ClientFileStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClientFileState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLIENT_FILE_PEER_READY: _ClientFileState.ValueType  # 0
+    CLIENT_FILE_CANCEL: _ClientFileState.ValueType  # 1
+    CLIENT_FILE_REFUSE: _ClientFileState.ValueType  # 2
+    CLIENT_FILE_DONE: _ClientFileState.ValueType  # 3
+
+class ClientFileState(_ClientFileState, metaclass=_ClientFileStateEnumTypeWrapper): ...
+
+CLIENT_FILE_PEER_READY: ClientFileState.ValueType  # 0
+CLIENT_FILE_CANCEL: ClientFileState.ValueType  # 1
+CLIENT_FILE_REFUSE: ClientFileState.ValueType  # 2
+CLIENT_FILE_DONE: ClientFileState.ValueType  # 3
+Global___ClientFileState: _TypeAlias = ClientFileState  # noqa: Y015
+
+class _ClientFileRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ClientFileRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClientFileRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLIENT_REALTIME_SENDER: _ClientFileRole.ValueType  # 1
+    CLIENT_REALTIME_RECVER: _ClientFileRole.ValueType  # 2
+    CLIENT_OFFLINE_UPLOAD: _ClientFileRole.ValueType  # 3
+    CLIENT_OFFLINE_DOWNLOAD: _ClientFileRole.ValueType  # 4
+
+class ClientFileRole(_ClientFileRole, metaclass=_ClientFileRoleEnumTypeWrapper): ...
+
+CLIENT_REALTIME_SENDER: ClientFileRole.ValueType  # 1
+CLIENT_REALTIME_RECVER: ClientFileRole.ValueType  # 2
+CLIENT_OFFLINE_UPLOAD: ClientFileRole.ValueType  # 3
+CLIENT_OFFLINE_DOWNLOAD: ClientFileRole.ValueType  # 4
+Global___ClientFileRole: _TypeAlias = ClientFileRole  # noqa: Y015
+
+class _FileServerError:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FileServerErrorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FileServerError.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FILE_SERVER_ERRNO_OK: _FileServerError.ValueType  # 0
+    FILE_SERVER_ERRNO_CREATE_TASK_ID_ERROR: _FileServerError.ValueType  # 1
+    FILE_SERVER_ERRNO_CREATE_TASK_ERROR: _FileServerError.ValueType  # 2
+    FILE_SERVER_ERRNO_LOGIN_INVALID_TOKEN: _FileServerError.ValueType  # 3
+    FILE_SERVER_ERRNO_INVALID_USER_FOR_TASK: _FileServerError.ValueType  # 4
+    FILE_SERVER_ERRNO_PULL_DATA_WITH_INVALID_TASK_ID: _FileServerError.ValueType  # 5
+    FILE_SERVER_ERRNO_PULL_DATA_ILLIEAGE_USER: _FileServerError.ValueType  # 6
+    FILE_SERVER_ERRNO_PULL_DATA_MKDIR_ERROR: _FileServerError.ValueType  # 7
+    FILE_SERVER_ERRNO_PULL_DATA_OPEN_FILE_ERROR: _FileServerError.ValueType  # 8
+    FILE_SERVER_ERRNO_PULL_DATA_READ_FILE_HEADER_ERROR: _FileServerError.ValueType  # 9
+    FILE_SERVER_ERRNO_PULL_DATA_ALLOC_MEM_ERROR: _FileServerError.ValueType  # 10
+    FILE_SERVER_ERRNO_PULL_DATA_SEEK_OFFSET_ERROR: _FileServerError.ValueType  # 11
+    FILE_SERVER_ERRNO_PULL_DATA_FINISHED: _FileServerError.ValueType  # 12
+
+class FileServerError(_FileServerError, metaclass=_FileServerErrorEnumTypeWrapper):
+    """result_code values of the file commands (IMFileLoginRsp, IMFilePullDataRsp, IMFileRsp)."""
+
+FILE_SERVER_ERRNO_OK: FileServerError.ValueType  # 0
+FILE_SERVER_ERRNO_CREATE_TASK_ID_ERROR: FileServerError.ValueType  # 1
+FILE_SERVER_ERRNO_CREATE_TASK_ERROR: FileServerError.ValueType  # 2
+FILE_SERVER_ERRNO_LOGIN_INVALID_TOKEN: FileServerError.ValueType  # 3
+FILE_SERVER_ERRNO_INVALID_USER_FOR_TASK: FileServerError.ValueType  # 4
+FILE_SERVER_ERRNO_PULL_DATA_WITH_INVALID_TASK_ID: FileServerError.ValueType  # 5
+FILE_SERVER_ERRNO_PULL_DATA_ILLIEAGE_USER: FileServerError.ValueType  # 6
+FILE_SERVER_ERRNO_PULL_DATA_MKDIR_ERROR: FileServerError.ValueType  # 7
+FILE_SERVER_ERRNO_PULL_DATA_OPEN_FILE_ERROR: FileServerError.ValueType  # 8
+FILE_SERVER_ERRNO_PULL_DATA_READ_FILE_HEADER_ERROR: FileServerError.ValueType  # 9
+FILE_SERVER_ERRNO_PULL_DATA_ALLOC_MEM_ERROR: FileServerError.ValueType  # 10
+FILE_SERVER_ERRNO_PULL_DATA_SEEK_OFFSET_ERROR: FileServerError.ValueType  # 11
+FILE_SERVER_ERRNO_PULL_DATA_FINISHED: FileServerError.ValueType  # 12
+Global___FileServerError: _TypeAlias = FileServerError  # noqa: Y015
+
+@_typing.final
+class OfflineFileInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_USER_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    FILE_SIZE_FIELD_NUMBER: _builtins.int
+    from_user_id: _builtins.int
+    task_id: _builtins.str
+    file_name: _builtins.str
+    file_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        from_user_id: _builtins.int | None = ...,
+        task_id: _builtins.str | None = ...,
+        file_name: _builtins.str | None = ...,
+        file_size: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "file_size", b"file_size", "from_user_id", b"from_user_id", "task_id", b"task_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "file_size", b"file_size", "from_user_id", b"from_user_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OfflineFileInfo: _TypeAlias = OfflineFileInfo  # noqa: Y015
+
 @_typing.final
 class IpAddr(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor

@@ -39,6 +39,7 @@ class _LinkRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LinkRole.Val
     ROLE_ROUTE_SERVER: _LinkRole.ValueType  # 4
     ROLE_LOGIN_SERVER: _LinkRole.ValueType  # 5
     """its gateway port"""
+    ROLE_FILE_SERVER: _LinkRole.ValueType  # 6
 
 class LinkRole(_LinkRole, metaclass=_LinkRoleEnumTypeWrapper): ...
 
@@ -50,6 +51,7 @@ ROLE_ADMIN: LinkRole.ValueType  # 3
 ROLE_ROUTE_SERVER: LinkRole.ValueType  # 4
 ROLE_LOGIN_SERVER: LinkRole.ValueType  # 5
 """its gateway port"""
+ROLE_FILE_SERVER: LinkRole.ValueType  # 6
 Global___LinkRole: _TypeAlias = LinkRole  # noqa: Y015
 
 class _ErrorCode:
@@ -829,3 +831,299 @@ class AdminResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AdminResult: _TypeAlias = AdminResult  # noqa: Y015
+
+@_typing.final
+class FileTaskReq(_message.Message):
+    """-- file transfer (docs/files.md) ---------------------------------------------
+    A task's id is a per-user ticket: "<task key>-<mac>", where the task key is
+    32 hex digits naming the task and the mac binds it to one user and role
+    (common/file_ticket.py). Only the file server can mint one.
+
+    0x0860 -> 0x0861, gateway -> file_server: make a task for an IMFileReq.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_USER_ID_FIELD_NUMBER: _builtins.int
+    TO_USER_ID_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    FILE_SIZE_FIELD_NUMBER: _builtins.int
+    TRANS_MODE_FIELD_NUMBER: _builtins.int
+    from_user_id: _builtins.int
+    to_user_id: _builtins.int
+    file_name: _builtins.str
+    file_size: _builtins.int
+    trans_mode: _base_pb2.TransferFileType.ValueType
+    def __init__(
+        self,
+        *,
+        from_user_id: _builtins.int | None = ...,
+        to_user_id: _builtins.int | None = ...,
+        file_name: _builtins.str | None = ...,
+        file_size: _builtins.int | None = ...,
+        trans_mode: _base_pb2.TransferFileType.ValueType | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "file_size", b"file_size", "from_user_id", b"from_user_id", "to_user_id", b"to_user_id", "trans_mode", b"trans_mode"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "file_size", b"file_size", "from_user_id", b"from_user_id", "to_user_id", b"to_user_id", "trans_mode", b"trans_mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileTaskReq: _TypeAlias = FileTaskReq  # noqa: Y015
+
+@_typing.final
+class FileTaskRes(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_CODE_FIELD_NUMBER: _builtins.int
+    SENDER_TASK_ID_FIELD_NUMBER: _builtins.int
+    RECEIVER_TASK_ID_FIELD_NUMBER: _builtins.int
+    IP_ADDR_LIST_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    result_code: _builtins.int
+    """imcluster.base.FileServerError; 0: made"""
+    sender_task_id: _builtins.str
+    """the sender's ticket (its IMFileRsp)"""
+    receiver_task_id: _builtins.str
+    """the receiver's ticket (its IMFileNotify)"""
+    reason: _builtins.str
+    """why refused, for the log"""
+    @_builtins.property
+    def ip_addr_list(self) -> _containers.RepeatedCompositeFieldContainer[_base_pb2.IpAddr]:
+        """where clients reach this file server"""
+
+    def __init__(
+        self,
+        *,
+        result_code: _builtins.int | None = ...,
+        sender_task_id: _builtins.str | None = ...,
+        receiver_task_id: _builtins.str | None = ...,
+        ip_addr_list: _abc.Iterable[_base_pb2.IpAddr] | None = ...,
+        reason: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "receiver_task_id", b"receiver_task_id", "result_code", b"result_code", "sender_task_id", b"sender_task_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_addr_list", b"ip_addr_list", "reason", b"reason", "receiver_task_id", b"receiver_task_id", "result_code", b"result_code", "sender_task_id", b"sender_task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileTaskRes: _TypeAlias = FileTaskRes  # noqa: Y015
+
+@_typing.final
+class FileOfflineReadyReq(_message.Message):
+    """0x0862 -> 0x0863, gateway -> file_server: the sender says its offline
+    upload is complete (IMFileAddOfflineReq); the file server checks that it is,
+    and that it is this sender's, and mints the receiver's download ticket.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_USER_ID_FIELD_NUMBER: _builtins.int
+    TO_USER_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    from_user_id: _builtins.int
+    """the logged-in sender"""
+    to_user_id: _builtins.int
+    task_id: _builtins.str
+    """the sender's ticket"""
+    def __init__(
+        self,
+        *,
+        from_user_id: _builtins.int | None = ...,
+        to_user_id: _builtins.int | None = ...,
+        task_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from_user_id", b"from_user_id", "task_id", b"task_id", "to_user_id", b"to_user_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_user_id", b"from_user_id", "task_id", b"task_id", "to_user_id", b"to_user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileOfflineReadyReq: _TypeAlias = FileOfflineReadyReq  # noqa: Y015
+
+@_typing.final
+class FileOfflineReadyRes(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_CODE_FIELD_NUMBER: _builtins.int
+    TASK_KEY_FIELD_NUMBER: _builtins.int
+    RECEIVER_TASK_ID_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    FILE_SIZE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    IP_ADDR_LIST_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    result_code: _builtins.int
+    """0: complete and the sender's"""
+    task_key: _builtins.str
+    receiver_task_id: _builtins.str
+    file_name: _builtins.str
+    file_size: _builtins.int
+    expires_at: _builtins.int
+    """unix seconds: the file is removed then"""
+    reason: _builtins.str
+    @_builtins.property
+    def ip_addr_list(self) -> _containers.RepeatedCompositeFieldContainer[_base_pb2.IpAddr]: ...
+    def __init__(
+        self,
+        *,
+        result_code: _builtins.int | None = ...,
+        task_key: _builtins.str | None = ...,
+        receiver_task_id: _builtins.str | None = ...,
+        file_name: _builtins.str | None = ...,
+        file_size: _builtins.int | None = ...,
+        expires_at: _builtins.int | None = ...,
+        ip_addr_list: _abc.Iterable[_base_pb2.IpAddr] | None = ...,
+        reason: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "file_name", b"file_name", "file_size", b"file_size", "reason", b"reason", "receiver_task_id", b"receiver_task_id", "result_code", b"result_code", "task_key", b"task_key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "file_name", b"file_name", "file_size", b"file_size", "ip_addr_list", b"ip_addr_list", "reason", b"reason", "receiver_task_id", b"receiver_task_id", "result_code", b"result_code", "task_key", b"task_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileOfflineReadyRes: _TypeAlias = FileOfflineReadyRes  # noqa: Y015
+
+@_typing.final
+class FileOfflineDeleteReq(_message.Message):
+    """0x0864 -> LinkOk, gateway -> file_server: remove an offline file's data now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_KEY_FIELD_NUMBER: _builtins.int
+    task_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_key: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task_key", b"task_key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_key", b"task_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileOfflineDeleteReq: _TypeAlias = FileOfflineDeleteReq  # noqa: Y015
+
+@_typing.final
+class FileServerInfoReq(_message.Message):
+    """0x0865 -> 0x0866, gateway -> file_server: where clients reach it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileServerInfoReq: _TypeAlias = FileServerInfoReq  # noqa: Y015
+
+@_typing.final
+class FileServerInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IP_ADDR_LIST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ip_addr_list(self) -> _containers.RepeatedCompositeFieldContainer[_base_pb2.IpAddr]: ...
+    def __init__(
+        self,
+        *,
+        ip_addr_list: _abc.Iterable[_base_pb2.IpAddr] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_addr_list", b"ip_addr_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileServerInfo: _TypeAlias = FileServerInfo  # noqa: Y015
+
+@_typing.final
+class DbOfflineFileAdd(_message.Message):
+    """0x0867 -> LinkOk, gateway -> db_proxy: list an uploaded offline file for its receiver."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_USER_ID_FIELD_NUMBER: _builtins.int
+    TO_USER_ID_FIELD_NUMBER: _builtins.int
+    TASK_KEY_FIELD_NUMBER: _builtins.int
+    RECEIVER_TASK_ID_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    FILE_SIZE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    from_user_id: _builtins.int
+    to_user_id: _builtins.int
+    task_key: _builtins.str
+    receiver_task_id: _builtins.str
+    file_name: _builtins.str
+    file_size: _builtins.int
+    expires_at: _builtins.int
+    """unix seconds; not listed after"""
+    def __init__(
+        self,
+        *,
+        from_user_id: _builtins.int | None = ...,
+        to_user_id: _builtins.int | None = ...,
+        task_key: _builtins.str | None = ...,
+        receiver_task_id: _builtins.str | None = ...,
+        file_name: _builtins.str | None = ...,
+        file_size: _builtins.int | None = ...,
+        expires_at: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "file_name", b"file_name", "file_size", b"file_size", "from_user_id", b"from_user_id", "receiver_task_id", b"receiver_task_id", "task_key", b"task_key", "to_user_id", b"to_user_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "file_name", b"file_name", "file_size", b"file_size", "from_user_id", b"from_user_id", "receiver_task_id", b"receiver_task_id", "task_key", b"task_key", "to_user_id", b"to_user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbOfflineFileAdd: _TypeAlias = DbOfflineFileAdd  # noqa: Y015
+
+@_typing.final
+class DbOfflineFileDel(_message.Message):
+    """0x0868 -> 0x0869, gateway -> db_proxy: unlist an offline file. Only its
+    receiver or its sender (user_id, the logged-in caller) may.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TASK_KEY_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    task_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int | None = ...,
+        task_key: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task_key", b"task_key", "user_id", b"user_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_key", b"task_key", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbOfflineFileDel: _TypeAlias = DbOfflineFileDel  # noqa: Y015
+
+@_typing.final
+class DbOfflineFileDelRes(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """false: no such file for this user"""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbOfflineFileDelRes: _TypeAlias = DbOfflineFileDelRes  # noqa: Y015
