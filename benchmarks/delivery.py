@@ -418,6 +418,7 @@ def one_cluster(path: Path_, opts: Options, run_dir: Path) -> dict[str, Any]:
             extra={"db": path.db} if path.db else {},
             environ={kind: env for kind in KINDS},
             secret_file=write_secret_file(run_dir / "cluster.secret"),
+            files=False,  # file transfer is not what this measures
         )
         try:
             cluster.start()

@@ -181,6 +181,7 @@ def run(opts: Options) -> tuple[Results, dict[str, Any]]:
                     database_url=db_url,
                     redis_url=redis_url,
                     secret_file=write_secret_file(rep_dir / "cluster.secret"),
+                    files=False,  # file transfer is not what this measures
                 )
                 started_servers.append(cluster)
                 cluster.start()

@@ -116,6 +116,8 @@ class LocalCluster:
     redis_url: str | None = None
     delivery_log: str | None = None  # db_proxy.delivery_log; None: the config's (memory:// by default)
     routes: int = 1  # more than one: active-active, every gateway links to each
+    files: bool = True  # run file_server and msfs (tests that do not use them save two processes)
+    store_dir: Path | None = None  # their shared file store; None: run_dir/files
     extra: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> overrides for every such server
     # kind -> environment for every such server: for secrets (the admin
     # token), which --set would show to every local user in `ps`.
@@ -193,7 +195,33 @@ class LocalCluster:
         db = self._launch(self._server("db", "db-1", db_overrides), ready_timeout)
         http = str(self.http_port) if self.base_port else "0"
         db_addr = f"127.0.0.1:{db.info['port']}"
-        store = str(self.run_dir / "files")
+        msfs_url = self._start_files(ready_timeout) if self.files else ""
+        login_overrides = {
+            "node_id": "login-1",
+            "http_port": http,
+            "gateway_host": LOOPBACK,
+            "gateway_port": self._port(100),
+            "metrics_port": self._port(110),
+            # For the admin API, which calls both.
+            "db_proxies": db_addr,
+            "route_servers": route_addr,
+            "msfs_prior": msfs_url,
+            "msfs_backup": msfs_url,
+        }
+        login = self._launch(self._server("login", "login-1", login_overrides), ready_timeout)
+        for i in range(self.gateways):
+            self.add_gateway(
+                i,
+                route_addr,
+                db_addr,
+                f"127.0.0.1:{login.info['gateway_port']}",
+                ready_timeout,
+            )
+        self.wait_registered(self.gateways, ready_timeout)
+
+    def _start_files(self, ready_timeout: float) -> str:
+        """file_server and msfs on one store; msfs's URL, for discovery."""
+        store = str(self.store_dir or self.run_dir / "files")
         file_server = self._launch(
             self._server(
                 "file",
@@ -224,29 +252,7 @@ class LocalCluster:
             ),
             ready_timeout,
         )
-        msfs_url = f"http://{self.advertise_ip}:{msfs.info['port']}/"
-        login_overrides = {
-            "node_id": "login-1",
-            "http_port": http,
-            "gateway_host": LOOPBACK,
-            "gateway_port": self._port(100),
-            "metrics_port": self._port(110),
-            # For the admin API, which calls both.
-            "db_proxies": db_addr,
-            "route_servers": route_addr,
-            "msfs_prior": msfs_url,
-            "msfs_backup": msfs_url,
-        }
-        login = self._launch(self._server("login", "login-1", login_overrides), ready_timeout)
-        for i in range(self.gateways):
-            self.add_gateway(
-                i,
-                route_addr,
-                db_addr,
-                f"127.0.0.1:{login.info['gateway_port']}",
-                ready_timeout,
-            )
-        self.wait_registered(self.gateways, ready_timeout)
+        return f"http://{self.advertise_ip}:{msfs.info['port']}/"
 
     def wait_registered(self, count: int, timeout: float) -> None:
         """Wait until login_server hands out ``count`` gateways."""

@@ -79,7 +79,7 @@ class DiskStore(BlobStore):
 
 
 def _walk(base: Path) -> list[tuple[str, int, float]]:
-    result = []
+    result: list[tuple[str, int, float]] = []
     if not base.is_dir():
         return result
     for shard in base.iterdir():

@@ -139,6 +139,7 @@ def up(
         delivery_log=delivery_log,
         routes=routes,
         tls_dir=run_dir / TLS_DIR if tls else None,
+        store_dir=run_dir.parent / "files",
     )
     if not configured_token:
         cluster.environ = {"login": {TOKEN_ENV: token}}

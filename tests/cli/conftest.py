@@ -95,7 +95,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminCluster]:
     empty_run_dir = tmp / "imctl-run"
     empty_run_dir.mkdir()
     with fresh_mysql_url() as url:
-        local = LocalCluster(tmp, None, gateways=2, base_port=0, database_url=url, redis_url=REDIS_URL)
+        local = LocalCluster(
+            tmp, None, gateways=2, base_port=0, database_url=url, redis_url=REDIS_URL, files=False
+        )
         local.extra = {
             "login": {"admin_token": TOKEN},
             "db": {"password_log2_n": "10"},

@@ -128,6 +128,7 @@ def _start(
     delivery_log: str,
     routes: int = 1,
     tls: bool = False,
+    files: bool = False,
 ) -> Cluster:
     users = asyncio.run(create_users(database_url, USERS, CROWD))
     # As in production: every internal link proves the cluster secret.
@@ -142,6 +143,7 @@ def _start(
         routes=routes,
         secret_file=write_secret_file(tmp / "cluster.secret"),
         tls_dir=tmp / "tls" if tls else None,
+        files=files,
     )
     local.extra = {"msg": {"request_timeout": "5"}}
     local.start()
@@ -149,15 +151,18 @@ def _start(
 
 
 @contextlib.contextmanager
-def running_cluster(engine: str, tmp: Path, routes: int = 1, tls: bool = False) -> Iterator[Cluster]:
+def running_cluster(
+    engine: str, tmp: Path, routes: int = 1, tls: bool = False, files: bool = False
+) -> Iterator[Cluster]:
     """A cluster on SQLite or on a fresh MariaDB database with Redis, stopped afterwards."""
     with contextlib.ExitStack() as stack:
         if engine == "sqlite":
-            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, "memory://", routes, tls)
+            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, "memory://", routes, tls, files)
         else:
             backend = engine.removeprefix("mysql+")
             log_url = stack.enter_context(fresh_delivery_log_url(backend))
-            started = _start(tmp, stack.enter_context(fresh_mysql_url()), REDIS_URL, log_url, routes, tls)
+            mysql_url = stack.enter_context(fresh_mysql_url())
+            started = _start(tmp, mysql_url, REDIS_URL, log_url, routes, tls, files)
         stack.callback(started.local.stop)
         yield started
         started.local.stop()
@@ -183,8 +188,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="module", params=ENGINES)
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One cluster per test module and engine, shared by its tests."""
-    with running_cluster(request.param, tmp_path_factory.mktemp("cluster")) as started:
+    """One cluster per test module and engine, shared by its tests; with file_server and msfs
+    only for modules that set ``FILES = True``."""
+    files = getattr(request.module, "FILES", False)
+    with running_cluster(request.param, tmp_path_factory.mktemp("cluster"), files=files) as started:
         yield started
 
 
