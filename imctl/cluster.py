@@ -148,7 +148,8 @@ class LocalCluster:
         merged = {
             "metrics_host": LOOPBACK,
             **overrides,
-            **self._cluster_overrides(name),
+            # msfs has no internal links: clients only, over HTTP.
+            **(self._cluster_overrides(name) if kind != "msfs" else {}),
             **self.extra.get(kind, {}),
         }
         return ServerProcess(
