@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import urllib.request
 
 from common.commands import Cmd
 from common.pb import base_pb2, file_pb2
@@ -117,11 +119,21 @@ async def test_online_transfer_to_an_offline_user_is_refused(
     assert rsp.result_code == 1 and rsp.task_id == ""
 
 
+def refusals(cluster: Cluster, gateway: str, reason: str) -> float:
+    port = cluster.local.by_name(gateway).info["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(rf'^imcluster_gateway_file_refusals_total{{reason="{reason}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 async def test_oversized_file_is_refused(cluster: Cluster, clients: list[TTClient]) -> None:
     alice = await cluster.client("alice", "msg-1")
     clients.append(alice)
+    before = await asyncio.to_thread(refusals, cluster, "msg-1", "file_server")
     rsp = await ask(alice, cluster.users["bob"], "huge.iso", 2**32 - 1, OFFLINE)
     assert rsp.result_code == 1 and rsp.task_id == "" and not rsp.ip_addr_list
+    assert await asyncio.to_thread(refusals, cluster, "msg-1", "file_server") == before + 1
 
 
 async def test_offline_transfer_listed_downloaded_deleted(cluster: Cluster, clients: list[TTClient]) -> None:
