@@ -35,6 +35,10 @@ log = logging.getLogger("gateway")
 MAX_WATCHED = 5000  # users one connection may follow one by one
 
 
+class NoFileServer(LinkDown):
+    """No file server is configured, or none is linked: file transfer is refused."""
+
+
 class Gateway:
     def __init__(self, config: MsgServerConfig) -> None:
         self.config = config
@@ -240,7 +244,9 @@ class Gateway:
         """The file server for a new task: the first up one for offline files, else any up one."""
         up = [link for link in self.file_links if link.connected]
         if not up:
-            raise LinkDown("no file_server is reachable" if self.file_links else "no file_server configured")
+            raise NoFileServer(
+                "no file_server is reachable" if self.file_links else "no file_server configured"
+            )
         return up[0] if offline else up[next(self._file_turn) % len(up)]
 
     async def file_call(self, rpc: Rpc[ReqT, ResT], request: ReqT, *, offline: bool = True) -> ResT:

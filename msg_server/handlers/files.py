@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 from common.commands import Cmd, Rpcs
 from common.errors import ImError, InvalidArgument, NotFound, Unavailable
 from common.file_ticket import task_key_of
-from common.link import LinkDown
 from common.pb import base_pb2, file_pb2, internal_pb2
 from common.throttle import Throttle
+from msg_server.gateway import NoFileServer
 from msg_server.handlers.base import LOG_INTERVAL, ClientError, deliver, echo, text
 from msg_server.handlers.table import Client, ClientCommands
 from msg_server.metrics import FILE_REFUSALS
@@ -56,7 +56,7 @@ def refused(reason: str, exc: ImError) -> ImError:
 
 def counted(exc: BaseException) -> BaseException:
     """A failure of a dependency, counted (an already counted refusal is left alone)."""
-    if isinstance(exc, LinkDown) and "file_server" in str(exc):
+    if isinstance(exc, NoFileServer):
         FILE_REFUSALS.labels("no_file_server").inc()
     elif isinstance(exc, Unavailable):
         FILE_REFUSALS.labels("unavailable").inc()

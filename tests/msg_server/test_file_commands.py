@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from common.commands import Cmd
 from common.pb import base_pb2, file_pb2
+from msg_server.config import MsgServerConfig
+from msg_server.gateway import Gateway, NoFileServer
 from tests.protocol.fakes import feed, logged_in, settle
 from tests.support.ttclient import with_raw_field
 
@@ -75,3 +79,24 @@ async def test_del_offline_with_a_bad_task_id_asks_nobody() -> None:
     )
     await settle()
     assert fake.requests == [] and transport.frames() == [] and not transport.closed
+
+
+class FakeLink:
+    def __init__(self, name: str, connected: bool) -> None:
+        self.name = name
+        self.connected = connected
+
+
+def test_offline_files_go_to_the_first_up_file_server_online_ones_to_any() -> None:
+    gateway = Gateway(MsgServerConfig(file_servers=("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3")))
+    assert len(gateway.file_links) == 3 and set(gateway.file_links) <= set(gateway.all_links)
+    a, b, c = FakeLink("a", False), FakeLink("b", True), FakeLink("c", True)
+    gateway.file_links = [a, b, c]  # type: ignore[list-item]
+    assert [gateway.file_link(offline=True).name for _ in range(3)] == ["b", "b", "b"]
+    assert {gateway.file_link(offline=False).name for _ in range(4)} == {"b", "c"}
+    b.connected = c.connected = False
+    with pytest.raises(NoFileServer):
+        gateway.file_link(offline=False)
+    gateway.file_links = []
+    with pytest.raises(NoFileServer, match="configured"):
+        gateway.file_link(offline=True)
