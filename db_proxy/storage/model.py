@@ -378,8 +378,8 @@ class Store(Protocol):
     # offline files (the list; the data is on a file server)
     async def add_offline_file(self, file: OfflineFile) -> bool:
         """List an uploaded file for its receiver; False if its task key is listed already
-        (a repeated IMFileAddOfflineReq: the first row stays). InvalidValue if a value does
-        not fit."""
+        (a repeated IMFileAddOfflineReq: the first row stays). Rows expired at ``file.created``
+        are removed. InvalidValue if a value does not fit."""
         ...
 
     async def offline_files(self, user_id: int, now: int, limit: int) -> list[OfflineFile]:

@@ -5,8 +5,8 @@ and the file server removes it when the gateway deletes the row (or when it
 expires). A row is the file server's word that the upload is complete: the
 gateway adds one only after FILE_OFFLINE_READY. Adding is idempotent on the
 task key (a client may repeat IMFileAddOfflineReq); only the file's receiver
-or sender may delete it, and an expired row is never listed (a sweep may
-remove it, but correctness does not wait for one).
+or sender may delete it. An expired row is never listed, and adding a row
+removes those expired by its ``created``, so no sweeper is needed.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ class FileQueries:
             )
             if found:
                 return False
+            # Expired rows go as new ones come: the table stays bounded
+            # without a sweeper (the file server removes their data itself).
+            await tx.execute("DELETE FROM offline_files WHERE expires_at <= ?", (created,))
             await tx.execute(
                 f"INSERT INTO offline_files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (

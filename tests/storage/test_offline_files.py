@@ -58,6 +58,16 @@ async def test_expired_files_are_not_listed(store: SqlStore) -> None:
     assert await store.offline_files(b, NOW + 5, 100) == []
 
 
+async def test_adding_removes_the_expired_rows(store: SqlStore) -> None:
+    a, b = await make_users(store, 2)
+    old = offline(a, b, expires_at=NOW - 100)
+    await store.add_offline_file(old)
+    assert await store.offline_files(b, 0, 100) == [old]
+    new = offline(a, b)
+    await store.add_offline_file(new)  # created NOW - 10: old has expired by then
+    assert await store.offline_files(b, 0, 100) == [new]
+
+
 async def test_only_the_receiver_or_the_sender_deletes(store: SqlStore) -> None:
     a, b, c = await make_users(store, 3)
     mine, theirs = offline(a, b), offline(a, b)
