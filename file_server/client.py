@@ -17,7 +17,6 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from common import file_ticket
 from common.codec import Frame, ProtocolError
 from common.commands import BadBody, Cmd, decode_body
 from common.connection import Deadline, FrameConnection
@@ -149,9 +148,14 @@ class FileClient(FrameConnection):
         tasks = self.server.tasks
         if self.logged_in:
             raise Refusal("not_expected", "a second login on one connection")
-        key = file_ticket.task_key_of(login.task_id)
+        # The ticket first (no store read for a forged one), then the meta.
+        key = tasks.verify(login.task_id, login.user_id, login.file_role)
         stored = None
-        if key is not None and login.file_role in (UPLOAD, DOWNLOAD) and key not in tasks.tasks:
+        # An offline file's meta is in the store: a download always reads it (any
+        # file server sharing the store may serve it), an upload when this server
+        # has no task for it (it was made before a restart).
+        role = login.file_role
+        if key is not None and (role == DOWNLOAD or (role == UPLOAD and key not in tasks.tasks)):
             stored = await self.server.offline.meta(key)
         try:
             actions = tasks.login(self, login, seq, time.monotonic(), stored)
