@@ -100,3 +100,10 @@ def test_offline_files_go_to_the_first_up_file_server_online_ones_to_any() -> No
     gateway.file_links = []
     with pytest.raises(NoFileServer, match="configured"):
         gateway.file_link(offline=True)
+
+
+def test_the_gateway_refuses_names_storage_could_not_keep() -> None:
+    from db_proxy.storage import schema
+    from msg_server.handlers import files
+
+    assert files.FILE_NAME_LIMIT == schema.OFFLINE_FILE_NAME_LIMIT
