@@ -22,6 +22,7 @@ from db_proxy.admin import DbAdmin
 from db_proxy.cache import LoginCache
 from db_proxy.config import DbProxyConfig
 from db_proxy.directory import DirectoryHandlers
+from db_proxy.files import FileHandlers
 from db_proxy.groups import GroupHandlers
 from db_proxy.handlers import Handlers
 from db_proxy.push import LogAppender, PushDispatcher, RouteLinks
@@ -100,6 +101,7 @@ async def _serve(
         .include(handlers.commands())
         .include(DirectoryHandlers(store).commands())
         .include(GroupHandlers(store).commands())
+        .include(FileHandlers(store).commands())
     )
     admin = DbAdmin(config, store, workers, redis, routes.deliver)
     server = LinkServer(

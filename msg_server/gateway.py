@@ -35,6 +35,10 @@ log = logging.getLogger("gateway")
 MAX_WATCHED = 5000  # users one connection may follow one by one
 
 
+class NoFileServer(LinkDown):
+    """No file server is configured, or none is linked: file transfer is refused."""
+
+
 class Gateway:
     def __init__(self, config: MsgServerConfig) -> None:
         self.config = config
@@ -88,6 +92,20 @@ class Gateway:
             )
             for h, p in addresses("login_servers", config.login_servers)
         ]
+        # Every configured file server, in config order: offline files go to
+        # the first that is up (they must be found there again), online
+        # transfers to any (round robin).
+        self.file_links = [
+            Upstream(
+                f"file@{h}:{p}",
+                [(h, p)],
+                me,
+                settings=settings,
+                expect_role=internal_pb2.ROLE_FILE_SERVER,
+            )
+            for h, p in addresses("file_servers", config.file_servers)
+        ]
+        self._file_turn = itertools.count()
         self.logged_in = 0
         # Presence: the status each user last had, and which connections
         # asked about whom (IMUsersStatReq), so a change reaches only them.
@@ -103,7 +121,7 @@ class Gateway:
 
     @property
     def all_links(self) -> list[Upstream]:
-        return [*self.db_links, *self.route_links, *self.login_links]
+        return [*self.db_links, *self.route_links, *self.login_links, *self.file_links]
 
     async def stop(self) -> None:
         for link in self.all_links:
@@ -219,6 +237,21 @@ class Gateway:
             if link.connected:
                 return await link.call(rpc, request, self.config.request_timeout)
         raise LinkDown("no route_server is reachable")
+
+    # -- file_server ----------------------------------------------------------------
+
+    def file_link(self, *, offline: bool) -> Upstream:
+        """The file server for a new task: the first up one for offline files, else any up one."""
+        up = [link for link in self.file_links if link.connected]
+        if not up:
+            raise NoFileServer(
+                "no file_server is reachable" if self.file_links else "no file_server configured"
+            )
+        return up[0] if offline else up[next(self._file_turn) % len(up)]
+
+    async def file_call(self, rpc: Rpc[ReqT, ResT], request: ReqT, *, offline: bool = True) -> ResT:
+        """Ask a file server (offline: the one offline files are on). Unavailable if none is up."""
+        return await self.file_link(offline=offline).call(rpc, request, self.config.request_timeout)
 
     # -- route_server ---------------------------------------------------------------
 

@@ -54,8 +54,16 @@ REFUSED = Counter(
     "answer (a message not acked, a read receipt, a P2P notice); log lines about them are rate-limited.",
     ["command", "kind"],
 )
+FILE_REFUSALS = Counter(
+    "imcluster_gateway_file_refusals",
+    "File-transfer commands refused, by reason: invalid (bad name, size, peer or task id), "
+    "receiver_offline (an online transfer to a user who is not), no_file_server, file_server (it "
+    "refused the task: too big, too many...), not_found (an offline file that is not this user's), "
+    "unavailable (a dependency down).",
+    ["reason"],
+)
 UPSTREAM_UP = Gauge(
-    "imcluster_gateway_upstream_up", "1 while a link to a db_proxy/route/login server is up.", ["link"]
+    "imcluster_gateway_upstream_up", "1 while a link to a db_proxy/route/login/file server is up.", ["link"]
 )
 
 

@@ -123,3 +123,20 @@ INSERT IGNORE INTO schema_version (version, description, applied) VALUES (2, 'gr
 -- migration 3: deleted users
 ALTER TABLE users ADD COLUMN IF NOT EXISTS deleted TINYINT NOT NULL DEFAULT 0;
 INSERT IGNORE INTO schema_version (version, description, applied) VALUES (3, 'deleted users', UNIX_TIMESTAMP());
+
+-- migration 5: offline files
+CREATE TABLE IF NOT EXISTS offline_files (
+  id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  from_user_id INT UNSIGNED NOT NULL,
+  to_user_id INT UNSIGNED NOT NULL,
+  task_key CHAR(32) NOT NULL,
+  receiver_task_id VARCHAR(64) NOT NULL,
+  file_name VARCHAR(255) NOT NULL,
+  file_size BIGINT NOT NULL,
+  created BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  CONSTRAINT uq_offline_files_task UNIQUE (task_key),
+  KEY idx_offline_files_to (to_user_id, expires_at),
+  KEY idx_offline_files_expires (expires_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+INSERT IGNORE INTO schema_version (version, description, applied) VALUES (5, 'offline files', UNIX_TIMESTAMP());

@@ -38,6 +38,20 @@ class User:
     deleted: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class OfflineFile:
+    """An uploaded offline file, listed for its receiver (its data is on a file server)."""
+
+    from_user_id: int
+    to_user_id: int
+    task_key: str  # names the file on the file server (common.file_ticket)
+    receiver_task_id: str  # the receiver's download ticket
+    file_name: str
+    file_size: int
+    created: int  # unix seconds
+    expires_at: int  # unix seconds: not listed from then on
+
+
 # A user to create: login name, password hash and profile fields (as create_user's keywords).
 NewUser = tuple[str, str, Mapping[str, object]]
 
@@ -360,3 +374,18 @@ class Store(Protocol):
     async def set_device_token(self, user_id: int, client_type: int, token: str) -> None: ...
     async def set_push_shield(self, user_id: int, shield: int) -> None: ...
     async def push_shield(self, user_id: int) -> int: ...
+
+    # offline files (the list; the data is on a file server)
+    async def add_offline_file(self, file: OfflineFile) -> bool:
+        """List an uploaded file for its receiver; False if its task key is listed already
+        (a repeated IMFileAddOfflineReq: the first row stays). Rows expired at ``file.created``
+        are removed. InvalidValue if a value does not fit."""
+        ...
+
+    async def offline_files(self, user_id: int, now: int, limit: int) -> list[OfflineFile]:
+        """The files waiting for ``user_id`` that have not expired at ``now``, newest first."""
+        ...
+
+    async def delete_offline_file(self, user_id: int, task_key: str) -> OfflineFile | None:
+        """Unlist a file if ``user_id`` is its receiver or its sender; the row removed, or None."""
+        ...

@@ -39,6 +39,10 @@ USER_TEXT_LIMITS: dict[str, int] = {
 GROUP_TEXT_LIMITS: dict[str, int] = {"name": 64, "avatar": 255}
 DEPARTMENT_NAME_LIMIT = 64
 DEVICE_TOKEN_LIMIT = 255
+# offline_files (migration 5): a task key is 32 hex digits, a ticket 57 characters.
+OFFLINE_FILE_NAME_LIMIT = 255
+TASK_KEY_LEN = 32
+TICKET_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +251,30 @@ def _deleted_users(d: Dialect) -> list[Step]:
     return [AddColumn("users", "deleted", "TINYINT NOT NULL DEFAULT 0")]
 
 
+def _offline_files(d: Dialect) -> list[str]:
+    # An uploaded offline file, listed for its receiver until it takes it
+    # (IMFileDelOfflineReq) or it expires; the data is on the file server,
+    # under the task key. receiver_task_id is the receiver's download ticket.
+    return _table(
+        d,
+        "offline_files",
+        f"""
+  id {d.autoinc_pk},
+  from_user_id INT UNSIGNED NOT NULL,
+  to_user_id INT UNSIGNED NOT NULL,
+  task_key CHAR({TASK_KEY_LEN}) NOT NULL,
+  receiver_task_id VARCHAR({TICKET_LIMIT}) NOT NULL,
+  file_name VARCHAR({OFFLINE_FILE_NAME_LIMIT}) NOT NULL,
+  file_size BIGINT NOT NULL,
+  created BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  CONSTRAINT uq_offline_files_task UNIQUE (task_key)""",
+        "",
+        ("idx_offline_files_to", "to_user_id, expires_at"),
+        ("idx_offline_files_expires", "expires_at"),
+    )
+
+
 # (version, description, steps for a dialect). Append only: a released
 # migration never changes, a new one gets the next version.
 Migration = tuple[int, str, Callable[["Dialect"], Sequence[Step]]]
@@ -254,6 +282,7 @@ MIGRATIONS: Sequence[Migration] = (
     (1, "initial schema", _initial),
     (2, "group shield, device tokens, push settings", _groups_and_devices),
     (3, "deleted users", _deleted_users),
+    (5, "offline files", _offline_files),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

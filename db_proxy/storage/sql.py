@@ -1,7 +1,7 @@
 """The SQL store: every business query, written once for both engines.
 
 The queries live in one module per area (:mod:`.sql_messages`,
-:mod:`.sql_groups`, :mod:`.sql_directory`), each a mixin over the engine's
+:mod:`.sql_groups`, :mod:`.sql_directory`, :mod:`.sql_files`), each a mixin over the engine's
 :class:`~.sql_base.Database`; :class:`SqlStore` puts them together.
 """
 
@@ -11,13 +11,14 @@ from . import schema
 from .model import StoreError
 from .sql_base import Database, Dialect, Row, TransientError, Tx, UniqueViolation
 from .sql_directory import DirectoryQueries
+from .sql_files import FileQueries
 from .sql_groups import GroupQueries
 from .sql_messages import MessageQueries
 
 __all__ = ["Database", "Dialect", "Row", "SqlStore", "TransientError", "Tx", "UniqueViolation"]
 
 
-class SqlStore(DirectoryQueries, MessageQueries, GroupQueries):
+class SqlStore(DirectoryQueries, MessageQueries, GroupQueries, FileQueries):
     """The :class:`~db_proxy.storage.model.Store` over any :class:`Database`.
 
     Usable as ``async with open_store(url) as store:`` (opens and closes).

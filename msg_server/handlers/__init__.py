@@ -7,7 +7,7 @@ raises an ImError to have the request refused (see ``base.client_error``).
 client can act only as itself.
 """
 
-from msg_server.handlers import buddy, groups, messages, session, switch
+from msg_server.handlers import buddy, files, groups, messages, session, switch
 from msg_server.handlers.table import ClientCommands, Entry, Job
 
 CLIENT_COMMANDS = (
@@ -16,6 +16,7 @@ CLIENT_COMMANDS = (
     .include(buddy.COMMANDS)
     .include(messages.COMMANDS)
     .include(groups.COMMANDS)
+    .include(files.COMMANDS)
     .include(switch.COMMANDS)
 )
 

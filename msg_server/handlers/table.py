@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from google.protobuf.message import Message
 
 from common.commands import MESSAGE_OF, BadBody, Cmd
-from common.pb import buddy_pb2, group_pb2, login_pb2, message_pb2, other_pb2
+from common.pb import buddy_pb2, file_pb2, group_pb2, login_pb2, message_pb2, other_pb2
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -264,5 +264,15 @@ class Client:
     GROUP_SHIELD = _command(
         Cmd.GROUP_SHIELD_REQ, Cmd.GROUP_SHIELD_RES, group_pb2.IMGroupShieldReq, group_pb2.IMGroupShieldRsp
     )
+    # 0x05 file (the gateway's part: 0x0501-0x0505 go to the file server)
+    FILE = _command(Cmd.FILE_REQ, Cmd.FILE_RES, file_pb2.IMFileReq, file_pb2.IMFileRsp)
+    FILE_HAS_OFFLINE = _command(
+        Cmd.FILE_HAS_OFFLINE_REQ,
+        Cmd.FILE_HAS_OFFLINE_RES,
+        file_pb2.IMFileHasOfflineReq,
+        file_pb2.IMFileHasOfflineRsp,
+    )
+    FILE_ADD_OFFLINE = ClientNotice(Cmd.FILE_ADD_OFFLINE_REQ, file_pb2.IMFileAddOfflineReq)
+    FILE_DEL_OFFLINE = ClientNotice(Cmd.FILE_DEL_OFFLINE_REQ, file_pb2.IMFileDelOfflineReq)
     # 0x06 switch
     P2P_CMD = ClientNotice(Cmd.P2P_CMD, other_pb2.IMP2PCmdMsg)

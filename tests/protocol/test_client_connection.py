@@ -172,7 +172,7 @@ async def test_disconnect_detaches_the_session() -> None:
 
 async def test_unsupported_teamtalk_command_is_ignored_not_fatal() -> None:
     _, conn, transport, _ = await logged_in()
-    conn.data_received(encode_frame(0x0506, b"\x08\x01", 5))  # a file-transfer request
+    conn.data_received(encode_frame(0x0501, b"\x08\x01", 5))  # a file-server login, sent to the gateway
     assert not transport.closed and transport.frames() == []
     conn.data_received(encode_frame(0x0701, b"", 6))
     assert [f.seq_num for f, _ in transport.frames()] == [6]  # still served
