@@ -85,7 +85,7 @@ class DirectoryQueries:
         try:
             async with self.db.transaction() as tx:
                 if not values["department_id"]:
-                    values["department_id"] = await _default_department_id(tx)
+                    values["department_id"] = await _default_department_id(tx, self.db.dialect)
                 return await tx.insert(sql, list(values.values()))
         except UniqueViolation as exc:
             raise DuplicateName(f"a user named {name!r} exists") from exc
@@ -114,7 +114,7 @@ class DirectoryQueries:
             async with self.db.transaction() as tx:
                 default_id = 0
                 if any(not v["department_id"] for v in prepared):
-                    default_id = await _default_department_id(tx)
+                    default_id = await _default_department_id(tx, self.db.dialect)
                 for values in prepared:
                     values["department_id"] = values["department_id"] or default_id
                 taken: set[object] = set()
@@ -188,7 +188,7 @@ class DirectoryQueries:
                 return None
             name, nick, domain = rows[0]
             if values.get("department_id") == 0:
-                values["department_id"] = await _default_department_id(tx)
+                values["department_id"] = await _default_department_id(tx, self.db.dialect)
             # An empty domain means "the computed key"; a computed one
             # follows the nick, one an administrator chose stays.
             if values.get("domain") == "" or (
@@ -224,7 +224,7 @@ class DirectoryQueries:
     async def default_department(self) -> Department:
         """The department users without one are in (created if missing)."""
         async with self.db.transaction() as tx:
-            dept_id = await _default_department_id(tx)
+            dept_id = await _default_department_id(tx, self.db.dialect)
             rows = await tx.fetchall(
                 f"SELECT {_DEPARTMENT_COLUMNS} FROM departments WHERE id = ?", (dept_id,)
             )
@@ -392,7 +392,7 @@ class DirectoryQueries:
                 )
             # Deleted users stay visible to clients (old messages name them):
             # they go to the default department, not to one that is no more.
-            default_id = await _default_department_id(tx)
+            default_id = await _default_department_id(tx, self.db.dialect)
             await tx.execute(
                 f"UPDATE users SET {BUMP_UPDATED}, department_id = ? WHERE department_id = ? AND deleted = 1",
                 (now, now, default_id, dept_id),
@@ -435,17 +435,26 @@ def _new_user_values(name: str, password_hash: str, profile: Mapping[str, object
     return values
 
 
-async def _default_department_id(tx: Tx) -> int:
+async def _default_department_id(tx: Tx, d: Dialect) -> int:
     """The default department's id, inserting it if it is missing (migration 4
     creates it and it cannot be deleted; this is for databases changed by hand)."""
     sql = "SELECT MIN(id) FROM departments WHERE parent_id = 0 AND name = ? AND deleted = 0"
     rows = await tx.fetchall(sql, (schema.DEFAULT_DEPARTMENT,))
     if rows and rows[0][0]:
         return int(rows[0][0])
-    return await tx.insert(
-        "INSERT INTO departments (name, parent_id, priority, updated) VALUES (?, 0, 0, ?)",
-        (schema.DEFAULT_DEPARTMENT, int(time.time())),
-    )
+    try:
+        return await tx.insert(
+            "INSERT INTO departments (name, parent_id, priority, updated) VALUES (?, 0, 0, ?)",
+            (schema.DEFAULT_DEPARTMENT, int(time.time())),
+        )
+    except UniqueViolation:
+        # Inserted meanwhile by another transaction: both engines undo only the
+        # failed statement; a locking read sees the other's commit (InnoDB's
+        # snapshot would not).
+        rows = await tx.fetchall(sql + d.for_update, (schema.DEFAULT_DEPARTMENT,))
+        if rows and rows[0][0]:
+            return int(rows[0][0])
+        raise
 
 
 def _is_default(department: Department) -> bool:

@@ -119,3 +119,12 @@ async def test_migration_4_moves_users_out_of_missing_departments(
         # Again: nothing moves, no second default department.
         assert await store.migrate() == LATEST_VERSION
         assert [d.id for d in await store.departments()] == [live, default.id]
+
+
+async def test_a_default_department_removed_by_hand_comes_back(store: SqlStore) -> None:
+    async with store.db.transaction() as tx:
+        await tx.execute("UPDATE departments SET name = 'gone', deleted = 1")
+    user_id = await store.create_user("late", "h")
+    default = await store.default_department()
+    (user,) = await store.users_by_id([user_id])
+    assert user.department_id == default.id and default.name == schema.DEFAULT_DEPARTMENT
