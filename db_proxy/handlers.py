@@ -84,6 +84,9 @@ def echo(value: str) -> str:
 
 
 def user_info(user: User) -> base_pb2.UserInfo:
+    """A user as TeamTalk's db_proxy describes it: ``user_real_name`` is the
+    login name (its ``name`` column), ``user_nick_name`` the display name,
+    ``user_domain`` the search key (stored; see db_proxy.names)."""
     return base_pb2.UserInfo(
         user_id=user.id,
         user_gender=user.gender,
@@ -91,9 +94,11 @@ def user_info(user: User) -> base_pb2.UserInfo:
         avatar_url=user.avatar,
         department_id=user.department_id,
         email=user.email,
-        user_real_name=user.real_name,
+        user_real_name=user.name,
         user_tel=user.tel,
-        user_domain=user.domain,
+        # Stored for every user since migration 4; the login name is the key
+        # of a row that has none yet (set by hand, or read mid-upgrade).
+        user_domain=user.domain or user.name,
         status=user.status,
         sign_info=user.sign_info,
     )

@@ -124,6 +124,11 @@ INSERT IGNORE INTO schema_version (version, description, applied) VALUES (2, 'gr
 ALTER TABLE users ADD COLUMN IF NOT EXISTS deleted TINYINT NOT NULL DEFAULT 0;
 INSERT IGNORE INTO schema_version (version, description, applied) VALUES (3, 'deleted users', UNIX_TIMESTAMP());
 
+-- migration 4: default department
+INSERT INTO departments (name, parent_id, priority, deleted, updated) SELECT 'default', 0, 0, 0, UNIX_TIMESTAMP() FROM (SELECT 1 AS one) AS seed WHERE NOT EXISTS (SELECT 1 FROM departments WHERE parent_id = 0 AND name = 'default' AND deleted = 0);
+UPDATE users SET updated = CASE WHEN updated < UNIX_TIMESTAMP() THEN UNIX_TIMESTAMP() ELSE updated + 1 END, department_id = (SELECT MIN(id) FROM departments WHERE parent_id = 0 AND name = 'default' AND deleted = 0) WHERE department_id NOT IN (SELECT id FROM departments WHERE deleted = 0);
+INSERT IGNORE INTO schema_version (version, description, applied) VALUES (4, 'default department', UNIX_TIMESTAMP());
+
 -- migration 5: offline files
 CREATE TABLE IF NOT EXISTS offline_files (
   id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,

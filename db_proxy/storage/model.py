@@ -193,6 +193,10 @@ class DepartmentNotEmpty(Conflict):
     """The department still has users or sub-departments."""
 
 
+class DefaultDepartmentFixed(Conflict):
+    """The default department (users without one are in it) cannot be deleted, renamed or moved."""
+
+
 class DepartmentCycle(InvalidArgument):
     """The change would make a department its own ancestor."""
 
@@ -211,7 +215,11 @@ class Store(Protocol):
     async def ping(self) -> bool: ...
 
     # users
-    async def create_user(self, name: str, password_hash: str, **profile: object) -> int: ...
+    async def create_user(self, name: str, password_hash: str, **profile: object) -> int:
+        """A new user; without a department_id (or with 0) it is in the default
+        department, without a domain its search key is computed (db_proxy.names)."""
+        ...
+
     async def user_by_name(self, name: str) -> User | None: ...
     async def users_by_name(self, names: list[str]) -> list[User]: ...
     async def create_users(self, users: Sequence[NewUser]) -> list[int | None]:
@@ -261,10 +269,19 @@ class Store(Protocol):
         ...
 
     async def update_user_profile(self, user_id: int, **fields: object) -> User | None:
-        """Change profile fields (avatar, sign_info, nick, ...); bumps ``updated``."""
+        """Change profile fields (avatar, sign_info, nick, ...); bumps ``updated``.
+
+        department_id 0 means the default department; domain "" means the
+        computed search key, which follows a nick change (one chosen stays).
+        """
         ...
 
     async def create_department(self, name: str, parent_id: int = 0, priority: int = 0) -> int: ...
+    async def default_department(self) -> Department:
+        """The top-level department users are in when created without one (and
+        when their department is set to 0); migrate creates it."""
+        ...
+
     async def departments_updated_since(self, since: int) -> list[Department]: ...
 
     # recent sessions
@@ -343,14 +360,16 @@ class Store(Protocol):
         priority: int | None = None,
     ) -> Department:
         """Rename, move or reprioritise; bumps ``updated``. Raises UnknownDepartment
-        (it or the new parent), DepartmentCycle, DuplicateName."""
+        (it or the new parent), DepartmentCycle, DuplicateName, DefaultDepartmentFixed
+        (a rename or move of the default department)."""
         ...
 
     async def delete_department(self, dept_id: int) -> Department:
         """Mark a department deleted (clients' sync sees it so) and free its name.
 
         Returns it as it was. UnknownDepartment, or DepartmentNotEmpty while
-        users (not deleted) or live sub-departments are in it.
+        users (not deleted) or live sub-departments are in it, or
+        DefaultDepartmentFixed. Deleted users in it move to the default department.
         """
         ...
 

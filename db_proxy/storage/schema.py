@@ -38,6 +38,11 @@ USER_TEXT_LIMITS: dict[str, int] = {
 # The same for the other tables' text columns (migration 1 spells them out).
 GROUP_TEXT_LIMITS: dict[str, int] = {"name": 64, "avatar": 255}
 DEPARTMENT_NAME_LIMIT = 64
+# The top-level department a user without one is in (TeamTalk's clients
+# group contacts by department and expect every user to have a listed one).
+# Found by this name at the top (parent 0); migration 4 spells it too, so it
+# never changes.
+DEFAULT_DEPARTMENT = "default"
 DEVICE_TOKEN_LIMIT = 255
 # offline_files (migration 5): a task key is 32 hex digits, a ticket 57 characters.
 OFFLINE_FILE_NAME_LIMIT = 255
@@ -251,6 +256,29 @@ def _deleted_users(d: Dialect) -> list[Step]:
     return [AddColumn("users", "deleted", "TINYINT NOT NULL DEFAULT 0")]
 
 
+def _default_department(d: Dialect) -> list[Step]:
+    """Every user in a department that exists: the default one for those
+    in department 0 or in a deleted or missing one.
+
+    Plain SQL (the same for scripts/schema-mysql.sql); ``updated`` becomes
+    now so that clients that synced before see the change. Empty search
+    keys (``domain``) are filled by code after the migrations
+    (:meth:`SqlStore.migrate`): pinyin is not SQL.
+    """
+    now = "UNIX_TIMESTAMP()" if d.name == "mysql" else "CAST(strftime('%s', 'now') AS INTEGER)"
+    live_default = f"parent_id = 0 AND name = '{DEFAULT_DEPARTMENT}' AND deleted = 0"
+    return [
+        # FROM a one-row derived table: both engines take it (SQLite has no DUAL).
+        "INSERT INTO departments (name, parent_id, priority, deleted, updated) "
+        f"SELECT '{DEFAULT_DEPARTMENT}', 0, 0, 0, {now} FROM (SELECT 1 AS one) AS seed "
+        f"WHERE NOT EXISTS (SELECT 1 FROM departments WHERE {live_default})",
+        "UPDATE users SET "
+        f"updated = CASE WHEN updated < {now} THEN {now} ELSE updated + 1 END, "
+        f"department_id = (SELECT MIN(id) FROM departments WHERE {live_default}) "
+        "WHERE department_id NOT IN (SELECT id FROM departments WHERE deleted = 0)",
+    ]
+
+
 def _offline_files(d: Dialect) -> list[str]:
     # An uploaded offline file, listed for its receiver until it takes it
     # (IMFileDelOfflineReq) or it expires; the data is on the file server,
@@ -282,6 +310,7 @@ MIGRATIONS: Sequence[Migration] = (
     (1, "initial schema", _initial),
     (2, "group shield, device tokens, push settings", _groups_and_devices),
     (3, "deleted users", _deleted_users),
+    (4, "default department", _default_department),
     (5, "offline files", _offline_files),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -42,7 +42,10 @@ class SqlStore(DirectoryQueries, MessageQueries, GroupQueries, FileQueries):
         await self.db.close()
 
     async def migrate(self) -> int:
-        return await schema.migrate(self.db)
+        version = await schema.migrate(self.db)
+        # Databases from before search keys were computed (migration 4 is SQL; pinyin is not).
+        await self.fill_search_keys()
+        return version
 
     async def ping(self) -> bool:
         try:

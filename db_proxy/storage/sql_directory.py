@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
+
+from db_proxy.names import search_key
 
 from . import schema
 from .model import (
+    DefaultDepartmentFixed,
     Department,
     DepartmentCycle,
     DepartmentNotEmpty,
@@ -27,6 +30,7 @@ from .sql_base import (
     Database,
     Dialect,
     Row,
+    Tx,
     UniqueViolation,
     check_int,
     check_text,
@@ -45,6 +49,7 @@ _PROFILE_TEXTS = frozenset(schema.USER_TEXT_LIMITS) - {"name"}
 # What update_user_profile may change: everything but the id and the name.
 _UPDATABLE = _PROFILE_TEXTS | _PROFILE_INTS.keys() | {"disabled"}
 _SEARCH_LIMIT = 255  # characters of a list_users search
+_DOMAIN_LIMIT = schema.USER_TEXT_LIMITS["domain"]
 
 
 @cache
@@ -73,12 +78,14 @@ class DirectoryQueries:
     async def create_user(self, name: str, password_hash: str, **profile: object) -> int:
         if not name:
             raise InvalidValue("a user name must not be empty")
-        values = _profile_values({"name": name, "password_hash": password_hash, **profile})
+        values = _new_user_values(name, password_hash, profile)
         values["created"] = values["updated"] = int(time.time())
         # Column names come from the fixed lists above, never from the caller.
         sql = f"INSERT INTO users ({', '.join(values)}) VALUES ({marks(len(values))})"
         try:
             async with self.db.transaction() as tx:
+                if not values["department_id"]:
+                    values["department_id"] = await _default_department_id(tx, self.db.dialect)
                 return await tx.insert(sql, list(values.values()))
         except UniqueViolation as exc:
             raise DuplicateName(f"a user named {name!r} exists") from exc
@@ -97,7 +104,7 @@ class DirectoryQueries:
         for name, password_hash, profile in users:
             if not name:
                 raise InvalidValue("a user name must not be empty")
-            values = _profile_values({"name": name, "password_hash": password_hash, **profile})
+            values = _new_user_values(name, password_hash, profile)
             values["created"] = values["updated"] = now
             prepared.append(values)
         names = sorted({str(v["name"]) for v in prepared})
@@ -105,6 +112,11 @@ class DirectoryQueries:
         lock = self.db.dialect.for_update
         try:
             async with self.db.transaction() as tx:
+                default_id = 0
+                if any(not v["department_id"] for v in prepared):
+                    default_id = await _default_department_id(tx, self.db.dialect)
+                for values in prepared:
+                    values["department_id"] = values["department_id"] or default_id
                 taken: set[object] = set()
                 for chunk in chunks(names):
                     # A locking read: on InnoDB it also keeps others from
@@ -167,9 +179,24 @@ class DirectoryQueries:
             raise InvalidValue(f"unknown or unchangeable user profile field(s) {', '.join(unknown)}")
         values = _profile_values(fields)
         now = int(time.time())
-        # BUMP_UPDATED first: the other assignments do not read "updated".
-        assignments = "".join(f", {column} = ?" for column in values)
+        d = self.db.dialect
         async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                f"SELECT name, nick, domain FROM users WHERE id = ?{d.for_update}", (user_id,)
+            )
+            if not rows:
+                return None
+            name, nick, domain = rows[0]
+            if values.get("department_id") == 0:
+                values["department_id"] = await _default_department_id(tx, self.db.dialect)
+            # An empty domain means "the computed key"; a computed one
+            # follows the nick, one an administrator chose stays.
+            if values.get("domain") == "" or (
+                "nick" in values and "domain" not in values and domain in ("", search_key(name, nick))
+            ):
+                values["domain"] = search_key(name, str(values.get("nick", nick)), _DOMAIN_LIMIT)
+            # BUMP_UPDATED first: the other assignments do not read "updated".
+            assignments = "".join(f", {column} = ?" for column in values)
             await tx.execute(
                 f"UPDATE users SET {BUMP_UPDATED}{assignments} WHERE id = ?",
                 (now, now, *values.values(), user_id),
@@ -193,6 +220,32 @@ class DirectoryQueries:
                 )
         except UniqueViolation as exc:
             raise DuplicateName(f"department {parent_id} has a department named {name!r}") from exc
+
+    async def default_department(self) -> Department:
+        """The department users without one are in (created if missing)."""
+        async with self.db.transaction() as tx:
+            dept_id = await _default_department_id(tx, self.db.dialect)
+            rows = await tx.fetchall(
+                f"SELECT {_DEPARTMENT_COLUMNS} FROM departments WHERE id = ?", (dept_id,)
+            )
+        return _department(rows[0])
+
+    async def fill_search_keys(self) -> int:
+        """Compute the search key (``domain``) of every user that has none;
+        bumps their ``updated``. Returns how many. For databases from before
+        keys were computed (see :mod:`db_proxy.names`)."""
+        async with self.db.reading() as tx:
+            rows = await tx.fetchall("SELECT id, name, nick FROM users WHERE domain = ''")
+        if not rows:
+            return 0
+        now = int(time.time())
+        keyed = [(now, now, search_key(name, nick, _DOMAIN_LIMIT), user_id) for user_id, name, nick in rows]
+        async with self.db.transaction() as tx:
+            # "AND domain = ''": one set meanwhile (by an administrator) stays.
+            await tx.executemany(
+                f"UPDATE users SET {BUMP_UPDATED}, domain = ? WHERE id = ? AND domain = ''", keyed
+            )
+        return len(keyed)
 
     async def departments_updated_since(self, since: int) -> list[Department]:
         """Departments (deleted ones too) changed after ``since``, oldest change first."""
@@ -290,6 +343,11 @@ class DirectoryQueries:
                     parent_id=before.parent_id if parent_id is None else parent_id,
                     priority=before.priority if priority is None else priority,
                 )
+                if _is_default(before) and not _is_default(after):
+                    raise DefaultDepartmentFixed(
+                        f"department {dept_id} is the default department (users without one "
+                        "are in it): it cannot be renamed or moved"
+                    )
                 if after.parent_id != before.parent_id:
                     _check_parent(live, dept_id, after.parent_id)
                 await tx.execute(
@@ -318,6 +376,10 @@ class DirectoryQueries:
             if not rows:
                 raise UnknownDepartment(f"no department {dept_id}")
             before = _department(rows[0])
+            if _is_default(before):
+                raise DefaultDepartmentFixed(
+                    f"department {dept_id} is the default department (users without one are in it)"
+                )
             children = await tx.fetchall(
                 "SELECT COUNT(*) FROM departments WHERE parent_id = ? AND deleted = 0", (dept_id,)
             )
@@ -328,6 +390,13 @@ class DirectoryQueries:
                 raise DepartmentNotEmpty(
                     f"department {dept_id} has {users[0][0]} user(s) and {children[0][0]} sub-department(s)"
                 )
+            # Deleted users stay visible to clients (old messages name them):
+            # they go to the default department, not to one that is no more.
+            default_id = await _default_department_id(tx, self.db.dialect)
+            await tx.execute(
+                f"UPDATE users SET {BUMP_UPDATED}, department_id = ? WHERE department_id = ? AND deleted = 1",
+                (now, now, default_id, dept_id),
+            )
             tombstone = _tombstone_name(before.name, dept_id, schema.DEPARTMENT_NAME_LIMIT)
             await tx.execute(
                 f"UPDATE departments SET {BUMP_UPDATED}, deleted = 1, name = ? WHERE id = ?",
@@ -356,7 +425,43 @@ class DirectoryQueries:
         return int(rows[0][0]) if rows else 0
 
 
-def _profile_values(profile: dict[str, object]) -> dict[str, object]:
+def _new_user_values(name: str, password_hash: str, profile: Mapping[str, object]) -> dict[str, object]:
+    """A new user's column values: its profile checked, its search key computed
+    unless given, department 0 (none) until the caller puts the default one in."""
+    values = _profile_values({"name": name, "password_hash": password_hash, **profile})
+    if not values.get("domain"):
+        values["domain"] = search_key(name, str(values.get("nick", "")), _DOMAIN_LIMIT)
+    values.setdefault("department_id", 0)
+    return values
+
+
+async def _default_department_id(tx: Tx, d: Dialect) -> int:
+    """The default department's id, inserting it if it is missing (migration 4
+    creates it and it cannot be deleted; this is for databases changed by hand)."""
+    sql = "SELECT MIN(id) FROM departments WHERE parent_id = 0 AND name = ? AND deleted = 0"
+    rows = await tx.fetchall(sql, (schema.DEFAULT_DEPARTMENT,))
+    if rows and rows[0][0]:
+        return int(rows[0][0])
+    try:
+        return await tx.insert(
+            "INSERT INTO departments (name, parent_id, priority, updated) VALUES (?, 0, 0, ?)",
+            (schema.DEFAULT_DEPARTMENT, int(time.time())),
+        )
+    except UniqueViolation:
+        # Inserted meanwhile by another transaction: both engines undo only the
+        # failed statement; a locking read sees the other's commit (InnoDB's
+        # snapshot would not).
+        rows = await tx.fetchall(sql + d.for_update, (schema.DEFAULT_DEPARTMENT,))
+        if rows and rows[0][0]:
+            return int(rows[0][0])
+        raise
+
+
+def _is_default(department: Department) -> bool:
+    return department.parent_id == 0 and department.name == schema.DEFAULT_DEPARTMENT
+
+
+def _profile_values(profile: Mapping[str, object]) -> dict[str, object]:
     """The column values of profile fields, checked against their columns.
 
     TypeError for a value of the wrong type or a field that does not exist,

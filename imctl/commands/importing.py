@@ -111,10 +111,14 @@ def _line_of(plan: Plan, chunk: list[dict[str, Any]], skip: dict[str, Any]) -> i
 def user_import(file: Path, chunk_size: int, strict: bool) -> None:
     """Create the users in a CSV file.
 
-    The header row names the columns: name,password (required), nick,
-    department (id or name), email, tel. Rows that cannot be created (name
-    taken, empty password, unknown department...) are skipped and reported
-    by line; the exit code is still 0 unless --strict.
+    The header row names the columns: name,password (required), nick
+    (display name; default: the name), department, email, tel. A department
+    is an id, the name of an existing one, or a path from the top such as
+    Sales/East (or /Sales for a top-level one): the departments of a path
+    that do not exist yet are created. Without one, a user is in the
+    top-level department "default". Rows that cannot be created (name
+    taken, empty password, unknown department id or name...) are skipped
+    and reported by line; the exit code is still 0 unless --strict.
     """
     adm = admin()
     plan = read_csv(file)

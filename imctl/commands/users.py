@@ -69,7 +69,12 @@ def _done(adm: Admin, result: dict[str, Any], verb: str) -> None:
 @click.argument("name")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Plain password.")
 @click.option("--nick", default="", help="Display name (default: the user name).")
-@click.option("--department", default=None, metavar="DEPT", help="Department id or name.")
+@click.option(
+    "--department",
+    default=None,
+    metavar="DEPT",
+    help='Department id or name (default: the top-level department "default").',
+)
 @click.option("--email", default=None)
 @click.option("--tel", default=None)
 @click.option("--real-name", default=None)
@@ -91,6 +96,10 @@ def user_add(
     database_url: str | None,
 ) -> None:
     """Create a user who can log in with NAME and PASSWORD.
+
+    TeamTalk clients show NAME as the real name and the nick as the display
+    name, and search by the user's domain: NAME, or the pinyin of a Chinese
+    nick or name (computed, unless `imctl user update --domain` sets one).
 
     Goes through the cluster's admin API. When no cluster answers at the
     default address (it is not up yet) and no --url was asked for, the user

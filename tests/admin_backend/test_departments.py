@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from common.commands import Rpcs
 from common.pb import base_pb2, buddy_pb2, internal_pb2
+from db_proxy.storage.schema import DEFAULT_DEPARTMENT
 from tests.admin_backend.conftest import TIMEOUT, Harness
 
 BAD, NOT_FOUND, CONFLICT = internal_pb2.ERR_BAD_REQUEST, internal_pb2.ERR_NOT_FOUND, internal_pb2.ERR_CONFLICT
@@ -34,8 +35,9 @@ async def test_create_and_list(harness: Harness) -> None:
     assert await h.error("depts.create", name="Orphan", parent_id=4242) == NOT_FOUND
     for bad in ({}, {"name": ""}, {"name": "  "}, {"name": "n" * 65}, {"name": "x", "priority": "1"}):
         assert await h.error("depts.create", **bad) == BAD, bad
-    assert (await h.call("depts.list"))["departments"] == [eng, web, top_web]
-    assert set(await synced(h, 0)) == {eng["id"], web["id"], top_web["id"]}
+    default, *made = (await h.call("depts.list"))["departments"]
+    assert default["name"] == DEFAULT_DEPARTMENT and made == [eng, web, top_web]
+    assert set(await synced(h, 0)) == {default["id"], eng["id"], web["id"], top_web["id"]}
 
 
 async def test_update_and_cycles(harness: Harness) -> None:
@@ -76,7 +78,7 @@ async def test_delete_only_when_empty(harness: Harness) -> None:
     await backdate(h)
     assert (await h.call("depts.delete", id=sub["id"]))["department"] == sub
     assert (await h.call("depts.delete", id=top["id"]))["department"] == top
-    assert (await h.call("depts.list"))["departments"] == []
+    assert [d["name"] for d in (await h.call("depts.list"))["departments"]] == [DEFAULT_DEPARTMENT]
     assert await h.error("depts.delete", id=top["id"]) == NOT_FOUND
     assert await h.error("depts.update", id=top["id"], name="back") == NOT_FOUND
     assert await h.error("users.update", user="worker", fields={"department_id": sub["id"]}) == NOT_FOUND

@@ -129,6 +129,12 @@ async def test_import_1000_users_seen_by_a_connected_client(
     fresh = await watcher.call(Cmd.ALL_USER_REQ, buddy_pb2.IMAllUserReq(user_id=0, latest_update_time=since))
     imported = {u.user_nick_name for u in fresh.user_list if u.user_nick_name.startswith("Imported ")}
     assert len(imported) == 1000
+    # Imported without a department: in the default one, which the client lists.
+    depts = await watcher.call(Cmd.DEPARTMENT_REQ, buddy_pb2.IMDepartmentReq(user_id=0, latest_update_time=0))
+    listed = {d.dept_id for d in depts.dept_list}
+    for u in (u for u in fresh.user_list if u.user_nick_name.startswith("Imported ")):
+        assert u.user_real_name.startswith("imp") and u.user_domain == u.user_real_name, u
+        assert u.department_id in listed, u
     newcomer = await cluster.client("imp0999", "msg-2", password="pw999")
     clients.append(newcomer)
     # --strict turns skipped rows into exit 1 for scripts that want that.

@@ -83,6 +83,12 @@ async def test_users_info_all_users_and_departments_incremental(
     assert len(fresh.user_list) <= len(nothing_new.user_list) + 1
     depts = await client.call(Cmd.DEPARTMENT_REQ, buddy_pb2.IMDepartmentReq(user_id=0, latest_update_time=0))
     assert (dept_id, "Research") in {(d.dept_id, d.dept_name) for d in depts.dept_list}
+    # As TeamTalk's clients show and group them: the login name as real name,
+    # a search key, a department the list has.
+    listed = {d.dept_id for d in depts.dept_list if d.dept_status == base_pb2.DEPT_STATUS_OK}
+    for u in [*everyone.user_list, *fresh.user_list]:
+        assert u.user_real_name and u.user_domain and u.department_id in listed, u
+    assert [(u.user_real_name, u.user_domain) for u in info.user_info_list] == [("alice", "alice")]
 
 
 async def test_avatar_and_sign_changes_reach_other_users(cluster: Cluster, clients: list[TTClient]) -> None:

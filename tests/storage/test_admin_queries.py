@@ -19,7 +19,7 @@ from db_proxy.storage.model import (
     UnknownDepartment,
     UnknownGroup,
 )
-from db_proxy.storage.schema import LATEST_VERSION
+from db_proxy.storage.schema import DEFAULT_DEPARTMENT, LATEST_VERSION
 from db_proxy.storage.sql import SqlStore
 from tests.storage.conftest import gmsg, make_users
 from tests.storage.test_schema import migrate_to
@@ -74,6 +74,7 @@ async def test_delete_user(store: SqlStore) -> None:
 
 
 async def test_create_users_in_one_go(store: SqlStore) -> None:
+    default = (await store.default_department()).id
     await store.create_user("taken", "h")
     ids = await store.create_users(
         [
@@ -86,7 +87,7 @@ async def test_create_users_in_one_go(store: SqlStore) -> None:
     assert ids[1] is None and ids[3] is None and ids[0] and ids[2]
     users = await store.users_by_name(["n1", "n2", "nobody"])
     assert [(u.id, u.name, u.password_hash, u.nick, u.department_id) for u in users] == [
-        (ids[0], "n1", "h1", "N1", 0),
+        (ids[0], "n1", "h1", "N1", default),
         (ids[2], "n2", "h2", "", 3),
     ]
     with pytest.raises(InvalidArgument):
@@ -99,7 +100,7 @@ async def test_departments(store: SqlStore) -> None:
     top = await store.create_department("Top")
     sub = await store.create_department("Sub", top)
     leaf = await store.create_department("Leaf", sub)
-    assert [d.name for d in await store.departments()] == ["Top", "Sub", "Leaf"]
+    assert [d.name for d in await store.departments()] == [DEFAULT_DEPARTMENT, "Top", "Sub", "Leaf"]
     before = await store.department_by_id(leaf)
     moved = await store.update_department(leaf, parent_id=top, priority=4)
     assert before is not None and (moved.parent_id, moved.priority, moved.name) == (top, 4, "Leaf")
@@ -120,14 +121,14 @@ async def test_departments(store: SqlStore) -> None:
         await store.delete_department(top)  # sub-departments
     with pytest.raises(DepartmentNotEmpty):
         await store.delete_department(sub)  # a user
-    await store.update_user_profile(user, department_id=0)
+    await store.update_user_profile(user, department_id=0)  # to the default department
     sub_before = await store.department_by_id(sub)
     assert await store.delete_department(sub) == sub_before
     gone = await store.department_by_id(sub)
     assert gone is not None and gone.deleted and gone.name == f"Sub (deleted #{sub})"
     with pytest.raises(UnknownDepartment):
         await store.delete_department(sub)
-    assert [d.id for d in await store.departments()] == [top, leaf]
+    assert [d.name for d in await store.departments()] == [DEFAULT_DEPARTMENT, "Top", "Leaf"]
     assert any(d.id == sub and d.deleted for d in await store.departments_updated_since(0))
     assert await store.create_department("Sub", top) > leaf  # the name is free again
 
@@ -177,6 +178,6 @@ async def test_a_version_2_database_gets_deleted_users(
         async with store.db.transaction() as tx:
             await tx.insert("INSERT INTO users (name, password_hash) VALUES (?, ?)", ("old", "h"))
     async with open_store(store_url) as store:
-        assert await store.migrate() == LATEST_VERSION == 3
+        assert await store.migrate() == LATEST_VERSION
         (users, total) = await store.list_users(0, 10)
         assert ([u.name for u in users], total, users[0].deleted) == (["old"], 1, False)

@@ -35,6 +35,7 @@ from db_proxy.storage.model import (
     UnknownGroup,
     UnknownUser,
 )
+from db_proxy.storage.schema import DEFAULT_DEPARTMENT
 from db_proxy.storage.sql import SqlStore, TransientError, UniqueViolation
 from tests.storage.conftest import make_users, msg
 
@@ -143,7 +144,7 @@ async def test_values_that_do_not_fit_are_invalid_arguments(
         await getattr(store, call)(*args)
     assert await store.push_shield(1) == 0
     assert [u.name for u in (await store.list_users(0, 10))[0]] != []
-    assert await store.departments() == []
+    assert [d.name for d in await store.departments()] == [DEFAULT_DEPARTMENT]  # only the one migrate made
     assert await store.list_groups(0, 10) == ([], 0)
 
 

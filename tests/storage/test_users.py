@@ -41,7 +41,9 @@ async def test_defaults_and_increasing_ids(store: SqlStore) -> None:
     second = await store.create_user("b", "h")
     assert 0 < first < second
     (user,) = await store.users_by_id([first])
-    assert (user.nick, user.gender, user.department_id, user.disabled) == ("", 0, 0, False)
+    default = await store.default_department()
+    assert (user.nick, user.gender, user.department_id, user.disabled) == ("", 0, default.id, False)
+    assert user.domain == "a"  # the search key: the login name
 
 
 async def test_names_are_unique_and_case_sensitive(store: SqlStore) -> None:
