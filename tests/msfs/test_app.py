@@ -6,6 +6,7 @@ shaped exactly as each TeamTalk client builds them (tests.msfs.clients).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -247,3 +248,34 @@ async def test_public_url(tmp_path: Path) -> None:
     async for running in start(tmp_path, public_url="https://pics.example.com/msfs"):
         answer = (await http(running.port, clients.ios(clients.png()).raw(running.host))).json()
         assert answer["url"] == f"https://pics.example.com/msfs/{answer['path']}"
+
+
+async def test_head_and_cache_headers(msfs: Running) -> None:
+    answer = (await http(msfs.port, clients.android(clients.jpeg(5000)).raw(msfs.host))).json()
+    raw = f"HEAD /{answer['path']} HTTP/1.1\r\nHost: {msfs.host}\r\nConnection: close\r\n\r\n".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", msfs.port)
+    writer.write(raw)
+    head = await reader.read()  # the server closes after the headers: no body follows
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 5000" in head and b"immutable" in head
+
+
+async def test_client_gone_mid_upload_leaves_nothing(msfs: Running) -> None:
+    before = refusals("aborted")
+    raw = clients.android(clients.jpeg(2_000_000)).raw(msfs.host)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", msfs.port)
+    writer.write(raw[:500_000])
+    await writer.drain()
+    for _ in range(100):  # until the server has started writing it
+        if list(msfs.store.tmp_dir.iterdir()):
+            break
+        await asyncio.sleep(0.01)
+    writer.close()
+    for _ in range(200):
+        if refusals("aborted") == before + 1:
+            break
+        await asyncio.sleep(0.01)
+    assert refusals("aborted") == before + 1
+    assert list(msfs.store.tmp_dir.iterdir()) == [] and msfs.stored() == []
+    assert msfs.server.active == 0

@@ -44,6 +44,7 @@ def msfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop(10)
+    assert server.process is not None and server.process.returncode == 0  # SIGTERM: a clean stop
 
 
 def port_of(server: ServerProcess) -> int:
