@@ -25,8 +25,10 @@ from aiohttp import web
 
 from common.filestore import BlobStore, StoreError, check_key, open_store
 from common.metrics import start_metrics_server
+from common.throttle import Throttle
 from msfs import content, metrics
 from msfs.config import MsfsConfig
+from msfs.limits import RateLimiter
 from msfs.refusals import ABORTED, BUSY, MALFORMED, RATE_LIMITED, TIMEOUT, TOO_LARGE, UploadRefused
 from msfs.upload import NAMESPACE, OVERHEAD, Limits, Stored, receive
 
@@ -36,6 +38,7 @@ GROUP = "g0"  # TeamTalk's paths start with their storage group; kept so its URL
 SHUTDOWN_TIMEOUT = 5.0
 SWEEP_INTERVAL = 60.0
 DOWNLOAD_CHUNK = 256 * 1024
+LOG_INTERVAL = 5.0
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 
 
@@ -43,8 +46,6 @@ class Msfs:
     def __init__(
         self, config: MsfsConfig, store: BlobStore, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        from msfs.limits import RateLimiter
-
         self.config = config
         self.store = store
         self.clock = clock
@@ -54,6 +55,9 @@ class Msfs:
         self.limiter = RateLimiter(config.uploads_per_minute)
         self.active = 0
         self._swept_at = clock()
+        # A flood of refusals must not flood the log: one line per interval (the metric counts all).
+        self._log_refusal = Throttle(LOG_INTERVAL)
+        self._log_fault = Throttle(LOG_INTERVAL)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -75,8 +79,16 @@ class Msfs:
             stored = await self._upload(request)
         except UploadRefused as exc:
             metrics.REFUSALS.labels(exc.reason.name).inc()
-            level = logging.WARNING if exc.server_fault else logging.INFO
-            log.log(level, "upload from %s refused (%s): %s", request.remote, exc.reason.name, exc.message)
+            throttle = self._log_fault if exc.server_fault else self._log_refusal
+            if throttle.ready():
+                log.log(
+                    logging.WARNING if exc.server_fault else logging.INFO,
+                    "upload from %s refused (%s): %s%s",
+                    request.remote,
+                    exc.reason.name,
+                    exc.message,
+                    throttle.more(),
+                )
             headers = {"Retry-After": "1"} if exc.reason in (BUSY, RATE_LIMITED) else {}
             return _reply(exc.reason.error_code, exc.message, "", "", headers)
         path = f"{GROUP}/{stored.name}"
@@ -102,14 +114,14 @@ class Msfs:
             raise UploadRefused(TOO_LARGE, f"the file is larger than {self.limits.max_size} bytes")
         if request.content_type != "multipart/form-data":
             raise UploadRefused(MALFORMED, "expected a multipart/form-data body")
-        try:
-            reader = await request.multipart()
-        except (ValueError, AssertionError, KeyError) as exc:
-            raise UploadRefused(MALFORMED, f"malformed multipart body: {exc}") from exc
-        self.active += 1
+        self.active += 1  # before any await: the check above stays true for this upload
         metrics.ACTIVE.inc()
         try:
             async with asyncio.timeout(self.config.upload_timeout):
+                try:
+                    reader = await request.multipart()
+                except (ValueError, AssertionError, KeyError) as exc:
+                    raise UploadRefused(MALFORMED, f"malformed multipart body: {exc}") from exc
                 return await receive(reader, self.store, self.limits)
         except TimeoutError as exc:
             raise UploadRefused(TIMEOUT, f"the upload took over {self.config.upload_timeout:g} s") from exc

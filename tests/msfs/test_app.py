@@ -20,7 +20,7 @@ from msfs import metrics
 from msfs.config import MsfsConfig
 from msfs.server import Msfs
 from tests.msfs import clients
-from tests.msfs.conftest import get, http
+from tests.msfs.conftest import get, http, read_reply
 
 
 @dataclass
@@ -279,3 +279,17 @@ async def test_client_gone_mid_upload_leaves_nothing(msfs: Running) -> None:
     assert refusals("aborted") == before + 1
     assert list(msfs.store.tmp_dir.iterdir()) == [] and msfs.stored() == []
     assert msfs.server.active == 0
+
+
+async def test_slow_upload_times_out(tmp_path: Path) -> None:
+    async for running in start(tmp_path, upload_timeout=0.3):
+        before = refusals("timeout")
+        raw = clients.android(clients.jpeg(200_000)).raw(running.host)
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(raw[:100_000])  # then nothing: a client trickling, or gone silent
+        reply = await asyncio.wait_for(read_reply(reader), 5)
+        writer.close()
+        await writer.wait_closed()
+        assert reply.json()["error_code"] == 9
+        assert refusals("timeout") == before + 1
+        assert list(running.store.tmp_dir.iterdir()) == [] and running.stored() == []
