@@ -195,9 +195,22 @@ async def test_rate_limit_per_address(tmp_path: Path) -> None:
 
 async def test_too_many_at_once(tmp_path: Path) -> None:
     async for running in start(tmp_path, max_concurrent_uploads=1):
-        running.server.active = 1  # one upload streaming (what the counter says while it does)
-        await refused(running, clients.android(clients.jpeg(500)).raw(running.host), 8, "busy")
-        running.server.active = 0
+        first = clients.android(clients.jpeg(300_000)).raw(running.host)
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(first[:150_000])  # half of it: this upload holds the one slot
+        await writer.drain()
+        for _ in range(200):
+            if running.server.active == 1:
+                break
+            await asyncio.sleep(0.01)
+        before = refusals("busy")
+        reply = await http(running.port, clients.android(clients.jpeg(500)).raw(running.host))
+        assert reply.json()["error_code"] == 8 and reply.headers["retry-after"] == "1"
+        assert refusals("busy") == before + 1
+        writer.write(first[150_000:])  # the first one completes normally
+        assert (await read_reply(reader)).json()["error_code"] == 0
+        writer.close()
+        assert running.server.active == 0 and len(running.stored()) == 1
 
 
 class _FailingStore(DiskStore):
@@ -293,3 +306,12 @@ async def test_slow_upload_times_out(tmp_path: Path) -> None:
         assert reply.json()["error_code"] == 9
         assert refusals("timeout") == before + 1
         assert list(running.store.tmp_dir.iterdir()) == [] and running.stored() == []
+
+
+async def test_non_ascii_file_names(msfs: Running) -> None:
+    # Android writes the file name as UTF-8 into the part header.
+    request = clients.android(clients.jpeg(1000), filename="图片_100x200.jpg")
+    answer = (await http(msfs.port, request.raw(msfs.host))).json()
+    assert answer["error_code"] == 0 and answer["path"].endswith("_100x200.jpg")
+    request = clients.android(b"%PDF-1.4 ...", filename="报告.pdf")
+    assert (await http(msfs.port, request.raw(msfs.host))).json()["path"].endswith(".pdf")
