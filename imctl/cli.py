@@ -87,7 +87,9 @@ def run(server: str, config_path: str | None, assignments: tuple[str, ...], read
 @click.argument(
     "section",
     required=False,
-    type=click.Choice(["login_server", "msg_server", "route_server", "db_proxy", "cluster", "imctl"]),
+    type=click.Choice(
+        ["login_server", "msg_server", "route_server", "db_proxy", "file_server", "msfs", "cluster", "imctl"]
+    ),
 )
 @click.option("--markdown", is_flag=True, help="Print the reference as Markdown (docs/configuration.md).")
 def config_reference(section: str | None, markdown: bool) -> None:
@@ -112,8 +114,10 @@ def config_reference(section: str | None, markdown: bool) -> None:
 def _config_classes() -> dict[str, type]:
     from common.cluster_config import ClusterConfig
     from db_proxy.config import DbProxyConfig
+    from file_server.config import FileServerConfig
     from imctl.settings import ImctlConfig
     from login_server.config import LoginServerConfig
+    from msfs.config import MsfsConfig
     from msg_server.config import MsgServerConfig
     from route_server.config import RouteServerConfig
 
@@ -122,6 +126,8 @@ def _config_classes() -> dict[str, type]:
         "msg_server": MsgServerConfig,
         "route_server": RouteServerConfig,
         "db_proxy": DbProxyConfig,
+        "file_server": FileServerConfig,
+        "msfs": MsfsConfig,
         "cluster": ClusterConfig,
         "imctl": ImctlConfig,
     }

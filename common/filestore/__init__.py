@@ -4,10 +4,18 @@
 committed atomically, read back by range. :class:`DiskStore` keeps them in
 sharded directories on a local disk (the default); an S3-compatible object
 store can take its place for several hosts by implementing the same five
-methods (docs/files.md says how each maps).
+methods (docs/msfs.md says how each maps).
 """
 
-from common.filestore.base import BlobInfo, BlobReader, BlobStore, BlobWriter, StoreError, check_key
+from common.filestore.base import (
+    BlobInfo,
+    BlobReader,
+    BlobStore,
+    BlobWriter,
+    StoreError,
+    check_key,
+    check_namespace,
+)
 from common.filestore.disk import DiskStore
 
 __all__ = [
@@ -18,6 +26,7 @@ __all__ = [
     "DiskStore",
     "StoreError",
     "check_key",
+    "check_namespace",
     "open_store",
 ]
 
@@ -32,6 +41,6 @@ def open_store(url: str) -> BlobStore:
         scheme = url.split("://", 1)[0]
         raise ConfigError(
             f"store {url!r}: {scheme}:// is not built in; give a directory (or file:///path), "
-            "or implement common.filestore.BlobStore for it (docs/files.md)"
+            "or implement common.filestore.BlobStore for it (docs/msfs.md)"
         )
     return DiskStore(url)

@@ -11,7 +11,9 @@ from common.errors import ImError
 
 # "<namespace>/<name>": one level of namespace ("msfs", "offline"), then a
 # name of safe characters. Nothing a client sends becomes a path unchecked.
-_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAMESPACE = r"[a-z][a-z0-9_]{0,31}"
+_KEY = re.compile(rf"^{_NAMESPACE}/[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$")
+_NAMESPACE_ONLY = re.compile(rf"^{_NAMESPACE}$")
 
 
 class StoreError(ImError):
@@ -19,9 +21,17 @@ class StoreError(ImError):
 
 
 def check_key(key: str) -> str:
-    if not _KEY.match(key) or ".." in key:
+    """``key`` if it is safe to become a path or an object name; else :class:`StoreError`."""
+    # fullmatch: "$" alone would let a trailing newline through.
+    if not _KEY.fullmatch(key) or ".." in key:
         raise StoreError(f"bad blob key {key!r}")
     return key
+
+
+def check_namespace(namespace: str) -> str:
+    if not _NAMESPACE_ONLY.fullmatch(namespace):
+        raise StoreError(f"bad blob namespace {namespace!r}")
+    return namespace
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,21 +15,38 @@ import contextlib
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from common.filestore.base import BlobInfo, BlobReader, BlobStore, BlobWriter, StoreError, check_key
+from common.filestore.base import (
+    BlobInfo,
+    BlobReader,
+    BlobStore,
+    BlobWriter,
+    StoreError,
+    check_key,
+    check_namespace,
+)
+
+STALE_AFTER = 6 * 3600.0  # seconds; far longer than any upload may take
 
 
 class DiskStore(BlobStore):
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], now: float | None = None) -> None:
         self.root = Path(root)
         self._tmp = self.root / ".tmp"
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        for stale in self._tmp.iterdir():  # a crash mid-write left it
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use {self.root}: {exc.strerror}") from exc
+        self.swept = sweep_stale(self._tmp, time.time() if now is None else now)
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Where blobs being written are (tests check it is empty after a refusal)."""
+        return self._tmp
 
     def path_of(self, key: str) -> Path:
         namespace, name = check_key(key).split("/", 1)
@@ -61,6 +78,8 @@ class DiskStore(BlobStore):
             st = await asyncio.to_thread(path.stat)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StoreError(f"cannot stat {key}: {exc.strerror}") from exc
         return BlobInfo(key, st.st_size, st.st_mtime)
 
     async def delete(self, key: str) -> bool:
@@ -69,13 +88,26 @@ class DiskStore(BlobStore):
             await asyncio.to_thread(path.unlink)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise StoreError(f"cannot delete {key}: {exc.strerror}") from exc
         return True
 
     async def keys(self, namespace: str) -> AsyncIterator[BlobInfo]:
-        base = self.root / namespace
+        base = self.root / check_namespace(namespace)
         found = await asyncio.to_thread(_walk, base)
         for name, size, mtime in found:
             yield BlobInfo(f"{namespace}/{name}", size, mtime)
+
+
+def sweep_stale(tmp: Path, now: float) -> int:
+    """Remove temporary files a crash left (older than :data:`STALE_AFTER`); how many."""
+    removed = 0
+    for stale in tmp.iterdir():
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            if now - stale.stat().st_mtime > STALE_AFTER:
+                stale.unlink()
+                removed += 1
+    return removed
 
 
 def _walk(base: Path) -> list[tuple[str, int, float]]:
@@ -127,6 +159,7 @@ class _DiskWriter(BlobWriter):
         self._handle.close()
         self._final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._tmp, self._final)
+        _fsync_dir(self._final.parent)  # the rename itself survives a power cut
         return self._final.stat().st_mtime
 
     async def abort(self) -> None:
@@ -139,13 +172,28 @@ class _DiskWriter(BlobWriter):
             await asyncio.to_thread(self._tmp.unlink)
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _DiskReader(BlobReader):
     def __init__(self, handle: BinaryIO, size: int) -> None:
         self._handle = handle
         self.size = size
 
     async def read(self, offset: int, length: int) -> bytes:
-        return await asyncio.to_thread(os.pread, self._handle.fileno(), length, offset)
+        if offset < 0 or length < 0:
+            raise StoreError(f"bad range: offset {offset}, length {length}")
+        if length == 0 or offset >= self.size:
+            return b""
+        try:
+            return await asyncio.to_thread(os.pread, self._handle.fileno(), length, offset)
+        except OSError as exc:
+            raise StoreError(f"cannot read: {exc.strerror}") from exc
 
     async def close(self) -> None:
         self._handle.close()
