@@ -31,7 +31,8 @@ TOKEN = "example-test-token"
 # Fixed ports of the example; clients' ports listen on every address (0.0.0.0).
 PORTS = [("0.0.0.0", 8080), ("0.0.0.0", 8000), ("0.0.0.0", 8001), ("127.0.0.6", 8100), ("127.0.0.6", 8200)]
 PORTS += [("127.0.0.7", 10600), ("127.0.0.5", 8010), ("127.0.0.5", 8011), ("127.0.0.6", 8110)]
-PORTS += [("127.0.0.6", 8210), ("127.0.0.7", 10610)]
+PORTS += [("127.0.0.6", 8210), ("127.0.0.7", 10610), ("0.0.0.0", 8600), ("127.0.0.5", 8610)]
+PORTS += [("127.0.0.5", 8620), ("0.0.0.0", 8700), ("127.0.0.5", 8710)]
 
 
 def _free(host: str, port: int) -> bool:
@@ -52,6 +53,7 @@ def _loopback_copy(tmp: Path) -> Path:
     text = text.replace('redis_url = "redis://127.0.0.1:6379/0"', 'redis_url = ""')
     # The in-process log: the example's Redis log would share its default prefix with every run.
     text = text.replace('delivery_log = "redis://127.0.0.1:6379/0"', 'delivery_log = "memory://"')
+    text = text.replace("/var/lib/imcluster/files", str(tmp / "files"))
     assert "6379" not in text, "a Redis URL the test does not map"
     assert "10.0.0." not in text.split("[cluster]", 1)[1], "an address the test does not map"
     path = tmp / "three-hosts.toml"
@@ -94,7 +96,7 @@ def _status() -> dict[str, Any]:
 
 def test_the_three_hosts_example_runs(three_hosts: list[ServerProcess]) -> None:
     kinds = sorted(s.kind for s in three_hosts)
-    assert kinds == ["db", "login", "msg", "msg", "route"], kinds
+    assert kinds == ["db", "file", "login", "msfs", "msg", "msg", "route"], kinds
     deadline = time.monotonic() + 15.0
     status = _status()
     while time.monotonic() < deadline:
@@ -109,4 +111,5 @@ def test_the_three_hosts_example_runs(three_hosts: list[ServerProcess]) -> None:
     assert [(d["address"], d["status"]) for d in status["db_proxies"]] == [("127.0.0.7:10600", "ok")], status
     answer = discover("http://127.0.0.6:8080/msg_server")
     assert (answer["code"], answer["priorIP"], answer["port"] in ("8000", "8001")) == (0, "127.0.0.5", True)
+    assert answer["msfsPrior"] == answer["msfsBackup"] == "http://127.0.0.5:8700/", answer
     assert all(s.process is not None and s.process.poll() is None for s in three_hosts)

@@ -12,7 +12,14 @@ from pathlib import Path
 from common.config import parse_assignments
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "scripts" / "examples"
-SECTIONS = {"msg": "msg_server", "db": "db_proxy", "route": "route_server", "login": "login_server"}
+SECTIONS = {
+    "msg": "msg_server",
+    "db": "db_proxy",
+    "route": "route_server",
+    "login": "login_server",
+    "file": "file_server",
+    "msfs": "msfs",
+}
 
 
 def run_commands(path: Path) -> list[tuple[str, dict[str, str]]]:

@@ -58,7 +58,9 @@ EXAMPLES = sorted(EXAMPLES_DIR.glob("*.toml"))
 
 def _classes() -> dict[str, type]:
     from db_proxy.config import DbProxyConfig
+    from file_server.config import FileServerConfig
     from login_server.config import LoginServerConfig
+    from msfs.config import MsfsConfig
     from route_server.config import RouteServerConfig
 
     return {
@@ -66,7 +68,14 @@ def _classes() -> dict[str, type]:
         "db_proxy": DbProxyConfig,
         "route_server": RouteServerConfig,
         "login_server": LoginServerConfig,
+        "file_server": FileServerConfig,
+        "msfs": MsfsConfig,
     }
+
+
+def _linked_classes() -> dict[str, type]:
+    """The servers with internal links, which need the cluster secret (msfs has none)."""
+    return {section: cls for section, cls in _classes().items() if section != "msfs"}
 
 
 def _secret_file(tmp_path: Path) -> Path:
@@ -74,6 +83,12 @@ def _secret_file(tmp_path: Path) -> Path:
     secret_file.write_text("s" * 43 + "\n")
     secret_file.chmod(0o600)
     return secret_file
+
+
+def _load(section: str, path: Path, overrides: dict[str, str], secret: dict[str, str]) -> Any:
+    """A server's config as its command loads it (msfs takes no [cluster] settings)."""
+    given = overrides if section == "msfs" else {**overrides, **secret}
+    return load_config(_classes()[section], section, path, given, environ={})
 
 
 def _commands(path: Path) -> list[tuple[str, dict[str, str]]]:
@@ -86,6 +101,8 @@ def _listens(section: str, config: Any) -> list[tuple[str, int]]:
         "db_proxy": [("host", "port")],
         "route_server": [("host", "port")],
         "login_server": [("host", "http_port"), ("gateway_host", "gateway_port")],
+        "file_server": [("host", "port"), ("client_host", "client_port")],
+        "msfs": [("host", "port")],
     }[section] + [("metrics_host", "metrics_port")]
     return [(getattr(config, h), getattr(config, p)) for h, p in ports if getattr(config, p) != -1]
 
@@ -93,7 +110,7 @@ def _listens(section: str, config: Any) -> list[tuple[str, int]]:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_example_loads_with_every_server(path: Path, tmp_path: Path) -> None:
     secret = {"cluster.secret_file": str(_secret_file(tmp_path))}
-    for section, cls in _classes().items():
+    for section, cls in _linked_classes().items():
         # The examples name /etc/imcluster/secret; without a secret they would not start.
         config: Any = load_config(cls, section, path, secret, environ={})
         assert config.cluster.secrets() == (b"s" * 43,)
@@ -101,7 +118,7 @@ def test_every_example_loads_with_every_server(path: Path, tmp_path: Path) -> No
 
 def test_the_three_hosts_example_needs_its_secret(tmp_path: Path) -> None:
     path = next(p for p in EXAMPLES if p.name == "three-hosts.toml")
-    for section, cls in _classes().items():
+    for section, cls in _linked_classes().items():
         with pytest.raises(ConfigError, match="no cluster secret is set"):
             load_config(cls, section, path, {"cluster.secret_file": ""}, environ={})
 
@@ -116,7 +133,7 @@ def test_the_servers_an_example_starts_do_not_share_a_port(path: Path, tmp_path:
     # A server's machine is told by the internal address it serves metrics on.
     seen: dict[tuple[str, int], list[tuple[str, str]]] = {}
     for section, overrides in commands:
-        config: Any = load_config(_classes()[section], section, path, {**overrides, **secret}, environ={})
+        config: Any = _load(section, path, overrides, secret)
         for host, port in _listens(section, config):
             for other_host, other in seen.get((config.metrics_host, port), []):
                 clash = host == other_host or "0.0.0.0" in (host, other_host)
@@ -128,17 +145,27 @@ def test_the_servers_an_example_starts_do_not_share_a_port(path: Path, tmp_path:
 def test_an_example_points_every_server_at_the_others(path: Path, tmp_path: Path) -> None:
     """Peers listed in the file are where the file's (or its commands') servers listen."""
     secret = {"cluster.secret_file": str(_secret_file(tmp_path))}
-    listening: dict[str, set[str]] = {"db_proxy": set(), "route_server": set(), "login_server": set()}
+    listening: dict[str, set[str]] = {
+        "db_proxy": set(),
+        "route_server": set(),
+        "login_server": set(),
+        "file_server": set(),
+    }
     started = _commands(path) or [(section, {}) for section in _classes()]
     for section, overrides in [*started, *((s, {}) for s in _classes())]:
-        config: Any = load_config(_classes()[section], section, path, {**overrides, **secret}, environ={})
+        config: Any = _load(section, path, overrides, secret)
         if section == "login_server":
             listening[section].add(f"{config.gateway_host}:{config.gateway_port}")
         elif section in listening:
             listening[section].add(f"{config.host}:{config.port}")
-    for section, cls in _classes().items():
-        config = load_config(cls, section, path, secret, environ={})
-        for key, peer in [("db_proxies", "db_proxy"), ("route_servers", "route_server")]:
+    for section in _classes():
+        config = _load(section, path, {}, secret)
+        peers = [
+            ("db_proxies", "db_proxy"),
+            ("route_servers", "route_server"),
+            ("file_servers", "file_server"),
+        ]
+        for key, peer in peers:
             for address in getattr(config, key, ()):
                 assert address in listening[peer], f"{section}.{key}: nothing listens on {address}"
         for address in getattr(config, "login_servers", ()):
