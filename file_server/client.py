@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from common.codec import Frame, ProtocolError
 from common.commands import BadBody, Cmd, decode_body
 from common.connection import Deadline, FrameConnection
+from common.filestore import StoreError
 from common.pb import file_pb2
 from file_server.metrics import REFUSALS
 from file_server.tasks import DOWNLOAD, UPLOAD, Refusal
@@ -114,6 +115,9 @@ class FileClient(FrameConnection):
             except Refusal as exc:
                 self.refused(exc.reason, str(exc))
                 self.close()
+            except StoreError as exc:
+                self.refused("store_error", str(exc))
+                self.abort()
             except Exception:
                 log.exception("handling 0x%04x failed", frame.command_id)
                 self.abort()

@@ -165,7 +165,10 @@ class FileServer(LinkServer):
     async def tick(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            await self.carry_out(self.tasks.tick(self.clock()))
+            try:
+                await self.carry_out(self.tasks.tick(self.clock()))
+            except StoreError as exc:  # aborting an upload failed: nothing is left to undo
+                log.warning("store: %s", exc)
 
     async def sweep(self) -> None:
         while True:
