@@ -93,6 +93,8 @@ def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer
     server.start()
     yield server
     server.stop()
+    log = (run_dir / "file.log").read_text()
+    assert "Traceback" not in log, log
 
 
 class RawClient:
