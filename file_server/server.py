@@ -117,6 +117,11 @@ class FileServer(LinkServer):
             await self._do(action)
 
     async def _do(self, action: Action) -> None:
+        if isinstance(action, Write | Read) and getattr(action.peer, "closing", False):
+            # Its connection was closed meanwhile (a timeout, a delete): its task is gone
+            # and its upload aborted; writing now would start a new one nobody commits.
+            # (A Commit goes ahead: every byte is in, whether the uploader stayed or not.)
+            return
         if isinstance(action, Send):
             peer = action.peer
             assert isinstance(peer, FileClient)
