@@ -105,10 +105,12 @@ class FileServer(LinkServer):
         self.client_port = int(self.client_server.sockets[0].getsockname()[1])
         return self.client_port
 
-    def spawn(self, job: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, job: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``job``, tracked: shutdown waits for it."""
         task = asyncio.get_running_loop().create_task(job)
         self.jobs.add(task)
         task.add_done_callback(self.jobs.discard)
+        return task
 
     # -- actions of the task machine -------------------------------------------------------
 
