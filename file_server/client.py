@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from common.codec import Frame, ProtocolError
 from common.commands import BadBody, Cmd, decode_body
 from common.connection import Deadline, FrameConnection
+from common.filestore import StoreError
 from common.pb import file_pb2
 from file_server.metrics import REFUSALS
 from file_server.tasks import DOWNLOAD, UPLOAD, Refusal
@@ -43,7 +44,7 @@ class FileClient(FrameConnection):
             max_write_buffer=max(1 << 20, 8 * config.max_chunk_size),
         )
         self.server = server
-        self.frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self.frames: asyncio.Queue[Frame | None] = asyncio.Queue()  # None: the connection is gone
         self.worker: asyncio.Task[None] | None = None
         self.deadline: Deadline | None = None
         self.logged_in = False
@@ -61,7 +62,7 @@ class FileClient(FrameConnection):
         loop = asyncio.get_running_loop()
         # Before login: the idle timeout; after it the task's own timers (Tasks.tick).
         self.deadline = Deadline(loop, server.config.task_idle_timeout, self._login_timeout)
-        self.worker = loop.create_task(self._work())
+        self.worker = server.spawn(self._work())
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -85,9 +86,9 @@ class FileClient(FrameConnection):
         if self.deadline is not None:
             self.deadline.cancel()
         self.server.clients.discard(self)
-        if self.worker is not None:
-            self.worker.cancel()
-        self.server.spawn(self.server.carry_out(self.server.tasks.gone(self, time.monotonic())))
+        # Not cancelled: the worker finishes the frame in hand (a store write is
+        # never cut in the middle), then ends the connection's part in its task.
+        self.frames.put_nowait(None)
 
     def _login_timeout(self) -> None:
         if not self.logged_in:
@@ -101,8 +102,21 @@ class FileClient(FrameConnection):
     # -- frames ------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        while not self.closing:
+        try:
+            await self._work_frames()
+        finally:
+            try:
+                await self.server.carry_out(self.server.tasks.gone(self, time.monotonic()))
+            except StoreError as exc:  # aborting its upload failed: nothing is left to undo
+                log.warning("store: %s", exc)
+
+    async def _work_frames(self) -> None:
+        while True:
             frame = await self.frames.get()
+            if frame is None:
+                return
+            if self.closing:
+                continue  # closed for an earlier frame: the rest is not handled
             if self.paused and self.frames.qsize() <= QUEUE_LOW and self.transport is not None:
                 self.paused = False
                 self.transport.resume_reading()
@@ -114,6 +128,9 @@ class FileClient(FrameConnection):
             except Refusal as exc:
                 self.refused(exc.reason, str(exc))
                 self.close()
+            except StoreError as exc:
+                self.refused("store_error", str(exc))
+                self.abort()
             except Exception:
                 log.exception("handling 0x%04x failed", frame.command_id)
                 self.abort()

@@ -105,10 +105,12 @@ class FileServer(LinkServer):
         self.client_port = int(self.client_server.sockets[0].getsockname()[1])
         return self.client_port
 
-    def spawn(self, job: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, job: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``job``, tracked: shutdown waits for it."""
         task = asyncio.get_running_loop().create_task(job)
         self.jobs.add(task)
         task.add_done_callback(self.jobs.discard)
+        return task
 
     # -- actions of the task machine -------------------------------------------------------
 
@@ -117,6 +119,11 @@ class FileServer(LinkServer):
             await self._do(action)
 
     async def _do(self, action: Action) -> None:
+        if isinstance(action, Write | Read) and getattr(action.peer, "closing", False):
+            # Its connection was closed meanwhile (a timeout, a delete): its task is gone
+            # and its upload aborted; writing now would start a new one nobody commits.
+            # (A Commit goes ahead: every byte is in, whether the uploader stayed or not.)
+            return
         if isinstance(action, Send):
             peer = action.peer
             assert isinstance(peer, FileClient)
@@ -165,7 +172,10 @@ class FileServer(LinkServer):
     async def tick(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            await self.carry_out(self.tasks.tick(self.clock()))
+            try:
+                await self.carry_out(self.tasks.tick(self.clock()))
+            except StoreError as exc:  # aborting an upload failed: nothing is left to undo
+                log.warning("store: %s", exc)
 
     async def sweep(self) -> None:
         while True:

@@ -141,8 +141,9 @@ class Count:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Append to the upload of ``key`` (the first write starts it)."""
+    """Append to the upload of ``key`` (the first write starts it), unless ``peer`` was closed meanwhile."""
 
+    peer: Peer
     key: str
     data: bytes
 
@@ -485,7 +486,7 @@ class Tasks:
         if not data or msg.result_code != 0:
             raise Refusal("bad_size", f"an empty or failed chunk (result {msg.result_code})")
         task.done += len(data)
-        actions: list[Action] = [Write(task.key, data)]
+        actions: list[Action] = [Write(peer, task.key, data)]
         if task.done < task.size:
             actions.append(self._ask_upload(task, peer))
             return actions

@@ -62,10 +62,12 @@ class FileServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(TIMEOUT)
+                code = self.proc.wait(TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                raise
+            assert code == 0, f"exit code {code} after SIGTERM"  # a graceful stop
         self.proc = None
 
     def restart(self) -> None:
@@ -93,6 +95,8 @@ def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer
     server.start()
     yield server
     server.stop()
+    log = (run_dir / "file.log").read_text()
+    assert "Traceback" not in log, log
 
 
 class RawClient:
