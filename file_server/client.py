@@ -178,7 +178,9 @@ class FileClient(FrameConnection):
             actions = tasks.login(self, login, seq, time.monotonic(), stored)
         except Refusal as exc:
             self.send(
-                Cmd.FILE_LOGIN_RES, file_pb2.IMFileLoginRsp(result_code=exc.code, task_id=login.task_id), seq
+                Cmd.FILE_LOGIN_RES,
+                file_pb2.IMFileLoginRsp(result_code=exc.result_code, task_id=login.task_id),
+                seq,
             )
             raise
         self.logged_in = True

@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 
 from common import file_ticket
 from common.commands import Cmd
+from common.errors import InvalidArgument
 from common.pb import base_pb2, file_pb2
 
 ONLINE = base_pb2.FILE_TYPE_ONLINE
@@ -47,13 +48,13 @@ NOT_YOURS = base_pb2.FILE_SERVER_ERRNO_INVALID_USER_FOR_TASK
 Peer = Hashable
 
 
-class Refusal(Exception):
-    """A request or frame refused; ``reason`` labels the metric, ``code`` is the client's result code."""
+class Refusal(InvalidArgument):
+    """A request or frame refused; ``reason`` labels the metric, ``result_code`` is the client's."""
 
     def __init__(self, reason: str, detail: str = "", code: int = BAD_TICKET) -> None:
         super().__init__(detail or reason)
         self.reason = reason
-        self.code = code
+        self.result_code = code
 
 
 # Every reason a refusal may have, so each metric series exists from the start.

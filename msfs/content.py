@@ -14,6 +14,8 @@ import re
 import secrets
 from collections.abc import Iterable
 
+from common.errors import InvalidArgument
+
 OCTET_STREAM = "application/octet-stream"
 SNIFF_BYTES = 12  # the longest signature below (WebP: RIFF....WEBP)
 
@@ -75,11 +77,12 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-class TypeRefused(Exception):
+class TypeRefused(InvalidArgument):
+    """A part whose type is not accepted (``mismatch``: its bytes contradict its claim)."""
+
     def __init__(self, mismatch: bool, message: str) -> None:
         super().__init__(message)
         self.mismatch = mismatch
-        self.message = message
 
 
 def claim_allowed(claimed: str, allowed: Iterable[str]) -> bool:

@@ -150,7 +150,7 @@ def test_a_third_user_cannot_join() -> None:
     receiver_ticket = task.tickets[RECEIVER]
     with pytest.raises(Refusal) as refused:
         tasks.login("m", login(MALLORY, receiver_ticket, RECEIVER), 1, 0.0)  # Bob's ticket
-    assert refused.value.reason == "bad_ticket" and refused.value.code == 3
+    assert refused.value.reason == "bad_ticket" and refused.value.result_code == 3
     with pytest.raises(Refusal, match="ticket"):
         tasks.login("m", login(BOB, task.tickets[SENDER], RECEIVER), 1, 0.0)  # Alice's ticket, Bob's id
     with pytest.raises(Refusal, match="ticket"):
