@@ -278,8 +278,9 @@ class LocalCluster:
             "db_proxies": db,
             "route_servers": route,
             "login_servers": login,
-            "file_servers": self.file_addr,
         }
+        if self.file_addr:
+            overrides["file_servers"] = self.file_addr
         return self._launch(self._server("msg", name, overrides), ready_timeout)
 
     def _launch(self, server: ServerProcess, ready_timeout: float) -> ServerProcess:
