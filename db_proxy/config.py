@@ -35,9 +35,31 @@ class DbProxyConfig:
         86400, "Seconds a verified password stays in the fast-path cache (0: off)."
     )
     login_failure_limit: int = setting(
-        20, "Failed logins per user name per window before further attempts are refused."
+        5,
+        "Failed logins for one user from one source address before each further attempt from there "
+        "must wait (1 s, doubling up to login_delay_max). Other addresses are not affected: a guesser "
+        "cannot lock a colleague out.",
     )
-    login_failure_window: int = setting(300, "Seconds of the failed-login window.")
+    login_failure_window: int = setting(
+        900, "Seconds a failed login is remembered (the counters' expiry, in Redis too)."
+    )
+    login_delay_max: float = setting(60.0, "Longest wait imposed between attempts, in seconds.")
+    login_source_limit: int = setting(
+        100,
+        "Failed logins from one source address, for any users, per window, before that address is "
+        "refused every login for login_source_lock seconds (password spraying).",
+    )
+    login_source_lock: float = setting(300.0, "Seconds a spraying address is refused logins.")
+    login_user_limit: int = setting(
+        50,
+        "Failed logins for one user from all addresses per window before addresses that never logged "
+        "in as that user must wait too (a distributed guesser); addresses it logged in from stay free.",
+    )
+    login_throttle_memory: int = setting(
+        16 * 1024 * 1024,
+        "Bytes the in-process failure counters may take (when Redis is absent or down); the oldest go "
+        "first. Keys are fixed-size keyed hashes, whatever the name sent.",
+    )
     route_servers: tuple[str, ...] = setting(
         ["127.0.0.1:8200"], "route_server addresses, for pushing stored messages."
     )

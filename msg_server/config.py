@@ -24,6 +24,47 @@ class MsgServerConfig:
     max_connections: int = setting(
         100_000, "Clients this gateway accepts before login_server stops handing it out."
     )
+    max_connections_per_source: int = setting(
+        1000,
+        "Connections one source address may hold, logged in or not; more are closed on accept. An office "
+        "behind one NAT address needs one per user and device, so keep it above that.",
+    )
+    max_unauthenticated: int = setting(
+        2000,
+        "Connections not yet logged in, from all addresses; past it the oldest one of the address "
+        "holding the most is closed. Keeps room for logged-in users below the open-file limit.",
+    )
+    max_unauthenticated_per_source: int = setting(
+        64, "Connections not yet logged in from one address; more are closed on accept."
+    )
+    msg_rate: float = setting(
+        20.0,
+        "Messages per second one connection may send, sustained (a token bucket; TeamTalk drops past 20/s "
+        "silently). Past it a message gets no ack (the client resends), counted and logged once per burst.",
+    )
+    msg_burst: int = setting(100, "Messages one connection may send at once before msg_rate applies.")
+    user_msg_rate: float = setting(
+        40.0, "Messages per second one user may send from all its connections on this gateway, sustained."
+    )
+    user_msg_burst: int = setting(200, "Messages one user may send at once before user_msg_rate applies.")
+    request_rate: float = setting(
+        100.0, "Requests per second (of any command) one connection may make, sustained; past it, refused."
+    )
+    request_burst: int = setting(
+        500, "Requests one connection may make at once before request_rate applies (a login sync is ~20)."
+    )
+    profile_rate: float = setting(
+        0.5, "Profile changes (sign info, avatar) per second one user may make, sustained; past it, refused."
+    )
+    profile_burst: int = setting(10, "Profile changes one user may make at once before profile_rate applies.")
+    partial_frame_timeout: float = setting(
+        30.0, "Seconds a logged-in client may take to finish sending a frame it started; then it is closed."
+    )
+    write_stall_timeout: float = setting(
+        30.0,
+        "Seconds a client may leave bytes queued to it without reading any of them before it is cut off "
+        "as a slow reader (a large answer it asked for is not an offence while it reads).",
+    )
     max_frame_size: int = setting(
         64 * 1024, "Largest client frame in bytes, header included; larger closes the connection."
     )
@@ -93,6 +134,27 @@ class MsgServerConfig:
                 split_address(f"msg_server.{key}", address)
         if not self.db_proxies:
             raise ConfigError("msg_server.db_proxies: at least one db_proxy is needed")
+        for key in (
+            "max_connections_per_source",
+            "max_unauthenticated",
+            "max_unauthenticated_per_source",
+            "msg_burst",
+            "user_msg_burst",
+            "request_burst",
+            "profile_burst",
+        ):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"msg_server.{key}: must be positive, got {getattr(self, key)}")
+        for key in (
+            "msg_rate",
+            "user_msg_rate",
+            "request_rate",
+            "profile_rate",
+            "partial_frame_timeout",
+            "write_stall_timeout",
+        ):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"msg_server.{key}: must be positive, got {getattr(self, key)}")
         if self.max_frame_size < 16:
             raise ConfigError("msg_server.max_frame_size: must be at least 16")
         for key in ("login_servers", "route_servers", "db_proxies", "file_servers"):
