@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,8 +34,26 @@ def write_ready_file(path: Path | None, info: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (a connection is a file); log and return both."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    log.info("open-file limit %d (hard %d)", soft, hard)
+    return soft, hard
+
+
 def run_server(serve: Serve, ready_file: Path | None = None) -> None:
-    """Run ``serve(stop, announce)`` until it returns; blocks the caller."""
+    """Run ``serve(stop, announce)`` until it returns; blocks the caller.
+
+    The ready file also says the open-file limit the server got (``nofile``).
+    """
+    soft, hard = raise_open_file_limit()
+    limits = {"nofile": soft, "nofile_hard": hard}
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -49,7 +68,7 @@ def run_server(serve: Serve, ready_file: Path | None = None) -> None:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
-        await serve(stop, lambda info: write_ready_file(ready_file, info))
+        await serve(stop, lambda info: write_ready_file(ready_file, {**limits, **info}))
 
     uvloop.run(main())
 

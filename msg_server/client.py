@@ -89,6 +89,8 @@ class ClientConnection(FrameConnection):
     # -- protocol hooks -----------------------------------------------------------
 
     def on_connect(self) -> None:
+        if not self.gateway.admitter.accept(self):
+            return  # closed on accept (msg_server/admission.py)
         self.gateway.connections.add(self)
         self.deadline = Deadline(
             asyncio.get_running_loop(), self.gateway.config.login_timeout, self._timed_out
@@ -107,6 +109,8 @@ class ClientConnection(FrameConnection):
         self.abort()
 
     def on_frame(self, frame: Frame) -> None:
+        if not self.gateway.limiter.allow(self, frame):
+            return  # over a rate limit: refused there (msg_server/limits.py)
         command = frame.command_id
         if not self.logged_in and (command not in BEFORE_LOGIN or self.logging_in):
             ERRORS.labels("before_login").inc()
@@ -181,6 +185,8 @@ class ClientConnection(FrameConnection):
         if self.deadline is not None:
             self.deadline.cancel()
         self.gateway.connections.discard(self)
+        self.gateway.admitter.gone(self)
+        self.gateway.limiter.gone(self)
         if self.logged_in:
             self.gateway.detach(self)
 
@@ -203,3 +209,5 @@ class ClientConnection(FrameConnection):
         if self.deadline is not None:
             self.deadline.reset(timeout)
         self.gateway.attach(self)
+        self.gateway.admitter.logged_in(self)
+        self.gateway.limiter.logged_in(self)

@@ -23,7 +23,9 @@ from common.conversation import ShardKey, is_mobile, shard_of
 from common.link import Identity, Link, LinkDown, LinkSettings, Upstream
 from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
+from msg_server.admission import Admitter, caps_of, effective_max_connections, open_file_limit
 from msg_server.config import MsgServerConfig
+from msg_server.limits import Limiter
 from msg_server.metrics import PUSHED, PUSHES_DROPPED
 from msg_server.push import Pusher
 
@@ -48,6 +50,19 @@ class Gateway:
         self.connections: set[ClientConnection] = set()
         self.requests: set[asyncio.Future[None]] = set()  # client requests being handled
         self._conn_ids = itertools.count(1)
+        # The open-file limit caps what this gateway can hold (common/runner.py raised it).
+        soft, _ = open_file_limit()
+        self.max_connections = effective_max_connections(config.max_connections, soft)
+        self.admitter = Admitter(caps_of(config, self.max_connections))
+        self.limiter = Limiter(config)
+        caps = self.admitter.admission.caps
+        log.info(
+            "max_connections %d (setting %d, open-file limit %d), %d not logged in at most",
+            self.max_connections,
+            config.max_connections,
+            soft,
+            caps.unauthenticated,
+        )
         me = Identity(internal_pb2.ROLE_GATEWAY, config.node_id)
         settings = LinkSettings.from_cluster(config.cluster)
 
@@ -192,7 +207,7 @@ class Gateway:
                 prior_ip=config.advertise_ip,
                 backup_ip=config.advertise_backup_ip or config.advertise_ip,
                 port=self.port,
-                max_connections=config.max_connections,
+                max_connections=self.max_connections,
                 started_at=self.started_at,
             ),
         )

@@ -55,7 +55,13 @@ async def serve(
             log.warning(
                 "%s not reachable after %.0fs; serving anyway, it will be retried", link.name, LINK_WAIT
             )
-    announce({"port": gateway.port, "metrics_port": exposed[1] if exposed else None})
+    announce(
+        {
+            "port": gateway.port,
+            "metrics_port": exposed[1] if exposed else None,
+            "max_connections": gateway.max_connections,
+        }
+    )
     try:
         await stop.wait()
     finally:

@@ -167,6 +167,8 @@ def up(
     for server in cluster.servers:
         click.echo(
             f"  {server.name:8} pid {server.process.pid if server.process else '?':>7}  log {server.log_file}"
+            f"  open files {server.info.get('nofile', '?')}"
+            + (f", max {server.info['max_connections']} clients" if "max_connections" in server.info else "")
         )
     if configured_token:
         click.echo(f"Admin API: {admin_url}/admin/v1 with the configured login_server.admin_token.")

@@ -242,7 +242,8 @@ async def test_a_flood_of_bad_requests_writes_a_line_not_a_line_each(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    _, conn, transport, _ = await logged_in(max_pending_requests=10_000)
+    # request_burst: this is about refusals by db_proxy's answer, not by the rate limit.
+    _, conn, transport, _ = await logged_in(max_pending_requests=10_000, request_burst=10_000)
     req = message_pb2.IMGetLatestMsgIdReq(user_id=0, session_type=SINGLE, session_id=0)
     for seq in range(1, 2001):
         feed(conn, Cmd.LATEST_MSG_ID_REQ, req, seq=seq)

@@ -1,0 +1,245 @@
+"""Rate limits on what one client sends: token buckets, time passed in.
+
+Per connection: messages (``msg_rate``/``msg_burst``) and every request of
+any command (``request_rate``/``request_burst``). Per user on this gateway,
+over all its connections: messages (``user_msg_rate``/``user_msg_burst``) and
+profile changes, avatar and sign info (``profile_rate``/``profile_burst``).
+Heartbeats are never limited. The defaults are far above what a person
+types; a client past them is a script.
+
+:class:`RateLimits` is sans-IO: it keeps the buckets and answers which limit
+a frame is over, given ``now``. Its state is bounded by the live
+connections: a connection's buckets go with it, a user's with its last
+connection. :class:`Limiter` is the gateway's adapter: it counts a refusal
+(``imcluster_gateway_rate_limited_total{kind}``), logs it once per burst per
+connection, and answers it the way the command's table entry answers any
+refused request (Overloaded); a refused ``IMMsgData`` gets no ack, so the
+client resends it later, as after TeamTalk's silent drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from prometheus_client import Counter
+
+from common.codec import Frame
+from common.commands import Cmd
+from common.errors import Overloaded
+from common.throttle import Throttle
+
+if TYPE_CHECKING:
+    from msg_server.client import ClientConnection
+    from msg_server.config import MsgServerConfig
+
+log = logging.getLogger("client")
+
+RATE_LIMITED = Counter(
+    "imcluster_gateway_rate_limited",
+    "Client frames refused by a rate limit, by kind: messages (a connection's msg_rate), "
+    "user_messages (a user's user_msg_rate over its connections here), requests (a connection's "
+    "request_rate), profile (a user's profile_rate: avatar, sign info). A refused IMMsgData gets no "
+    "ack; other requests get their refusal reply.",
+    ["kind"],
+)
+
+LOG_INTERVAL = 1.0  # seconds between two lines about one connection's rate-limited frames
+
+MESSAGES = frozenset({Cmd.MSG_DATA})
+PROFILE_CHANGES = frozenset({Cmd.CHANGE_AVATAR_REQ, Cmd.CHANGE_SIGN_INFO_REQ})
+NEVER_LIMITED = frozenset({Cmd.HEARTBEAT})
+
+
+class Bucket:
+    """A token bucket: ``burst`` at once, then ``rate`` per second.
+
+    Over any window of t seconds it allows at most ``burst + rate * t``.
+    """
+
+    __slots__ = ("at", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.at = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.at:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+
+    def allow(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def peek(self, now: float) -> bool:
+        """Would one be allowed now (takes nothing)."""
+        self._refill(now)
+        return self.tokens >= 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    msg_rate: float
+    msg_burst: int
+    request_rate: float
+    request_burst: int
+    user_msg_rate: float
+    user_msg_burst: int
+    profile_rate: float
+    profile_burst: int
+
+    @classmethod
+    def of(cls, config: MsgServerConfig) -> Rates:
+        return cls(
+            config.msg_rate,
+            config.msg_burst,
+            config.request_rate,
+            config.request_burst,
+            config.user_msg_rate,
+            config.user_msg_burst,
+            config.profile_rate,
+            config.profile_burst,
+        )
+
+
+@dataclass(slots=True)
+class _ConnBuckets:
+    requests: Bucket
+    messages: Bucket
+    user_id: int = 0
+
+
+@dataclass(slots=True)
+class _UserBuckets:
+    messages: Bucket
+    profile: Bucket
+    connections: int = 0
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass
+class RateLimits(Generic[K]):
+    """The buckets of the live connections (keyed by ``K``) and of their users."""
+
+    rates: Rates
+    _conns: dict[K, _ConnBuckets] = field(default_factory=dict)
+    _users: dict[int, _UserBuckets] = field(default_factory=dict)
+
+    def _conn(self, key: K, now: float) -> _ConnBuckets:
+        buckets = self._conns.get(key)
+        if buckets is None:
+            r = self.rates
+            buckets = _ConnBuckets(
+                Bucket(r.request_rate, r.request_burst, now), Bucket(r.msg_rate, r.msg_burst, now)
+            )
+            self._conns[key] = buckets
+        return buckets
+
+    def logged_in(self, key: K, user_id: int, now: float) -> None:
+        """The connection is now this user's: its messages and profile changes count for the user too."""
+        conn = self._conn(key, now)
+        if conn.user_id == user_id:
+            return
+        if conn.user_id:
+            self._release_user(conn.user_id)
+        conn.user_id = user_id
+        user = self._users.get(user_id)
+        if user is None:
+            r = self.rates
+            user = _UserBuckets(
+                Bucket(r.user_msg_rate, r.user_msg_burst, now), Bucket(r.profile_rate, r.profile_burst, now)
+            )
+            self._users[user_id] = user
+        user.connections += 1
+
+    def check(self, key: K, command: int, now: float) -> str | None:
+        """Take what ``command`` costs; None if allowed, else the kind of limit it is over.
+
+        A refused frame takes nothing from the other buckets (a request
+        refused by its user's limit still used its connection's request token).
+        """
+        if command in NEVER_LIMITED:
+            return None
+        conn = self._conn(key, now)
+        if not conn.requests.allow(now):
+            return "requests"
+        user = self._users.get(conn.user_id) if conn.user_id else None
+        if command in MESSAGES:
+            if not conn.messages.peek(now):
+                return "messages"
+            if user is not None and not user.messages.allow(now):
+                return "user_messages"
+            conn.messages.allow(now)
+        elif command in PROFILE_CHANGES and user is not None and not user.profile.allow(now):
+            return "profile"
+        return None
+
+    def gone(self, key: K) -> None:
+        conn = self._conns.pop(key, None)
+        if conn is not None and conn.user_id:
+            self._release_user(conn.user_id)
+
+    def _release_user(self, user_id: int) -> None:
+        user = self._users.get(user_id)
+        if user is None:
+            return
+        user.connections -= 1
+        if user.connections <= 0:
+            del self._users[user_id]
+
+    def sizes(self) -> tuple[int, int]:
+        """(connections, users) with buckets: bounded by the live ones."""
+        return len(self._conns), len(self._users)
+
+
+class Limiter:
+    """The gateway's rate limits: a :class:`RateLimits` plus the counting, logging and refusal."""
+
+    def __init__(self, config: MsgServerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits: RateLimits[int] = RateLimits(Rates.of(config))
+        self.clock = clock
+        self._logs: dict[int, Throttle] = {}  # per connection with a refusal, dropped with it
+
+    def allow(self, conn: ClientConnection, frame: Frame) -> bool:
+        """True to dispatch ``frame``; False if refused (counted, logged, answered here)."""
+        kind = self.limits.check(conn.conn_id, frame.command_id, self.clock())
+        if kind is None:
+            return True
+        RATE_LIMITED.labels(kind).inc()
+        throttle = self._logs.get(conn.conn_id)
+        if throttle is None:
+            throttle = self._logs[conn.conn_id] = Throttle(LOG_INTERVAL, self.clock)
+        if throttle.ready():  # the client's doing: INFO, as for any bad input (handlers/base.py)
+            conn.log.info("0x%04x refused: over the %s rate limit%s", frame.command_id, kind, throttle.more())
+        self._answer(conn, frame, kind)
+        return False
+
+    def _answer(self, conn: ClientConnection, frame: Frame, kind: str) -> None:
+        from msg_server import handlers
+        from msg_server.handlers.base import client_error
+
+        entry = handlers.CLIENT_COMMANDS.get(frame.command_id)
+        if entry is None or not entry.reply_command:
+            return  # a notice, or a command the connection would ignore or close on anyway
+        job = entry.parse(frame.body)  # a bad body closes the connection, as it would unlimited
+        reply = job.refused(conn, client_error(Overloaded(f"over the {kind} rate limit; slow down")))
+        if reply is not None:
+            conn.send(job.reply_command, reply, frame.seq_num)
+
+    def logged_in(self, conn: ClientConnection) -> None:
+        self.limits.logged_in(conn.conn_id, conn.user_id, self.clock())
+
+    def gone(self, conn: ClientConnection) -> None:
+        self.limits.gone(conn.conn_id)
+        self._logs.pop(conn.conn_id, None)
