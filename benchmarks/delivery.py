@@ -64,7 +64,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` and `tests` 
 import uvloop  # noqa: E402
 
 from benchmarks.measure import median, percentile  # noqa: E402
-from benchmarks.settings import HOST, LOGIN_TIMEOUT, PASSWORD_MD5  # noqa: E402
+from benchmarks.settings import HOST, LOGIN_TIMEOUT, ONE_ADDRESS_NO_LIMITS, PASSWORD_MD5  # noqa: E402
 from benchmarks.wire import BenchConn, Reply, connect_and_login, login_body  # noqa: E402
 from common.commands import Cmd  # noqa: E402
 from common.delivery import delete_delivery_log  # noqa: E402
@@ -415,7 +415,11 @@ def one_cluster(path: Path_, opts: Options, run_dir: Path) -> dict[str, Any]:
             routes=opts.routes,
             database_url=db_url,
             redis_url=REDIS if opts.engine == "mysql" else None,
-            extra={"db": path.db} if path.db else {},
+            # The baseline's gateways predate the rate limits and would refuse their settings.
+            extra={
+                **({"msg": ONE_ADDRESS_NO_LIMITS} if path.code == ROOT else {}),
+                **({"db": path.db} if path.db else {}),
+            },
             environ={kind: env for kind in KINDS},
             secret_file=write_secret_file(run_dir / "cluster.secret"),
             files=False,  # file transfer is not what this measures

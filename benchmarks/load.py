@@ -58,7 +58,7 @@ from benchmarks.servers import (  # noqa: E402
     pair_names,
     raise_fd_limit,
 )
-from benchmarks.settings import BENCH_LOG2_N, Options  # noqa: E402
+from benchmarks.settings import BENCH_LOG2_N, ONE_ADDRESS_NO_LIMITS, Options  # noqa: E402
 from imctl.cluster import LocalCluster, write_secret_file  # noqa: E402
 
 
@@ -182,6 +182,7 @@ def run(opts: Options) -> tuple[Results, dict[str, Any]]:
                     redis_url=redis_url,
                     secret_file=write_secret_file(rep_dir / "cluster.secret"),
                     files=False,  # file transfer is not what this measures
+                    extra={"msg": ONE_ADDRESS_NO_LIMITS},
                 )
                 started_servers.append(cluster)
                 cluster.start()

@@ -14,11 +14,18 @@ connection. :class:`Limiter` is the gateway's adapter: it counts a refusal
 (``imcluster_gateway_rate_limited_total{kind}``), logs it once per burst per
 connection, and answers it the way the command's table entry answers any
 refused request (Overloaded); a refused ``IMMsgData`` gets no ack, so the
-client resends it later, as after TeamTalk's silent drop.
+client resends it later, as after TeamTalk's silent drop. A refusal also
+stops reading from that connection for ``HOLD`` seconds: a flooder is held
+back by TCP instead of costing the gateway a refusal per frame it can write.
+Held for less (until its bucket has a token), it would come back each time
+with a full socket buffer, thousands of frames refused in one go while the
+other clients' requests wait: measured, a victim's p99 went from 0.4 ms to
+7 ms with a 10 ms hold, and stayed under 2x with 1 s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -48,6 +55,7 @@ RATE_LIMITED = Counter(
 )
 
 LOG_INTERVAL = 1.0  # seconds between two lines about one connection's rate-limited frames
+HOLD = 1.0  # seconds a refused connection is not read from (its heartbeat timeout is minutes)
 
 MESSAGES = frozenset({Cmd.MSG_DATA})
 PROFILE_CHANGES = frozenset({Cmd.CHANGE_AVATAR_REQ, Cmd.CHANGE_SIGN_INFO_REQ})
@@ -210,6 +218,7 @@ class Limiter:
         self.limits: RateLimits[int] = RateLimits(Rates.of(config))
         self.clock = clock
         self._logs: dict[int, Throttle] = {}  # per connection with a refusal, dropped with it
+        self._held: set[int] = set()  # connections not read from until a token comes back
 
     def allow(self, conn: ClientConnection, frame: Frame) -> bool:
         """True to dispatch ``frame``; False if refused (counted, logged, answered here)."""
@@ -223,7 +232,24 @@ class Limiter:
         if throttle.ready():  # the client's doing: INFO, as for any bad input (handlers/base.py)
             conn.log.info("0x%04x refused: over the %s rate limit%s", frame.command_id, kind, throttle.more())
         self._answer(conn, frame, kind)
+        self._hold(conn)
         return False
+
+    def _hold(self, conn: ClientConnection) -> None:
+        transport = conn.transport
+        if transport is None or conn.closing:
+            return
+        transport.pause_reading()  # again if another pause's end resumed it meanwhile
+        if conn.conn_id in self._held:
+            return
+        self._held.add(conn.conn_id)
+        asyncio.get_running_loop().call_later(HOLD, self._release, conn)
+
+    def _release(self, conn: ClientConnection) -> None:
+        self._held.discard(conn.conn_id)
+        # Not if it is paused for another reason (requests in flight, shutting down).
+        if conn.transport is not None and not (conn.closing or conn.paused or conn.draining):
+            conn.transport.resume_reading()
 
     def _answer(self, conn: ClientConnection, frame: Frame, kind: str) -> None:
         from msg_server import handlers
@@ -243,3 +269,4 @@ class Limiter:
     def gone(self, conn: ClientConnection) -> None:
         self.limits.gone(conn.conn_id)
         self._logs.pop(conn.conn_id, None)
+        self._held.discard(conn.conn_id)
