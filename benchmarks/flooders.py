@@ -6,7 +6,8 @@ the caller, is not the caller's own event loop being busy writing the flood.
 
 Kinds (every one bounded by ``--seconds``, traffic to 127.0.0.0/8 only):
 
-* ``requests``: logged in as ``--user``, IMUsersInfoReq as fast as it can write;
+* ``requests``: logged in as ``--user``, IMUsersInfoReq as fast as it can write
+  (closed by the server, it logs in again, as an attacker would);
 * ``messages``: logged in, IMMsgData to ``--peer`` as fast as it can write;
 * ``mixed``: both, alternating;
 * ``profile``: logged in, IMChangeSignInfoReq with a new text each time;
@@ -120,22 +121,26 @@ def flood_frames(kind: str, peer: int, n: int) -> bytes:
 
 
 async def logged_in_flood(args: argparse.Namespace) -> dict[str, Any]:
-    reader, writer = await logged_in(args)
+    """Flood on one logged-in connection; closed by the server, log in again and go on."""
     counts: dict[str, int] = {}
-    reading = asyncio.create_task(read_frames(reader, counts))
-    print("ready", flush=True)
-    sent = 0
+    sent = connections = 0
     deadline = time.monotonic() + args.seconds
-    with contextlib.suppress(ConnectionError, OSError):
-        while time.monotonic() < deadline:
-            writer.write(flood_frames(args.kind, args.peer, sent // BATCH))
-            sent += BATCH
-            with contextlib.suppress(TimeoutError):
-                # A held-back flooder still stops on time.
-                await asyncio.wait_for(writer.drain(), max(0.01, deadline - time.monotonic()))
-    writer.close()
-    reading.cancel()
-    return {"sent": sent, "received": counts}
+    while time.monotonic() < deadline:
+        reader, writer = await logged_in(args)
+        connections += 1
+        if connections == 1:
+            print("ready", flush=True)
+        reading = asyncio.create_task(read_frames(reader, counts))
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):  # RuntimeError: uvloop, closed
+            while time.monotonic() < deadline and not reading.done() and not writer.is_closing():
+                writer.write(flood_frames(args.kind, args.peer, sent // BATCH))
+                sent += BATCH
+                with contextlib.suppress(TimeoutError):
+                    # A held-back flooder still stops on time.
+                    await asyncio.wait_for(writer.drain(), max(0.01, deadline - time.monotonic()))
+        writer.close()
+        reading.cancel()
+    return {"sent": sent, "connections": connections, "received": counts}
 
 
 async def failed_logins(args: argparse.Namespace) -> dict[str, Any]:
