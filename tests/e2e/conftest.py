@@ -129,6 +129,7 @@ def _start(
     routes: int = 1,
     tls: bool = False,
     files: bool = False,
+    default_limits: bool = False,
 ) -> Cluster:
     users = asyncio.run(create_users(database_url, USERS, CROWD))
     # As in production: every internal link proves the cluster secret.
@@ -145,24 +146,42 @@ def _start(
         tls_dir=tmp / "tls" if tls else None,
         files=files,
     )
-    local.extra = {"msg": {"request_timeout": "5"}}
+    # The delivery and fault tests send messages faster than a person (hundreds a second, waiting
+    # for their acks): past the rate limits they would get no ack. Modules that test the limits
+    # (DEFAULT_LIMITS = True: tests/e2e/test_abuse_limits.py) run at the defaults.
+    fast_sender = {
+        "msg_rate": "10000",
+        "msg_burst": "100000",
+        "user_msg_rate": "10000",
+        "user_msg_burst": "100000",
+        "request_rate": "10000",
+        "request_burst": "100000",
+    }
+    local.extra = {"msg": {"request_timeout": "5", **({} if default_limits else fast_sender)}}
     local.start()
     return Cluster(local, database_url, redis_url, users)
 
 
 @contextlib.contextmanager
 def running_cluster(
-    engine: str, tmp: Path, routes: int = 1, tls: bool = False, files: bool = False
+    engine: str,
+    tmp: Path,
+    routes: int = 1,
+    tls: bool = False,
+    files: bool = False,
+    default_limits: bool = False,
 ) -> Iterator[Cluster]:
     """A cluster on SQLite or on a fresh MariaDB database with Redis, stopped afterwards."""
     with contextlib.ExitStack() as stack:
         if engine == "sqlite":
-            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, "memory://", routes, tls, files)
+            started = _start(
+                tmp, f"sqlite:///{tmp}/im.db", None, "memory://", routes, tls, files, default_limits
+            )
         else:
             backend = engine.removeprefix("mysql+")
             log_url = stack.enter_context(fresh_delivery_log_url(backend))
             mysql_url = stack.enter_context(fresh_mysql_url())
-            started = _start(tmp, mysql_url, REDIS_URL, log_url, routes, tls, files)
+            started = _start(tmp, mysql_url, REDIS_URL, log_url, routes, tls, files, default_limits)
         stack.callback(started.local.stop)
         yield started
         started.local.stop()
@@ -189,9 +208,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="module", params=ENGINES)
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One cluster per test module and engine, shared by its tests; with file_server and msfs
-    only for modules that set ``FILES = True``."""
+    only for modules that set ``FILES = True``; at msg_server's default rate limits only for
+    modules that set ``DEFAULT_LIMITS = True`` (the others send faster than a person)."""
     files = getattr(request.module, "FILES", False)
-    with running_cluster(request.param, tmp_path_factory.mktemp("cluster"), files=files) as started:
+    default_limits = getattr(request.module, "DEFAULT_LIMITS", False)
+    tmp = tmp_path_factory.mktemp("cluster")
+    with running_cluster(request.param, tmp, files=files, default_limits=default_limits) as started:
         yield started
 
 

@@ -28,6 +28,7 @@ from tests.e2e.conftest import PASSWORD, Cluster
 from tests.support.ttclient import TTClient
 
 ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_LIMITS = True  # the module's cluster runs msg_server's default limits (see conftest)
 SAMPLES = 200
 FLOOR = 0.005  # s: idle p99 on loopback is ~1 ms, where scheduler noise alone doubles it
 
