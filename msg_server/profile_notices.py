@@ -20,6 +20,7 @@ from prometheus_client import Counter
 
 from common.commands import Cmd
 from common.pb import internal_pb2
+from common.throttle import Throttle
 from msg_server.metrics import PUSHED
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ NOTICES_DROPPED = Counter(
 )
 for _reason in ("no_route_link", "connection_gone"):
     NOTICES_DROPPED.labels(_reason)
+_NO_ROUTE_LOG = Throttle(10.0)
 
 
 def send_change(gw: Gateway, conn: ClientConnection, command_id: int, notify: Message) -> None:
@@ -44,6 +46,8 @@ def send_change(gw: Gateway, conn: ClientConnection, command_id: int, notify: Me
     )
     if not gw.to_route(Cmd.ROUTE_PROFILE_CHANGE, change):
         NOTICES_DROPPED.labels("no_route_link").inc()
+        if _NO_ROUTE_LOG.ready():
+            conn.log.warning("profile change not announced: no route server linked%s", _NO_ROUTE_LOG.more())
 
 
 def publish_profile(gw: Gateway, batch: internal_pb2.RouteProfileBatch) -> None:

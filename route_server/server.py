@@ -21,6 +21,7 @@ from common.link import Link, LinkServer, LinkSettings
 from common.metrics import start_metrics_server
 from common.pb import base_pb2, buddy_pb2, internal_pb2
 from common.rpc import Commands
+from common.throttle import Throttle
 from route_server import metrics
 from route_server.admin import RouteAdmin
 from route_server.config import RouteServerConfig
@@ -33,7 +34,7 @@ from route_server.metrics import (
     RELAYED,
     STATUS_CHANGES,
 )
-from route_server.notices import ProfileNotices
+from route_server.notices import SUPERSEDED, ProfileNotices
 from route_server.presence import LoginPolicy, has_desktop, sessions_to_kick, snapshot_kicks, user_status
 from route_server.push import Pusher
 from route_server.readiness import LostGateways, Readiness
@@ -42,6 +43,7 @@ from route_server.table import RouteTable, Session
 log = logging.getLogger("route")
 
 PROFILE_NOTICES = frozenset({Cmd.AVATAR_CHANGED_NOTIFY, Cmd.SIGN_INFO_CHANGED_NOTIFY})
+NOTICE_LOG_INTERVAL = 10.0  # seconds between log lines about dropped profile notices
 
 
 class Settling(Unavailable):
@@ -83,10 +85,9 @@ class RouteServer(LinkServer):
         self.gateway_links: dict[str, Link] = {}
         self.pending_status: dict[int, base_pb2.UserStatType.ValueType] = {}
         self.notices = ProfileNotices(
-            config.max_pending_notices,
-            config.max_pending_notice_bytes,
-            on_drop=lambda reason, n: NOTICES_DROPPED.labels(reason).inc(n),
+            config.max_pending_notices, config.max_pending_notice_bytes, on_drop=self._notice_dropped
         )
+        self._notice_drop_log = Throttle(NOTICE_LOG_INTERVAL, clock)
         self.clock = clock
         self.readiness = Readiness(clock(), config.settle_time)
         self.lost = LostGateways(config.settle_time)
@@ -176,12 +177,23 @@ class RouteServer(LinkServer):
             body = notices.SerializeToString()
             for link in self.gateway_links.values():
                 if not link.send_raw(Cmd.ROUTE_PROFILE_BATCH, body):
-                    NOTICES_DROPPED.labels("send_failed").inc(len(notices.changes))
+                    self._notice_dropped("send_failed", len(notices.changes))
+
+    def _notice_dropped(self, reason: str, count: int) -> None:
+        NOTICES_DROPPED.labels(reason).inc(count)
+        if reason != SUPERSEDED and self._notice_drop_log.ready():  # superseded: coalescing at work
+            log.warning(
+                "profile notices dropped (%s: %d pending, %d bytes)%s",
+                reason,
+                self.notices.pending,
+                self.notices.pending_bytes,
+                self._notice_drop_log.more(),
+            )
 
     def on_profile_change(self, conn: Link, msg: internal_pb2.RouteProfileChange) -> None:
         """An avatar or sign-info change: to the gateways with the next batch (route_server.notices)."""
         if msg.command_id not in PROFILE_NOTICES:
-            NOTICES_DROPPED.labels("bad_command").inc()
+            self._notice_dropped("bad_command", 1)
             return
         self.notices.offer(msg)
 
