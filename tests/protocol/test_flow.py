@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from common.codec import encode_frame
 from common.commands import Cmd
 from common.connection import CHUNK, WRITE_HIGH
-from common.pb import buddy_pb2, internal_pb2, message_pb2
+from common.pb import base_pb2, buddy_pb2, internal_pb2, message_pb2
 from common.rpc import ReqT, ResT, Rpc
 from tests.protocol.fakes import USER, FakeDb, logged_in, settle
 
@@ -95,7 +95,12 @@ async def test_frames_finished_in_time_are_not_a_partial_frame_offence() -> None
 
 
 PUSH = message_pb2.IMMsgData(
-    from_user_id=8, to_session_id=7, msg_id=1, create_time=0, msg_type=1, msg_data=b"p"
+    from_user_id=8,
+    to_session_id=7,
+    msg_id=1,
+    create_time=0,
+    msg_type=base_pb2.MSG_TYPE_SINGLE_TEXT,
+    msg_data=b"p",
 ).SerializeToString()
 ALL_REQ = buddy_pb2.IMAllUserReq(user_id=0, latest_update_time=0).SerializeToString()
 
