@@ -43,16 +43,7 @@ from typing import Any, cast
 
 from google.protobuf.message import Message
 
-from common.codec import (
-    DEFAULT_MAX_FRAME,
-    HEADER,
-    HEADER_SIZE,
-    PROTOCOL_VERSION,
-    Frame,
-    FrameDecoder,
-    ProtocolError,
-    encode_frame,
-)
+from common.codec import DEFAULT_MAX_FRAME, Frame, FrameDecoder, ProtocolError, encode_frame
 from common.commands import BadBody
 from common.log import PeerLogger, format_peer
 from common.metrics import ERRORS
@@ -355,11 +346,11 @@ class FrameConnection(asyncio.Protocol):
         if self.transport is None or self.closing:
             self._next_turn()
             return False
-        header = HEADER.pack(
-            HEADER_SIZE + len(body), PROTOCOL_VERSION, 0, command_id >> 8, command_id, seq_num, 0
-        )
-        self.flow.outbox.put(header, unsolicited=False)
-        self.flow.outbox.put(body, unsolicited=False)
+        frame = encode_frame(command_id, body, seq_num)
+        if not self.flow.outbox and not self.flow.write_paused and len(frame) <= CHUNK:
+            self.transport.write(frame)  # the common case: one write, as for send_raw
+            return True
+        self.flow.outbox.put(frame, unsolicited=False)
         self._flush()
         return True
 

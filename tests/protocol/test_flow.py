@@ -56,7 +56,7 @@ async def test_frames_already_read_wait_while_paused_and_go_in_order_once_draine
     fake.release.set()
     for _ in range(2000):  # bounded: 6,000 requests, 32 a round once drained
         await asyncio.sleep(0)
-        if len(transport.frames()) == 6001:
+        if len(fake.requests) == 6000 and conn.pending == 0:
             break
     assert counting.most <= 64
     order = [int.from_bytes(req.attach_data, "big") for _, req in fake.requests]  # type: ignore[attr-defined]
