@@ -116,7 +116,8 @@ class Outbox:
     __slots__ = ("_items", "queued", "replies", "unsolicited")
 
     def __init__(self) -> None:
-        self._items: deque[tuple[memoryview, bool]] = deque()  # (bytes, unsolicited)
+        # (bytes, unsolicited); made on the first put: an idle connection holds no deque
+        self._items: deque[tuple[memoryview, bool]] | None = None
         self.queued = 0
         self.unsolicited = 0
         self.replies = 0
@@ -127,6 +128,8 @@ class Outbox:
     def put(self, data: bytes, unsolicited: bool) -> None:
         if not data:
             return
+        if self._items is None:
+            self._items = deque()
         self._items.append((memoryview(data), unsolicited))
         self.queued += len(data)
         if unsolicited:
@@ -152,7 +155,7 @@ class Outbox:
         return piece
 
     def clear(self) -> None:
-        self._items.clear()
+        self._items = None
         self.queued = self.unsolicited = self.replies = 0
 
 
@@ -359,6 +362,8 @@ class FrameConnection(asyncio.Protocol):
         if not (flow.outbox.replies or flow.turn_taken or flow.reply_waiters):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if flow.reply_waiters is None:
+            flow.reply_waiters = deque()
         flow.reply_waiters.append(waiter)
         try:
             await waiter
@@ -366,7 +371,7 @@ class FrameConnection(asyncio.Protocol):
             if waiter.done() and not waiter.cancelled():  # handed the turn, then cancelled
                 flow.turn_taken = False
                 self._next_turn()
-            elif waiter in flow.reply_waiters:
+            elif flow.reply_waiters is not None and waiter in flow.reply_waiters:
                 flow.reply_waiters.remove(waiter)
             raise
 
@@ -506,7 +511,7 @@ class _Flow:
         self.partial_timer: asyncio.TimerHandle | None = None
         self.outbox = Outbox()
         self.write_paused = False
-        self.reply_waiters: deque[asyncio.Future[None]] = deque()
+        self.reply_waiters: deque[asyncio.Future[None]] | None = None  # made when one must wait
         self.turn_taken = False  # a woken reply owns the slot until it queues itself
         self.close_when_flushed = False
         self.last_progress = 0.0
