@@ -11,8 +11,12 @@ Its own cluster (one engine per run) for that setting.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -33,7 +37,16 @@ READS_PER_SECOND = 32
 PARTIAL_FRAME_TIMEOUT = 1.0
 # Reading 100,000 users on SQLite and building their reply takes db_proxy seconds:
 # more than the shared clusters' 5 s request_timeout leaves when the machine is busy.
-BIG_CLUSTER = {"partial_frame_timeout": str(PARTIAL_FRAME_TIMEOUT), "request_timeout": "20"}
+# The flood test counts dispatches, not refusals: bursts above it (the rate limits' own tests
+# are elsewhere).
+BIG_CLUSTER = {
+    "partial_frame_timeout": str(PARTIAL_FRAME_TIMEOUT),
+    "request_timeout": "20",
+    "msg_burst": "10000",
+    "user_msg_burst": "10000",
+    "request_burst": "10000",
+}
+FLOOD = 2000
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mysql+redis"])
@@ -178,3 +191,56 @@ async def test_a_trickled_frame_after_login_is_closed_at_partial_frame_timeout(b
         assert PARTIAL_FRAME_TIMEOUT <= closed_at - started < PARTIAL_FRAME_TIMEOUT + 1.0
     finally:
         client.close()
+
+
+def metric(cluster: Cluster, server: str, name: str) -> float:
+    port = cluster.local.by_name(server).info["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+
+
+async def test_a_flood_already_read_is_not_dispatched_while_paused(big: Cluster) -> None:
+    """db_proxy frozen: the flood's first max_pending_requests (64) messages are dispatched
+    and the rest wait, undecoded; thawed, all of them are stored and acked."""
+    flooder = await big.client("carol", "msg-1")
+    other = await big.client("dave", "msg-1")
+    db = big.local.by_name("db-1").process
+    assert db is not None
+    dispatched = "imcluster_gateway_messages_in_total"
+    before = metric(big, "msg-1", dispatched)
+    frames = b"".join(
+        encode_frame(
+            Cmd.MSG_DATA,
+            message_pb2.IMMsgData(
+                from_user_id=0,
+                to_session_id=big.users["erin"],
+                msg_id=i + 1,
+                create_time=0,
+                msg_type=base_pb2.MSG_TYPE_SINGLE_TEXT,
+                msg_data=b"flood",
+            ).SerializeToString(),
+        )  # seq 0: the acks land among the client's pushes
+        for i in range(FLOOD)
+    )
+    os.kill(db.pid, signal.SIGSTOP)  # well under the links' 3 s silence limit
+    try:
+        flooder.send_raw(frames)
+        for _ in range(100):  # until the gateway took its 64 (bounded: 100 looks, ~1 s)
+            if metric(big, "msg-1", dispatched) - before >= 64:
+                break
+            await asyncio.sleep(0.01)
+        # Markers: the gateway answered another client twice since; nothing more went through.
+        for _ in range(2):
+            command, _ = await other.request(Cmd.HEARTBEAT, b"")
+            assert command == Cmd.HEARTBEAT
+        assert metric(big, "msg-1", dispatched) - before == 64
+    finally:
+        os.kill(db.pid, signal.SIGCONT)
+    try:
+        for _ in range(FLOOD):
+            await flooder.next_push(Cmd.MSG_DATA_ACK, timeout=15)
+        assert metric(big, "msg-1", dispatched) - before == FLOOD
+    finally:
+        await flooder.close()
+        await other.close()
