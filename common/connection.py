@@ -13,7 +13,7 @@ paused too and the rest stays in the kernel) and are dispatched in order by
 the peer has started must be complete within that many seconds; other traffic
 does not extend it, so a peer trickling one byte at a time is closed.
 
-Writing: frames go through an :class:`Outbox` to the transport, in order, in
+Writing: frames go through an :class:`~common.outbox.Outbox` to the transport, in order, in
 chunks of at most :data:`CHUNK` bytes and only while the transport has not
 paused writing, so the transport never holds more than its high-water mark
 (:data:`WRITE_HIGH`) plus one chunk. Two kinds of frames:
@@ -47,6 +47,7 @@ from common.codec import DEFAULT_MAX_FRAME, Frame, FrameDecoder, ProtocolError, 
 from common.commands import BadBody
 from common.log import PeerLogger, format_peer
 from common.metrics import ERRORS
+from common.outbox import Outbox
 from common.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -103,60 +104,6 @@ class Deadline:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-
-class Outbox:
-    """Bytes accepted for a peer and not yet handed to its transport, in order.
-
-    Sans-IO: :meth:`put` appends, :meth:`take` hands out the next piece of at
-    most ``limit`` bytes (a slice, not a copy). It counts the bytes of
-    unsolicited frames and of replies apart, for the two different bounds.
-    """
-
-    __slots__ = ("_items", "queued", "replies", "unsolicited")
-
-    def __init__(self) -> None:
-        # (bytes, unsolicited); made on the first put: an idle connection holds no deque
-        self._items: deque[tuple[memoryview, bool]] | None = None
-        self.queued = 0
-        self.unsolicited = 0
-        self.replies = 0
-
-    def __bool__(self) -> bool:
-        return self.queued > 0
-
-    def put(self, data: bytes, unsolicited: bool) -> None:
-        if not data:
-            return
-        if self._items is None:
-            self._items = deque()
-        self._items.append((memoryview(data), unsolicited))
-        self.queued += len(data)
-        if unsolicited:
-            self.unsolicited += len(data)
-        else:
-            self.replies += len(data)
-
-    def take(self, limit: int) -> memoryview | None:
-        if not self._items:
-            return None
-        data, unsolicited = self._items[0]
-        if len(data) <= limit:
-            self._items.popleft()
-            piece = data
-        else:
-            piece = data[:limit]
-            self._items[0] = (data[limit:], unsolicited)
-        self.queued -= len(piece)
-        if unsolicited:
-            self.unsolicited -= len(piece)
-        else:
-            self.replies -= len(piece)
-        return piece
-
-    def clear(self) -> None:
-        self._items = None
-        self.queued = self.unsolicited = self.replies = 0
 
 
 class FrameConnection(asyncio.Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.connection import Outbox
+from common.outbox import Outbox
 
 items = st.lists(st.tuples(st.binary(max_size=300), st.booleans()), max_size=30)
 
