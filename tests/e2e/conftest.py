@@ -129,6 +129,7 @@ def _start(
     routes: int = 1,
     tls: bool = False,
     files: bool = False,
+    msg: dict[str, str] | None = None,
 ) -> Cluster:
     users = asyncio.run(create_users(database_url, USERS, CROWD))
     # As in production: every internal link proves the cluster secret.
@@ -145,24 +146,30 @@ def _start(
         tls_dir=tmp / "tls" if tls else None,
         files=files,
     )
-    local.extra = {"msg": {"request_timeout": "5"}}
+    local.extra = {"msg": {"request_timeout": "5", **(msg or {})}}
     local.start()
     return Cluster(local, database_url, redis_url, users)
 
 
 @contextlib.contextmanager
 def running_cluster(
-    engine: str, tmp: Path, routes: int = 1, tls: bool = False, files: bool = False
+    engine: str,
+    tmp: Path,
+    routes: int = 1,
+    tls: bool = False,
+    files: bool = False,
+    msg: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
-    """A cluster on SQLite or on a fresh MariaDB database with Redis, stopped afterwards."""
+    """A cluster on SQLite or on a fresh MariaDB database with Redis, stopped afterwards;
+    ``msg``: gateway settings that differ from the shared clusters'."""
     with contextlib.ExitStack() as stack:
         if engine == "sqlite":
-            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, "memory://", routes, tls, files)
+            started = _start(tmp, f"sqlite:///{tmp}/im.db", None, "memory://", routes, tls, files, msg)
         else:
             backend = engine.removeprefix("mysql+")
             log_url = stack.enter_context(fresh_delivery_log_url(backend))
             mysql_url = stack.enter_context(fresh_mysql_url())
-            started = _start(tmp, mysql_url, REDIS_URL, log_url, routes, tls, files)
+            started = _start(tmp, mysql_url, REDIS_URL, log_url, routes, tls, files, msg)
         stack.callback(started.local.stop)
         yield started
         started.local.stop()
