@@ -116,6 +116,8 @@ class Cmd(IntEnum):
     ROUTE_STATUS_BATCH = 0x0836
     ROUTE_USERS_STAT_REQ = 0x0837
     ROUTE_USERS_STAT_RES = 0x0838
+    ROUTE_PROFILE_CHANGE = 0x0839
+    ROUTE_PROFILE_BATCH = 0x083A
     ADMIN_CALL = 0x0840
     ADMIN_RESULT = 0x0841
     PUSH_MSG_REQ = 0x0850
@@ -226,6 +228,8 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.ROUTE_STATUS_BATCH: internal_pb2.RouteStatusBatch,
     Cmd.ROUTE_USERS_STAT_REQ: internal_pb2.RouteUsersStatReq,
     Cmd.ROUTE_USERS_STAT_RES: internal_pb2.RouteUsersStatRes,
+    Cmd.ROUTE_PROFILE_CHANGE: internal_pb2.RouteProfileChange,
+    Cmd.ROUTE_PROFILE_BATCH: internal_pb2.RouteProfileBatch,
     Cmd.ADMIN_CALL: internal_pb2.AdminCall,
     Cmd.ADMIN_RESULT: internal_pb2.AdminResult,
     Cmd.PUSH_MSG_REQ: internal_pb2.PushMsg,
@@ -386,3 +390,5 @@ class OneWays:
     ROUTE_KICK = OneWay(Cmd.ROUTE_KICK, internal_pb2.RouteKick)
     ROUTE_KICK_DESKTOP = OneWay(Cmd.ROUTE_KICK_DESKTOP, internal_pb2.RouteKickDesktop)
     ROUTE_STATUS_BATCH = OneWay(Cmd.ROUTE_STATUS_BATCH, internal_pb2.RouteStatusBatch)
+    ROUTE_PROFILE_CHANGE = OneWay(Cmd.ROUTE_PROFILE_CHANGE, internal_pb2.RouteProfileChange)
+    ROUTE_PROFILE_BATCH = OneWay(Cmd.ROUTE_PROFILE_BATCH, internal_pb2.RouteProfileBatch)

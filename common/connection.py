@@ -3,14 +3,41 @@
 :class:`FrameConnection` only moves bytes between a transport and the sans-IO
 :class:`~common.codec.FrameDecoder`, and hands complete frames to
 ``on_frame``. Bad input (a frame the codec refuses, or a body that does not
-parse) is logged with the peer and closes this connection only. A peer that
-stops reading is cut off once its unsent bytes pass ``max_write_buffer``.
+parse) is logged with the peer and closes this connection only.
+
+Reading: a subclass that has enough work in hand calls :meth:`pause_dispatch`.
+From then on no frame reaches ``on_frame``, not even one already read: frames
+in the decoder wait there (at most what one read returned, since reading is
+paused too and the rest stays in the kernel) and are dispatched in order by
+:meth:`resume_dispatch`. Once :meth:`watch_partial_frames` is called, a frame
+the peer has started must be complete within that many seconds; other traffic
+does not extend it, so a peer trickling one byte at a time is closed.
+
+Writing: frames go through an :class:`~common.outbox.Outbox` to the transport, in order, in
+chunks of at most :data:`CHUNK` bytes and only while the transport has not
+paused writing, so the transport never holds more than its high-water mark
+(:data:`WRITE_HIGH`) plus one chunk. Two kinds of frames:
+
+- :meth:`send_raw` / :meth:`send`: frames the peer did not ask for in this
+  exchange (pushes, notices, heartbeat echoes). Past ``max_write_buffer`` of
+  them held unsent, the peer is cut off as a slow reader (``slow_reader``).
+- :meth:`reply_raw` / :meth:`reply`: the answer to a request. A reply is never
+  an offence for its size: the connection holds one reply at a time (a later one
+  waits in its request's task until the one before is handed to the transport)
+  and feeds it to the transport as the peer reads. A peer that leaves bytes
+  queued without reading any of them for ``write_stall_timeout`` seconds is cut
+  off (``write_stall``).
+
+So the bytes one connection holds are at most one reply frame + ``max_write_buffer``
+of unsolicited frames + the transport's ``WRITE_HIGH + CHUNK``; the replies
+waiting behind are bounded by the subclass's requests in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -20,8 +47,17 @@ from common.codec import DEFAULT_MAX_FRAME, Frame, FrameDecoder, ProtocolError, 
 from common.commands import BadBody
 from common.log import PeerLogger, format_peer
 from common.metrics import ERRORS
+from common.outbox import Outbox
+from common.throttle import Throttle
 
 log = logging.getLogger(__name__)
+
+CHUNK = 128 * 1024  # bytes handed to the transport in one write
+WRITE_HIGH = 256 * 1024  # the transport pauses us past this ...
+WRITE_LOW = 64 * 1024  # ... and resumes us below this
+CUT_LOG_INTERVAL = 5.0  # seconds between two lines about cut-off peers, per reason
+
+_CUT_LOGS: dict[str, Throttle] = {}
 
 
 class Deadline:
@@ -75,14 +111,26 @@ class FrameConnection(asyncio.Protocol):
 
     logger = log
 
-    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME, max_write_buffer: int = 1 << 20):
+    def __init__(
+        self,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME,
+        max_write_buffer: int = 1 << 20,
+        write_stall_timeout: float | None = None,
+    ):
         self.decoder = FrameDecoder(max_frame_size)
         self.max_write_buffer = max_write_buffer
+        self.write_stall_timeout = write_stall_timeout
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.log = PeerLogger(self.logger, "?")
         self.closing = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.flow = _Flow()
+
+    @property
+    def dispatch_paused(self) -> bool:
+        return self.flow.dispatch_paused
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -92,9 +140,9 @@ class FrameConnection(asyncio.Protocol):
         transport = self.transport
         self.peer = format_peer(transport.get_extra_info("peername"))
         self.log = PeerLogger(self.logger, self.peer)
-        # Let the kernel and the transport buffer a little before we are told
-        # to pause; past max_write_buffer the peer is cut off (see send_raw).
-        transport.set_write_buffer_limits(high=min(self.max_write_buffer, 256 * 1024))
+        # The transport holds at most WRITE_HIGH (+ one chunk); the rest waits
+        # in the outbox (see the module docstring).
+        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         self.on_connect()
 
     def data_received(self, data: bytes) -> None:
@@ -102,30 +150,23 @@ class FrameConnection(asyncio.Protocol):
             return
         self.decoder.feed(data)
         self.on_bytes_received()
-        while not self.closing:
-            try:
-                frame = self.decoder.next_frame()
-            except ProtocolError as exc:
-                ERRORS.labels("protocol").inc()
-                self.log.warning("protocol error: %s; closing the connection", exc)
-                self.abort()
-                return
-            if frame is None:
-                return
-            try:
-                self.on_frame(frame)
-            except BadBody as exc:
-                ERRORS.labels("bad_body").inc()
-                self.log.warning("bad frame: %s; closing the connection", exc)
-                self.abort()
-                return
+        self._dispatch()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.transport = None
+        self._stop_flow()
         if not self.lost.done():
             self.lost.set_result(None)
         self.on_disconnect(exc)
+
+    def pause_writing(self) -> None:
+        self.flow.write_paused = True
+        self._watch_stall()
+
+    def resume_writing(self) -> None:
+        self.flow.write_paused = False
+        self._flush()
 
     # -- hooks ----------------------------------------------------------------
 
@@ -141,35 +182,285 @@ class FrameConnection(asyncio.Protocol):
     def on_disconnect(self, exc: Exception | None) -> None:
         pass
 
-    # -- sending and closing --------------------------------------------------
+    # -- reading: dispatch and its limits ---------------------------------------
+
+    def _dispatch(self) -> None:
+        """Hand the decoder's complete frames to on_frame, in order, until paused."""
+        completed = False
+        while not self.closing and not self.flow.dispatch_paused:
+            try:
+                frame = self.decoder.next_frame()
+            except ProtocolError as exc:
+                ERRORS.labels("protocol").inc()
+                self.log.warning("protocol error: %s; closing the connection", exc)
+                self.abort()
+                return
+            if frame is None:
+                break
+            completed = True
+            try:
+                self.on_frame(frame)
+            except BadBody as exc:
+                ERRORS.labels("bad_body").inc()
+                self.log.warning("bad frame: %s; closing the connection", exc)
+                self.abort()
+                return
+        self._note_partial_frame(completed)
+
+    def pause_dispatch(self) -> None:
+        """Dispatch nothing more, and stop reading, until :meth:`resume_dispatch`."""
+        if self.flow.dispatch_paused:
+            return
+        self.flow.dispatch_paused = True
+        if self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+
+    def resume_dispatch(self) -> None:
+        """Dispatch the frames read meanwhile, in order, then read again (unless paused anew)."""
+        if not self.flow.dispatch_paused or self.closing:
+            return
+        self.flow.dispatch_paused = False
+        self._dispatch()
+        if not self.flow.dispatch_paused and not self.closing and self.transport is not None:
+            self.transport.resume_reading()
+
+    def watch_partial_frames(self, timeout: float) -> None:
+        """From now on a started frame must be complete within ``timeout`` seconds."""
+        self.flow.partial_timeout = timeout
+        self._note_partial_frame(False)
+
+    def _note_partial_frame(self, completed: bool) -> None:
+        flow = self.flow
+        if flow.partial_timeout is None:
+            return
+        if flow.dispatch_paused or self.closing or self.decoder.buffered == 0:
+            flow.partial_since = None  # the timer, if armed, finds nothing to do
+            return
+        loop = asyncio.get_running_loop()
+        if completed or flow.partial_since is None:
+            flow.partial_since = loop.time()  # a new frame started
+        if flow.partial_timer is None:
+            flow.partial_timer = loop.call_at(flow.partial_since + flow.partial_timeout, self._check_partial)
+
+    def _check_partial(self) -> None:
+        flow = self.flow
+        flow.partial_timer = None
+        if flow.partial_since is None or flow.partial_timeout is None or self.closing:
+            return
+        loop = asyncio.get_running_loop()
+        due = flow.partial_since + flow.partial_timeout
+        if loop.time() < due:
+            flow.partial_timer = loop.call_at(due, self._check_partial)
+            return
+        self.cut_off(
+            "partial_frame_timeout",
+            "frame not finished in %.0f s (%d bytes of it received)",
+            flow.partial_timeout,
+            self.decoder.buffered,
+        )
+
+    # -- writing ----------------------------------------------------------------
 
     def send(self, command_id: int, message: Message, seq_num: int = 0) -> bool:
         return self.send_raw(command_id, message.SerializeToString(), seq_num)
 
     def send_raw(self, command_id: int, body: bytes, seq_num: int = 0) -> bool:
-        """Queue one frame; False if the connection is gone or was just cut off."""
+        """Queue one unsolicited frame; False if the connection is gone or was just cut off."""
         transport = self.transport
         if transport is None or self.closing:
             return False
-        transport.write(encode_frame(command_id, body, seq_num))
-        if transport.get_write_buffer_size() > self.max_write_buffer:
-            ERRORS.labels("slow_reader").inc()
-            self.log.warning(
-                "peer is not reading (%d bytes unsent); cutting it off",
-                transport.get_write_buffer_size(),
-            )
-            self.abort()
+        frame = encode_frame(command_id, body, seq_num)
+        outbox = self.flow.outbox
+        if not outbox and not self.flow.write_paused and len(frame) <= CHUNK:
+            transport.write(frame)  # the common case: nothing waits, straight through
+            return True
+        outbox.put(frame, unsolicited=True)
+        if outbox.unsolicited > self.max_write_buffer:
+            self.cut_off("slow_reader", "peer is not reading (%d bytes unsent)", outbox.queued)
             return False
+        self._flush()
         return True
+
+    async def reply(self, command_id: int, message: Message, seq_num: int = 0) -> bool:
+        return await self.reply_raw(command_id, message.SerializeToString(), seq_num)
+
+    async def reply_raw(self, command_id: int, body: bytes, seq_num: int = 0) -> bool:
+        """Queue the answer to a request, whatever its size, once no earlier reply is held.
+
+        False if the connection is gone (or closing) by then.
+        """
+        if self.transport is None or self.closing:
+            return False
+        await self._reply_turn()
+        self.flow.turn_taken = False
+        if self.transport is None or self.closing:
+            self._next_turn()
+            return False
+        frame = encode_frame(command_id, body, seq_num)
+        if not self.flow.outbox and not self.flow.write_paused and len(frame) <= CHUNK:
+            self.transport.write(frame)  # the common case: one write, as for send_raw
+            return True
+        self.flow.outbox.put(frame, unsolicited=False)
+        self._flush()
+        return True
+
+    async def _reply_turn(self) -> None:
+        flow = self.flow
+        if not (flow.outbox.replies or flow.turn_taken or flow.reply_waiters):
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if flow.reply_waiters is None:
+            flow.reply_waiters = deque()
+        flow.reply_waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed the turn, then cancelled
+                flow.turn_taken = False
+                self._next_turn()
+            elif flow.reply_waiters is not None and waiter in flow.reply_waiters:
+                flow.reply_waiters.remove(waiter)
+            raise
+
+    def _next_turn(self) -> None:
+        """Hand the reply slot to the oldest waiting reply, if it is free."""
+        flow = self.flow
+        if flow.outbox.replies or flow.turn_taken:
+            return
+        while flow.reply_waiters:
+            waiter = flow.reply_waiters.popleft()
+            if not waiter.done():
+                flow.turn_taken = True
+                waiter.set_result(None)
+                return
+
+    def _flush(self) -> None:
+        """Feed the outbox to the transport until it pauses us or nothing is left."""
+        flow = self.flow
+        transport = self.transport
+        if transport is None:
+            return
+        outbox = flow.outbox
+        while outbox and not flow.write_paused:
+            piece = outbox.take(CHUNK)
+            if piece is None:
+                break
+            flow.last_progress = asyncio.get_running_loop().time()
+            transport.write(piece)
+            if self.transport is None:  # the write failed and the connection is gone
+                return
+        if not outbox.replies:
+            self._next_turn()
+        if not outbox and flow.close_when_flushed and self.transport is not None:
+            flow.close_when_flushed = False
+            self.transport.close()
+
+    def _watch_stall(self) -> None:
+        flow = self.flow
+        if self.write_stall_timeout is None or flow.stall_timer is not None or self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        flow.last_progress = loop.time()
+        flow.stall_size = self.transport.get_write_buffer_size()
+        flow.stall_timer = loop.call_later(self.write_stall_timeout / 4, self._check_stall)
+
+    def _check_stall(self) -> None:
+        """While bytes wait for the peer: cut it off after write_stall_timeout without progress."""
+        flow = self.flow
+        flow.stall_timer = None
+        transport = self.transport
+        if transport is None or self.write_stall_timeout is None:
+            return
+        if self.closing and not flow.close_when_flushed:
+            return  # aborted: connection_lost follows
+        size = transport.get_write_buffer_size()
+        if not flow.write_paused and not flow.outbox:
+            return  # all handed over; the transport is below its low-water mark
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if size < flow.stall_size:  # while paused we write nothing: less is progress
+            flow.last_progress = now
+        flow.stall_size = size
+        if now - flow.last_progress >= self.write_stall_timeout:
+            self.cut_off(
+                "write_stall",
+                "peer read nothing for %.0f s (%d bytes unsent)",
+                self.write_stall_timeout,
+                flow.outbox.queued + size,
+            )
+            return
+        flow.stall_timer = loop.call_later(self.write_stall_timeout / 4, self._check_stall)
+
+    def _stop_flow(self) -> None:
+        """The connection is gone or being dropped: timers off, waiting replies told."""
+        flow = self.flow
+        for timer in (flow.partial_timer, flow.stall_timer):
+            if timer is not None:
+                timer.cancel()
+        flow.partial_timer = flow.stall_timer = None
+        flow.outbox.clear()
+        flow.turn_taken = False
+        while flow.reply_waiters:
+            waiter = flow.reply_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- closing ----------------------------------------------------------------
+
+    def cut_off(self, reason: str, message: str, *args: object) -> None:
+        """Drop a peer that broke a flow rule: counted by ``reason``, logged once per burst."""
+        ERRORS.labels(reason).inc()
+        throttle = _CUT_LOGS.setdefault(reason, Throttle(CUT_LOG_INTERVAL))
+        if throttle.ready():
+            self.log.warning(f"{reason}: {message}; cutting it off%s", *args, throttle.more())
+        self.abort()
 
     def close(self) -> None:
         """Close after the queued bytes are flushed."""
         if self.transport is not None and not self.closing:
             self.closing = True
-            self.transport.close()
+            if self.flow.outbox:
+                self.flow.close_when_flushed = True
+            else:
+                self.transport.close()
 
     def abort(self) -> None:
         """Close now, dropping whatever is unsent."""
         self.closing = True
+        self.flow.close_when_flushed = False
+        self._stop_flow()
         if self.transport is not None:
             self.transport.abort()
+
+
+class _Flow:
+    """A connection's flow state: what it may read, what it holds to write, its timers."""
+
+    __slots__ = (
+        "close_when_flushed",
+        "dispatch_paused",
+        "last_progress",
+        "outbox",
+        "partial_since",
+        "partial_timeout",
+        "partial_timer",
+        "reply_waiters",
+        "stall_size",
+        "stall_timer",
+        "turn_taken",
+        "write_paused",
+    )
+
+    def __init__(self) -> None:
+        self.dispatch_paused = False
+        self.partial_timeout: float | None = None
+        self.partial_since: float | None = None
+        self.partial_timer: asyncio.TimerHandle | None = None
+        self.outbox = Outbox()
+        self.write_paused = False
+        self.reply_waiters: deque[asyncio.Future[None]] | None = None  # made when one must wait
+        self.turn_taken = False  # a woken reply owns the slot until it queues itself
+        self.close_when_flushed = False
+        self.last_progress = 0.0
+        self.stall_size = 0
+        self.stall_timer: asyncio.TimerHandle | None = None

@@ -287,7 +287,7 @@ class FileServer(LinkServer):
         for key in list(self.offline.uploads):
             await self.offline.abort(key)
         await super().close(timeout)
-        await self.offline.store.close()
+        await self.offline.close()
 
     def health(self) -> dict[str, Any]:
         return {

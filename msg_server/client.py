@@ -2,8 +2,20 @@
 
 Before login the only commands accepted are login and heartbeat; anything
 else closes the connection (TeamTalk processes commands before login). Each
-request runs as its own task; a client with too many in flight is paused
-until they drain, so one client cannot queue unbounded work.
+request runs as its own task; at ``max_pending_requests`` in flight the
+connection dispatches nothing more, not even frames already read (they wait in
+the decoder, in order, and reading stops) until half have drained, so one
+client cannot queue unbounded work. A heartbeat waits in that order too: answering
+it ahead would mean decoding past the frames that wait, which is the work the
+pause refuses; the wait is bounded by the requests in flight (request_timeout),
+and any bytes the client sends already count as life for its heartbeat timeout.
+After login a frame the client started must be complete within
+``partial_frame_timeout`` (a trickle of bytes does not extend it).
+
+Replies of any size are queued one at a time and streamed as the client reads
+(``common.connection``): a client is cut off for a reply it asked for only if it
+reads nothing of it for ``write_stall_timeout``; pushes and notices alone are
+bounded by ``max_write_buffer``.
 
 A request gets the reply its handler returns, or, if the handler raises,
 the reply its table entry gives a refused request (``handlers.base.refuse``
@@ -49,7 +61,11 @@ class ClientConnection(FrameConnection):
 
     def __init__(self, gateway: Gateway) -> None:
         config = gateway.config
-        super().__init__(max_frame_size=config.max_frame_size, max_write_buffer=config.max_write_buffer)
+        super().__init__(
+            max_frame_size=config.max_frame_size,
+            max_write_buffer=config.max_write_buffer,
+            write_stall_timeout=config.write_stall_timeout,
+        )
         self.gateway = gateway
         self.conn_id = gateway.next_conn_id()
         self.user_id = 0
@@ -59,9 +75,8 @@ class ClientConnection(FrameConnection):
         # Set by a handler whose reply ends the connection (a refused login, logout).
         self.close_after_reply = False
         self.refusal_log: Throttle | None = None  # lines about its refused requests, made on the first
-        self.pending = 0
+        self.pending = 0  # requests in flight; at max_pending_requests nothing more is dispatched
         self.draining = False
-        self.paused = False
         self.deadline: Deadline | None = None
         self.watching: set[int] = set()  # users whose presence this client follows
 
@@ -137,11 +152,7 @@ class ClientConnection(FrameConnection):
         job = entry.parse(frame.body)
         if command == Cmd.LOGIN_REQ:
             self.logging_in = True
-        self.pending += 1
-        if self.pending >= self.gateway.config.max_pending_requests and not self.paused:
-            self.paused = True
-            if self.transport is not None:
-                self.transport.pause_reading()
+        self._request_started()
         task = asyncio.ensure_future(self._handle(job, frame.seq_num))
         # The loop keeps only a weak reference to a task. One set for the
         # gateway, not one per connection: an idle connection costs no set.
@@ -155,7 +166,8 @@ class ClientConnection(FrameConnection):
             except Exception as exc:
                 reply = job.refused(self, refuse(self, job.command, exc))
             if reply is not None and job.reply_command:
-                self.send(job.reply_command, reply, seq_num)
+                # Any size: held here and streamed as the client reads (common.connection).
+                await self.reply(job.reply_command, reply, seq_num)
         except Exception:  # a refusal or a reply that cannot be built: a bug here
             ERRORS.labels("handler").inc()
             self.log.exception("answering 0x%04x failed", job.command)
@@ -163,17 +175,22 @@ class ClientConnection(FrameConnection):
             if self.close_after_reply:
                 self.close()
 
+    def _request_started(self) -> None:
+        """One more request in flight; at the limit the connection dispatches nothing more
+        (not even frames already read, which wait in the decoder) until half have drained."""
+        self.pending += 1
+        if self.pending >= self.gateway.config.max_pending_requests:
+            self.pause_dispatch()
+
     def _request_done(self, task: asyncio.Future[None]) -> None:
         self.gateway.requests.discard(task)
         self.pending -= 1
         if (
-            self.paused
+            self.dispatch_paused
             and not self.draining
             and self.pending <= self.gateway.config.max_pending_requests // 2
         ):
-            self.paused = False
-            if self.transport is not None and not self.closing:
-                self.transport.resume_reading()
+            self.resume_dispatch()
 
     def stop_reading(self) -> None:
         """Shutting down: take no new request; those in flight still get their answers."""
@@ -208,6 +225,7 @@ class ClientConnection(FrameConnection):
         timeout = config.heartbeat_timeout_mobile if is_mobile(client_type) else config.heartbeat_timeout_pc
         if self.deadline is not None:
             self.deadline.reset(timeout)
+        self.watch_partial_frames(config.partial_frame_timeout)
         self.gateway.attach(self)
         self.gateway.admitter.logged_in(self)
         self.gateway.limiter.logged_in(self)

@@ -69,7 +69,10 @@ class MsgServerConfig:
         64 * 1024, "Largest client frame in bytes, header included; larger closes the connection."
     )
     max_write_buffer: int = setting(
-        1 << 20, "Unsent bytes to one client before it is cut off as a slow reader."
+        1 << 20,
+        "Unsent bytes of frames a client did not ask for (pushes, notices) held for it before it is cut "
+        "off as a slow reader. A reply it asked for is streamed whatever its size, one at a time, and "
+        "only write_stall_timeout applies to it: per client at most one reply + this + 320 KiB is held.",
     )
     max_pending_requests: int = setting(
         64, "Requests one client may have in flight before we stop reading from it."

@@ -27,6 +27,7 @@ from msg_server.admission import Admitter, caps_of, effective_max_connections, o
 from msg_server.config import MsgServerConfig
 from msg_server.limits import Limiter
 from msg_server.metrics import PUSHED, PUSHES_DROPPED
+from msg_server.profile_notices import publish_profile
 from msg_server.push import Pusher
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Gateway:
             .rpc(Rpcs.PUSH_MSG, self.pusher.on_push)
             .oneway(OneWays.ROUTE_DELIVER, lambda link, deliver: self.push_local(deliver))
             .oneway(OneWays.ROUTE_STATUS_BATCH, lambda link, batch: self.publish_status(batch))
+            .oneway(OneWays.ROUTE_PROFILE_BATCH, lambda link, batch: publish_profile(self, batch))
             .oneway(
                 OneWays.ROUTE_KICK,
                 lambda link, kick: self.kick_local(kick.user_id, kick.conn_id, kick.reason),

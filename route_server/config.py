@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from common.cluster_config import ClusterConfig
 from common.config import ConfigError, setting, subsection
+from common.link.wire import INTERNAL_MAX_FRAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,19 @@ class RouteServerConfig:
     )
     status_batch_interval: float = setting(
         0.1, "Seconds over which presence changes are coalesced before gateways hear of them."
+    )
+    max_pending_notices: int = setting(
+        50_000,
+        "Profile notices (avatar, sign-info changes) waiting for the next status_batch_interval, "
+        "one per user and kind (a newer change replaces the pending one). Past it a change of "
+        "another user is dropped and counted (imcluster_route_profile_notices_dropped). Each online "
+        "user needs at most two.",
+    )
+    max_pending_notice_bytes: int = setting(
+        16 * 1024 * 1024,
+        "Bytes the pending profile notices may hold (a sign-info notice is up to about 1 KB; one "
+        "batch is one link frame, so at most half the 32 MiB internal frame); past it a change is "
+        "dropped and counted.",
     )
     push_timeout: float = setting(
         0.5,
@@ -55,6 +69,16 @@ class RouteServerConfig:
         if not 0 < self.push_timeout <= 60:
             raise ConfigError(
                 f"route_server.push_timeout: expected 0 < seconds <= 60, got {self.push_timeout}"
+            )
+        if self.max_pending_notices < 1:
+            raise ConfigError(
+                f"route_server.max_pending_notices: expected >= 1, got {self.max_pending_notices}"
+            )
+        if not 4096 <= self.max_pending_notice_bytes <= INTERNAL_MAX_FRAME // 2:
+            # One batch is one link frame.
+            raise ConfigError(
+                f"route_server.max_pending_notice_bytes: expected 4096 to {INTERNAL_MAX_FRAME // 2}, "
+                f"got {self.max_pending_notice_bytes}"
             )
         self.cluster.require_secret("route_server.host", self.host)
 

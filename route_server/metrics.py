@@ -40,6 +40,25 @@ PUSHES_DROPPED = Counter(
     ["reason"],
 )
 STATUS_CHANGES = Counter("imcluster_route_status_changes", "User presence changes published to gateways.")
+NOTICES_RELAYED = Counter(
+    "imcluster_route_profile_notices",
+    "Profile changes (avatar, sign info) sent to the gateways in a batch, counted once per change.",
+)
+NOTICES_DROPPED = Counter(
+    "imcluster_route_profile_notices_dropped",
+    "Profile changes (avatar, sign info) that did not go out from here, by reason: superseded (a "
+    "newer change of the same user and kind replaced it within the batch interval: coalesced), "
+    "pending_entries / pending_bytes (max_pending_notices / max_pending_notice_bytes reached), "
+    "bad_command (not a profile notice), send_failed (per gateway link that refused the batch's "
+    "frame, counted per change in it).",
+    ["reason"],
+)
+NOTICES_PENDING = Gauge(
+    "imcluster_route_profile_notices_pending", "Profile changes waiting for the next batch."
+)
+NOTICE_DROP_REASONS = ("superseded", "pending_entries", "pending_bytes", "bad_command", "send_failed")
+for _reason in NOTICE_DROP_REASONS:
+    NOTICES_DROPPED.labels(_reason)
 
 DROP_REASONS = (
     "no_session",
@@ -57,3 +76,4 @@ def bind(server: RouteServer) -> None:
     ONLINE_USERS.set_function(lambda: server.table.online_users)
     GATEWAYS.set_function(lambda: len(server.gateway_links))
     READY.set_function(lambda: 1.0 if server.ready() else 0.0)
+    NOTICES_PENDING.set_function(lambda: server.notices.pending)

@@ -21,16 +21,29 @@ from common.link import Link, LinkServer, LinkSettings
 from common.metrics import start_metrics_server
 from common.pb import base_pb2, buddy_pb2, internal_pb2
 from common.rpc import Commands
+from common.throttle import Throttle
 from route_server import metrics
 from route_server.admin import RouteAdmin
 from route_server.config import RouteServerConfig
-from route_server.metrics import KICKS, PUSH_SECONDS, PUSHES_DROPPED, RELAYED, STATUS_CHANGES
+from route_server.metrics import (
+    KICKS,
+    NOTICES_DROPPED,
+    NOTICES_RELAYED,
+    PUSH_SECONDS,
+    PUSHES_DROPPED,
+    RELAYED,
+    STATUS_CHANGES,
+)
+from route_server.notices import SUPERSEDED, ProfileNotices
 from route_server.presence import LoginPolicy, has_desktop, sessions_to_kick, snapshot_kicks, user_status
 from route_server.push import Pusher
 from route_server.readiness import LostGateways, Readiness
 from route_server.table import RouteTable, Session
 
 log = logging.getLogger("route")
+
+PROFILE_NOTICES = frozenset({Cmd.AVATAR_CHANGED_NOTIFY, Cmd.SIGN_INFO_CHANGED_NOTIFY})
+NOTICE_LOG_INTERVAL = 10.0  # seconds between log lines about dropped profile notices
 
 
 class Settling(Unavailable):
@@ -49,6 +62,7 @@ class RouteServer(LinkServer):
             .oneway(OneWays.ROUTE_SESSION_DOWN, self.on_session_down)
             .oneway(OneWays.ROUTE_DELIVER, self.on_deliver)
             .oneway(OneWays.ROUTE_KICK_DESKTOP, self.on_kick_desktop)
+            .oneway(OneWays.ROUTE_PROFILE_CHANGE, self.on_profile_change)
             .rpc(Rpcs.ROUTE_USERS_STAT, self.on_users_stat)
         )
         super().__init__(
@@ -70,6 +84,10 @@ class RouteServer(LinkServer):
         self.table = RouteTable()
         self.gateway_links: dict[str, Link] = {}
         self.pending_status: dict[int, base_pb2.UserStatType.ValueType] = {}
+        self.notices = ProfileNotices(
+            config.max_pending_notices, config.max_pending_notice_bytes, on_drop=self._notice_dropped
+        )
+        self._notice_drop_log = Throttle(NOTICE_LOG_INTERVAL, clock)
         self.clock = clock
         self.readiness = Readiness(clock(), config.settle_time)
         self.lost = LostGateways(config.settle_time)
@@ -140,8 +158,11 @@ class RouteServer(LinkServer):
         """Coalesce presence changes so a login storm costs one frame per gateway per tick."""
         while True:
             await asyncio.sleep(self.config.status_batch_interval)
-            if not self.pending_status:
-                continue
+            self.send_batches()
+
+    def send_batches(self) -> None:
+        """One tick: the presence and the profile changes since the last, to every gateway."""
+        if self.pending_status:
             batch = internal_pb2.RouteStatusBatch(
                 stats=[base_pb2.UserStat(user_id=u, status=s) for u, s in self.pending_status.items()]
             )
@@ -150,6 +171,31 @@ class RouteServer(LinkServer):
             body = batch.SerializeToString()
             for link in self.gateway_links.values():
                 link.send_raw(Cmd.ROUTE_STATUS_BATCH, body)
+        notices = self.notices.take()
+        if notices is not None:
+            NOTICES_RELAYED.inc(len(notices.changes))
+            body = notices.SerializeToString()
+            for link in self.gateway_links.values():
+                if not link.send_raw(Cmd.ROUTE_PROFILE_BATCH, body):
+                    self._notice_dropped("send_failed", len(notices.changes))
+
+    def _notice_dropped(self, reason: str, count: int) -> None:
+        NOTICES_DROPPED.labels(reason).inc(count)
+        if reason != SUPERSEDED and self._notice_drop_log.ready():  # superseded: coalescing at work
+            log.warning(
+                "profile notices dropped (%s: %d pending, %d bytes)%s",
+                reason,
+                self.notices.pending,
+                self.notices.pending_bytes,
+                self._notice_drop_log.more(),
+            )
+
+    def on_profile_change(self, conn: Link, msg: internal_pb2.RouteProfileChange) -> None:
+        """An avatar or sign-info change: to the gateways with the next batch (route_server.notices)."""
+        if msg.command_id not in PROFILE_NOTICES:
+            self._notice_dropped("bad_command", 1)
+            return
+        self.notices.offer(msg)
 
     def _send_to_gateway(self, gateway_id: str, command_id: int, message: Message) -> None:
         link = self.gateway_links.get(gateway_id)

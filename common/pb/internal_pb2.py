@@ -26,7 +26,7 @@ from common.pb import base_pb2 as common_dot_pb_dot_base__pb2
 from common.pb import message_pb2 as common_dot_pb_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ommon/pb/internal.proto\x12\x12imcluster.internal\x1a\x14\x63ommon/pb/base.proto\x1a\x17\x63ommon/pb/message.proto\"l\n\rLinkChallenge\x12\x0f\n\x07version\x18\x01 \x02(\r\x12*\n\x04role\x18\x02 \x02(\x0e\x32\x1c.imcluster.internal.LinkRole\x12\x0f\n\x07node_id\x18\x03 \x02(\t\x12\r\n\x05nonce\x18\x04 \x02(\x0c\"f\n\tLinkHello\x12*\n\x04role\x18\x01 \x02(\x0e\x32\x1c.imcluster.internal.LinkRole\x12\x0f\n\x07node_id\x18\x02 \x02(\t\x12\r\n\x05nonce\x18\x03 \x02(\x0c\x12\r\n\x05proof\x18\x04 \x02(\x0c\"\x1c\n\x0bLinkWelcome\x12\r\n\x05proof\x18\x01 \x02(\x0c\"*\n\tLinkError\x12\x0c\n\x04\x63ode\x18\x01 \x02(\r\x12\x0f\n\x07message\x18\x02 \x02(\t\"\x08\n\x06LinkOk\"m\n\x0bGatewayInfo\x12\x10\n\x08prior_ip\x18\x01 \x02(\t\x12\x11\n\tbackup_ip\x18\x02 \x02(\t\x12\x0c\n\x04port\x18\x03 \x02(\r\x12\x17\n\x0fmax_connections\x18\x04 \x02(\r\x12\x12\n\nstarted_at\x18\x05 \x02(\x04\"\"\n\x0bGatewayLoad\x12\x13\n\x0b\x63onnections\x18\x01 \x02(\r\"C\n\nDbLoginReq\x12\x11\n\tuser_name\x18\x01 \x02(\t\x12\x14\n\x0cpassword_md5\x18\x02 \x02(\t\x12\x0c\n\x04peer\x18\x03 \x02(\t\"\x81\x01\n\nDbLoginRes\x12/\n\x0bresult_code\x18\x01 \x02(\x0e\x32\x1a.imcluster.base.ResultType\x12\x15\n\rresult_string\x18\x02 \x01(\t\x12+\n\tuser_info\x18\x03 \x01(\x0b\x32\x18.imcluster.base.UserInfo\"\x98\x01\n\x0c\x44\x62SaveMsgReq\x12)\n\x03msg\x18\x01 \x02(\x0b\x32\x1c.imcluster.message.IMMsgData\x12\x31\n\x0csession_type\x18\x02 \x02(\x0e\x32\x1b.imcluster.base.SessionType\x12*\n\x06origin\x18\x03 \x02(\x0b\x32\x1a.imcluster.internal.Origin\"F\n\x0c\x44\x62SaveMsgRes\x12\x0e\n\x06msg_id\x18\x01 \x02(\r\x12\x13\n\x0b\x63reate_time\x18\x02 \x02(\r\x12\x11\n\tduplicate\x18\x03 \x02(\x08\"-\n\x06Origin\x12\x12\n\ngateway_id\x18\x01 \x02(\t\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\"\x90\x01\n\rOnlineSession\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\x12/\n\x0b\x63lient_type\x18\x03 \x02(\x0e\x32\x1a.imcluster.base.ClientType\x12,\n\x06status\x18\x04 \x02(\x0e\x32\x1c.imcluster.base.UserStatType\"D\n\rRouteSnapshot\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32!.imcluster.internal.OnlineSession\"D\n\x0eRouteSessionUp\x12\x32\n\x07session\x18\x01 \x02(\x0b\x32!.imcluster.internal.OnlineSession\"4\n\x10RouteSessionDown\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\"\xd8\x01\n\x0cRouteDeliver\x12\x10\n\x08user_ids\x18\x01 \x03(\r\x12\x12\n\ncommand_id\x18\x02 \x02(\r\x12\x0c\n\x04\x62ody\x18\x03 \x02(\x0c\x12*\n\x06origin\x18\x04 \x01(\x0b\x32\x1a.imcluster.internal.Origin\x12\x41\n\x0c\x64\x65vice_class\x18\x05 \x01(\x0e\x32\x1f.imcluster.internal.DeviceClass:\nDEVICE_ANY\x12\x11\n\tbroadcast\x18\x06 \x01(\x08\x12\x12\n\nsent_at_us\x18\x07 \x01(\x04\"]\n\tRouteKick\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\x12.\n\x06reason\x18\x03 \x02(\x0e\x32\x1e.imcluster.base.KickReasonType\"#\n\x10RouteKickDesktop\x12\x0f\n\x07user_id\x18\x01 \x02(\r\";\n\x10RouteStatusBatch\x12\'\n\x05stats\x18\x01 \x03(\x0b\x32\x18.imcluster.base.UserStat\"%\n\x11RouteUsersStatReq\x12\x10\n\x08user_ids\x18\x01 \x03(\r\"<\n\x11RouteUsersStatRes\x12\'\n\x05stats\x18\x01 \x03(\x0b\x32\x18.imcluster.base.UserStat\"\xd6\x01\n\x07PushMsg\x12\x10\n\x08user_ids\x18\x01 \x03(\r\x12\x31\n\x0csession_type\x18\x02 \x02(\x0e\x32\x1b.imcluster.base.SessionType\x12\x14\n\x0c\x66rom_user_id\x18\x03 \x02(\r\x12\r\n\x05to_id\x18\x04 \x02(\r\x12\x0e\n\x06msg_id\x18\x05 \x02(\r\x12\x0c\n\x04\x62ody\x18\x06 \x02(\x0c\x12*\n\x06origin\x18\x07 \x01(\x0b\x32\x1a.imcluster.internal.Origin\x12\x17\n\x0f\x63ommitted_at_us\x18\x08 \x01(\x04\"\'\n\rPushMsgResult\x12\x16\n\x0eretry_user_ids\x18\x01 \x03(\r\".\n\tAdminCall\x12\x0e\n\x06method\x18\x01 \x02(\t\x12\x11\n\targs_json\x18\x02 \x02(\t\"\"\n\x0b\x41\x64minResult\x12\x13\n\x0bresult_json\x18\x01 \x02(\t\"\x93\x01\n\x0b\x46ileTaskReq\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x02(\r\x12\x12\n\nto_user_id\x18\x02 \x02(\r\x12\x11\n\tfile_name\x18\x03 \x02(\t\x12\x11\n\tfile_size\x18\x04 \x02(\r\x12\x34\n\ntrans_mode\x18\x05 \x02(\x0e\x32 .imcluster.base.TransferFileType\"\x92\x01\n\x0b\x46ileTaskRes\x12\x13\n\x0bresult_code\x18\x01 \x02(\r\x12\x16\n\x0esender_task_id\x18\x02 \x01(\t\x12\x18\n\x10receiver_task_id\x18\x03 \x01(\t\x12,\n\x0cip_addr_list\x18\x04 \x03(\x0b\x32\x16.imcluster.base.IpAddr\x12\x0e\n\x06reason\x18\x05 \x01(\t\"P\n\x13\x46ileOfflineReadyReq\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x02(\r\x12\x12\n\nto_user_id\x18\x02 \x02(\r\x12\x0f\n\x07task_id\x18\x03 \x02(\t\"\xce\x01\n\x13\x46ileOfflineReadyRes\x12\x13\n\x0bresult_code\x18\x01 \x02(\r\x12\x10\n\x08task_key\x18\x02 \x01(\t\x12\x18\n\x10receiver_task_id\x18\x03 \x01(\t\x12\x11\n\tfile_name\x18\x04 \x01(\t\x12\x11\n\tfile_size\x18\x05 \x01(\r\x12\x12\n\nexpires_at\x18\x06 \x01(\x04\x12,\n\x0cip_addr_list\x18\x07 \x03(\x0b\x32\x16.imcluster.base.IpAddr\x12\x0e\n\x06reason\x18\x08 \x01(\t\"(\n\x14\x46ileOfflineDeleteReq\x12\x10\n\x08task_key\x18\x01 \x02(\t\"\x13\n\x11\x46ileServerInfoReq\">\n\x0e\x46ileServerInfo\x12,\n\x0cip_addr_list\x18\x01 \x03(\x0b\x32\x16.imcluster.base.IpAddr\"\xa2\x01\n\x10\x44\x62OfflineFileAdd\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x02(\r\x12\x12\n\nto_user_id\x18\x02 \x02(\r\x12\x10\n\x08task_key\x18\x03 \x02(\t\x12\x18\n\x10receiver_task_id\x18\x04 \x02(\t\x12\x11\n\tfile_name\x18\x05 \x02(\t\x12\x11\n\tfile_size\x18\x06 \x02(\r\x12\x12\n\nexpires_at\x18\x07 \x02(\x04\"5\n\x10\x44\x62OfflineFileDel\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x10\n\x08task_key\x18\x02 \x02(\t\"&\n\x13\x44\x62OfflineFileDelRes\x12\x0f\n\x07\x64\x65leted\x18\x01 \x02(\x08*\x83\x01\n\x08LinkRole\x12\x10\n\x0cROLE_GATEWAY\x10\x01\x12\x11\n\rROLE_DB_PROXY\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x12\x15\n\x11ROLE_ROUTE_SERVER\x10\x04\x12\x15\n\x11ROLE_LOGIN_SERVER\x10\x05\x12\x14\n\x10ROLE_FILE_SERVER\x10\x06*\x93\x01\n\tErrorCode\x12\x10\n\x0c\x45RR_INTERNAL\x10\x01\x12\x13\n\x0f\x45RR_BAD_REQUEST\x10\x02\x12\x12\n\x0e\x45RR_OVERLOADED\x10\x03\x12\x11\n\rERR_NOT_FOUND\x10\x04\x12\x11\n\rERR_FORBIDDEN\x10\x05\x12\x13\n\x0f\x45RR_UNAVAILABLE\x10\x06\x12\x10\n\x0c\x45RR_CONFLICT\x10\x07*D\n\x0b\x44\x65viceClass\x12\x0e\n\nDEVICE_ANY\x10\x00\x12\x12\n\x0e\x44\x45VICE_DESKTOP\x10\x01\x12\x11\n\rDEVICE_MOBILE\x10\x02\x42\x02H\x03')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ommon/pb/internal.proto\x12\x12imcluster.internal\x1a\x14\x63ommon/pb/base.proto\x1a\x17\x63ommon/pb/message.proto\"l\n\rLinkChallenge\x12\x0f\n\x07version\x18\x01 \x02(\r\x12*\n\x04role\x18\x02 \x02(\x0e\x32\x1c.imcluster.internal.LinkRole\x12\x0f\n\x07node_id\x18\x03 \x02(\t\x12\r\n\x05nonce\x18\x04 \x02(\x0c\"f\n\tLinkHello\x12*\n\x04role\x18\x01 \x02(\x0e\x32\x1c.imcluster.internal.LinkRole\x12\x0f\n\x07node_id\x18\x02 \x02(\t\x12\r\n\x05nonce\x18\x03 \x02(\x0c\x12\r\n\x05proof\x18\x04 \x02(\x0c\"\x1c\n\x0bLinkWelcome\x12\r\n\x05proof\x18\x01 \x02(\x0c\"*\n\tLinkError\x12\x0c\n\x04\x63ode\x18\x01 \x02(\r\x12\x0f\n\x07message\x18\x02 \x02(\t\"\x08\n\x06LinkOk\"m\n\x0bGatewayInfo\x12\x10\n\x08prior_ip\x18\x01 \x02(\t\x12\x11\n\tbackup_ip\x18\x02 \x02(\t\x12\x0c\n\x04port\x18\x03 \x02(\r\x12\x17\n\x0fmax_connections\x18\x04 \x02(\r\x12\x12\n\nstarted_at\x18\x05 \x02(\x04\"\"\n\x0bGatewayLoad\x12\x13\n\x0b\x63onnections\x18\x01 \x02(\r\"C\n\nDbLoginReq\x12\x11\n\tuser_name\x18\x01 \x02(\t\x12\x14\n\x0cpassword_md5\x18\x02 \x02(\t\x12\x0c\n\x04peer\x18\x03 \x02(\t\"\x81\x01\n\nDbLoginRes\x12/\n\x0bresult_code\x18\x01 \x02(\x0e\x32\x1a.imcluster.base.ResultType\x12\x15\n\rresult_string\x18\x02 \x01(\t\x12+\n\tuser_info\x18\x03 \x01(\x0b\x32\x18.imcluster.base.UserInfo\"\x98\x01\n\x0c\x44\x62SaveMsgReq\x12)\n\x03msg\x18\x01 \x02(\x0b\x32\x1c.imcluster.message.IMMsgData\x12\x31\n\x0csession_type\x18\x02 \x02(\x0e\x32\x1b.imcluster.base.SessionType\x12*\n\x06origin\x18\x03 \x02(\x0b\x32\x1a.imcluster.internal.Origin\"F\n\x0c\x44\x62SaveMsgRes\x12\x0e\n\x06msg_id\x18\x01 \x02(\r\x12\x13\n\x0b\x63reate_time\x18\x02 \x02(\r\x12\x11\n\tduplicate\x18\x03 \x02(\x08\"-\n\x06Origin\x12\x12\n\ngateway_id\x18\x01 \x02(\t\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\"\x90\x01\n\rOnlineSession\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\x12/\n\x0b\x63lient_type\x18\x03 \x02(\x0e\x32\x1a.imcluster.base.ClientType\x12,\n\x06status\x18\x04 \x02(\x0e\x32\x1c.imcluster.base.UserStatType\"D\n\rRouteSnapshot\x12\x33\n\x08sessions\x18\x01 \x03(\x0b\x32!.imcluster.internal.OnlineSession\"D\n\x0eRouteSessionUp\x12\x32\n\x07session\x18\x01 \x02(\x0b\x32!.imcluster.internal.OnlineSession\"4\n\x10RouteSessionDown\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\"\xd8\x01\n\x0cRouteDeliver\x12\x10\n\x08user_ids\x18\x01 \x03(\r\x12\x12\n\ncommand_id\x18\x02 \x02(\r\x12\x0c\n\x04\x62ody\x18\x03 \x02(\x0c\x12*\n\x06origin\x18\x04 \x01(\x0b\x32\x1a.imcluster.internal.Origin\x12\x41\n\x0c\x64\x65vice_class\x18\x05 \x01(\x0e\x32\x1f.imcluster.internal.DeviceClass:\nDEVICE_ANY\x12\x11\n\tbroadcast\x18\x06 \x01(\x08\x12\x12\n\nsent_at_us\x18\x07 \x01(\x04\"]\n\tRouteKick\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x0f\n\x07\x63onn_id\x18\x02 \x02(\x04\x12.\n\x06reason\x18\x03 \x02(\x0e\x32\x1e.imcluster.base.KickReasonType\"#\n\x10RouteKickDesktop\x12\x0f\n\x07user_id\x18\x01 \x02(\r\";\n\x10RouteStatusBatch\x12\'\n\x05stats\x18\x01 \x03(\x0b\x32\x18.imcluster.base.UserStat\"s\n\x12RouteProfileChange\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x12\n\ncommand_id\x18\x02 \x02(\r\x12\x0c\n\x04\x62ody\x18\x03 \x02(\x0c\x12*\n\x06origin\x18\x04 \x01(\x0b\x32\x1a.imcluster.internal.Origin\"L\n\x11RouteProfileBatch\x12\x37\n\x07\x63hanges\x18\x01 \x03(\x0b\x32&.imcluster.internal.RouteProfileChange\"%\n\x11RouteUsersStatReq\x12\x10\n\x08user_ids\x18\x01 \x03(\r\"<\n\x11RouteUsersStatRes\x12\'\n\x05stats\x18\x01 \x03(\x0b\x32\x18.imcluster.base.UserStat\"\xd6\x01\n\x07PushMsg\x12\x10\n\x08user_ids\x18\x01 \x03(\r\x12\x31\n\x0csession_type\x18\x02 \x02(\x0e\x32\x1b.imcluster.base.SessionType\x12\x14\n\x0c\x66rom_user_id\x18\x03 \x02(\r\x12\r\n\x05to_id\x18\x04 \x02(\r\x12\x0e\n\x06msg_id\x18\x05 \x02(\r\x12\x0c\n\x04\x62ody\x18\x06 \x02(\x0c\x12*\n\x06origin\x18\x07 \x01(\x0b\x32\x1a.imcluster.internal.Origin\x12\x17\n\x0f\x63ommitted_at_us\x18\x08 \x01(\x04\"\'\n\rPushMsgResult\x12\x16\n\x0eretry_user_ids\x18\x01 \x03(\r\".\n\tAdminCall\x12\x0e\n\x06method\x18\x01 \x02(\t\x12\x11\n\targs_json\x18\x02 \x02(\t\"\"\n\x0b\x41\x64minResult\x12\x13\n\x0bresult_json\x18\x01 \x02(\t\"\x93\x01\n\x0b\x46ileTaskReq\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x02(\r\x12\x12\n\nto_user_id\x18\x02 \x02(\r\x12\x11\n\tfile_name\x18\x03 \x02(\t\x12\x11\n\tfile_size\x18\x04 \x02(\r\x12\x34\n\ntrans_mode\x18\x05 \x02(\x0e\x32 .imcluster.base.TransferFileType\"\x92\x01\n\x0b\x46ileTaskRes\x12\x13\n\x0bresult_code\x18\x01 \x02(\r\x12\x16\n\x0esender_task_id\x18\x02 \x01(\t\x12\x18\n\x10receiver_task_id\x18\x03 \x01(\t\x12,\n\x0cip_addr_list\x18\x04 \x03(\x0b\x32\x16.imcluster.base.IpAddr\x12\x0e\n\x06reason\x18\x05 \x01(\t\"P\n\x13\x46ileOfflineReadyReq\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x02(\r\x12\x12\n\nto_user_id\x18\x02 \x02(\r\x12\x0f\n\x07task_id\x18\x03 \x02(\t\"\xce\x01\n\x13\x46ileOfflineReadyRes\x12\x13\n\x0bresult_code\x18\x01 \x02(\r\x12\x10\n\x08task_key\x18\x02 \x01(\t\x12\x18\n\x10receiver_task_id\x18\x03 \x01(\t\x12\x11\n\tfile_name\x18\x04 \x01(\t\x12\x11\n\tfile_size\x18\x05 \x01(\r\x12\x12\n\nexpires_at\x18\x06 \x01(\x04\x12,\n\x0cip_addr_list\x18\x07 \x03(\x0b\x32\x16.imcluster.base.IpAddr\x12\x0e\n\x06reason\x18\x08 \x01(\t\"(\n\x14\x46ileOfflineDeleteReq\x12\x10\n\x08task_key\x18\x01 \x02(\t\"\x13\n\x11\x46ileServerInfoReq\">\n\x0e\x46ileServerInfo\x12,\n\x0cip_addr_list\x18\x01 \x03(\x0b\x32\x16.imcluster.base.IpAddr\"\xa2\x01\n\x10\x44\x62OfflineFileAdd\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x02(\r\x12\x12\n\nto_user_id\x18\x02 \x02(\r\x12\x10\n\x08task_key\x18\x03 \x02(\t\x12\x18\n\x10receiver_task_id\x18\x04 \x02(\t\x12\x11\n\tfile_name\x18\x05 \x02(\t\x12\x11\n\tfile_size\x18\x06 \x02(\r\x12\x12\n\nexpires_at\x18\x07 \x02(\x04\"5\n\x10\x44\x62OfflineFileDel\x12\x0f\n\x07user_id\x18\x01 \x02(\r\x12\x10\n\x08task_key\x18\x02 \x02(\t\"&\n\x13\x44\x62OfflineFileDelRes\x12\x0f\n\x07\x64\x65leted\x18\x01 \x02(\x08*\x83\x01\n\x08LinkRole\x12\x10\n\x0cROLE_GATEWAY\x10\x01\x12\x11\n\rROLE_DB_PROXY\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x12\x15\n\x11ROLE_ROUTE_SERVER\x10\x04\x12\x15\n\x11ROLE_LOGIN_SERVER\x10\x05\x12\x14\n\x10ROLE_FILE_SERVER\x10\x06*\x93\x01\n\tErrorCode\x12\x10\n\x0c\x45RR_INTERNAL\x10\x01\x12\x13\n\x0f\x45RR_BAD_REQUEST\x10\x02\x12\x12\n\x0e\x45RR_OVERLOADED\x10\x03\x12\x11\n\rERR_NOT_FOUND\x10\x04\x12\x11\n\rERR_FORBIDDEN\x10\x05\x12\x13\n\x0f\x45RR_UNAVAILABLE\x10\x06\x12\x10\n\x0c\x45RR_CONFLICT\x10\x07*D\n\x0b\x44\x65viceClass\x12\x0e\n\nDEVICE_ANY\x10\x00\x12\x12\n\x0e\x44\x45VICE_DESKTOP\x10\x01\x12\x11\n\rDEVICE_MOBILE\x10\x02\x42\x02H\x03')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'common.pb.internal_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'H\003'
-  _globals['_LINKROLE']._serialized_start=3189
-  _globals['_LINKROLE']._serialized_end=3320
-  _globals['_ERRORCODE']._serialized_start=3323
-  _globals['_ERRORCODE']._serialized_end=3470
-  _globals['_DEVICECLASS']._serialized_start=3472
-  _globals['_DEVICECLASS']._serialized_end=3540
+  _globals['_LINKROLE']._serialized_start=3384
+  _globals['_LINKROLE']._serialized_end=3515
+  _globals['_ERRORCODE']._serialized_start=3518
+  _globals['_ERRORCODE']._serialized_end=3665
+  _globals['_DEVICECLASS']._serialized_start=3667
+  _globals['_DEVICECLASS']._serialized_end=3735
   _globals['_LINKCHALLENGE']._serialized_start=95
   _globals['_LINKCHALLENGE']._serialized_end=203
   _globals['_LINKHELLO']._serialized_start=205
@@ -80,36 +80,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTEKICKDESKTOP']._serialized_end=1705
   _globals['_ROUTESTATUSBATCH']._serialized_start=1707
   _globals['_ROUTESTATUSBATCH']._serialized_end=1766
-  _globals['_ROUTEUSERSSTATREQ']._serialized_start=1768
-  _globals['_ROUTEUSERSSTATREQ']._serialized_end=1805
-  _globals['_ROUTEUSERSSTATRES']._serialized_start=1807
-  _globals['_ROUTEUSERSSTATRES']._serialized_end=1867
-  _globals['_PUSHMSG']._serialized_start=1870
-  _globals['_PUSHMSG']._serialized_end=2084
-  _globals['_PUSHMSGRESULT']._serialized_start=2086
-  _globals['_PUSHMSGRESULT']._serialized_end=2125
-  _globals['_ADMINCALL']._serialized_start=2127
-  _globals['_ADMINCALL']._serialized_end=2173
-  _globals['_ADMINRESULT']._serialized_start=2175
-  _globals['_ADMINRESULT']._serialized_end=2209
-  _globals['_FILETASKREQ']._serialized_start=2212
-  _globals['_FILETASKREQ']._serialized_end=2359
-  _globals['_FILETASKRES']._serialized_start=2362
-  _globals['_FILETASKRES']._serialized_end=2508
-  _globals['_FILEOFFLINEREADYREQ']._serialized_start=2510
-  _globals['_FILEOFFLINEREADYREQ']._serialized_end=2590
-  _globals['_FILEOFFLINEREADYRES']._serialized_start=2593
-  _globals['_FILEOFFLINEREADYRES']._serialized_end=2799
-  _globals['_FILEOFFLINEDELETEREQ']._serialized_start=2801
-  _globals['_FILEOFFLINEDELETEREQ']._serialized_end=2841
-  _globals['_FILESERVERINFOREQ']._serialized_start=2843
-  _globals['_FILESERVERINFOREQ']._serialized_end=2862
-  _globals['_FILESERVERINFO']._serialized_start=2864
-  _globals['_FILESERVERINFO']._serialized_end=2926
-  _globals['_DBOFFLINEFILEADD']._serialized_start=2929
-  _globals['_DBOFFLINEFILEADD']._serialized_end=3091
-  _globals['_DBOFFLINEFILEDEL']._serialized_start=3093
-  _globals['_DBOFFLINEFILEDEL']._serialized_end=3146
-  _globals['_DBOFFLINEFILEDELRES']._serialized_start=3148
-  _globals['_DBOFFLINEFILEDELRES']._serialized_end=3186
+  _globals['_ROUTEPROFILECHANGE']._serialized_start=1768
+  _globals['_ROUTEPROFILECHANGE']._serialized_end=1883
+  _globals['_ROUTEPROFILEBATCH']._serialized_start=1885
+  _globals['_ROUTEPROFILEBATCH']._serialized_end=1961
+  _globals['_ROUTEUSERSSTATREQ']._serialized_start=1963
+  _globals['_ROUTEUSERSSTATREQ']._serialized_end=2000
+  _globals['_ROUTEUSERSSTATRES']._serialized_start=2002
+  _globals['_ROUTEUSERSSTATRES']._serialized_end=2062
+  _globals['_PUSHMSG']._serialized_start=2065
+  _globals['_PUSHMSG']._serialized_end=2279
+  _globals['_PUSHMSGRESULT']._serialized_start=2281
+  _globals['_PUSHMSGRESULT']._serialized_end=2320
+  _globals['_ADMINCALL']._serialized_start=2322
+  _globals['_ADMINCALL']._serialized_end=2368
+  _globals['_ADMINRESULT']._serialized_start=2370
+  _globals['_ADMINRESULT']._serialized_end=2404
+  _globals['_FILETASKREQ']._serialized_start=2407
+  _globals['_FILETASKREQ']._serialized_end=2554
+  _globals['_FILETASKRES']._serialized_start=2557
+  _globals['_FILETASKRES']._serialized_end=2703
+  _globals['_FILEOFFLINEREADYREQ']._serialized_start=2705
+  _globals['_FILEOFFLINEREADYREQ']._serialized_end=2785
+  _globals['_FILEOFFLINEREADYRES']._serialized_start=2788
+  _globals['_FILEOFFLINEREADYRES']._serialized_end=2994
+  _globals['_FILEOFFLINEDELETEREQ']._serialized_start=2996
+  _globals['_FILEOFFLINEDELETEREQ']._serialized_end=3036
+  _globals['_FILESERVERINFOREQ']._serialized_start=3038
+  _globals['_FILESERVERINFOREQ']._serialized_end=3057
+  _globals['_FILESERVERINFO']._serialized_start=3059
+  _globals['_FILESERVERINFO']._serialized_end=3121
+  _globals['_DBOFFLINEFILEADD']._serialized_start=3124
+  _globals['_DBOFFLINEFILEADD']._serialized_end=3286
+  _globals['_DBOFFLINEFILEDEL']._serialized_start=3288
+  _globals['_DBOFFLINEFILEDEL']._serialized_end=3341
+  _globals['_DBOFFLINEFILEDELRES']._serialized_start=3343
+  _globals['_DBOFFLINEFILEDELRES']._serialized_end=3381
 # @@protoc_insertion_point(module_scope)

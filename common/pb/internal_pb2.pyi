@@ -661,6 +661,67 @@ class RouteStatusBatch(_message.Message):
 Global___RouteStatusBatch: _TypeAlias = RouteStatusBatch  # noqa: Y015
 
 @_typing.final
+class RouteProfileChange(_message.Message):
+    """0x0839, gateway -> route: a user changed its avatar or sign info. body is
+    the client notice (IMAvatarChangedNotify or IMSignInfoChangedNotify, named
+    by command_id); origin is the connection that changed it, which has its
+    reply and hears no notice.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    command_id: _builtins.int
+    body: _builtins.bytes
+    @_builtins.property
+    def origin(self) -> Global___Origin: ...
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int | None = ...,
+        command_id: _builtins.int | None = ...,
+        body: _builtins.bytes | None = ...,
+        origin: Global___Origin | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "origin", b"origin", "user_id", b"user_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "origin", b"origin", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteProfileChange: _TypeAlias = RouteProfileChange  # noqa: Y015
+
+@_typing.final
+class RouteProfileBatch(_message.Message):
+    """0x083A, route -> gateways: profile changes coalesced over
+    status_batch_interval, the last per (user, command) winning. Each gateway
+    hands a change only to the connections that asked for that user's status
+    (its presence watchers) and to the user's own other connections.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteProfileChange]: ...
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___RouteProfileChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteProfileBatch: _TypeAlias = RouteProfileBatch  # noqa: Y015
+
+@_typing.final
 class RouteUsersStatReq(_message.Message):
     """0x0837 -> 0x0838, gateway -> route: the live status of some users."""
 

@@ -120,6 +120,7 @@ def up(
     config = config_path_of(config_path)
     db = db_config(config, database_url)
     run_dir = run_dir or Path(_load_imctl(config).run_dir)
+    store_dir = run_dir.parent / "files"
     configured_token = _load(LoginServerConfig, "login_server", config).admin_token
     token = configured_token or secrets.token_urlsafe(32)
     configured_secret = bool(_load(ClusterConfig, "cluster", config).secrets())
@@ -139,7 +140,7 @@ def up(
         delivery_log=delivery_log,
         routes=routes,
         tls_dir=run_dir / TLS_DIR if tls else None,
-        store_dir=run_dir.parent / "files",
+        store_dir=store_dir,
     )
     if not configured_token:
         cluster.environ = {"login": {TOKEN_ENV: token}}
@@ -164,6 +165,11 @@ def up(
     written = _write_access_files(run_dir, admin_url, None if configured_token else token)
     click.echo(f"imcluster is up ({gateways} gateways, storage {db.database_url}).")
     click.echo(f"  discovery (TeamTalk login URL): http://{advertise_ip}:{login['http_port']}/msg_server")
+    file_server, msfs = cluster.by_name("file-1").info, cluster.by_name("msfs-1").info
+    click.echo(
+        f"  pictures (msfs, in discovery): http://{advertise_ip}:{msfs['port']}/, files (file_server, "
+        f"handed out by the gateways): {advertise_ip}:{file_server['client_port']}; both in {store_dir}"
+    )
     for server in cluster.servers:
         click.echo(
             f"  {server.name:8} pid {server.process.pid if server.process else '?':>7}  log {server.log_file}"

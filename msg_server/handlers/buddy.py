@@ -10,6 +10,7 @@ from common.pb import base_pb2, buddy_pb2, internal_pb2
 from common.throttle import Throttle
 from msg_server.handlers.base import LOG_INTERVAL, ClientError, deliver, forward_to_db, session, text
 from msg_server.handlers.table import Client, ClientCommands
+from msg_server.profile_notices import send_change
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -68,7 +69,7 @@ def _avatar_changed(
 ) -> None:
     if res.result_code == 0:
         notify = buddy_pb2.IMAvatarChangedNotify(changed_user_id=conn.user_id, avatar_url=req.avatar_url)
-        deliver(gw, conn, [], Cmd.AVATAR_CHANGED_NOTIFY, notify, broadcast=True)
+        send_change(gw, conn, Cmd.AVATAR_CHANGED_NOTIFY, notify)
 
 
 def _sign_changed(
@@ -79,7 +80,7 @@ def _sign_changed(
 ) -> None:
     if res.result_code == 0:
         notify = buddy_pb2.IMSignInfoChangedNotify(changed_user_id=conn.user_id, sign_info=req.sign_info)
-        deliver(gw, conn, [], Cmd.SIGN_INFO_CHANGED_NOTIFY, notify, broadcast=True)
+        send_change(gw, conn, Cmd.SIGN_INFO_CHANGED_NOTIFY, notify)
 
 
 def _check_removal(req: buddy_pb2.IMRemoveSessionReq) -> None:

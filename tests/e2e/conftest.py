@@ -117,6 +117,15 @@ async def create_users(database_url: str, names: list[str], bulk: list[str]) -> 
         await store.close()
 
 
+FAST_SENDER = {
+    "msg_rate": "10000",
+    "msg_burst": "100000",
+    "user_msg_rate": "10000",
+    "user_msg_burst": "100000",
+    "request_rate": "10000",
+    "request_burst": "100000",
+}
+
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 CROWD = [f"member{i:02d}" for i in range(1, 51)]
 
@@ -129,6 +138,7 @@ def _start(
     routes: int = 1,
     tls: bool = False,
     files: bool = False,
+    msg: dict[str, str] | None = None,
     default_limits: bool = False,
 ) -> Cluster:
     users = asyncio.run(create_users(database_url, USERS, CROWD))
@@ -149,15 +159,8 @@ def _start(
     # The delivery and fault tests send messages faster than a person (hundreds a second, waiting
     # for their acks): past the rate limits they would get no ack. Modules that test the limits
     # (DEFAULT_LIMITS = True: tests/e2e/test_abuse_limits.py) run at the defaults.
-    fast_sender = {
-        "msg_rate": "10000",
-        "msg_burst": "100000",
-        "user_msg_rate": "10000",
-        "user_msg_burst": "100000",
-        "request_rate": "10000",
-        "request_burst": "100000",
-    }
-    local.extra = {"msg": {"request_timeout": "5", **({} if default_limits else fast_sender)}}
+    fast_sender = {} if default_limits else FAST_SENDER
+    local.extra = {"msg": {"request_timeout": "5", **fast_sender, **(msg or {})}}
     local.start()
     return Cluster(local, database_url, redis_url, users)
 
@@ -169,19 +172,21 @@ def running_cluster(
     routes: int = 1,
     tls: bool = False,
     files: bool = False,
+    msg: dict[str, str] | None = None,
     default_limits: bool = False,
 ) -> Iterator[Cluster]:
-    """A cluster on SQLite or on a fresh MariaDB database with Redis, stopped afterwards."""
+    """A cluster on SQLite or on a fresh MariaDB database with Redis, stopped afterwards;
+    ``msg``: gateway settings that differ from the shared clusters'."""
     with contextlib.ExitStack() as stack:
         if engine == "sqlite":
             started = _start(
-                tmp, f"sqlite:///{tmp}/im.db", None, "memory://", routes, tls, files, default_limits
+                tmp, f"sqlite:///{tmp}/im.db", None, "memory://", routes, tls, files, msg, default_limits
             )
         else:
             backend = engine.removeprefix("mysql+")
             log_url = stack.enter_context(fresh_delivery_log_url(backend))
             mysql_url = stack.enter_context(fresh_mysql_url())
-            started = _start(tmp, mysql_url, REDIS_URL, log_url, routes, tls, files, default_limits)
+            started = _start(tmp, mysql_url, REDIS_URL, log_url, routes, tls, files, msg, default_limits)
         stack.callback(started.local.stop)
         yield started
         started.local.stop()

@@ -91,10 +91,14 @@ async def test_users_info_all_users_and_departments_incremental(
     assert [(u.user_real_name, u.user_domain) for u in info.user_info_list] == [("alice", "alice")]
 
 
-async def test_avatar_and_sign_changes_reach_other_users(cluster: Cluster, clients: list[TTClient]) -> None:
+async def test_avatar_and_sign_changes_reach_watching_users(
+    cluster: Cluster, clients: list[TTClient]
+) -> None:
     changer = await cluster.client("member08", "msg-1")
     other = await cluster.client("member09", "msg-2")
     clients += [changer, other]
+    # Only a user who asked for the changer's status (it shows it) hears of a change.
+    await other.call(Cmd.USERS_STAT_REQ, buddy_pb2.IMUsersStatReq(user_id=0, user_id_list=[changer.user_id]))
     res = await changer.call(
         Cmd.CHANGE_AVATAR_REQ, buddy_pb2.IMChangeAvatarReq(user_id=0, avatar_url="http://x/a.png")
     )

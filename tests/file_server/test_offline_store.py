@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common.filestore import DiskStore
-from file_server.offline import OfflineStore, data_key, meta_key
+import pytest
+
+from common.filestore import BlobReader, DiskStore, StoreError
+from file_server.offline import OPEN_READERS, OfflineStore, data_key, meta_key
 from file_server.tasks import Offline
 
 
@@ -49,3 +51,61 @@ async def test_a_short_upload_is_not_committed(tmp_path: Path) -> None:
     assert await store.store.stat(data_key(key)) is None
     found = await store.meta(key)
     assert found is not None and not found.complete
+
+
+class CountingStore(DiskStore):
+    """A disk store that counts opens and the readers left open."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.opens = 0
+        self.open_now = 0
+
+    async def open(self, key: str) -> BlobReader | None:
+        reader = await super().open(key)
+        if reader is not None and not key.endswith(".meta"):
+            self.opens += 1
+            self.open_now += 1
+            close = reader.close
+
+            async def counted_close() -> None:
+                self.open_now -= 1
+                await close()
+
+            reader.close = counted_close  # type: ignore[method-assign]
+        return reader
+
+
+async def test_a_download_opens_its_file_once_and_a_delete_closes_it(tmp_path: Path) -> None:
+    disk = CountingStore(tmp_path)
+    store = OfflineStore(disk)
+    key = "d" * 32
+    data = bytes(range(256)) * 1024  # 256 KiB
+    meta = offline(key, time.time() + 100, size=len(data))
+    await store.save_meta(meta)
+    await store.write(key, data)
+    await store.commit(meta)
+    chunks = [await store.read(key, offset, 32 * 1024) for offset in range(0, len(data), 32 * 1024)]
+    await store.read(key, 0, 1)
+    assert b"".join(chunks) == data
+    assert disk.opens == 1 and disk.open_now == 1  # one reader for the eight chunks
+    assert await store.delete(key)
+    assert disk.open_now == 0
+    with pytest.raises(StoreError, match="gone"):
+        await store.read(key, 0, 10)
+    await store.close()
+
+
+async def test_open_readers_are_bounded(tmp_path: Path) -> None:
+    disk = CountingStore(tmp_path)
+    store = OfflineStore(disk)
+    for i in range(OPEN_READERS + 10):
+        key = f"{i:032x}"
+        meta = offline(key, time.time() + 100)
+        await store.save_meta(meta)
+        await store.write(key, b"abcdef")
+        await store.commit(meta)
+        assert await store.read(key, 0, 6) == b"abcdef"
+    assert disk.open_now == OPEN_READERS
+    await store.close()
+    assert disk.open_now == 0

@@ -15,7 +15,14 @@ class MemoryTransport(asyncio.Transport):
         self.protocol = protocol
         self.peer = peer
         self.written = bytearray()
-        self.buffer_size = 0  # what get_write_buffer_size reports: a stuck peer
+        self.buffer_size = 0  # what get_write_buffer_size reports: bytes the peer has not read
+        # A peer that reads only when told (drain): writes stay in buffer_size and
+        # pause/resume the protocol at the limits, as asyncio's transports do.
+        self.stuck = False
+        self.high = 64 * 1024
+        self.low = 16 * 1024
+        self.writing_paused = False
+        self.writes: list[int] = []  # the size of each write
         self.reading = True
         self.closed = False
         self.aborted = False
@@ -26,12 +33,27 @@ class MemoryTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closed, "write after close"
         self.written += data
+        self.writes.append(len(data))
+        if self.stuck:
+            self.buffer_size += len(data)
+            if not self.writing_paused and self.buffer_size > self.high:
+                self.writing_paused = True
+                self.protocol.pause_writing()
+
+    def drain(self, size: int) -> None:
+        """The stuck peer reads ``size`` bytes."""
+        self.buffer_size = max(0, self.buffer_size - size)
+        if self.writing_paused and self.buffer_size <= self.low:
+            self.writing_paused = False
+            self.protocol.resume_writing()
 
     def get_write_buffer_size(self) -> int:
         return self.buffer_size
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
+        if high is not None:
+            self.high = high
+            self.low = high // 4 if low is None else low
 
     def pause_reading(self) -> None:
         self.reading = False

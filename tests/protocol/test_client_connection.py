@@ -9,6 +9,7 @@ import pytest
 
 from common.codec import encode_frame
 from common.commands import Cmd
+from common.connection import CHUNK, WRITE_HIGH
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.client import ClientConnection
 from tests.protocol.fakes import feed, logged_in, login_req, make, settle
@@ -115,11 +116,15 @@ async def test_message_not_stored_is_not_acked() -> None:
 
 
 async def test_slow_reader_is_cut_off() -> None:
-    gateway, _conn, transport, _ = await logged_in(max_write_buffer=1000)
-    transport.buffer_size = 5000
-    push = internal_pb2.RouteDeliver(user_ids=[7], command_id=Cmd.MSG_DATA, body=b"")
-    gateway.push_local(push)
+    gateway, _conn, transport, _ = await logged_in(max_write_buffer=100_000)
+    transport.stuck = True
+    push = internal_pb2.RouteDeliver(user_ids=[7], command_id=Cmd.MSG_DATA, body=b"x" * 10_000)
+    for _ in range(100):  # the transport's 256 KiB, then the 100 KB of max_write_buffer
+        gateway.push_local(push)
+        if transport.aborted:
+            break
     assert transport.aborted
+    assert len(transport.written) <= WRITE_HIGH + CHUNK  # the rest was held, then dropped
 
 
 async def test_too_many_pending_requests_pause_reading() -> None:

@@ -118,6 +118,7 @@ class FakeGateway:
             .rpc(Rpcs.PUSH_MSG, self.on_push)
             .oneway(OneWays.ROUTE_DELIVER, keep(Cmd.ROUTE_DELIVER))
             .oneway(OneWays.ROUTE_STATUS_BATCH, keep(Cmd.ROUTE_STATUS_BATCH))
+            .oneway(OneWays.ROUTE_PROFILE_BATCH, keep(Cmd.ROUTE_PROFILE_BATCH))
             .oneway(OneWays.ROUTE_KICK, keep(Cmd.ROUTE_KICK))
         )
 
