@@ -189,6 +189,7 @@ class ClientConnection(FrameConnection):
             self.dispatch_paused
             and not self.draining
             and self.pending <= self.gateway.config.max_pending_requests // 2
+            and not self.gateway.limiter.holds(self)  # paused by a rate limit: it resumes it
         ):
             self.resume_dispatch()
 

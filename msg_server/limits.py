@@ -15,15 +15,13 @@ connection. :class:`Limiter` is the gateway's adapter: it counts a refusal
 connection, and answers it the way the command's table entry answers any
 refused request (Overloaded); a refused ``IMMsgData`` gets no ack, so the
 client resends it later, as after TeamTalk's silent drop. A refusal also
-stops reading from that connection for ``HOLD`` seconds: a flooder is held
-back by TCP instead of costing the gateway a refusal per frame it can write.
-Held for less (until its bucket has a token), it would come back each time
-with a full socket buffer, thousands of frames refused in one go while the
-other clients' requests wait: measured, a victim's p99 went from 0.4 ms to
-7 ms with a 10 ms hold, and stayed under 2x with 1 s. What was read before
-the hold is still refused frame by frame (a 256 KiB read is thousands of
-small frames, a few ms once a second); closing the connection instead was
-measured worse: the flooder logs in again at once, with fresh buckets.
+pauses the connection's dispatch (``FrameConnection.pause_dispatch``: the
+frames it has sent meanwhile wait in its decoder, and reading stops) until
+the bucket that refused has a token again, at most ``HOLD`` seconds. A
+flooder is thus slowed to its rate by TCP instead of costing the gateway a
+refusal per frame it can write: without the pause, a 1 s hold of reading
+alone still let each read (thousands of small frames) be refused frame by
+frame while other clients waited, a victim's p99 from 0.4 ms to 5-7 ms.
 """
 
 from __future__ import annotations
@@ -58,7 +56,7 @@ RATE_LIMITED = Counter(
 )
 
 LOG_INTERVAL = 1.0  # seconds between two lines about one connection's rate-limited frames
-HOLD = 1.0  # seconds a refused connection is not read from (its heartbeat timeout is minutes)
+HOLD = 1.0  # seconds a refused connection waits at most (its heartbeat timeout is minutes)
 
 MESSAGES = frozenset({Cmd.MSG_DATA})
 PROFILE_CHANGES = frozenset({Cmd.CHANGE_AVATAR_REQ, Cmd.CHANGE_SIGN_INFO_REQ})
@@ -213,6 +211,17 @@ class RateLimits(Generic[K]):
         """(connections, users) with buckets: bounded by the live ones."""
         return len(self._conns), len(self._users)
 
+    def wait(self, kind: str) -> float:
+        """Seconds for the bucket of ``kind`` to get one token back."""
+        r = self.rates
+        rates = {
+            "requests": r.request_rate,
+            "messages": r.msg_rate,
+            "user_messages": r.user_msg_rate,
+            "profile": r.profile_rate,
+        }
+        return 1.0 / rates[kind]
+
 
 class Limiter:
     """The gateway's rate limits: a :class:`RateLimits` plus the counting, logging and refusal."""
@@ -221,7 +230,8 @@ class Limiter:
         self.limits: RateLimits[int] = RateLimits(Rates.of(config))
         self.clock = clock
         self._logs: dict[int, Throttle] = {}  # per connection with a refusal, dropped with it
-        self._held: set[int] = set()  # connections not read from for HOLD
+        self._held: set[int] = set()  # connections whose dispatch is paused by a refusal
+        self.max_pending = config.max_pending_requests
 
     def allow(self, conn: ClientConnection, frame: Frame) -> bool:
         """True to dispatch ``frame``; False if refused (counted, logged, answered here)."""
@@ -235,24 +245,31 @@ class Limiter:
         if throttle.ready():  # the client's doing: INFO, as for any bad input (handlers/base.py)
             conn.log.info("0x%04x refused: over the %s rate limit%s", frame.command_id, kind, throttle.more())
         self._answer(conn, frame)
-        self._hold(conn)
+        self._hold(conn, kind)
         return False
 
-    def _hold(self, conn: ClientConnection) -> None:
-        transport = conn.transport
-        if transport is None or conn.closing:
+    def _hold(self, conn: ClientConnection, kind: str) -> None:
+        if conn.closing:
             return
-        transport.pause_reading()  # again if another pause's end resumed it meanwhile
+        conn.pause_dispatch()  # again, if the in-flight limit's end resumed it meanwhile
         if conn.conn_id in self._held:
             return
         self._held.add(conn.conn_id)
-        asyncio.get_running_loop().call_later(HOLD, self._release, conn)
+        delay = min(HOLD, self.limits.wait(kind))
+        asyncio.get_running_loop().call_later(delay, self._release, conn)
 
     def _release(self, conn: ClientConnection) -> None:
+        if conn.conn_id not in self._held:
+            return  # gone meanwhile
         self._held.discard(conn.conn_id)
-        # Not if it is paused for another reason (requests in flight, shutting down).
-        if conn.transport is not None and not (conn.closing or conn.paused or conn.draining):
-            conn.transport.resume_reading()
+        # Not if the in-flight limit holds it too (its next request done resumes it), nor when
+        # shutting down.
+        if not (conn.closing or conn.draining) and conn.pending <= self.max_pending // 2:
+            conn.resume_dispatch()
+
+    def holds(self, conn: ClientConnection) -> bool:
+        """Whether a refusal paused ``conn``'s dispatch (the in-flight limit must not resume it)."""
+        return conn.conn_id in self._held
 
     def _answer(self, conn: ClientConnection, frame: Frame) -> None:
         from msg_server import handlers

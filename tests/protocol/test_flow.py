@@ -43,7 +43,8 @@ def unread(seq: int) -> bytes:
 
 
 async def test_frames_already_read_wait_while_paused_and_go_in_order_once_drained() -> None:
-    gateway, conn, transport, fake = await logged_in(max_pending_requests=64)
+    # request_burst: this is the in-flight limit, not the rate limit (test_rate_limits.py).
+    gateway, conn, transport, fake = await logged_in(max_pending_requests=64, request_burst=10_000)
     counting = Counting(fake)
     gateway.db_call = counting  # type: ignore[method-assign,assignment]
     fake.release.clear()

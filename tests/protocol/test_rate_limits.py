@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import REGISTRY
 
 from common.commands import Cmd
@@ -27,38 +29,56 @@ def msg(n: int) -> message_pb2.IMMsgData:
 
 
 async def test_messages_past_the_burst_get_no_ack_and_are_counted() -> None:
-    _, conn, transport, _ = await logged_in(msg_burst=5, msg_rate=0.001)
+    gateway, conn, transport, _ = await logged_in(msg_burst=5, msg_rate=20)
+    gateway.limiter.clock = lambda: 0.0  # no token comes back
     before = limited("messages")
     for seq in range(1, 9):
         feed(conn, Cmd.MSG_DATA, msg(seq), seq=seq)
+    await settle()
+    assert limited("messages") - before == 1  # the rest waits, held 1/msg_rate each time
+    async with asyncio.timeout(2):
+        while limited("messages") - before < 3:
+            await asyncio.sleep(0.01)
     await settle()
     acks = [f for f, _ in transport.frames() if f.command_id == Cmd.MSG_DATA_ACK]
     assert len(acks) == 5 and limited("messages") - before == 3
     assert not conn.closing  # refused, not closed: the client resends later
 
 
-async def test_requests_past_the_burst_get_their_refusal_reply_and_heartbeats_pass() -> None:
-    _, conn, transport, fake = await logged_in(request_burst=3, request_rate=0.001)
+async def test_requests_past_the_burst_get_their_refusal_reply_and_wait_meanwhile() -> None:
+    gateway, conn, transport, fake = await logged_in(request_burst=3, request_rate=20)
+    gateway.limiter.clock = lambda: 0.0  # no token comes back: every later request is refused
     before = limited("requests")
     for seq in range(1, 6):
         feed(conn, Cmd.USERS_INFO_REQ, buddy_pb2.IMUsersInfoReq(user_id=0, user_id_list=[8]), seq=seq)
     for seq in range(10, 20):
         feed(conn, Cmd.HEARTBEAT, b"", seq=seq)
     await settle()
+    # The login took a token, 1 and 2 the others; 3 is refused, and the rest waits in the
+    # decoder (heartbeats too: in order) while the connection is held, 1/request_rate each time.
+    assert sorted(f.seq_num for f, _ in transport.frames()) == [1, 2, 3]
+    assert not transport.reading
+    async with asyncio.timeout(2):
+        while len(transport.frames()) < 15:
+            await asyncio.sleep(0.01)
     frames = transport.frames()
-    infos = [(f.seq_num, r) for f, r in frames if f.command_id == Cmd.USERS_INFO_RES]
-    assert sorted(s for s, _ in infos) == [1, 2, 3, 4, 5]  # every request answered...
-    assert len(fake.requests) == 2  # ...but only 2 reached db_proxy: the login took the third token
-    assert sum(1 for f, _ in frames if f.command_id == Cmd.HEARTBEAT) == 10
+    infos = [f.seq_num for f, _ in frames if f.command_id == Cmd.USERS_INFO_RES]
+    assert sorted(infos) == [1, 2, 3, 4, 5]  # every request answered...
+    assert len(fake.requests) == 2  # ...but only 2 reached db_proxy
+    assert sum(1 for f, _ in frames if f.command_id == Cmd.HEARTBEAT) == 10  # heartbeats never refused
     assert limited("requests") - before == 3
+    assert transport.reading
 
 
 async def test_a_user_s_profile_changes_are_limited_across_its_connections() -> None:
-    gateway, conn, transport, _ = await logged_in(profile_burst=2, profile_rate=0.001)
+    gateway, conn, transport, _ = await logged_in(profile_burst=2, profile_rate=20)
+    gateway.limiter.clock = lambda: 0.0
     before = limited("profile")
     for seq in range(1, 5):
         feed(conn, Cmd.CHANGE_SIGN_INFO_REQ, buddy_pb2.IMChangeSignInfoReq(user_id=0, sign_info="x"), seq=seq)
-    await settle()
+    async with asyncio.timeout(2):
+        while len([f for f, _ in transport.frames() if f.command_id == Cmd.CHANGE_SIGN_INFO_RES]) < 4:
+            await asyncio.sleep(0.01)
     replies = [r for f, r in transport.frames() if f.command_id == Cmd.CHANGE_SIGN_INFO_RES]
     assert len(replies) == 4 and [r.result_code != 0 for r in replies].count(True) == 2
     assert limited("profile") - before == 2
