@@ -7,7 +7,9 @@ Each run of each flood starts its own cluster (one db_proxy, route, login_server
 and gateway msg-1 on SQLite, in a temporary directory, at the default limits of
 msg_server/config.py and db_proxy/config.py), logs the victim in on msg-1 from
 127.0.0.1 and measures ``--samples`` IMUsersInfoReq one after another (idle),
-then starts the flood from 127.0.0.2 in a process of its own
+(``--samples`` + 10 + ``--samples`` stay within request_burst: the victim
+sends as fast as it is answered and must not be limited itself), then starts
+the flood from 127.0.0.2 in a process of its own
 (``benchmarks/flooders.py``), waits until it is flooding, and measures again.
 
 * ``failed-logins``: 50 connections at a time, each a wrong password for the victim's name;
@@ -112,7 +114,7 @@ async def one_run(cluster: LocalCluster, flood: str, opts: argparse.Namespace) -
     peer = await login(port, "peer")
     peer_id = peer.user_id
     await peer.close()
-    await latencies(victim, peer_id, 20)  # warm up
+    await latencies(victim, peer_id, 10)  # warm up
     idle = sorted(await latencies(victim, peer_id, opts.samples))
     before = {name: metric(metrics_port, name) for name in COUNTERS}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -215,7 +217,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--floods", default=",".join(FLOODS), help=f"comma-separated, of {', '.join(FLOODS)}")
     p.add_argument("--runs", type=int, default=3, help="runs of each flood; the table shows medians")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds each flood lasts")
-    p.add_argument("--samples", type=int, default=300, help="victim requests per measurement")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=200,
+        help="victim requests per measurement (10 + 2 x this stays within request_burst, 500: the "
+        "victim, which sends as fast as it is answered, must not be rate-limited itself)",
+    )
     p.add_argument("--out", type=Path, help="also write the table here (e.g. benchmarks/results/floods.txt)")
     p.add_argument("--json", type=Path, dest="json_path", help="also write every figure as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the run directories (server logs)")
