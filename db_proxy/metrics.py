@@ -68,6 +68,20 @@ STREAMS_LOST = Counter(
 )
 PARTITIONS_HELD = Gauge("imcluster_delivery_partitions_held", "Delivery log partitions this db_proxy pushes.")
 
+LOGIN_REFUSED = Counter(
+    "imcluster_db_login_throttled",
+    "Logins refused at once by the login throttle, per reason: delayed (this address failed too often "
+    "for this user), user_delayed (the user failed too often from all addresses; known-good ones stay "
+    "free), source_locked (the address failed too often for any users).",
+    ["reason"],
+)
+THROTTLE_MEMORY = Gauge(
+    "imcluster_db_login_throttle_bytes",
+    "Bytes taken by the in-process login failure counters (bounded by login_throttle_memory).",
+)
+for _reason in ("source_locked", "delayed", "user_delayed"):
+    LOGIN_REFUSED.labels(_reason)
+
 for _reason in ("gave_up", "log_full", "refused"):
     PUSH_DROPPED.labels(_reason)  # exported at 0 from the start
 for _reason in REFUSAL_REASONS:
