@@ -23,6 +23,7 @@ from common.pb import base_pb2, group_pb2, internal_pb2
 from common.teamtalk_text import encode_text
 from db_proxy import admin_args as a
 from db_proxy.admin_import import UserImport
+from db_proxy.cache import ThrottleCounters
 from db_proxy.config import DbProxyConfig
 from db_proxy.groups import MAX_GROUP_MEMBERS
 from db_proxy.passwords import hash_password, md5_hex
@@ -59,12 +60,14 @@ class DbAdmin:
         workers: MessageWorkers,
         redis: Any | None,
         deliver: Deliver | None = None,
+        throttle: ThrottleCounters | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.workers = workers
         self.redis = redis
         self.deliver = deliver
+        self.throttle = throttle
 
     def methods(self) -> dict[str, AdminMethod]:
         table: dict[str, AdminMethod] = {
@@ -73,6 +76,7 @@ class DbAdmin:
             "users.show": self.show_user,
             "users.update": self.update_user,
             "users.passwd": self.set_password,
+            "users.unlock": self.unlock_user,
             "users.disable": functools.partial(self.set_disabled, disabled=True),
             "users.enable": functools.partial(self.set_disabled, disabled=False),
             "users.delete": self.delete_user,
@@ -167,7 +171,20 @@ class DbAdmin:
         a.check_keys(args, {"user", "password"}, "users.passwd")
         password = a.password(args.get("password"))
         user = await self._user(a.user_ref(args.get("user"), "user"))
-        return {"user": a.user_json(await self._change(user, password_hash=await self._hash(password)))}
+        changed = await self._change(user, password_hash=await self._hash(password))
+        await self._unlock(user)  # the old password's guessers have nothing left to guess
+        return {"user": a.user_json(changed)}
+
+    async def unlock_user(self, args: dict[str, Any]) -> dict[str, Any]:
+        a.check_keys(args, {"user"}, "users.unlock")
+        user = await self._user(a.user_ref(args.get("user"), "user"))
+        await self._unlock(user)
+        return {"user": a.user_json(user)}
+
+    async def _unlock(self, user: User) -> None:
+        """Clear the user's failed-login counters, from every address."""
+        if self.throttle is not None:
+            await self.throttle.unlock(user.name)
 
     async def set_disabled(self, args: dict[str, Any], *, disabled: bool) -> dict[str, Any]:
         a.check_keys(args, {"user"}, "users.disable" if disabled else "users.enable")

@@ -5,11 +5,11 @@
   HMAC(secret, user_id:md5) for a while; a login that matches it skips
   scrypt. The secret lives only in this process, so the cached values are
   useless to anyone who reads Redis.
-* Failed logins per user name, so a password-guessing client is refused
-  before it costs a hash.
+* Failed logins (:class:`ThrottleCounters`): the counters of
+  db_proxy/login_throttle.py, whose policy this only stores.
 
 Both live in Redis when one is configured (shared by the db_proxies, kept
-across their restarts) and in a bounded in-process map otherwise or when
+across their restarts) and in bounded in-process maps otherwise or when
 Redis fails.
 """
 
@@ -22,6 +22,20 @@ import os
 import time
 from collections import OrderedDict
 from typing import Any
+
+from common.errors import Unavailable
+from common.throttle import Throttle
+from db_proxy import metrics
+from db_proxy.login_throttle import (
+    KNOWN_SOURCES,
+    KNOWN_TTL,
+    Attempt,
+    Count,
+    Keys,
+    LoginThrottle,
+    MemoryCounters,
+    Refusal,
+)
 
 log = logging.getLogger("db.cache")
 
@@ -57,11 +71,9 @@ class _BoundedMap:
 
 
 class LoginCache:
-    def __init__(self, redis: Any | None, ttl: int, failure_limit: int, failure_window: int) -> None:
+    def __init__(self, redis: Any | None, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
-        self.failure_limit = failure_limit
-        self.failure_window = failure_window
         self._secret = os.urandom(32)
         self._memory = _BoundedMap(MEMORY_ENTRIES)
 
@@ -92,38 +104,136 @@ class LoginCache:
             except Exception as exc:
                 log.warning("redis unavailable for the login cache: %s", exc)
 
-    async def recent_failures(self, user_name: str) -> int:
-        """Failed logins for this name in the current window."""
-        key = f"imc:fail:{user_name}"
-        count: int | None = None
-        if self.redis is not None:
-            try:
-                raw = await self.redis.get(key)
-                count = int(raw) if raw is not None else 0
-            except Exception as exc:
-                log.warning("redis unavailable for the failure counter: %s", exc)
-        if count is None:
-            count = self._memory.get(key, time.monotonic()) or 0
-        return count
 
-    async def record_failure(self, user_name: str) -> None:
-        key = f"imc:fail:{user_name}"
-        now = time.monotonic()
-        self._memory.set(key, (self._memory.get(key, now) or 0) + 1, now + self.failure_window)
-        if self.redis is not None:
-            try:
-                pipe = self.redis.pipeline()
-                pipe.incr(key)
-                pipe.expire(key, self.failure_window, nx=True)
-                await pipe.execute()
-            except Exception as exc:
-                log.warning("redis unavailable for the failure counter: %s", exc)
+# Redis layout of the failure counters (every key and field fixed-size):
+#   imc:lt:u:<user>   hash: f (the user's failures), n (its wait), c<source>, n<source> (per pair)
+#   imc:lt:s:<source> hash: f (the address's failures), l (locked until)
+#   imc:lt:k:<user>   set of known-good addresses (at most KNOWN_SOURCES)
+# Counter keys expire login_failure_window after the last failure.
+PAIRS_PER_USER = 512  # addresses counted per user in Redis; past it only the per-user count grows
+REDIS_LOG_INTERVAL = 10.0
 
-    async def clear_failures(self, user_name: str) -> None:
-        key = f"imc:fail:{user_name}"
-        self._memory.delete(key)
+
+def _float(raw: Any) -> float:
+    return float(raw) if raw is not None else 0.0
+
+
+def _int(raw: Any) -> int:
+    return int(raw) if raw is not None else 0
+
+
+class ThrottleCounters:
+    """The failure counters in Redis, or in process when it is absent or fails."""
+
+    def __init__(self, redis: Any | None, throttle: LoginThrottle) -> None:
+        self.redis = redis
+        self.throttle = throttle
+        self.memory = MemoryCounters(throttle)
+        self._redis_down = Throttle(REDIS_LOG_INTERVAL)
+        metrics.THROTTLE_MEMORY.set_function(lambda: self.memory.bytes_used)
+
+    def _warn(self, exc: Exception) -> None:
+        if self._redis_down.ready():
+            log.warning("redis unavailable for the login throttle: %s%s", exc, self._redis_down.more())
+
+    async def check(self, source: str, name: str, now: float) -> tuple[Keys, Attempt, Refusal | None]:
+        keys = self.throttle.keys(source, name)
+        attempt = await self._load(keys, now)
+        refusal = self.throttle.check(attempt, now)
+        if refusal is not None:
+            metrics.LOGIN_REFUSED.labels(refusal.reason).inc()
+        return keys, attempt, refusal
+
+    async def _load(self, keys: Keys, now: float) -> Attempt:
+        if self.redis is not None:
+            user, source = keys.user.hex(), keys.source.hex()
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.hmget(f"imc:lt:u:{user}", "f", "n", f"c{source}", f"n{source}")
+                pipe.hmget(f"imc:lt:s:{source}", "f", "l")
+                pipe.sismember(f"imc:lt:k:{user}", source)
+                (uf, un, pf, pn), (sf, sl), known = await pipe.execute()
+                return Attempt(
+                    pair=Count(_int(pf), _float(pn)),
+                    source=Count(_int(sf), _float(sl)),
+                    user=Count(_int(uf), _float(un)),
+                    known=bool(known),
+                )
+            except Exception as exc:
+                self._warn(exc)
+        return self.memory.load(keys, now)
+
+    async def failed(self, keys: Keys, attempt: Attempt, now: float) -> Attempt:
+        """Count a failure (``attempt`` as :meth:`check` read it); the state after it.
+
+        db_proxy counts every attempt that passed the check as a failure
+        before its hash, so parallel guesses cannot all slip through before
+        the first is counted; :meth:`succeeded` takes a good one back.
+        """
         if self.redis is not None:
             try:
-                await self.redis.delete(key)
+                return await self._redis_failed(keys, attempt, now)
             except Exception as exc:
-                log.warning("redis unavailable for the failure counter: %s", exc)
+                self._warn(exc)
+        return self.memory.failed(keys, now)
+
+    async def _redis_failed(self, keys: Keys, attempt: Attempt, now: float) -> Attempt:
+        assert self.redis is not None
+        user, source = keys.user.hex(), keys.source.hex()
+        user_key, source_key = f"imc:lt:u:{user}", f"imc:lt:s:{source}"
+        window = int(self.throttle.limits.window)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hlen(user_key)
+        pipe.hincrby(user_key, "f", 1)
+        pipe.hincrby(source_key, "f", 1)
+        hlen, user_failures, source_failures = await pipe.execute()
+        # One attacked user's hash stays bounded however many addresses guess.
+        count_pair = attempt.pair.failures > 0 or hlen < 2 * PAIRS_PER_USER
+        after = self.throttle.counted(attempt, attempt.pair.failures + 1, source_failures, user_failures, now)
+        pipe = self.redis.pipeline(transaction=False)
+        fields: dict[str, str] = {"n": repr(after.user.until)}
+        if count_pair:
+            pipe.hincrby(user_key, f"c{source}", 1)
+            fields[f"n{source}"] = repr(after.pair.until)
+        pipe.hset(user_key, mapping=fields)
+        pipe.hset(source_key, "l", repr(after.source.until))
+        pipe.expire(user_key, window)
+        pipe.expire(source_key, max(window, int(after.source.until - now) + 1))
+        await pipe.execute()
+        return after
+
+    async def succeeded(self, keys: Keys, counted: Attempt, now: float) -> None:
+        """A good password (``counted``: what :meth:`failed` returned for it): the failure
+        counted for it is taken back, the pair's count goes, the address is known-good."""
+        self.memory.succeeded(keys, now)
+        if self.redis is None:
+            return
+        user, source = keys.user.hex(), keys.source.hex()
+        user_key, known_key = f"imc:lt:u:{user}", f"imc:lt:k:{user}"
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hdel(user_key, f"c{source}", f"n{source}")
+            pipe.hincrby(user_key, "f", -1)
+            pipe.hincrby(f"imc:lt:s:{source}", "f", -1)
+            # Never a key without expiry, even if it went meanwhile (an unlock).
+            keep = int(max(self.throttle.limits.window, self.throttle.limits.source_lock))
+            pipe.expire(user_key, keep)
+            pipe.expire(f"imc:lt:s:{source}", keep)
+            pipe.sadd(known_key, source)
+            pipe.expire(known_key, int(KNOWN_TTL))
+            pipe.scard(known_key)
+            known = (await pipe.execute())[-1]
+            if known > KNOWN_SOURCES:
+                await self.redis.spop(known_key, known - KNOWN_SOURCES)
+        except Exception as exc:
+            self._warn(exc)
+
+    async def unlock(self, name: str) -> None:
+        """Forget every failure of this user, from every address (admin unlock, password change)."""
+        user = self.throttle.user_key(name)
+        self.memory.unlock(user)
+        if self.redis is not None:
+            try:
+                await self.redis.delete(f"imc:lt:u:{user.hex()}")
+            except Exception as exc:
+                raise Unavailable(f"redis: {exc}") from exc

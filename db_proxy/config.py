@@ -25,7 +25,12 @@ class DbProxyConfig:
         "", "Optional Redis for caches (redis://127.0.0.1:6379/0); empty: in-process caches only."
     )
     workers: int = setting(8, "Ordered message workers; a conversation always lands on the same one.")
-    queue_size: int = setting(1024, "Jobs each worker may queue; past that requests fail with 'overloaded'.")
+    queue_size: int = setting(
+        1024,
+        "Jobs each worker may queue; past that requests fail with 'overloaded'. One conversation may "
+        "hold a quarter of it (and a quarter of the worker's 8 MiB of message bodies), so a flood into "
+        "one cannot starve the others on its worker; a job that waited 2 s (storage stalled) is refused too.",
+    )
     batch_size: int = setting(64, "Messages committed in one transaction when they queue up (group commit).")
     hash_threads: int = setting(2, "Threads for password hashing.")
     max_pending_logins: int = setting(

@@ -22,8 +22,9 @@ from common.link import Link
 from common.metrics import LOGINS
 from common.pb import base_pb2, internal_pb2, message_pb2
 from common.rpc import Commands
-from db_proxy.cache import LoginCache
-from db_proxy.passwords import verify_password
+from db_proxy import login_throttle
+from db_proxy.cache import LoginCache, ThrottleCounters
+from db_proxy.passwords import verify_or_waste
 from db_proxy.storage import schema
 from db_proxy.storage.model import (
     NewMessage,
@@ -122,10 +123,12 @@ class Handlers:
         cache: LoginCache,
         hash_pool: ThreadPoolExecutor,
         max_pending_logins: int,
+        throttle: ThrottleCounters,
     ) -> None:
         self.store = store
         self.workers = workers
         self.cache = cache
+        self.throttle = throttle
         self.hash_pool = hash_pool
         self.max_pending_logins = max_pending_logins
         self.pending_logins = 0
@@ -151,42 +154,51 @@ class Handlers:
             result_string="wrong user name or password",
         )
         # A proto2 string that is not UTF-8 arrives as bytes: no user has
-        # that name or that password. Neither reaches Redis or the store.
-        name = req.user_name.strip() if is_text(req.user_name) else ""
+        # that name or that password. Such a name is counted under one key.
+        name = req.user_name.strip() if is_text(req.user_name) else "\0not utf-8"
         md5 = req.password_md5
-        if not name or len(name) > schema.USER_TEXT_LIMITS["name"]:
+        source = login_throttle.source_of(req.peer if is_text(req.peer) else "?")
+        now = time.time()
+        keys, attempt, throttled = await self.throttle.check(source, name, now)
+        if throttled is not None:
+            # Inside a wait: refused before any lookup or hash, and not counted.
+            refused.result_string = throttled.message
             return refused
-        if not is_text(md5) or len(md5) > MAX_PASSWORD_MD5:
-            return refused
-        failures = await self.cache.recent_failures(name)
-        if failures >= self.cache.failure_limit:
-            refused.result_string = "too many failed logins; try again later"
-            return refused
-        user = await self.store.user_by_name(name)
-        ok = user is not None and not user.disabled and await self._password_matches(user, md5)
+        # Counted before the hash (taken back if it was right): parallel guesses
+        # from one address cannot all pass the check before the first is counted.
+        counted = await self.throttle.failed(keys, attempt, now)
+        user: User | None = None
+        plausible = 0 < len(name) <= schema.USER_TEXT_LIMITS["name"]
+        if plausible and is_text(md5) and len(md5) <= MAX_PASSWORD_MD5:
+            user = await self.store.user_by_name(name)
+            ok = await self._password_matches(user, md5)
+        else:
+            ok = False  # no user has that name, or that password: no hash needed to know
         if not ok or user is None:
             LOGINS.labels("refused").inc()
-            await self.cache.record_failure(name)
-            log.info("login refused for %r from %s", name, req.peer)
+            log.info("login refused for %r from %s", name[:80], source)
             return refused
         LOGINS.labels("ok").inc()
-        if failures:  # the common case needs no round trip to Redis
-            await self.cache.clear_failures(name)
+        await self.throttle.succeeded(keys, counted, time.time())
         self.workers.recipients.remember(user.id)
         return internal_pb2.DbLoginRes(result_code=base_pb2.REFUSE_REASON_NONE, user_info=user_info(user))
 
-    async def _password_matches(self, user: User, md5: str) -> bool:
-        if await self.cache.is_verified(user.id, user.password_hash, md5):
+    async def _password_matches(self, user: User | None, md5: str) -> bool:
+        """Whether ``md5`` is ``user``'s password; the same scrypt for a user who
+        does not exist or cannot log in (see passwords.dummy_hash)."""
+        usable = user is not None and not user.disabled and user.password_hash.startswith("scrypt$")
+        if user is not None and usable and await self.cache.is_verified(user.id, user.password_hash, md5):
             return True
         if self.pending_logins >= self.max_pending_logins:
             raise Overloaded("too many logins waiting for a hash")
         self.pending_logins += 1
         try:
             loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(self.hash_pool, verify_password, md5, user.password_hash)
+            stored = user.password_hash if user is not None and usable else None
+            ok = await loop.run_in_executor(self.hash_pool, verify_or_waste, md5, stored)
         finally:
             self.pending_logins -= 1
-        if ok:
+        if ok and user is not None:
             await self.cache.remember(user.id, user.password_hash, md5)
         return ok
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from common.metrics import latency_histogram
+from db_proxy.fair_queue import CONVERSATION_FULL, WORKER_FULL
 
 QUEUE_DEPTH = Gauge("imcluster_db_queue_depth", "Jobs waiting in each ordered message worker.", ["worker"])
+QUEUE_TIMEOUT = "queue_timeout"
+REFUSAL_REASONS = (CONVERSATION_FULL, WORKER_FULL, QUEUE_TIMEOUT)
+JOBS_REFUSED = Counter(
+    "imcluster_db_jobs_refused",
+    "Message-worker jobs (messages, read receipts) refused 'overloaded', by reason: conversation_full "
+    "(that conversation holds its share of its worker's queue: a flood), worker_full (the worker's "
+    "queue is full in jobs or bytes), queue_timeout (waited too long in the queue: storage stalled).",
+    ["reason"],
+)
 COMMITTED = Counter("imcluster_db_messages_committed", "Messages stored (duplicates not counted).")
 DUPLICATES = Counter(
     "imcluster_db_messages_duplicate", "Resends recognised and answered with the original id."
@@ -59,10 +68,30 @@ STREAMS_LOST = Counter(
 )
 PARTITIONS_HELD = Gauge("imcluster_delivery_partitions_held", "Delivery log partitions this db_proxy pushes.")
 
+LOGIN_REFUSED = Counter(
+    "imcluster_db_login_throttled",
+    "Logins refused at once by the login throttle, per reason: delayed (this address failed too often "
+    "for this user), user_delayed (the user failed too often from all addresses; known-good ones stay "
+    "free), source_locked (the address failed too often for any users).",
+    ["reason"],
+)
+THROTTLE_MEMORY = Gauge(
+    "imcluster_db_login_throttle_bytes",
+    "Bytes taken by the in-process login failure counters (bounded by login_throttle_memory).",
+)
+for _reason in ("source_locked", "delayed", "user_delayed"):
+    LOGIN_REFUSED.labels(_reason)
+
 for _reason in ("gave_up", "log_full", "refused"):
     PUSH_DROPPED.labels(_reason)  # exported at 0 from the start
+for _reason in REFUSAL_REASONS:
+    JOBS_REFUSED.labels(_reason)
 
 
-def bind(queues: Sequence[asyncio.Queue[Any]]) -> None:
+class Sized(Protocol):
+    def qsize(self) -> int: ...
+
+
+def bind(queues: Sequence[Sized]) -> None:
     for index, queue in enumerate(queues):
         QUEUE_DEPTH.labels(str(index)).set_function(partial(queue.qsize))

@@ -7,6 +7,7 @@ invalidating old hashes: ``scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>``.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -44,3 +45,22 @@ def verify_password(md5: str, stored: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(expected, actual)
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """A hash of a random password at the default cost, made once.
+
+    A login for a user that does not exist (or cannot log in) is checked
+    against it, so its refusal costs the same scrypt as a wrong password for
+    one that does: the time of the answer does not tell which names exist.
+    """
+    return hash_password(os.urandom(16).hex())
+
+
+def verify_or_waste(md5: str, stored: str | None) -> bool:
+    """``verify_password``, or the same work against :func:`dummy_hash` when ``stored`` is None."""
+    if stored is None:
+        verify_password(md5, dummy_hash())
+        return False
+    return verify_password(md5, stored)

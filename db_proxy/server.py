@@ -19,12 +19,14 @@ from common.pb import internal_pb2
 from common.rpc import Commands
 from db_proxy import metrics
 from db_proxy.admin import DbAdmin
-from db_proxy.cache import LoginCache
+from db_proxy.cache import LoginCache, ThrottleCounters
 from db_proxy.config import DbProxyConfig
 from db_proxy.directory import DirectoryHandlers
 from db_proxy.files import FileHandlers
 from db_proxy.groups import GroupHandlers
 from db_proxy.handlers import Handlers
+from db_proxy.login_throttle import Limits, LoginThrottle, derive_key
+from db_proxy.passwords import dummy_hash
 from db_proxy.push import LogAppender, PushDispatcher, RouteLinks
 from db_proxy.storage import open_store
 from db_proxy.workers import MessageWorkers
@@ -94,8 +96,12 @@ async def _serve(
     )
     hash_pool = ThreadPoolExecutor(config.hash_threads, thread_name_prefix="hash")
     resources.callback(hash_pool.shutdown, wait=False, cancel_futures=True)
-    cache = LoginCache(redis, config.login_cache_ttl, config.login_failure_limit, config.login_failure_window)
-    handlers = Handlers(store, workers, cache, hash_pool, config.max_pending_logins)
+    cache = LoginCache(redis, config.login_cache_ttl)
+    throttle = ThrottleCounters(
+        redis, LoginThrottle(throttle_limits(config), derive_key(config.cluster.secrets()))
+    )
+    await asyncio.get_running_loop().run_in_executor(hash_pool, dummy_hash)  # made once, before any login
+    handlers = Handlers(store, workers, cache, hash_pool, config.max_pending_logins, throttle)
     gateway_commands = (
         Commands()
         .include(handlers.commands())
@@ -103,7 +109,7 @@ async def _serve(
         .include(GroupHandlers(store).commands())
         .include(FileHandlers(store).commands())
     )
-    admin = DbAdmin(config, store, workers, redis, routes.deliver)
+    admin = DbAdmin(config, store, workers, redis, routes.deliver, throttle)
     server = LinkServer(
         {
             internal_pb2.ROLE_GATEWAY: gateway_commands,
@@ -147,6 +153,18 @@ async def _serve(
     log.info("db_proxy %s listening on %s:%d", config.node_id, config.host, port)
     announce({"port": port, "metrics_port": exposed[1] if exposed else None})
     await stop.wait()
+
+
+def throttle_limits(config: DbProxyConfig) -> Limits:
+    return Limits(
+        failure_limit=config.login_failure_limit,
+        window=float(config.login_failure_window),
+        delay_max=config.login_delay_max,
+        source_limit=config.login_source_limit,
+        source_lock=config.login_source_lock,
+        user_limit=config.login_user_limit,
+        memory=config.login_throttle_memory,
+    )
 
 
 def _stop_accepting(server: LinkServer) -> None:

@@ -1,13 +1,21 @@
-"""Ordered, bounded message workers with group commit.
+"""Ordered, bounded message workers with group commit, fair across conversations.
 
 Each conversation hashes onto one worker, so its messages are stored (and
 their ids allocated) in arrival order, and appended to the delivery log in
-that same order, before their senders are answered. Each worker's queue is
-bounded: when it is full the request fails at once with "overloaded" instead
-of piling up (TeamTalk hands work to a random thread with an unbounded
-queue). Messages that queue up while a transaction runs are committed
-together in the next one, which is what keeps throughput up when every
-commit is an fsync.
+that same order, before their senders are answered. A worker keeps one queue
+per conversation (:mod:`db_proxy.fair_queue`) and forms each group-commit
+batch round-robin across them, so a conversation that floods fills only its
+own share (``queue_size // CONVERSATION_SHARES`` jobs, a share of
+``QUEUE_BYTES``) and an unrelated conversation on the same worker is still
+admitted and served in the next batch. Past a bound a request fails at once
+with "overloaded" (counted by reason in ``imcluster_db_jobs_refused``)
+instead of piling up (TeamTalk hands work to a random thread with an
+unbounded queue). A job that has waited ``MAX_QUEUE_WAIT`` seconds (storage
+stalled: a lock held, a disk full) is refused too, while its sender still
+waits, instead of being answered after the client gave up; a batch already
+in its transaction is never abandoned (an ack means committed). Messages
+that queue up while a transaction runs are committed together in the next
+one, which is what keeps throughput up when every commit is an fsync.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from typing import Any, TypeVar
 
 from common.conversation import conversation_key, shard_of
 from common.delivery import Entry
-from common.errors import Bug, ImError, NotFound, Overloaded
+from common.errors import Bug, ImError, NotFound, Overloaded, Unavailable
 from common.pb import internal_pb2
+from common.throttle import Throttle
 from db_proxy import metrics
+from db_proxy.fair_queue import FairQueue
 from db_proxy.push.appender import LogAppender
 from db_proxy.push.entries import push_entry
 from db_proxy.recipients import KnownUsers
@@ -65,24 +75,60 @@ class OrderedJob:
 Job = SaveJob | OrderedJob
 
 
+#: A conversation may hold this fraction of its worker's queue (entries and bytes).
+CONVERSATION_SHARES = 4
+#: Bytes of message bodies one worker may hold queued (64 KiB frames: 128 of the largest).
+QUEUE_BYTES = 8 * 1024 * 1024
+#: Seconds a job may wait in a queue before it is refused "overloaded": storage is
+#: stalled. Well under the gateway's request_timeout (10 s), so the refusal
+#: reaches the gateway (and, where the protocol can say so, the client) while it
+#: still waits; well over a healthy commit (milliseconds, a full queue drains in
+#: under a second).
+MAX_QUEUE_WAIT = 2.0
+#: How often queued jobs are checked against MAX_QUEUE_WAIT (also while a
+#: worker is stuck in a transaction).
+EXPIRE_INTERVAL = 0.25
+LOG_INTERVAL = 1.0  # seconds between two lines about refusals (per reason)
+
+
 class MessageWorkers:
     def __init__(
-        self, store: Store, appender: LogAppender, workers: int, queue_size: int, batch_size: int
+        self,
+        store: Store,
+        appender: LogAppender,
+        workers: int,
+        queue_size: int,
+        batch_size: int,
+        *,
+        queue_bytes: int = QUEUE_BYTES,
+        max_wait: float = MAX_QUEUE_WAIT,
     ) -> None:
         self.store = store
         self.recipients = KnownUsers(store)
         self.appender = appender
         self.partitions = appender.log.partitions
         self.batch_size = batch_size
-        self.queues: list[asyncio.Queue[Job]] = [asyncio.Queue(queue_size) for _ in range(workers)]
+        self.queues: list[FairQueue[Job]] = [
+            FairQueue(
+                capacity=queue_size,
+                max_bytes=queue_bytes,
+                share=max(1, queue_size // CONVERSATION_SHARES),
+                share_bytes=max(1, queue_bytes // CONVERSATION_SHARES),
+                max_wait=max_wait,
+            )
+            for _ in range(workers)
+        ]
+        self._wake = [asyncio.Event() for _ in range(workers)]
         self._tasks: list[asyncio.Task[None]] = []
+        self._refusal_logs = {reason: Throttle(LOG_INTERVAL) for reason in metrics.REFUSAL_REASONS}
         self.committed = 0
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._work(queue), name=f"msg-worker-{i}") for i, queue in enumerate(self.queues)
+            loop.create_task(self._work(i), name=f"msg-worker-{i}") for i in range(len(self.queues))
         ]
+        self._tasks.append(loop.create_task(self._expire_loop(), name="msg-worker-expiry"))
 
     async def stop(self, timeout: float) -> None:
         """Finish what is queued (bounded by ``timeout``), then stop."""
@@ -95,18 +141,28 @@ class MessageWorkers:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for queue in self.queues:
+            for job in queue.drain():
+                if not job.future.done():
+                    job.future.set_exception(Unavailable("db_proxy is stopping"))
 
     def depths(self) -> list[int]:
         return [q.qsize() for q in self.queues]
 
-    def _queue_for(self, key: tuple[int, int, int]) -> asyncio.Queue[Job]:
-        return self.queues[shard_of(key, len(self.queues))]
+    def _put(self, key: tuple[int, int, int], job: Job, size: int) -> None:
+        index = shard_of(key, len(self.queues))
+        now = asyncio.get_running_loop().time()
+        reason = self.queues[index].push(key, job, now, size, barrier=isinstance(job, OrderedJob))
+        if reason is not None:
+            self._refused(reason, f"worker {index}")
+            raise Overloaded(f"message worker {index} is saturated ({reason.replace('_', ' ')})")
+        self._wake[index].set()
 
-    def _put(self, key: tuple[int, int, int], job: Job) -> None:
-        try:
-            self._queue_for(key).put_nowait(job)
-        except asyncio.QueueFull:
-            raise Overloaded("message workers are saturated") from None
+    def _refused(self, reason: str, where: str, count: int = 1) -> None:
+        metrics.JOBS_REFUSED.labels(reason).inc(count)
+        throttle = self._refusal_logs[reason]
+        if throttle.ready():
+            log.warning("%s: %d job(s) refused, %s%s", where, count, reason, throttle.more())
 
     def save(self, message: NewMessage, origin: Origin) -> asyncio.Future[SavedMessage]:
         future: asyncio.Future[SavedMessage] = asyncio.get_running_loop().create_future()
@@ -115,31 +171,44 @@ class MessageWorkers:
             # whose COMMIT was applied (its answer lost) does not store it twice.
             message = dataclasses.replace(message, client_msg_id=server_key())
         key = conversation_key(message.session_type, message.from_user_id, message.to_id)
-        self._put(key, SaveJob(message, origin, future))
+        self._put(key, SaveJob(message, origin, future), len(message.msg_data))
         return future
 
     def run_ordered(self, key: tuple[int, int, int], run: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """Run ``run`` after everything already queued for that conversation."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._put(key, OrderedJob(run, future))
+        self._put(key, OrderedJob(run, future), 0)
         return future
 
-    async def _work(self, queue: asyncio.Queue[Job]) -> None:
-        carry: Job | None = None
+    async def _work(self, index: int) -> None:
+        queue, wake = self.queues[index], self._wake[index]
         while True:
-            job = carry if carry is not None else await queue.get()
-            carry = None
-            if isinstance(job, OrderedJob):
-                await self._run_one(job)
+            batch = queue.next_batch(self.batch_size)
+            if not batch:
+                wake.clear()
+                await wake.wait()
                 continue
-            batch = [job]
-            while len(batch) < self.batch_size and not queue.empty():
-                nxt = queue.get_nowait()
-                if isinstance(nxt, OrderedJob):
-                    carry = nxt  # keeps its place: it runs right after this batch
-                    break
-                batch.append(nxt)
-            await self._commit(batch)
+            first = batch[0]
+            if isinstance(first, OrderedJob):
+                await self._run_one(first)
+            else:
+                await self._commit([job for job in batch if isinstance(job, SaveJob)])
+
+    async def _expire_loop(self) -> None:
+        """Refuse what has waited too long, also while a worker is stuck in a transaction."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(EXPIRE_INTERVAL)
+            now = loop.time()
+            for index, queue in enumerate(self.queues):
+                expired = queue.expire(now)
+                if not expired:
+                    continue
+                self._refused(metrics.QUEUE_TIMEOUT, f"worker {index}", len(expired))
+                error = Overloaded(f"storage is slow: waited {queue.max_wait:g} s in message worker {index}")
+                for job in expired:
+                    if not job.future.done():
+                        job.future.set_exception(error)
 
     async def _run_one(self, job: OrderedJob) -> None:
         try:

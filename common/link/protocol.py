@@ -41,10 +41,15 @@ from common.log import PeerLogger, format_peer
 from common.metrics import ERRORS, LINK_AUTH_FAILURES, LINK_LATE_REPLIES, LINK_SILENT, LINK_TIMEOUTS
 from common.pb import internal_pb2
 from common.rpc import Commands, OneWay, ReqT, ResT, Route, Rpc
+from common.throttle import Throttle
 
 log = logging.getLogger("link")
 
 INTERNAL_WRITE_BUFFER = 64 << 20
+
+
+#: Process-wide: the lines about requests this process failed, per (command, error code).
+_FAILURE_LOGS: dict[tuple[int, int], Throttle] = {}
 
 
 class LinkDown(Unavailable):
@@ -357,7 +362,11 @@ class Link(asyncio.Protocol):
                 raise Bug(f"the handler of 0x{route.command:04x} returned {type(reply).__name__}")
         except ImError as exc:
             if exc.server_fault:
-                self.log.warning("0x%04x failed: %s", route.command, exc.message)
+                # A refusal under load comes by the thousand: one line per
+                # command and kind a second (the refuser counts each).
+                throttle = _FAILURE_LOGS.setdefault((route.command, exc.code), Throttle(1.0))
+                if throttle.ready():
+                    self.log.warning("0x%04x failed: %s%s", route.command, exc.message, throttle.more())
             session.send_error(request_id, exc.code, describe(exc), now())
         except Exception as exc:
             ERRORS.labels("bug").inc()

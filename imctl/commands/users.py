@@ -263,6 +263,18 @@ def user_enable(name: str) -> None:
     _done(adm, adm.call("POST", f"{_path(name)}/enable"), "enabled")
 
 
+@user.command("unlock")
+@click.argument("name")
+@admin_options
+def user_unlock(name: str) -> None:
+    """Clear a user's failed-login counters (from every address), ending any wait they impose.
+
+    A password change (`imctl user passwd`) clears them too.
+    """
+    adm = admin()
+    _done(adm, adm.call("POST", f"{_path(name)}/unlock"), "unlocked")
+
+
 @user.command("delete")
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")

@@ -184,6 +184,7 @@ class AdminApi:
             web.post(f"{p}/users/{{user}}/password", self.set_password),
             web.post(f"{p}/users/{{user}}/disable", self.disable_user),
             web.post(f"{p}/users/{{user}}/enable", self.enable_user),
+            web.post(f"{p}/users/{{user}}/unlock", self.unlock_user),
             web.get(f"{p}/departments", self.list_departments),
             web.post(f"{p}/departments", self.create_department),
             web.patch(f"{p}/departments/{{id}}", self.update_department),
@@ -238,6 +239,9 @@ class AdminApi:
 
     async def enable_user(self, request: web.Request) -> web.Response:
         return _json(await self._db("users.enable", {"user": user_ref(request.match_info["user"])}))
+
+    async def unlock_user(self, request: web.Request) -> web.Response:
+        return _json(await self._db("users.unlock", {"user": user_ref(request.match_info["user"])}))
 
     async def delete_user(self, request: web.Request) -> web.Response:
         result = await self._db("users.delete", {"user": user_ref(request.match_info["user"])})

@@ -25,6 +25,13 @@ USER_STATUSES = frozenset(base_pb2.UserStatType.values())
 CLIENT_TYPES = frozenset(base_pb2.ClientType.values())
 
 
+def source_address(peer: str) -> str:
+    """``host`` of ``host:port`` or ``[v6]:port`` (as common.log.format_peer writes them)."""
+    if peer.startswith("["):
+        return peer[1:].partition("]")[0]
+    return peer.rpartition(":")[0] if peer.count(":") == 1 else peer
+
+
 def refusal(conn: ClientConnection, code: base_pb2.ResultType.ValueType, reason: str) -> login_pb2.IMLoginRes:
     """A refused login; TeamTalk's clients expect the connection to end after it."""
     LOGINS.labels("refused" if code == base_pb2.REFUSE_REASON_DB_VALIDATE_FAILED else "error").inc()
@@ -47,9 +54,12 @@ async def login(
         return refusal(conn, base_pb2.REFUSE_REASON_MSG_SERVER_FULL, "this server is full")
     if req.client_type not in CLIENT_TYPES:
         raise InvalidArgument("unknown client type")
+    # A name longer than any stored one (a 60 KB one, say) is refused here,
+    # as a failed login (login_refused), before it costs db_proxy anything.
     name = text(req.user_name, "user name", USER_NAME_LIMIT)
     password = text(req.password, "password", PASSWORD_LIMIT)
-    db_req = internal_pb2.DbLoginReq(user_name=name, password_md5=password, peer=conn.peer)
+    # The address without the port: db_proxy counts failed logins per address.
+    db_req = internal_pb2.DbLoginReq(user_name=name, password_md5=password, peer=source_address(conn.peer))
     res = await gw.db_call(name, Rpcs.DB_LOGIN, db_req)
     if conn.closing:
         return None  # the client left while we checked

@@ -113,6 +113,7 @@ async def test_not_found(harness: Harness) -> None:
         assert await h.error("users.show", user=ref) == NOT_FOUND
         assert await h.error("users.update", user=ref, fields={"nick": "x"}) == NOT_FOUND
         assert await h.error("users.passwd", user=ref, password="x") == NOT_FOUND
+        assert await h.error("users.unlock", user=ref) == NOT_FOUND
         assert await h.error("users.disable", user=ref) == NOT_FOUND
         assert await h.error("users.delete", user=ref) == NOT_FOUND
     for bad in (None, True, 1.5, "", ["alice"]):
@@ -206,3 +207,13 @@ async def test_delete(harness: Harness) -> None:
     again = await h.user("gone", "pw2")
     assert again["id"] != gone["id"]
     assert await h.login("gone", "pw2") == OK
+
+
+async def test_unlock_ends_the_wait_of_every_address(harness: Harness) -> None:
+    h = harness
+    user = await h.user("kim", "pw")
+    for _ in range(5):  # login_failure_limit, from the harness's one address
+        assert await h.login("kim", "wrong") != OK
+    assert await h.login("kim", "pw") != OK  # waiting now, even with the right password
+    assert (await h.call("users.unlock", user="kim"))["user"]["id"] == user["id"]
+    assert await h.login("kim", "pw") == OK

@@ -148,3 +148,31 @@ def test_import_rejects_a_bad_header(cluster: AdminCluster, tmp_path: Path) -> N
     result = cluster.imctl("user", "import", str(bad))
     assert result.exit_code == 2 and "header" in result.stderr
     assert cluster.imctl("user", "import", str(tmp_path / "missing.csv")).exit_code == 2
+
+
+async def test_unlock_and_a_password_change_end_a_login_delay(cluster: AdminCluster) -> None:
+    cluster.json("user", "add", "locky", "--password", PASSWORD)
+    port = cluster.gateway_port("msg-1")
+
+    async def login(password: str) -> str:
+        client = TTClient()
+        await client.connect("127.0.0.1", port, source="127.0.0.2")  # a guesser's address
+        try:
+            res = await client.login("locky", password)
+            return "ok" if res.result_code == 0 else res.result_string
+        finally:
+            await client.close()
+
+    async def guess_five_times() -> None:
+        for i in range(5):
+            assert await login(f"guess {i}") == "wrong user name or password"
+        assert (await login(PASSWORD)).startswith("too many failed logins; try again in")
+
+    await guess_five_times()
+    assert "unlocked user 'locky'" in (await cluster.aimctl("user", "unlock", "locky")).stdout
+    assert await login(PASSWORD) == "ok"
+    await guess_five_times()
+    assert (await cluster.aimctl("user", "passwd", "locky", "--password", "changed")).exit_code == 0
+    assert await login("changed") == "ok"
+    missing = await cluster.aimctl("user", "unlock", "nobody-such")
+    assert missing.exit_code == 1 and "no user" in missing.stderr

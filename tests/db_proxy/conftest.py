@@ -19,10 +19,11 @@ from common.delivery.memory import MemoryDeliveryLog
 from common.link import Link
 from common.pb import internal_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
-from db_proxy.cache import LoginCache
+from db_proxy.cache import LoginCache, ThrottleCounters
 from db_proxy.directory import DirectoryHandlers
 from db_proxy.groups import GroupHandlers
 from db_proxy.handlers import Handlers
+from db_proxy.login_throttle import Limits, LoginThrottle
 from db_proxy.passwords import hash_password, md5_hex
 from db_proxy.push import LogAppender
 from db_proxy.storage import open_store
@@ -77,10 +78,13 @@ async def db_proxy_on(url: str) -> AsyncIterator[DbProxy]:
     async with open_store(url) as store:
         await store.migrate()
         hash_pool = ThreadPoolExecutor(2, thread_name_prefix="test-hash")
-        cache = LoginCache(None, ttl=60, failure_limit=1_000_000, failure_window=60)
+        cache = LoginCache(None, ttl=60)
+        throttle = ThrottleCounters(
+            None, LoginThrottle(Limits(failure_limit=10**6, source_limit=10**6, user_limit=10**6), b"k" * 32)
+        )
         log = MemoryDeliveryLog(4)
         workers = MessageWorkers(store, LogAppender(log), workers=2, queue_size=64, batch_size=16)
-        handlers = Handlers(store, workers, cache, hash_pool, max_pending_logins=64)
+        handlers = Handlers(store, workers, cache, hash_pool, max_pending_logins=64, throttle=throttle)
         commands = (
             Commands()
             .include(handlers.commands())

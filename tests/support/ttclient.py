@@ -71,8 +71,10 @@ class TTClient:
         self.closed = asyncio.Event()
         self.user_id = 0
 
-    async def connect(self, host: str, port: int) -> None:
-        self.reader, self.writer = await asyncio.open_connection(host, port)
+    async def connect(self, host: str, port: int, source: str | None = None) -> None:
+        """``source``: the local address to connect from (127.0.0.2 plays another host)."""
+        local = (source, 0) if source is not None else None
+        self.reader, self.writer = await asyncio.open_connection(host, port, local_addr=local)
         self._reader_task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
