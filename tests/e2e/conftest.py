@@ -124,6 +124,8 @@ FAST_SENDER = {
     "user_msg_burst": "100000",
     "request_rate": "10000",
     "request_burst": "100000",
+    "profile_rate": "10000",  # the profile-notice tests change a sign info 1,000 times in a loop
+    "profile_burst": "100000",
 }
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
