@@ -31,6 +31,7 @@ from db_proxy.login_throttle import (
     KNOWN_TTL,
     Attempt,
     Count,
+    InFlight,
     Keys,
     LoginThrottle,
     MemoryCounters,
@@ -129,6 +130,7 @@ class ThrottleCounters:
         self.redis = redis
         self.throttle = throttle
         self.memory = MemoryCounters(throttle)
+        self.in_flight = InFlight()
         self._redis_down = Throttle(REDIS_LOG_INTERVAL)
         metrics.THROTTLE_MEMORY.set_function(lambda: self.memory.bytes_used)
 
@@ -139,7 +141,7 @@ class ThrottleCounters:
     async def check(self, source: str, name: str, now: float) -> tuple[Keys, Attempt, Refusal | None]:
         keys = self.throttle.keys(source, name)
         attempt = await self._load(keys, now)
-        refusal = self.throttle.check(attempt, now)
+        refusal = self.throttle.check(attempt, now, self.in_flight.running(keys))
         if refusal is not None:
             metrics.LOGIN_REFUSED.labels(refusal.reason).inc()
         return keys, attempt, refusal
@@ -164,12 +166,7 @@ class ThrottleCounters:
         return self.memory.load(keys, now)
 
     async def failed(self, keys: Keys, attempt: Attempt, now: float) -> Attempt:
-        """Count a failure (``attempt`` as :meth:`check` read it); the state after it.
-
-        db_proxy counts every attempt that passed the check as a failure
-        before its hash, so parallel guesses cannot all slip through before
-        the first is counted; :meth:`succeeded` takes a good one back.
-        """
+        """Count a wrong password (``attempt`` as :meth:`check` read it); the state after it."""
         if self.redis is not None:
             try:
                 return await self._redis_failed(keys, attempt, now)
@@ -202,9 +199,8 @@ class ThrottleCounters:
         await pipe.execute()
         return after
 
-    async def succeeded(self, keys: Keys, counted: Attempt, now: float) -> None:
-        """A good password (``counted``: what :meth:`failed` returned for it): the failure
-        counted for it is taken back, the pair's count goes, the address is known-good."""
+    async def succeeded(self, keys: Keys, now: float) -> None:
+        """A good password: the pair's count goes, the address is known-good for the user."""
         self.memory.succeeded(keys, now)
         if self.redis is None:
             return
@@ -213,12 +209,6 @@ class ThrottleCounters:
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.hdel(user_key, f"c{source}", f"n{source}")
-            pipe.hincrby(user_key, "f", -1)
-            pipe.hincrby(f"imc:lt:s:{source}", "f", -1)
-            # Never a key without expiry, even if it went meanwhile (an unlock).
-            keep = int(max(self.throttle.limits.window, self.throttle.limits.source_lock))
-            pipe.expire(user_key, keep)
-            pipe.expire(f"imc:lt:s:{source}", keep)
             pipe.sadd(known_key, source)
             pipe.expire(known_key, int(KNOWN_TTL))
             pipe.scard(known_key)

@@ -164,22 +164,27 @@ class Handlers:
             # Inside a wait: refused before any lookup or hash, and not counted.
             refused.result_string = throttled.message
             return refused
-        # Counted before the hash (taken back if it was right): parallel guesses
-        # from one address cannot all pass the check before the first is counted.
-        counted = await self.throttle.failed(keys, attempt, now)
-        user: User | None = None
-        plausible = 0 < len(name) <= schema.USER_TEXT_LIMITS["name"]
-        if plausible and is_text(md5) and len(md5) <= MAX_PASSWORD_MD5:
-            user = await self.store.user_by_name(name)
-            ok = await self._password_matches(user, md5)
-        else:
-            ok = False  # no user has that name, or that password: no hash needed to know
+        # Running until answered: parallel guesses count against the limits meanwhile
+        # (login_throttle.InFlight), so they cannot all pass before the first is counted.
+        self.throttle.in_flight.begin(keys)
+        try:
+            user: User | None = None
+            plausible = 0 < len(name) <= schema.USER_TEXT_LIMITS["name"]
+            if plausible and is_text(md5) and len(md5) <= MAX_PASSWORD_MD5:
+                user = await self.store.user_by_name(name)
+                ok = await self._password_matches(user, md5)
+            else:
+                ok = False  # no user has that name, or that password: no hash needed to know
+            if not ok or user is None:
+                await self.throttle.failed(keys, attempt, time.time())
+        finally:
+            self.throttle.in_flight.end(keys)
         if not ok or user is None:
             LOGINS.labels("refused").inc()
             log.info("login refused for %r from %s", name[:80], source)
             return refused
         LOGINS.labels("ok").inc()
-        await self.throttle.succeeded(keys, counted, time.time())
+        await self.throttle.succeeded(keys, time.time())
         self.workers.recipients.remember(user.id)
         return internal_pb2.DbLoginRes(result_code=base_pb2.REFUSE_REASON_NONE, user_info=user_info(user))
 

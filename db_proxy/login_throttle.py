@@ -16,10 +16,14 @@ Failed logins are counted three ways, each in the failure window
 
 An attempt inside a delay or a lock is refused at once, before any storage
 lookup or hash, and is not counted (it costs the guesser nothing either, and
-tells it nothing). An attempt that passes is counted as a failure before its
-password is checked, so parallel guesses cannot slip through together, and
-taken back if the password was right. Nothing here locks an account for
-everyone.
+tells it nothing). Only a wrong password is counted. So that parallel guesses
+cannot slip through together before the first of them is counted, attempts
+still being checked (:class:`InFlight`) count against the pair's and the
+user's limits as if they had failed; they never count toward the address's
+lock, so a whole office behind one NAT address logging in at 9:00 is never
+taken for a sprayer (a sprayer's overrun is bounded by the gateways' cap on
+one address's connections before login, each with one login at a time).
+Nothing here locks an account for everyone.
 
 Every key is a fixed-size keyed hash (HMAC-SHA256, 16 bytes) of the name and
 of the address, so a 60 KB name costs what a short one does; the key is
@@ -83,6 +87,14 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Running:
+    """Attempts of this pair and of this user still being checked (see :class:`InFlight`)."""
+
+    pair: int = 0
+    user: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     reason: str  # one of REASONS: the metric label
     retry_after: float  # seconds
@@ -142,14 +154,24 @@ class LoginThrottle:
     def keys(self, source: str, name: str) -> Keys:
         return Keys(self._hash(b"s\0", source), self.user_key(name))
 
-    def check(self, attempt: Attempt, now: float) -> Refusal | None:
-        """None if the attempt may go on to the password check, else why not."""
+    def check(self, attempt: Attempt, now: float, running: Running = Running()) -> Refusal | None:
+        """None if the attempt may go on to the password check, else why not.
+
+        ``running``: attempts still being checked count as failures here, so that a burst of
+        parallel guesses gets no more hashes than the limit (the next try is a second away).
+        """
+        lim = self.limits
         if attempt.source.until > now:
             return Refusal("source_locked", attempt.source.until - now)
         if attempt.pair.until > now:
             return Refusal("delayed", attempt.pair.until - now)
-        if not attempt.known and attempt.user.until > now:
-            return Refusal("user_delayed", attempt.user.until - now)
+        if running.pair and attempt.pair.failures + running.pair >= lim.failure_limit:
+            return Refusal("delayed", 1.0)
+        if not attempt.known:
+            if attempt.user.until > now:
+                return Refusal("user_delayed", attempt.user.until - now)
+            if running.user and attempt.user.failures + running.user >= lim.user_limit:
+                return Refusal("user_delayed", 1.0)
         return None
 
     def counted(self, attempt: Attempt, pair: int, source: int, user: int, now: float) -> Attempt:
@@ -246,13 +268,9 @@ class MemoryCounters:
         return attempt
 
     def succeeded(self, keys: Keys, now: float) -> None:
-        """A good password, counted by :meth:`failed` before its hash: that failure is taken
-        back, this pair's count goes, and the address becomes known-good for the user."""
+        """A good password: this pair's count goes, and the address becomes known-good for the
+        user (the user's and the address's counts stay: a guesser elsewhere goes on counting)."""
         self._counts.pop(self._pair_key(keys), None)
-        for key in (b"s" + keys.source, b"u" + keys.user):
-            entry = self._counts.get(key)
-            if entry is not None and entry.failures > 0:
-                entry.failures -= 1
         self.remember_known(keys, now)
 
     def remember_known(self, keys: Keys, now: float) -> None:
@@ -296,6 +314,40 @@ class MemoryCounters:
 
     def _pair_keys(self) -> Iterator[bytes]:
         return (k for k in self._counts if k[:1] == b"p")
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+class InFlight:
+    """Login attempts of this process between their check and their answer, per pair and per user.
+
+    Bounded by the attempts a db_proxy runs at once (its hash threads' queue); an entry goes
+    when its last attempt ends.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[bytes, int] = {}
+
+    @staticmethod
+    def _keys(keys: Keys) -> tuple[bytes, bytes]:
+        return b"p" + keys.user + keys.source, b"u" + keys.user
+
+    def running(self, keys: Keys) -> Running:
+        pair, user = self._keys(keys)
+        return Running(self._counts.get(pair, 0), self._counts.get(user, 0))
+
+    def begin(self, keys: Keys) -> None:
+        for key in self._keys(keys):
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def end(self, keys: Keys) -> None:
+        for key in self._keys(keys):
+            left = self._counts.get(key, 0) - 1
+            if left > 0:
+                self._counts[key] = left
+            else:
+                self._counts.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._counts)
