@@ -24,6 +24,8 @@ ONE_ADDRESS_NO_LIMITS = {
     "user_msg_burst": "1000000000",
     "request_rate": "1e9",
     "request_burst": "1000000000",
+    "login_rate_per_source": "1e9",
+    "login_burst_per_source": "1000000000",
 }
 
 

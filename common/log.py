@@ -36,3 +36,11 @@ def format_peer(peername: Any) -> str:
         host, port = peername[0], peername[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(peername or "?")
+
+
+def address_of(peer: str) -> str:
+    """The address part of a peer as :func:`format_peer` writes it (``host:port``, ``[v6]:port``),
+    or a bare host as it is: what limits and counters per source address key on."""
+    if peer.startswith("["):
+        return peer[1:].partition("]")[0]
+    return peer.rpartition(":")[0] if peer.count(":") == 1 else peer

@@ -201,9 +201,7 @@ class Admitter:
 
     def accept(self, conn: ClientConnection) -> bool:
         """Keep ``conn`` (True), or close it on accept (False); may close an older pre-login one."""
-        transport = conn.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        source = conn.source
         verdict = self.admission.connect(conn, source)
         if verdict.refused:
             self._note(verdict.refused, source)

@@ -34,6 +34,7 @@ from common.codec import Frame
 from common.commands import Cmd, decode_body
 from common.connection import Deadline, FrameConnection
 from common.conversation import is_mobile
+from common.log import address_of
 from common.metrics import ERRORS
 from common.pb import base_pb2, internal_pb2
 from common.throttle import Throttle
@@ -83,6 +84,11 @@ class ClientConnection(FrameConnection):
     @property
     def logged_in(self) -> bool:
         return self.user_id != 0
+
+    @property
+    def source(self) -> str:
+        """The client's address without its port: what per-address limits and counters key on."""
+        return address_of(self.peer)
 
     @property
     def is_mobile(self) -> bool:

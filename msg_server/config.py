@@ -57,6 +57,15 @@ class MsgServerConfig:
         0.5, "Profile changes (sign info, avatar) per second one user may make, sustained; past it, refused."
     )
     profile_burst: int = setting(10, "Profile changes one user may make at once before profile_rate applies.")
+    login_rate_per_source: float = setting(
+        50.0,
+        "Login attempts per second one source address may make, sustained; past it a login is refused "
+        "(and its connection closed) before db_proxy hears of it. A whole office behind one NAT "
+        "address reconnecting at once gets login_burst_per_source at once, then this rate.",
+    )
+    login_burst_per_source: int = setting(
+        500, "Login attempts one source address may make at once before login_rate_per_source applies."
+    )
     partial_frame_timeout: float = setting(
         30.0, "Seconds a logged-in client may take to finish sending a frame it started; then it is closed."
     )
@@ -145,6 +154,7 @@ class MsgServerConfig:
             "user_msg_burst",
             "request_burst",
             "profile_burst",
+            "login_burst_per_source",
         ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"msg_server.{key}: must be positive, got {getattr(self, key)}")
@@ -153,6 +163,7 @@ class MsgServerConfig:
             "user_msg_rate",
             "request_rate",
             "profile_rate",
+            "login_rate_per_source",
             "partial_frame_timeout",
             "write_stall_timeout",
         ):

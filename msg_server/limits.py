@@ -4,6 +4,10 @@ Per connection: messages (``msg_rate``/``msg_burst``) and every request of
 any command (``request_rate``/``request_burst``). Per user on this gateway,
 over all its connections: messages (``user_msg_rate``/``user_msg_burst``) and
 profile changes, avatar and sign info (``profile_rate``/``profile_burst``).
+Per source address: login attempts (``login_rate_per_source``/
+``login_burst_per_source``), so a guesser reconnecting for every try costs
+db_proxy nothing past its rate (the buckets of the MAX_SOURCES most recent
+addresses are kept; an address forgotten starts again with a full bucket).
 Heartbeats are never limited. The defaults are far above what a person
 types; a client past them is a script.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -50,13 +55,15 @@ RATE_LIMITED = Counter(
     "imcluster_gateway_rate_limited",
     "Client frames refused by a rate limit, by kind: messages (a connection's msg_rate), "
     "user_messages (a user's user_msg_rate over its connections here), requests (a connection's "
-    "request_rate), profile (a user's profile_rate: avatar, sign info). A refused IMMsgData gets no "
+    "request_rate), profile (a user's profile_rate: avatar, sign info), logins (an address's "
+    "login_rate_per_source). A refused IMMsgData gets no "
     "ack; other requests get their refusal reply.",
     ["kind"],
 )
 
 LOG_INTERVAL = 1.0  # seconds between two lines about one connection's rate-limited frames
 HOLD = 1.0  # seconds a refused connection waits at most (its heartbeat timeout is minutes)
+MAX_SOURCES = 65_536  # addresses whose login bucket is kept (~150 bytes each)
 
 MESSAGES = frozenset({Cmd.MSG_DATA})
 PROFILE_CHANGES = frozenset({Cmd.CHANGE_AVATAR_REQ, Cmd.CHANGE_SIGN_INFO_REQ})
@@ -105,6 +112,8 @@ class Rates:
     user_msg_burst: int
     profile_rate: float
     profile_burst: int
+    login_rate: float = 50.0
+    login_burst: int = 500
 
     @classmethod
     def of(cls, config: MsgServerConfig) -> Rates:
@@ -117,6 +126,8 @@ class Rates:
             config.user_msg_burst,
             config.profile_rate,
             config.profile_burst,
+            config.login_rate_per_source,
+            config.login_burst_per_source,
         )
 
 
@@ -144,6 +155,7 @@ class RateLimits(Generic[K]):
     rates: Rates
     _conns: dict[K, _ConnBuckets] = field(default_factory=dict)
     _users: dict[int, _UserBuckets] = field(default_factory=dict)
+    _sources: OrderedDict[str, Bucket] = field(default_factory=OrderedDict)  # login attempts, LRU
 
     def _conn(self, key: K, now: float) -> _ConnBuckets:
         buckets = self._conns.get(key)
@@ -172,7 +184,7 @@ class RateLimits(Generic[K]):
             self._users[user_id] = user
         user.connections += 1
 
-    def check(self, key: K, command: int, now: float) -> str | None:
+    def check(self, key: K, command: int, now: float, source: str = "") -> str | None:
         """Take what ``command`` costs; None if allowed, else the kind of limit it is over.
 
         A refused frame takes nothing from the other buckets (a request
@@ -183,6 +195,8 @@ class RateLimits(Generic[K]):
         conn = self._conn(key, now)
         if not conn.requests.allow(now):
             return "requests"
+        if command == Cmd.LOGIN_REQ and not self._source(source, now).allow(now):
+            return "logins"
         user = self._users.get(conn.user_id) if conn.user_id else None
         if command in MESSAGES:
             if not conn.messages.peek(now):
@@ -193,6 +207,15 @@ class RateLimits(Generic[K]):
         elif command in PROFILE_CHANGES and user is not None and not user.profile.allow(now):
             return "profile"
         return None
+
+    def _source(self, source: str, now: float) -> Bucket:
+        bucket = self._sources.pop(source, None)
+        if bucket is None:
+            bucket = Bucket(self.rates.login_rate, self.rates.login_burst, now)
+        self._sources[source] = bucket  # the most recent last
+        if len(self._sources) > MAX_SOURCES:
+            self._sources.popitem(last=False)
+        return bucket
 
     def gone(self, key: K) -> None:
         conn = self._conns.pop(key, None)
@@ -219,6 +242,7 @@ class RateLimits(Generic[K]):
             "messages": r.msg_rate,
             "user_messages": r.user_msg_rate,
             "profile": r.profile_rate,
+            "logins": r.login_rate,
         }
         return 1.0 / rates[kind]
 
@@ -235,7 +259,7 @@ class Limiter:
 
     def allow(self, conn: ClientConnection, frame: Frame) -> bool:
         """True to dispatch ``frame``; False if refused (counted, logged, answered here)."""
-        kind = self.limits.check(conn.conn_id, frame.command_id, self.clock())
+        kind = self.limits.check(conn.conn_id, frame.command_id, self.clock(), conn.source)
         if kind is None:
             return True
         RATE_LIMITED.labels(kind).inc()
@@ -244,9 +268,20 @@ class Limiter:
             throttle = self._logs[conn.conn_id] = Throttle(LOG_INTERVAL, self.clock)
         if throttle.ready():  # the client's doing: INFO, as for any bad input (handlers/base.py)
             conn.log.info("0x%04x refused: over the %s rate limit%s", frame.command_id, kind, throttle.more())
+        if kind == "logins":
+            # Answered (and closed) only after HOLD: the address's connections before login are
+            # capped (admission.py), so a guesser reconnecting for every try gets at most that
+            # many tries a second instead of as many as it can open and close.
+            conn.pause_dispatch()
+            asyncio.get_running_loop().call_later(HOLD, self._answer_later, conn, frame)
+            return False
         self._answer(conn, frame)
         self._hold(conn, kind)
         return False
+
+    def _answer_later(self, conn: ClientConnection, frame: Frame) -> None:
+        if not conn.closing:
+            self._answer(conn, frame)
 
     def _hold(self, conn: ClientConnection, kind: str) -> None:
         if conn.closing:
@@ -282,6 +317,8 @@ class Limiter:
         reply = job.refused(conn, client_error(Overloaded("over a rate limit; slow down")))
         if reply is not None:
             conn.send(job.reply_command, reply, frame.seq_num)
+        if conn.close_after_reply:  # a refused login: TeamTalk's clients expect the close
+            conn.close()
 
     def logged_in(self, conn: ClientConnection) -> None:
         self.limits.logged_in(conn.conn_id, conn.user_id, self.clock())

@@ -25,13 +25,6 @@ USER_STATUSES = frozenset(base_pb2.UserStatType.values())
 CLIENT_TYPES = frozenset(base_pb2.ClientType.values())
 
 
-def source_address(peer: str) -> str:
-    """``host`` of ``host:port`` or ``[v6]:port`` (as common.log.format_peer writes them)."""
-    if peer.startswith("["):
-        return peer[1:].partition("]")[0]
-    return peer.rpartition(":")[0] if peer.count(":") == 1 else peer
-
-
 def refusal(conn: ClientConnection, code: base_pb2.ResultType.ValueType, reason: str) -> login_pb2.IMLoginRes:
     """A refused login; TeamTalk's clients expect the connection to end after it."""
     LOGINS.labels("refused" if code == base_pb2.REFUSE_REASON_DB_VALIDATE_FAILED else "error").inc()
@@ -59,7 +52,7 @@ async def login(
     name = text(req.user_name, "user name", USER_NAME_LIMIT)
     password = text(req.password, "password", PASSWORD_LIMIT)
     # The address without the port: db_proxy counts failed logins per address.
-    db_req = internal_pb2.DbLoginReq(user_name=name, password_md5=password, peer=source_address(conn.peer))
+    db_req = internal_pb2.DbLoginReq(user_name=name, password_md5=password, peer=conn.source)
     res = await gw.db_call(name, Rpcs.DB_LOGIN, db_req)
     if conn.closing:
         return None  # the client left while we checked

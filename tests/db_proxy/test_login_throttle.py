@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.commands import Rpcs
+from common.log import address_of
 from common.pb import base_pb2, internal_pb2
 from db_proxy import handlers as handlers_module
 from db_proxy import login_throttle as lt
@@ -21,7 +22,6 @@ from db_proxy.cache import ThrottleCounters
 from db_proxy.login_throttle import KEY_BYTES, KNOWN_SOURCES, Limits, LoginThrottle, MemoryCounters
 from db_proxy.passwords import md5_hex
 from db_proxy.server import connect_redis
-from msg_server.handlers.session import source_address
 from tests.db_proxy.conftest import PASSWORD, database_url, db_proxy_on
 
 LIMITS = Limits(failure_limit=5, window=900, delay_max=60, source_limit=100, source_lock=300, user_limit=50)
@@ -123,7 +123,7 @@ def test_keys_are_fixed_size_keyed_and_case_blind() -> None:
 )
 def test_source_is_the_address_without_the_port(peer: str, source: str) -> None:
     assert lt.source_of(peer) == source
-    assert source_address(peer) == source  # what the gateway sends db_proxy
+    assert address_of(peer) == source  # what the gateway sends db_proxy
 
 
 def test_an_entry_costs_at_most_what_the_bound_counts() -> None:

@@ -126,6 +126,8 @@ FAST_SENDER = {
     "request_burst": "100000",
     "profile_rate": "10000",  # the profile-notice tests change a sign info 1,000 times in a loop
     "profile_burst": "100000",
+    "login_rate_per_source": "10000",  # every test client logs in from 127.0.0.1
+    "login_burst_per_source": "100000",
 }
 
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]

@@ -105,3 +105,22 @@ def test_a_user_reconnecting_does_not_get_a_fresh_bucket_while_another_connectio
     limits.gone("a")
     limits.logged_in("c", 7, 0.0)
     assert limits.check("c", Cmd.CHANGE_SIGN_INFO_REQ, 0.0) == "profile"
+
+
+def test_logins_are_limited_per_source_address_and_the_addresses_kept_are_bounded() -> None:
+    import dataclasses
+
+    import msg_server.limits as limits_module
+
+    rates = dataclasses.replace(RATES, login_rate=1.0, login_burst=3)
+    limits: RateLimits[int] = RateLimits(rates)
+    # One address reconnecting for every try: each connection is new, the address is not.
+    verdicts = [limits.check(i, Cmd.LOGIN_REQ, 0.0, "10.0.0.9") for i in range(5)]
+    assert verdicts == [None, None, None, "logins", "logins"]
+    assert limits.check(100, Cmd.LOGIN_REQ, 0.0, "10.0.0.10") is None  # another address: its own
+    assert limits.check(101, Cmd.LOGIN_REQ, 1.0, "10.0.0.9") is None  # a token back after 1 s
+    for i in range(limits_module.MAX_SOURCES + 10):
+        assert limits.check(1000 + i, Cmd.LOGIN_REQ, 2.0, f"a{i}") is None
+        limits.gone(1000 + i)
+    assert len(limits._sources) == limits_module.MAX_SOURCES
+    assert limits.check(1, Cmd.LOGIN_REQ, 2.0, "10.0.0.9") is None  # forgotten: a full bucket again

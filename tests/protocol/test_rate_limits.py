@@ -7,9 +7,9 @@ import asyncio
 from prometheus_client import REGISTRY
 
 from common.commands import Cmd
-from common.pb import base_pb2, buddy_pb2, message_pb2
+from common.pb import base_pb2, buddy_pb2, login_pb2, message_pb2
 from msg_server.client import ClientConnection
-from tests.protocol.fakes import feed, logged_in, make, settle
+from tests.protocol.fakes import feed, logged_in, login_req, make, settle
 from tests.protocol.memory import MemoryTransport
 
 
@@ -102,3 +102,33 @@ async def test_connections_past_the_per_source_pre_login_cap_are_closed_on_accep
     assert refused_connections("unauthenticated_per_source") - before == 1
     await settle()
     assert gateway.admitter.admission.connections == 3
+
+
+async def test_logins_past_an_address_s_burst_are_refused_late_and_never_reach_db_proxy() -> None:
+    """One address reconnecting for every guess: past its login burst each try is answered (a
+    refusal, then the close TeamTalk's clients expect) only after limits.HOLD, so its capped
+    connections before login bound its tries a second."""
+    from msg_server import limits
+
+    config = {"login_burst_per_source": 2, "login_rate_per_source": 0.001}
+    gateway, first, _, fake = make(**config)
+    conns = [first]
+    for _ in range(2):
+        conn = ClientConnection(gateway)
+        conn.connection_made(MemoryTransport(conn))
+        conns.append(conn)
+    before = limited("logins")
+    started = asyncio.get_running_loop().time()
+    for conn in conns:
+        feed(conn, Cmd.LOGIN_REQ, login_req(), seq=1)
+    await settle()
+    assert len(fake.requests) == 2 and limited("logins") - before == 1  # the third never reached it
+    third = conns[2].transport
+    assert isinstance(third, MemoryTransport) and not third.frames()  # not answered yet
+    async with asyncio.timeout(limits.HOLD + 2):
+        while not third.closed:
+            await asyncio.sleep(0.01)
+    assert asyncio.get_running_loop().time() - started >= limits.HOLD * 0.9
+    [(frame, body)] = third.frames()
+    assert frame.command_id == Cmd.LOGIN_RES
+    assert isinstance(body, login_pb2.IMLoginRes) and body.result_code != base_pb2.REFUSE_REASON_NONE
