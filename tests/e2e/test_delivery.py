@@ -76,8 +76,12 @@ async def test_every_connection_gets_each_message_once_in_order(
     assert await pushed_ids(bob_phone, 1) == [reply.msg_id]
     for client in (alice, alice_phone, bob, bob_phone):
         assert not client.pushed(Cmd.MSG_DATA), "a duplicate push"
-    # The gateways timed the pushes from the commit.
-    assert metric(cluster, "msg-2", "imcluster_gateway_push_latency_seconds_count") >= 20
+    # The gateways timed the pushes from the commit: each of the 20 that msg-2 wrote to bob
+    # was either pushed (and timed) or, when a later push overtook it under load, written
+    # from storage to fill the gap first (counted, not timed: it has no commit time).
+    timed = metric(cluster, "msg-2", "imcluster_gateway_push_latency_seconds_count")
+    assert timed + metric(cluster, "msg-2", "imcluster_gateway_gaps_filled_total") >= 20
+    assert timed >= 1
 
 
 @pytest.fixture(params=ENGINES)

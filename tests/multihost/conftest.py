@@ -291,6 +291,7 @@ class MultiHost:
         for kind, overrides in commands:
             self.start(self.add(kind, overrides))
         self.wait_gateways({"msg-1", "msg-2"})
+        self.wait_links_up()
 
     def db_overrides(self, backend: str) -> None:
         url = BACKENDS[backend].format(db=self.bed.address("db"))
@@ -310,6 +311,7 @@ class MultiHost:
                 server.process.stop()
                 self.start(server)
         self.wait_gateways({"msg-1", "msg-2"})
+        self.wait_links_up()
 
     def processes_on(self, host: str) -> list[Server]:
         return [s for s in self.servers.values() if s.host == host]
@@ -325,6 +327,7 @@ class MultiHost:
         for server in sorted(dead, key=lambda s: START_ORDER.index(s.kind)):
             self.start(server)
         self.wait_gateways({"msg-1", "msg-2"})
+        self.wait_links_up()
 
     # -- looking -------------------------------------------------------------------
 
@@ -347,6 +350,32 @@ class MultiHost:
                 return False
 
         return wait_for(both, timeout, f"gateways {expected}")
+
+    def wait_links_up(self, timeout: float = READY_TIMEOUT) -> float:
+        """Until every gateway's links (db_proxies, route and login servers) are up again: a
+        login server hands a gateway out while its link to a restarted db_proxy is still
+        coming back, and a login meanwhile is refused "service unavailable"."""
+
+        def all_up() -> bool:
+            for server in self.servers.values():
+                if server.kind != "msg" or server.process is None or not server.process.running():
+                    continue
+                url = f"http://{self.bed.address(server.host)}:{server.info['metrics_port']}/metrics"
+                try:
+                    with urllib.request.urlopen(url, timeout=1) as response:
+                        text = response.read().decode()
+                except OSError:
+                    return False
+                states = [
+                    line.rpartition(" ")[2]
+                    for line in text.splitlines()
+                    if line.startswith("imcluster_gateway_upstream_up{")
+                ]
+                if not states or any(float(state) != 1.0 for state in states):
+                    return False
+            return True
+
+        return wait_for(all_up, timeout, "every gateway's links up")
 
     def gateway_of(self, address: str) -> str:
         return next(s.node_id for s in self.servers.values() if s.overrides.get("advertise_ip") == address)
