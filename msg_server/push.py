@@ -212,6 +212,8 @@ class Pusher:
                         continue
                     if gap.first and info.create_time < since:
                         continue
+                    if info.from_session_id == conn.user_id and conn.order().own_unacked(key, info.msg_data):
+                        continue  # its own send, unacked (stored after all): it has it
                     if not self._write(conn, message_body(key, info), 0):
                         return False  # counted as connection_gone
                     GAPS_FILLED.inc()

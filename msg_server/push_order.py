@@ -38,6 +38,7 @@ made lazily by its owner): an idle connection does not grow.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -99,6 +100,13 @@ def _discard(ranges: list[list[int]], msg_id: int) -> bool:
                 ranges[i : i + 1] = [[lo, msg_id - 1], [msg_id + 1, hi]]
             return True
     return False
+
+
+MAX_UNACKED = 64  # unacked sends remembered per connection (16-byte digests)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 class _Seen:
@@ -206,7 +214,7 @@ class _Seen:
 class PushOrder:
     """One connection's record of the highest msg_id per conversation."""
 
-    __slots__ = ("_seen", "max_ahead", "max_conversations", "max_fill", "max_gap", "max_owed")
+    __slots__ = ("_seen", "_unacked", "max_ahead", "max_conversations", "max_fill", "max_gap", "max_owed")
 
     def __init__(
         self,
@@ -222,6 +230,10 @@ class PushOrder:
         self.max_fill = max_fill
         self.max_owed = max_owed
         self._seen: OrderedDict[Hashable, _Seen] = OrderedDict()
+        # Digests of this connection's messages whose save failed without an answer it could
+        # trust (a timeout, storage down mid-commit): such a message may be stored all the
+        # same, and a gap fill must not write the connection's own message back to it.
+        self._unacked: OrderedDict[tuple[Hashable, bytes], None] | None = None
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -286,6 +298,25 @@ class PushOrder:
             return WRITE
         skipped = 0 if first else max(0, len(missing) - self.max_fill)
         return Gap(tuple(missing[skipped:]), skipped + lost, first)
+
+    def unacked(self, conversation: Hashable, data: bytes) -> None:
+        """The connection sent ``data`` in ``conversation`` and got no ack: it may be stored."""
+        if self._unacked is None:
+            self._unacked = OrderedDict()
+        self._unacked[(conversation, _digest(data))] = None
+        while len(self._unacked) > MAX_UNACKED:
+            self._unacked.popitem(last=False)
+
+    def own_unacked(self, conversation: Hashable, data: bytes) -> bool:
+        """Whether a stored message of this connection's user is one it sent unacked (then
+        forgotten: one send, one stored copy, whatever the resends)."""
+        if not self._unacked:
+            return False
+        try:
+            del self._unacked[(conversation, _digest(data))]
+        except KeyError:
+            return False
+        return True
 
     def raise_to(self, conversation: Hashable, msg_id: int) -> int:
         """The connection has ``msg_id`` without a push (it sent it).

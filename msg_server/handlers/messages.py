@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from common.commands import Cmd, Rpcs
 from common.conversation import ShardKey, conversation_key, session_type_of
-from common.errors import InvalidArgument
+from common.errors import ImError, InvalidArgument
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.handlers.base import ClientError, deliver, forward_to_db, now, session
 from msg_server.handlers.table import Client, ClientCommands, no_reply
@@ -38,7 +38,13 @@ async def msg_data(
     msg.create_time = 0  # db_proxy stamps it when the message is stored
     req = internal_pb2.DbSaveMsgReq(msg=msg, session_type=session_type, origin=conn.origin())
     key = conversation_key(session_type, conn.user_id, msg.to_session_id)
-    res = await gw.db_call(key, Rpcs.DB_SAVE_MSG, req)
+    try:
+        res = await gw.db_call(key, Rpcs.DB_SAVE_MSG, req)
+    except ImError:
+        # Refused, or no answer: it may be stored all the same (a commit whose answer was
+        # lost). Not pushed back to this connection by a gap fill meanwhile.
+        conn.order().unacked(key, msg.msg_data)
+        raise
     # The connection has its own message: a later gap check must not fetch it back.
     skipped = conn.order().raise_to(key, res.msg_id)
     if skipped:

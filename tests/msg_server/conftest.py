@@ -59,6 +59,7 @@ class FakeDb:
     by_id_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     fail_by_id: bool = False
     fail_by_id_after: int | None = None  # that many MSG_BY_ID answered, then the others fail
+    lose_save_answers: bool = False  # saves are stored, then fail (a commit whose answer was lost)
 
     def __post_init__(self) -> None:
         self.hold_saves.set()
@@ -88,6 +89,8 @@ class FakeDb:
         key = conversation_key(session_type, req.msg.from_user_id, req.msg.to_session_id)
         msg_id = max(self.stored.get(key, {}), default=0) + 1
         self.store(key, msg_id, req.msg.from_user_id, req.msg.msg_data)
+        if self.lose_save_answers:
+            raise Unavailable("storage went away mid-commit")
         return internal_pb2.DbSaveMsgRes(msg_id=msg_id, create_time=1, duplicate=False)
 
     async def by_id(self, link: Link, req: message_pb2.IMGetMsgByIdReq) -> message_pb2.IMGetMsgByIdRsp:

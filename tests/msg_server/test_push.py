@@ -328,3 +328,36 @@ async def test_storage_failing_mid_gap_writes_the_rest_past_counted(monkeypatch:
         # Not a request per chunk left while storage fails: the rest is written past.
         assert len(bed.db.by_id_requests) == 2
         assert dropped("gap_unfilled") - unfilled == 150
+
+
+async def test_a_send_stored_without_its_ack_is_not_filled_back_to_its_sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Storage stored bob's message and then failed (the ack never came): a later push's gap
+    fill must not write bob's own message back to bob's connection (the bed's cut10-database
+    once saw three)."""
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        for msg_id in range(1, 6):
+            bed.db.store(KEY, msg_id, ALICE, b"before %d" % msg_id)
+        await bed.push(push_1to1(ALICE, BOB, 5))
+        assert await ids_pushed(bob, 1) == [5]
+        bed.db.lose_save_answers = True
+        bed.db.save_arrived.clear()
+        bob.send(
+            Cmd.MSG_DATA,
+            message_pb2.IMMsgData(
+                from_user_id=BOB,
+                to_session_id=ALICE,
+                msg_id=77,
+                create_time=0,
+                msg_type=base_pb2.MSG_TYPE_SINGLE_TEXT,
+                msg_data=b"stored, never acked",
+            ),
+        )
+        await asyncio.wait_for(bed.db.save_arrived.wait(), 5)
+        assert 6 in bed.db.stored[KEY]
+        bed.db.lose_save_answers = False
+        await bed.push(push_1to1(ALICE, BOB, 7))
+        assert await ids_pushed(bob, 1) == [7]  # 6 is bob's own: not written back to it
+        assert not bob.pushed(Cmd.MSG_DATA)

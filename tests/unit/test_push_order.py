@@ -256,3 +256,20 @@ def test_many_conversations_bounded_still_increasing(script: list[tuple[int, str
         out.setdefault(conv, []).extend(ids)
         assert len(order) <= 3
         assert out[conv] == sorted(set(out[conv])), out[conv]
+
+
+def test_an_unacked_send_is_known_once_and_the_memory_of_them_is_bounded() -> None:
+    from msg_server.push_order import MAX_UNACKED
+
+    order = PushOrder()
+    conversation = (1, 7, 9)
+    assert not order.own_unacked(conversation, b"hello")
+    order.unacked(conversation, b"hello")
+    assert not order.own_unacked((1, 7, 10), b"hello")  # another conversation
+    assert not order.own_unacked(conversation, b"hello!")
+    assert order.own_unacked(conversation, b"hello")
+    assert not order.own_unacked(conversation, b"hello")  # one send, one stored copy
+    for i in range(MAX_UNACKED + 5):
+        order.unacked(conversation, b"m%d" % i)
+    assert not order.own_unacked(conversation, b"m0")  # the oldest forgotten
+    assert order.own_unacked(conversation, b"m%d" % (MAX_UNACKED + 4))
