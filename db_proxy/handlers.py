@@ -19,10 +19,10 @@ from common.commands import Rpcs
 from common.conversation import conversation_key, session_type_of
 from common.errors import ImError, InvalidArgument, Overloaded
 from common.link import Link
+from common.log import address_of
 from common.metrics import LOGINS
 from common.pb import base_pb2, internal_pb2, message_pb2
 from common.rpc import Commands
-from db_proxy import login_throttle
 from db_proxy.cache import LoginCache, ThrottleCounters
 from db_proxy.passwords import verify_or_waste
 from db_proxy.storage import schema
@@ -157,7 +157,7 @@ class Handlers:
         # that name or that password. Such a name is counted under one key.
         name = req.user_name.strip() if is_text(req.user_name) else "\0not utf-8"
         md5 = req.password_md5
-        source = login_throttle.source_of(req.peer if is_text(req.peer) else "?")
+        source = address_of(req.peer if is_text(req.peer) else "?")
         now = time.time()
         keys, attempt, throttled = await self.throttle.check(source, name, now)
         if throttled is not None:

@@ -44,8 +44,6 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from common.log import address_of
-
 KEY_BYTES = 16
 KNOWN_SOURCES = 8  # known-good addresses remembered per user
 KNOWN_TTL = 30 * 86400.0  # seconds a known-good address is remembered after its last login
@@ -111,11 +109,6 @@ class Refusal:
 class Keys:
     source: bytes  # KEY_BYTES each
     user: bytes
-
-
-def source_of(peer: str) -> str:
-    """The address part of a peer as gateways send it (``host:port``, ``[v6]:port``, or a bare host)."""
-    return address_of(peer)
 
 
 def derive_key(secrets: tuple[bytes, ...]) -> bytes:

@@ -70,6 +70,7 @@ class ClientConnection(FrameConnection):
         self.gateway = gateway
         self.conn_id = gateway.next_conn_id()
         self.user_id = 0
+        self.source = "?"  # its address, once connected (on_connect)
         self.client_type = NO_CLIENT_TYPE
         self.status: base_pb2.UserStatType.ValueType = base_pb2.USER_STATUS_ONLINE
         self.logging_in = False
@@ -84,11 +85,6 @@ class ClientConnection(FrameConnection):
     @property
     def logged_in(self) -> bool:
         return self.user_id != 0
-
-    @property
-    def source(self) -> str:
-        """The client's address without its port: what per-address limits and counters key on."""
-        return address_of(self.peer)
 
     @property
     def is_mobile(self) -> bool:
@@ -110,6 +106,9 @@ class ClientConnection(FrameConnection):
     # -- protocol hooks -----------------------------------------------------------
 
     def on_connect(self) -> None:
+        # The client's address without its port: what per-address limits and counters key on
+        # (worked out once: the rate limits ask on every frame).
+        self.source = address_of(self.peer)
         if not self.gateway.admitter.accept(self):
             return  # closed on accept (msg_server/admission.py)
         self.gateway.connections.add(self)

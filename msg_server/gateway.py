@@ -287,16 +287,13 @@ class Gateway:
             else 0
         )
         wanted = deliver.device_class
-        if deliver.broadcast:
-            targets: Iterable[ClientConnection] = [c for conns in self.sessions.values() for c in conns]
-        else:
-            targets = []
-            for user_id in deliver.user_ids:
-                conns = self.sessions.get(user_id)
-                if conns:
-                    targets += conns
-                else:  # the route server's table was stale: the user left this gateway
-                    PUSHES_DROPPED.labels("no_session").inc()
+        targets: list[ClientConnection] = []
+        for user_id in deliver.user_ids:
+            conns = self.sessions.get(user_id)
+            if conns:
+                targets += conns
+            else:  # the route server's table was stale: the user left this gateway
+                PUSHES_DROPPED.labels("no_session").inc()
         for conn in targets:
             if conn.conn_id == skip_conn:
                 continue

@@ -291,12 +291,6 @@ class RouteServer(LinkServer):
             return await self.pusher.push(msg)
 
     def on_deliver(self, conn: Link, msg: internal_pb2.RouteDeliver) -> None:
-        if msg.broadcast:
-            body = msg.SerializeToString()
-            for gateway_link in self.gateway_links.values():
-                gateway_link.send_raw(Cmd.ROUTE_DELIVER, body)
-            RELAYED.inc()
-            return
         targets = self.table.fan_out(msg.user_ids)
         reached = {u for users in targets.values() for u in users}
         offline = len(set(msg.user_ids) - reached)

@@ -558,13 +558,10 @@ class RouteDeliver(_message.Message):
     BODY_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
     DEVICE_CLASS_FIELD_NUMBER: _builtins.int
-    BROADCAST_FIELD_NUMBER: _builtins.int
     SENT_AT_US_FIELD_NUMBER: _builtins.int
     command_id: _builtins.int
     body: _builtins.bytes
     device_class: Global___DeviceClass.ValueType
-    broadcast: _builtins.bool
-    """to every online user; user_ids is ignored"""
     sent_at_us: _builtins.int
     """when the publisher sent it (unix µs), for the relay latency metric"""
     @_builtins.property
@@ -579,12 +576,11 @@ class RouteDeliver(_message.Message):
         body: _builtins.bytes | None = ...,
         origin: Global___Origin | None = ...,
         device_class: Global___DeviceClass.ValueType | None = ...,
-        broadcast: _builtins.bool | None = ...,
         sent_at_us: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "broadcast", b"broadcast", "command_id", b"command_id", "device_class", b"device_class", "origin", b"origin", "sent_at_us", b"sent_at_us"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "device_class", b"device_class", "origin", b"origin", "sent_at_us", b"sent_at_us"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "broadcast", b"broadcast", "command_id", b"command_id", "device_class", b"device_class", "origin", b"origin", "sent_at_us", b"sent_at_us", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "device_class", b"device_class", "origin", b"origin", "sent_at_us", b"sent_at_us", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -164,11 +164,10 @@ def deliver(
     message: Message,
     *,
     skip_self: bool = True,
-    broadcast: bool = False,
 ) -> None:
     """Push a frame to users' connections on any gateway (via route_server)."""
     push = internal_pb2.RouteDeliver(
-        user_ids=user_ids, command_id=command_id, body=message.SerializeToString(), broadcast=broadcast
+        user_ids=user_ids, command_id=command_id, body=message.SerializeToString()
     )
     if skip_self:
         push.origin.CopyFrom(conn.origin())
