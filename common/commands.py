@@ -132,6 +132,13 @@ class Cmd(IntEnum):
     DB_OFFLINE_FILE_ADD = 0x0867
     DB_OFFLINE_FILE_DEL_REQ = 0x0868
     DB_OFFLINE_FILE_DEL_RES = 0x0869
+    DB_PROXY_INFO_REQ = 0x0870
+    DB_PROXY_INFO_RES = 0x0871
+    DB_INVALIDATE = 0x0872
+    DB_GROUP_CREATE_REQ = 0x0873
+    DB_GROUP_CHANGE_MEMBER_REQ = 0x0874
+    DB_CHANGE_AVATAR_REQ = 0x0875
+    DB_CHANGE_SIGN_INFO_REQ = 0x0876
 
 
 MESSAGE_OF: dict[int, type[Message]] = {
@@ -244,6 +251,13 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.DB_OFFLINE_FILE_ADD: internal_pb2.DbOfflineFileAdd,
     Cmd.DB_OFFLINE_FILE_DEL_REQ: internal_pb2.DbOfflineFileDel,
     Cmd.DB_OFFLINE_FILE_DEL_RES: internal_pb2.DbOfflineFileDelRes,
+    Cmd.DB_PROXY_INFO_REQ: internal_pb2.DbProxyInfoReq,
+    Cmd.DB_PROXY_INFO_RES: internal_pb2.DbProxyInfo,
+    Cmd.DB_INVALIDATE: internal_pb2.DbInvalidate,
+    Cmd.DB_GROUP_CREATE_REQ: internal_pb2.DbGroupCreateReq,
+    Cmd.DB_GROUP_CHANGE_MEMBER_REQ: internal_pb2.DbGroupChangeMemberReq,
+    Cmd.DB_CHANGE_AVATAR_REQ: internal_pb2.DbChangeAvatarReq,
+    Cmd.DB_CHANGE_SIGN_INFO_REQ: internal_pb2.DbChangeSignInfoReq,
 }
 
 
@@ -355,6 +369,23 @@ class Rpcs:
     DB_OFFLINE_FILE_DEL: Rpc[internal_pb2.DbOfflineFileDel, internal_pb2.DbOfflineFileDelRes] = _rpc(
         Cmd.DB_OFFLINE_FILE_DEL_REQ, Cmd.DB_OFFLINE_FILE_DEL_RES
     )
+    # gateway, login_server or admin -> db_proxy: its roles (common/db_roles.py)
+    DB_PROXY_INFO: Rpc[internal_pb2.DbProxyInfoReq, internal_pb2.DbProxyInfo] = _rpc(
+        Cmd.DB_PROXY_INFO_REQ, Cmd.DB_PROXY_INFO_RES
+    )
+    # gateway -> db_proxy: client changes db_proxy announces (with the connection they came from)
+    DB_GROUP_CREATE: Rpc[internal_pb2.DbGroupCreateReq, group_pb2.IMGroupCreateRsp] = _rpc(
+        Cmd.DB_GROUP_CREATE_REQ, Cmd.GROUP_CREATE_RES
+    )
+    DB_GROUP_CHANGE_MEMBER: Rpc[internal_pb2.DbGroupChangeMemberReq, group_pb2.IMGroupChangeMemberRsp] = (
+        _rpc(Cmd.DB_GROUP_CHANGE_MEMBER_REQ, Cmd.GROUP_CHANGE_MEMBER_RES)
+    )
+    DB_CHANGE_AVATAR: Rpc[internal_pb2.DbChangeAvatarReq, buddy_pb2.IMChangeAvatarRsp] = _rpc(
+        Cmd.DB_CHANGE_AVATAR_REQ, Cmd.CHANGE_AVATAR_RES
+    )
+    DB_CHANGE_SIGN_INFO: Rpc[internal_pb2.DbChangeSignInfoReq, buddy_pb2.IMChangeSignInfoRsp] = _rpc(
+        Cmd.DB_CHANGE_SIGN_INFO_REQ, Cmd.CHANGE_SIGN_INFO_RES
+    )
     # gateway -> file_server
     FILE_TASK: Rpc[internal_pb2.FileTaskReq, internal_pb2.FileTaskRes] = _rpc(
         Cmd.FILE_TASK_REQ, Cmd.FILE_TASK_RES
@@ -392,3 +423,4 @@ class OneWays:
     ROUTE_STATUS_BATCH = OneWay(Cmd.ROUTE_STATUS_BATCH, internal_pb2.RouteStatusBatch)
     ROUTE_PROFILE_CHANGE = OneWay(Cmd.ROUTE_PROFILE_CHANGE, internal_pb2.RouteProfileChange)
     ROUTE_PROFILE_BATCH = OneWay(Cmd.ROUTE_PROFILE_BATCH, internal_pb2.RouteProfileBatch)
+    DB_INVALIDATE = OneWay(Cmd.DB_INVALIDATE, internal_pb2.DbInvalidate)

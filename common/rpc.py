@@ -84,6 +84,14 @@ class Commands:
             self._add(route)
         return self
 
+    def only(self, keep: Callable[[int], bool]) -> Commands:
+        """A copy with the entries whose command ``keep`` accepts."""
+        kept = Commands()
+        for route in self:
+            if keep(route.command):
+                kept._add(route)
+        return kept
+
     def _add(self, route: Route) -> None:
         if route.command in self._routes:
             raise ValueError(f"command 0x{route.command:04x} registered twice")

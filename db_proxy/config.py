@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from common.cluster_config import ClusterConfig
 from common.config import ConfigError, setting, split_address, subsection
+from common.db_roles import ALL_ROLES, parse_roles
+from db_proxy.offline_push.config import OfflinePushConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,9 +19,27 @@ class DbProxyConfig:
         "cluster secret.",
     )
     port: int = setting(10600, "TCP port for gateway and admin links.")
+    roles: tuple[str, ...] = setting(
+        list(ALL_ROLES),
+        "What this db_proxy serves: login, directory, messages, admin (common/db_roles.py). Gateways "
+        "and login_server send each request to a db_proxy serving its role; several db_proxies may "
+        "serve one role (they fail over). The pushes of stored messages and the offline push run "
+        "where messages is served.",
+    )
     database_url: str = setting(
         "sqlite:///var/imcluster.db",
-        "Storage: sqlite:///PATH (embedded default) or mysql://USER:PASSWORD@HOST:PORT/DB.",
+        "Storage: sqlite:///PATH (embedded default) or mysql://USER:PASSWORD@HOST:PORT/DB. The "
+        "database of every role unless the next two say otherwise.",
+    )
+    directory_database_url: str = setting(
+        "",
+        "Where users, departments, device tokens and offline files live (roles login, directory, "
+        "admin; the messages role reads users from it through a bounded cache); empty: database_url.",
+    )
+    messages_database_url: str = setting(
+        "",
+        "Where messages, sessions and groups live (roles messages and admin); empty: database_url. "
+        "Every db_proxy of a cluster must name the same two databases.",
     )
     redis_url: str = setting(
         "", "Optional Redis for caches (redis://127.0.0.1:6379/0); empty: in-process caches only."
@@ -103,13 +123,36 @@ class DbProxyConfig:
         14, "scrypt cost (log2 N) of passwords set through the admin API; below 14 for tests only."
     )
     log_level: str = setting("INFO", "Logging level.")
+    offline_push: OfflinePushConfig = subsection(  # noqa: RUF009 (it returns a dataclasses.field)
+        OfflinePushConfig,
+        "offline_push",
+        "Notifications to the devices of recipients who are offline (docs/offline-push.md).",
+    )
     cluster: ClusterConfig = subsection(  # noqa: RUF009 (it returns a dataclasses.field)
         ClusterConfig,
         "cluster",
         "The shared table: cluster secret, mutual TLS, heartbeats of internal links.",
     )
 
+    @property
+    def served_roles(self) -> tuple[str, ...]:
+        """``roles`` checked and in the canonical order."""
+        return tuple(parse_roles(self.roles))
+
+    @property
+    def directory_url(self) -> str:
+        return self.directory_database_url or self.database_url
+
+    @property
+    def messages_url(self) -> str:
+        return self.messages_database_url or self.database_url
+
     def __post_init__(self) -> None:
+        try:
+            if not parse_roles(self.roles):
+                raise ConfigError("db_proxy.roles: name at least one role")
+        except ValueError as exc:
+            raise ConfigError(f"db_proxy.roles: {exc}") from None
         for address in self.route_servers:
             split_address("db_proxy.route_servers", address)
         if self.workers < 1 or self.queue_size < 1 or self.batch_size < 1:

@@ -118,6 +118,7 @@ def msg_info(message: StoredMessage) -> base_pb2.MsgInfo:
 class Handlers:
     def __init__(
         self,
+        directory: Store,
         store: Store,
         workers: MessageWorkers,
         cache: LoginCache,
@@ -125,7 +126,8 @@ class Handlers:
         max_pending_logins: int,
         throttle: ThrottleCounters,
     ) -> None:
-        self.store = store
+        self.directory = directory  # users (logins)
+        self.store = store  # messages
         self.workers = workers
         self.cache = cache
         self.throttle = throttle
@@ -171,7 +173,7 @@ class Handlers:
             user: User | None = None
             plausible = 0 < len(name) <= schema.USER_TEXT_LIMITS["name"]
             if plausible and is_text(md5) and len(md5) <= MAX_PASSWORD_MD5:
-                user = await self.store.user_by_name(name)
+                user = await self.directory.user_by_name(name)
                 ok = await self._password_matches(user, md5)
             else:
                 ok = False  # no user has that name, or that password: no hash needed to know

@@ -12,6 +12,7 @@ from typing import Any
 from common.admin import admin_handler
 from common.commands import Rpcs
 from common.config import split_address
+from common.db_roles import ROLE_OF, DbRole
 from common.delivery import open_delivery_log
 from common.link import LinkServer, LinkSettings
 from common.metrics import start_metrics_server
@@ -70,11 +71,21 @@ async def _serve(
     announce: Callable[[dict[str, Any]], None],
     resources: contextlib.AsyncExitStack,
 ) -> None:
-    store = open_store(config.database_url)
-    await store.open()
-    resources.push_async_callback(store.close)
-    version = await store.migrate()
-    log.info("storage %s ready (schema version %d)", store.engine, version)
+    roles = config.served_roles
+    # The directory database is always open: the message path reads users
+    # from it (a bounded cache). The messages database only where it is used.
+    directory = open_store(config.directory_url)
+    await directory.open()
+    resources.push_async_callback(directory.close)
+    version = await directory.migrate()
+    log.info("directory storage %s ready (schema version %d)", directory.engine, version)
+    store = directory  # the messages database, when it is the same one
+    if config.messages_url != config.directory_url and (DbRole.MESSAGES in roles or DbRole.ADMIN in roles):
+        store = open_store(config.messages_url)
+        await store.open()
+        resources.push_async_callback(store.close)
+        version = await store.migrate()
+        log.info("messages storage %s ready (schema version %d)", store.engine, version)
     redis = await connect_redis(config.redis_url)
     if redis is not None:
         resources.push_async_callback(redis.aclose)
@@ -85,7 +96,9 @@ async def _serve(
         config.node_id, [split_address("db_proxy.route_servers", a) for a in config.route_servers], settings
     )
     appender = LogAppender(delivery_log)
-    workers = MessageWorkers(store, appender, config.workers, config.queue_size, config.batch_size)
+    workers = MessageWorkers(
+        store, appender, config.workers, config.queue_size, config.batch_size, directory=directory
+    )
     dispatcher = PushDispatcher(
         delivery_log,
         routes,
@@ -101,19 +114,30 @@ async def _serve(
         redis, LoginThrottle(throttle_limits(config), derive_key(config.cluster.secrets()))
     )
     await asyncio.get_running_loop().run_in_executor(hash_pool, dummy_hash)  # made once, before any login
-    handlers = Handlers(store, workers, cache, hash_pool, config.max_pending_logins, throttle)
+    handlers = Handlers(directory, store, workers, cache, hash_pool, config.max_pending_logins, throttle)
+    info = internal_pb2.DbProxyInfo(node_id=config.node_id, roles=list(roles))
+
+    async def proxy_info(link: object, req: internal_pb2.DbProxyInfoReq) -> internal_pb2.DbProxyInfo:
+        return info
+
+    def serving(command: int) -> bool:
+        return ROLE_OF.get(command) in roles
+
     gateway_commands = (
         Commands()
         .include(handlers.commands())
-        .include(DirectoryHandlers(store).commands())
+        .include(DirectoryHandlers(directory).commands())
         .include(GroupHandlers(store).commands())
-        .include(FileHandlers(store).commands())
+        .include(FileHandlers(directory).commands())
+        .only(serving)
+        .rpc(Rpcs.DB_PROXY_INFO, proxy_info)
     )
     admin = DbAdmin(config, store, workers, redis, routes.deliver, throttle)
+    admin_commands = Commands().rpc(Rpcs.ADMIN_CALL, admin_handler(admin.methods())).only(serving)
     server = LinkServer(
         {
             internal_pb2.ROLE_GATEWAY: gateway_commands,
-            internal_pb2.ROLE_ADMIN: Commands().rpc(Rpcs.ADMIN_CALL, admin_handler(admin.methods())),
+            internal_pb2.ROLE_ADMIN: admin_commands.rpc(Rpcs.DB_PROXY_INFO, proxy_info),
         },
         role=internal_pb2.ROLE_DB_PROXY,
         node_id=config.node_id,
@@ -125,8 +149,9 @@ async def _serve(
     # db_proxy takes over at once) and close the route links.
     routes.start()
     resources.push_async_callback(routes.stop)
-    dispatcher.start()
-    resources.push_async_callback(dispatcher.stop)
+    if DbRole.MESSAGES in roles:  # the delivery log's partitions are pushed where messages are stored
+        dispatcher.start()
+        resources.push_async_callback(dispatcher.stop)
     appender.start()
     resources.push_async_callback(appender.stop, 2.0)
     workers.start()
@@ -137,10 +162,11 @@ async def _serve(
     resources.callback(_stop_accepting, server)
 
     async def health() -> dict[str, Any]:
-        database = await store.ping()
+        database = await directory.ping() and (store is directory or await store.ping())
         return {
             "ok": database,
             "node_id": config.node_id,
+            "roles": list(roles),
             "database": database,
             "queue_depths": workers.depths(),
             "partitions_held": sorted(dispatcher.held),
@@ -150,7 +176,7 @@ async def _serve(
     exposed = await start_metrics_server(config.metrics_host, config.metrics_port, health)
     if exposed is not None:
         resources.push_async_callback(exposed[0].cleanup)
-    log.info("db_proxy %s listening on %s:%d", config.node_id, config.host, port)
+    log.info("db_proxy %s (%s) listening on %s:%d", config.node_id, ", ".join(roles), config.host, port)
     announce({"port": port, "metrics_port": exposed[1] if exposed else None})
     await stop.wait()
 

@@ -102,9 +102,11 @@ class MessageWorkers:
         *,
         queue_bytes: int = QUEUE_BYTES,
         max_wait: float = MAX_QUEUE_WAIT,
+        directory: Store | None = None,
     ) -> None:
         self.store = store
-        self.recipients = KnownUsers(store)
+        # Users live in the directory database (perhaps another one than the messages').
+        self.recipients = KnownUsers(directory if directory is not None else store)
         self.appender = appender
         self.partitions = appender.log.partitions
         self.batch_size = batch_size

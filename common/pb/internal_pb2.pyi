@@ -9,6 +9,8 @@ ids are never reused on a link, so a late reply cannot answer another request.
 
 from collections import abc as _abc
 from common.pb import base_pb2 as _base_pb2
+from common.pb import buddy_pb2 as _buddy_pb2
+from common.pb import group_pb2 as _group_pb2
 from common.pb import message_pb2 as _message_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -824,20 +826,28 @@ class PushMsgResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RETRY_USER_IDS_FIELD_NUMBER: _builtins.int
+    OFFLINE_USER_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def retry_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Users whose gateway did not answer (link down, timeout) while the route
         server still believes they are connected there: push to them again.
         """
 
+    @_builtins.property
+    def offline_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Users with no session on any gateway when the push arrived: the
+        offline push (db_proxy/offline_push) notifies their registered devices.
+        """
+
     def __init__(
         self,
         *,
         retry_user_ids: _abc.Iterable[_builtins.int] | None = ...,
+        offline_user_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["retry_user_ids", b"retry_user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offline_user_ids", b"offline_user_ids", "retry_user_ids", b"retry_user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1184,3 +1194,186 @@ class DbOfflineFileDelRes(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DbOfflineFileDelRes: _TypeAlias = DbOfflineFileDelRes  # noqa: Y015
+
+@_typing.final
+class DbProxyInfoReq(_message.Message):
+    """--- db_proxy roles (docs/architecture.md "db_proxy tiers") --------------
+
+    0x0870 -> 0x0871, gateway, login_server or admin -> db_proxy, once per link
+    before it is used: which roles (common/db_roles.py) this db_proxy serves.
+    A request for a role it does not serve is refused (unknown command).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbProxyInfoReq: _TypeAlias = DbProxyInfoReq  # noqa: Y015
+
+@_typing.final
+class DbProxyInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"login", "directory", "messages", "admin" """
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str | None = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbProxyInfo: _TypeAlias = DbProxyInfo  # noqa: Y015
+
+@_typing.final
+class DbInvalidate(_message.Message):
+    """0x0872, one-way, db_proxy -> route_server -> every other linked db_proxy:
+    cached directory facts to drop (a user deleted, disabled or renamed), so the
+    message role's bounded user cache never serves them past the change.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    FROM_NODE_FIELD_NUMBER: _builtins.int
+    from_node: _builtins.str
+    """the sender, which needs no copy back"""
+    @_builtins.property
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        user_ids: _abc.Iterable[_builtins.int] | None = ...,
+        from_node: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from_node", b"from_node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_node", b"from_node", "user_ids", b"user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbInvalidate: _TypeAlias = DbInvalidate  # noqa: Y015
+
+@_typing.final
+class DbGroupCreateReq(_message.Message):
+    """0x0873 -> GROUP_CREATE_RES, gateway -> db_proxy: a client's group create, with
+    the connection it came from (the notices skip that connection only).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    REQ_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def origin(self) -> Global___Origin: ...
+    @_builtins.property
+    def req(self) -> _group_pb2.IMGroupCreateReq: ...
+    def __init__(
+        self,
+        *,
+        origin: Global___Origin | None = ...,
+        req: _group_pb2.IMGroupCreateReq | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "req", b"req"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "req", b"req"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbGroupCreateReq: _TypeAlias = DbGroupCreateReq  # noqa: Y015
+
+@_typing.final
+class DbGroupChangeMemberReq(_message.Message):
+    """0x0874 -> GROUP_CHANGE_MEMBER_RES, gateway -> db_proxy: likewise for a member change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    REQ_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def origin(self) -> Global___Origin: ...
+    @_builtins.property
+    def req(self) -> _group_pb2.IMGroupChangeMemberReq: ...
+    def __init__(
+        self,
+        *,
+        origin: Global___Origin | None = ...,
+        req: _group_pb2.IMGroupChangeMemberReq | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "req", b"req"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "req", b"req"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbGroupChangeMemberReq: _TypeAlias = DbGroupChangeMemberReq  # noqa: Y015
+
+@_typing.final
+class DbChangeAvatarReq(_message.Message):
+    """0x0875 -> CHANGE_AVATAR_RES and 0x0876 -> CHANGE_SIGN_INFO_RES, gateway ->
+    db_proxy: a client's profile change with its connection; db_proxy announces
+    it (RouteProfileChange) as it does an admin's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    REQ_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def origin(self) -> Global___Origin: ...
+    @_builtins.property
+    def req(self) -> _buddy_pb2.IMChangeAvatarReq: ...
+    def __init__(
+        self,
+        *,
+        origin: Global___Origin | None = ...,
+        req: _buddy_pb2.IMChangeAvatarReq | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "req", b"req"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "req", b"req"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbChangeAvatarReq: _TypeAlias = DbChangeAvatarReq  # noqa: Y015
+
+@_typing.final
+class DbChangeSignInfoReq(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    REQ_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def origin(self) -> Global___Origin: ...
+    @_builtins.property
+    def req(self) -> _buddy_pb2.IMChangeSignInfoReq: ...
+    def __init__(
+        self,
+        *,
+        origin: Global___Origin | None = ...,
+        req: _buddy_pb2.IMChangeSignInfoReq | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "req", b"req"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "req", b"req"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbChangeSignInfoReq: _TypeAlias = DbChangeSignInfoReq  # noqa: Y015
