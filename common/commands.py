@@ -377,8 +377,8 @@ class Rpcs:
     DB_GROUP_CREATE: Rpc[internal_pb2.DbGroupCreateReq, group_pb2.IMGroupCreateRsp] = _rpc(
         Cmd.DB_GROUP_CREATE_REQ, Cmd.GROUP_CREATE_RES
     )
-    DB_GROUP_CHANGE_MEMBER: Rpc[internal_pb2.DbGroupChangeMemberReq, group_pb2.IMGroupChangeMemberRsp] = (
-        _rpc(Cmd.DB_GROUP_CHANGE_MEMBER_REQ, Cmd.GROUP_CHANGE_MEMBER_RES)
+    DB_GROUP_CHANGE_MEMBER: Rpc[internal_pb2.DbGroupChangeMemberReq, group_pb2.IMGroupChangeMemberRsp] = _rpc(
+        Cmd.DB_GROUP_CHANGE_MEMBER_REQ, Cmd.GROUP_CHANGE_MEMBER_RES
     )
     DB_CHANGE_AVATAR: Rpc[internal_pb2.DbChangeAvatarReq, buddy_pb2.IMChangeAvatarRsp] = _rpc(
         Cmd.DB_CHANGE_AVATAR_REQ, Cmd.CHANGE_AVATAR_RES
