@@ -24,6 +24,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -94,9 +95,17 @@ def refuse_if_running(adm: Admin) -> None:
 
 
 def add_user_offline(
-    adm: Admin, name: str, password: str, nick: str, department: str | None, database_url: str | None
+    adm: Admin,
+    name: str,
+    password: str,
+    profile: dict[str, Any],
+    department: str | None,
+    database_url: str | None,
 ) -> None:
-    """Create a user in the directory database as the cluster's db_proxy would."""
+    """Create a user in the directory database as the cluster's db_proxy would.
+
+    ``profile``: nick, email, tel, real_name (as the admin API takes them).
+    """
     from db_proxy.config import DbProxyConfig
     from db_proxy.passwords import hash_password, md5_hex
     from db_proxy.storage import open_store
@@ -115,9 +124,8 @@ def add_user_offline(
         await store.open()
         try:
             await store.migrate()
-            return await store.create_user(
-                name, hash_password(md5_hex(password)), nick=nick or name, department_id=int(department or 0)
-            )
+            password_hash = hash_password(md5_hex(password))
+            return await store.create_user(name, password_hash, **profile, department_id=int(department or 0))
         finally:
             await store.close()
 

@@ -116,13 +116,14 @@ def user_add(
     adm = admin()
     if database_url is not None and not offline:
         raise BadUsage("--database-url writes the database directly: it needs --offline")
-    if offline:
-        add_user_offline(adm, name, password, nick, department, database_url)
-        return
-    body: dict[str, Any] = {"name": name, "password": password, "nick": nick or name}
+    profile: dict[str, Any] = {"nick": nick or name}
     for key, value in (("email", email), ("tel", tel), ("real_name", real_name)):
         if value is not None:
-            body[key] = value
+            profile[key] = value
+    if offline:
+        add_user_offline(adm, name, password, profile, department, database_url)
+        return
+    body: dict[str, Any] = {"name": name, "password": password, **profile}
     try:
         if department is not None:
             body["department_id"] = resolve_department(adm, department)

@@ -64,10 +64,18 @@ def assert_clean_failure(result: Result, exit_code: int) -> None:
 
 
 def test_offline_with_no_cluster_writes_the_database(setup: Setup) -> None:
-    result = setup.add("zed", "--offline")
+    result = setup.add("zed", "--offline", "--nick", "Zed", "--email", "zed@example.com", "--tel", "123")
     assert result.exit_code == 0, result.output
     assert "created user 'zed'" in result.stdout and "(offline)" in result.stdout
     assert setup.names() == ["zed"]
+
+    async def profile() -> tuple[str, str, str]:
+        async with open_store(setup.database) as store:
+            user = await store.user_by_name("zed")
+            assert user is not None
+            return user.nick, user.email, user.tel
+
+    assert asyncio.run(profile()) == ("Zed", "zed@example.com", "123")  # the profile too, as online
     assert_clean_failure(setup.add("zed", "--offline"), 1)  # taken
 
 
