@@ -101,6 +101,11 @@ class LoginCache:
         self._key = key if key is not None else os.urandom(32)
         self._memory = _BoundedMap(MEMORY_ENTRIES)
 
+    @classmethod
+    def for_cluster(cls, redis: Any | None, ttl: int, secrets: tuple[bytes, ...]) -> LoginCache:
+        """A db_proxy's cache: keyed from the cluster's secrets (:func:`cache_key`)."""
+        return cls(redis, ttl, cache_key(secrets))
+
     def _redis_key(self, user_id: int, password_hash: str, md5: str) -> str:
         # Bound to the stored hash too, so a password change invalidates it;
         # no field holds a ':' (an integer, scrypt$... in base64, hex).

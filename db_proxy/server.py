@@ -20,7 +20,7 @@ from common.pb import internal_pb2
 from common.rpc import Commands
 from db_proxy import metrics
 from db_proxy.admin import DbAdmin
-from db_proxy.cache import LoginCache, ThrottleCounters, cache_key
+from db_proxy.cache import LoginCache, ThrottleCounters
 from db_proxy.config import DbProxyConfig
 from db_proxy.directory import DirectoryHandlers
 from db_proxy.files import FileHandlers
@@ -109,7 +109,7 @@ async def _serve(
     )
     hash_pool = ThreadPoolExecutor(config.hash_threads, thread_name_prefix="hash")
     resources.callback(hash_pool.shutdown, wait=False, cancel_futures=True)
-    cache = LoginCache(redis, config.login_cache_ttl, cache_key(config.cluster.secrets()))
+    cache = LoginCache.for_cluster(redis, config.login_cache_ttl, config.cluster.secrets())
     throttle = ThrottleCounters(
         redis, LoginThrottle(throttle_limits(config), derive_key(config.cluster.secrets()))
     )

@@ -47,7 +47,7 @@ def test_without_a_secret_the_key_is_random_and_says_so(caplog: pytest.LogCaptur
 
 async def test_two_instances_with_the_same_secret_share_an_entry(redis: Any) -> None:
     # Two db_proxies, or one before and after a restart: each has its own in-process map.
-    writer = LoginCache(redis, ttl=60, key=cache_key((SECRET,)))
+    writer = LoginCache.for_cluster(redis, 60, (SECRET,))  # as db_proxy/server.py makes it
     reader = LoginCache(redis, ttl=60, key=cache_key((SECRET,)))
     user_id = secrets.randbelow(1 << 30)
     await writer.remember(user_id, "scrypt$hash-1", "ABCDEF")
