@@ -107,8 +107,9 @@ class LoginCache:
         return cls(redis, ttl, cache_key(secrets))
 
     def _redis_key(self, user_id: int, password_hash: str, md5: str) -> str:
-        # Bound to the stored hash too, so a password change invalidates it;
-        # no field holds a ':' (an integer, scrypt$... in base64, hex).
+        # Bound to the stored hash too, so a password change invalidates it.
+        # Unambiguous: the id is an integer and the stored hash has no ':', so
+        # only the last field (the client's md5) might hold one.
         message = f"{user_id}:{password_hash}:{md5.lower()}".encode()
         return "imc:pw:" + hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
 
