@@ -2,9 +2,15 @@
 
 * Verified passwords: scrypt is slow on purpose (~70 ms), so a reconnect
   storm would queue behind it. After one successful check we remember
-  HMAC(secret, user_id:md5) for a while; a login that matches it skips
-  scrypt. The secret lives only in this process, so the cached values are
-  useless to anyone who reads Redis.
+  HMAC(key, user_id:stored hash:md5) for a while; a login that matches it
+  skips scrypt. The stored hash is in it so a password change invalidates
+  the entry. The key is derived from the cluster secret (:func:`cache_key`),
+  so every login db_proxy finds the entries the others wrote and a restarted
+  one finds its own. Without the cluster secret (loopback-only development)
+  it is random per process: a restart then costs each returning user one
+  scrypt. Redis holds only the HMACs: useless without the cluster secret
+  (whoever has the secret, the stored hashes and Redis can test guesses at
+  HMAC speed against cached users: keep the secret as secret as the database).
 * Failed logins (:class:`ThrottleCounters`): the counters of
   db_proxy/login_throttle.py, whose policy this only stores.
 
@@ -71,22 +77,48 @@ class _BoundedMap:
         self._data.pop(key, None)
 
 
+CACHE_KEY_LABEL = b"imcluster login-cache v1"
+
+
+def cache_key(secrets: tuple[bytes, ...]) -> bytes:
+    """The verified-password cache's HMAC key: from the current cluster secret, else random.
+
+    Only the current secret (the first) is used: after a rotation every
+    db_proxy derives the new key, the old entries are never matched again
+    and expire, and each returning user pays one scrypt to be cached anew.
+    """
+    if secrets:
+        return hmac.new(secrets[0], CACHE_KEY_LABEL, hashlib.sha256).digest()
+    log.info("no cluster secret: the verified-password cache is this process's own (not shared, not kept)")
+    return os.urandom(32)
+
+
 class LoginCache:
-    def __init__(self, redis: Any | None, ttl: int) -> None:
+    def __init__(self, redis: Any | None, ttl: int, key: bytes | None = None) -> None:
+        """``key``: from :func:`cache_key`; None is a random one (tests, a single process)."""
         self.redis = redis
         self.ttl = ttl
-        self._secret = os.urandom(32)
+        self._key = key if key is not None else os.urandom(32)
         self._memory = _BoundedMap(MEMORY_ENTRIES)
 
-    def _token(self, user_id: int, password_hash: str, md5: str) -> str:
+    @classmethod
+    def for_cluster(cls, redis: Any | None, ttl: int, secrets: tuple[bytes, ...]) -> LoginCache:
+        """A db_proxy's cache: keyed from the cluster's secrets (:func:`cache_key`)."""
+        return cls(redis, ttl, cache_key(secrets))
+
+    def _redis_key(self, user_id: int, password_hash: str, md5: str) -> str:
         # Bound to the stored hash too, so a password change invalidates it.
+        # Unambiguous: the id is an integer and the stored hash has no ':', so
+        # only the last field (the client's md5) might hold one.
         message = f"{user_id}:{password_hash}:{md5.lower()}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+        return "imc:pw:" + hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
 
     async def is_verified(self, user_id: int, password_hash: str, md5: str) -> bool:
-        if self.ttl <= 0:
-            return False
-        key = f"imc:pw:{self._token(user_id, password_hash, md5)}"
+        found = self.ttl > 0 and await self._lookup(self._redis_key(user_id, password_hash, md5))
+        metrics.LOGIN_CACHE.labels("hit" if found else "miss").inc()
+        return found
+
+    async def _lookup(self, key: str) -> bool:
         if self.redis is not None:
             try:
                 return bool(await self.redis.exists(key))
@@ -97,7 +129,7 @@ class LoginCache:
     async def remember(self, user_id: int, password_hash: str, md5: str) -> None:
         if self.ttl <= 0:
             return
-        key = f"imc:pw:{self._token(user_id, password_hash, md5)}"
+        key = self._redis_key(user_id, password_hash, md5)
         self._memory.set(key, 1, time.monotonic() + self.ttl)
         if self.redis is not None:
             try:

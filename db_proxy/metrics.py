@@ -79,8 +79,16 @@ THROTTLE_MEMORY = Gauge(
     "imcluster_db_login_throttle_bytes",
     "Bytes taken by the in-process login failure counters (bounded by login_throttle_memory).",
 )
+LOGIN_CACHE = Counter(
+    "imcluster_db_login_cache",
+    "Verified-password cache lookups of users who may log in: hit (the password matched a "
+    "remembered check; no scrypt), miss (scrypt runs).",
+    ["outcome"],
+)
 for _reason in ("source_locked", "delayed", "user_delayed"):
     LOGIN_REFUSED.labels(_reason)
+for _outcome in ("hit", "miss"):
+    LOGIN_CACHE.labels(_outcome)
 
 for _reason in ("gave_up", "log_full", "refused"):
     PUSH_DROPPED.labels(_reason)  # exported at 0 from the start

@@ -109,7 +109,7 @@ async def _serve(
     )
     hash_pool = ThreadPoolExecutor(config.hash_threads, thread_name_prefix="hash")
     resources.callback(hash_pool.shutdown, wait=False, cancel_futures=True)
-    cache = LoginCache(redis, config.login_cache_ttl)
+    cache = LoginCache.for_cluster(redis, config.login_cache_ttl, config.cluster.secrets())
     throttle = ThrottleCounters(
         redis, LoginThrottle(throttle_limits(config), derive_key(config.cluster.secrets()))
     )

@@ -41,6 +41,7 @@ DB_COLUMNS = [
     ("address", "db proxy"),
     ("status", "status"),
     ("node_id", "node"),
+    ("roles", "roles"),  # "-" from a server older than roles (it serves them all)
     ("workers", "workers"),
     ("queued", "queued"),
     ("committed", "committed"),

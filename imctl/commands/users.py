@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
 
-from imctl.client import BadUsage, CliError, Unreachable
+from imctl.client import BadUsage, Unreachable
 from imctl.commands.directory import resolve_department
 from imctl.commands.importing import user_import
+from imctl.commands.offline import add_user_offline
 from imctl.context import Admin, admin, admin_options, quote, user_ref
 from imctl.output import key_values, table, timestamp
 
@@ -79,10 +79,16 @@ def _done(adm: Admin, result: dict[str, Any], verb: str) -> None:
 @click.option("--tel", default=None)
 @click.option("--real-name", default=None)
 @click.option(
+    "--offline",
+    is_flag=True,
+    help="Write the configured database directly, not through the cluster: only before it runs "
+    "(refused if one is found).",
+)
+@click.option(
     "--database-url",
     default=None,
-    help="Write straight into this database instead of going through the cluster "
-    "(for setting up before the cluster runs).",
+    metavar="URL",
+    help="With --offline: write into this database (default: db_proxy's directory database).",
 )
 @admin_options
 def user_add(
@@ -93,6 +99,7 @@ def user_add(
     email: str | None,
     tel: str | None,
     real_name: str | None,
+    offline: bool,
     database_url: str | None,
 ) -> None:
     """Create a user who can log in with NAME and PASSWORD.
@@ -101,77 +108,33 @@ def user_add(
     name, and search by the user's domain: NAME, or the pinyin of a Chinese
     nick or name (computed, unless `imctl user update --domain` sets one).
 
-    Goes through the cluster's admin API. When no cluster answers at the
-    default address (it is not up yet) and no --url was asked for, the user
-    is written straight into the configured database instead, as before
-    `imctl up`; --database-url does that on purpose.
+    Goes through the cluster's admin API. Before the cluster runs (setting
+    up), --offline writes the database directly instead; it is refused while
+    a cluster runs (its ready files in [imctl] run_dir name live processes,
+    or something answers at the admin URL).
     """
     adm = admin()
-    if database_url is not None:
-        _add_directly(adm, name, password, nick, department, database_url)
-        return
-    body: dict[str, Any] = {"name": name, "password": password, "nick": nick or name}
+    if database_url is not None and not offline:
+        raise BadUsage("--database-url writes the database directly: it needs --offline")
+    profile: dict[str, Any] = {"nick": nick or name}
     for key, value in (("email", email), ("tel", tel), ("real_name", real_name)):
         if value is not None:
-            body[key] = value
+            profile[key] = value
+    if offline:
+        add_user_offline(adm, name, password, profile, department, database_url)
+        return
+    body: dict[str, Any] = {"name": name, "password": password, **profile}
     try:
         if department is not None:
             body["department_id"] = resolve_department(adm, department)
         result = adm.call("POST", "/users", body)
     except Unreachable as exc:
-        # Only when nothing answers at all: a login_server answering 503 means
-        # the cluster is up, and writing behind its back is not wanted then.
-        if exc.status or not adm.target.url_is_default:
+        if exc.status:  # a login_server answered (a server behind it is down): the cluster is up
             raise
-        _add_directly(adm, name, password, nick, department, None)
-        return
+        raise Unreachable(
+            f"{exc.message}; start the cluster (imctl up), or before it ever runs add users with --offline"
+        ) from None
     _done(adm, result, "created")
-
-
-def _add_directly(
-    adm: Admin, name: str, password: str, nick: str, department: str | None, database_url: str | None
-) -> None:
-    """The offline path: a store of our own, as the cluster's db_proxy would."""
-    from common.config import ConfigError, load_config
-    from db_proxy.config import DbProxyConfig
-    from db_proxy.passwords import hash_password, md5_hex
-    from db_proxy.storage import open_store
-    from db_proxy.storage.model import DuplicateName
-
-    if department is not None and not department.isdecimal():
-        raise BadUsage("without a running cluster, --department must be an id")
-    overrides = {"database_url": database_url} if database_url else {}
-    try:
-        url = load_config(DbProxyConfig, "db_proxy", adm.config_path, overrides).database_url
-    except ConfigError as exc:
-        raise BadUsage(str(exc)) from None
-    if database_url is None:
-        click.echo(f"no cluster at {adm.target.url}; writing to {url} directly", err=True)
-
-    async def create() -> int:
-        store = open_store(url)
-        await store.open()
-        try:
-            await store.migrate()
-            return await store.create_user(
-                name,
-                hash_password(md5_hex(password)),
-                nick=nick or name,
-                department_id=int(department or 0),
-            )
-        finally:
-            await store.close()
-
-    try:
-        user_id = asyncio.run(create())
-    except DuplicateName:
-        raise CliError(f"user {name!r} already exists") from None
-    except Exception as exc:
-        raise CliError(f"cannot create {name!r} in {url}: {exc}") from None
-    adm.show(
-        {"user": {"id": user_id, "name": name}},
-        lambda: click.echo(f"created user {name!r} with id {user_id}"),
-    )
 
 
 @user.command("list")

@@ -1,10 +1,8 @@
-"""imctl on this machine: `up` with its generated admin token, `db
-init|migrate|check`, and `user add` straight into the database when no
-cluster runs."""
+"""imctl on this machine: `up` with its generated admin token, and `db
+init|migrate|check` (`user add --offline`: test_offline.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -16,7 +14,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from db_proxy.storage import open_store
 from db_proxy.storage.schema import LATEST_VERSION
 from imctl.cli import main
 from tests.cli.conftest import free_port
@@ -52,29 +49,6 @@ def test_db_check_and_migrate(engine: str, tmp_path: Path) -> None:
         main, ["db", "check", "--database-url", f"mysql://root@127.0.0.1:{free_port()}/x"], env=_env()
     )
     assert nowhere.exit_code == 3 and "Traceback" not in nowhere.output
-
-
-def test_user_add_without_a_cluster_writes_the_database(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "admin-url").write_text(f"http://127.0.0.1:{free_port()}\n")  # a cluster that is gone
-    database = f"sqlite:///{tmp_path}/offline.db"
-    config = tmp_path / "imcluster.toml"
-    config.write_text(f'[db_proxy]\ndatabase_url = "{database}"\n\n[imctl]\nrun_dir = "{run_dir}"\n')
-    args = ["user", "add", "zed", "--password", "pw", "--config", str(config)]
-    result = CliRunner().invoke(main, args, env=_env())
-    assert result.exit_code == 0, result.output
-    assert "writing to" in result.stderr and "created user 'zed'" in result.stdout
-
-    async def names() -> list[str]:
-        async with open_store(database) as store:
-            user = await store.user_by_name("zed")
-            return [user.name] if user else []
-
-    assert asyncio.run(names()) == ["zed"]
-    # Asked for a cluster by URL, it does not fall back.
-    result = CliRunner().invoke(main, [*args, "--url", f"http://127.0.0.1:{free_port()}"], env=_env())
-    assert result.exit_code == 3
 
 
 def test_up_makes_a_token_that_the_admin_commands_find(tmp_path: Path) -> None:
@@ -116,6 +90,12 @@ def test_up_makes_a_token_that_the_admin_commands_find(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith("created user 'alice' (id ") and "directly" not in result.stderr
         assert "alice" in CliRunner().invoke(main, ["user", "list"], env=env_cli).stdout
+        # While it runs, nothing writes its database behind its back.
+        offline = CliRunner().invoke(
+            main, ["user", "add", "bob", "--password", "pw", "--offline"], env=env_cli
+        )
+        assert offline.exit_code == 1 and "--offline refused: a cluster is running" in offline.stderr
+        assert "bob" not in CliRunner().invoke(main, ["user", "list"], env=env_cli).stdout
         assert "token in" in (tmp_path / "up.out").read_text()
     finally:
         up.send_signal(signal.SIGINT)

@@ -1,5 +1,5 @@
-"""`imctl db init` and `imctl user add` straight into a database (no cluster):
-the user has the names and the department TeamTalk clients need."""
+"""`imctl db init` and `imctl user add --offline` straight into a database (no
+cluster): the user has the names and the department TeamTalk clients need."""
 
 from __future__ import annotations
 
@@ -14,11 +14,18 @@ from db_proxy.handlers import user_info
 from db_proxy.storage import open_store
 from db_proxy.storage.schema import DEFAULT_DEPARTMENT
 from imctl.cli import main
+from tests.cli.conftest import free_port
 from tests.support.databases import fresh_mysql_url
 
 
-def _env() -> dict[str, str | None]:
-    return {k: None for k in os.environ if k.startswith("IMCLUSTER_")}
+def _env(run_dir: Path) -> dict[str, str | None]:
+    """No cluster anywhere: an empty run directory, an admin URL nothing listens at."""
+    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("IMCLUSTER_")}
+    return {
+        **clean,
+        "IMCLUSTER_IMCTL__RUN_DIR": str(run_dir),
+        "IMCLUSTER_URL": f"http://127.0.0.1:{free_port()}",
+    }
 
 
 async def _seen_by_a_client(url: str) -> list[tuple[str, str, str, bool]]:
@@ -35,11 +42,12 @@ async def _seen_by_a_client(url: str) -> list[tuple[str, str, str, bool]]:
 def test_user_add_without_a_cluster(engine: str, tmp_path: Path) -> None:
     def run(url: str) -> None:
         runner = CliRunner()
-        init = runner.invoke(main, ["db", "init", "--database-url", url], env=_env())
+        env = _env(tmp_path)
+        init = runner.invoke(main, ["db", "init", "--database-url", url], env=env)
         assert init.exit_code == 0, init.output
         for args in (["alice"], ["zhangsan", "--nick", "张三"]):
             added = runner.invoke(
-                main, ["user", "add", *args, "--password", "pw", "--database-url", url], env=_env()
+                main, ["user", "add", *args, "--password", "pw", "--offline", "--database-url", url], env=env
             )
             assert added.exit_code == 0, added.output
         assert asyncio.run(_seen_by_a_client(url)) == [
