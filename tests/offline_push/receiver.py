@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class Receiver:
     bad_signatures: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    #: Serve HTTPS with this context (http otherwise).
+    tls: ssl.SSLContext | None = None
     _runner: web.AppRunner | None = None
 
     async def start(self) -> Receiver:
@@ -54,12 +57,13 @@ class Receiver:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        await web.SockSite(self._runner, sock, ssl_context=self.tls).start()
         return self
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/hook"
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ from db_proxy.offline_push.provider import Device, Notification, Outcome
 from db_proxy.offline_push.pusher import OfflinePush
 from db_proxy.offline_push.webhook import WebhookProvider, retry_after, sign
 from db_proxy.storage.model import DeviceToken, User
+from imctl.certs import issue
 from tests.offline_push.receiver import SECRET, Receiver, signature_ok
 
 
@@ -100,6 +103,25 @@ async def test_connection_refused_is_retried() -> None:
         assert (await provider.send(NOTE)).outcome is Outcome.RETRY
     finally:
         await provider.close()
+
+
+async def test_https_checked_against_ca_file(tmp_path: Path) -> None:
+    ca_dir = tmp_path / "tls"
+    _, (node,) = issue(ca_dir, ["127.0.0.1"])
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(node.cert, node.key)
+    receiver = await Receiver(tls=tls).start()
+    trusting = WebhookProvider(config(receiver.url, ca_file=str(ca_dir / "ca.pem")))
+    system = WebhookProvider(config(receiver.url))  # the system's CAs do not know this one
+    try:
+        assert (await trusting.send(NOTE)).outcome is Outcome.DELIVERED
+        refused = await system.send(NOTE)
+        assert refused.outcome is Outcome.RETRY and "SSL" in refused.detail.upper()
+        assert len(receiver.accepted) == 1
+    finally:
+        await trusting.close()
+        await system.close()
+        await receiver.close()
 
 
 class FakeStore:
