@@ -173,24 +173,27 @@ class OfflinePush:
             device = Device(token.user_id, token.client_type, token.token)
             devices[token.user_id] = (*devices.get(token.user_id, ()), device)
         names = await self._sender_names({push.from_user_id for push, _ in batch})
-        now = self.clock()
+        group_muted: list[set[int]] = []
         for push, users in batch:
-            muted = {u for u in users if u in shielded}
-            group_muted: set[int] = set()
+            muted: set[int] = set()
             if push.session_type == base_pb2.SESSION_TYPE_GROUP:
-                group_muted = await self.messages.group_shielded(
-                    push.to_id, [u for u in users if u not in muted]
-                )
+                unmuted = [u for u in users if u not in shielded]
+                muted = await self.messages.group_shielded(push.to_id, unmuted)
+            group_muted.append(muted)
+        # Every lookup done: from here on nothing can fail half way (a failure above counts the lot once).
+        now = self.clock()
+        for (push, users), in_group in zip(batch, group_muted, strict=True):
+            muted = {u for u in users if u in shielded}
             made, _ = notifications(
                 push,
                 users,
                 devices=devices,
-                shielded=muted | group_muted,
+                shielded=muted | in_group,
                 sender_name=names.get(push.from_user_id, ""),
                 include_text=self.config.include_text,
             )
             self._drop(SHIELDED, len(muted))
-            self._drop(GROUP_SHIELDED, len(group_muted))
+            self._drop(GROUP_SHIELDED, len(in_group))
             for n in made:
                 self.queue.offer(n, [p.name for p in self.providers.values() if p.serves(n)], now)
         for wake in self._wakes.values():

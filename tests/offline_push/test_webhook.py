@@ -17,7 +17,7 @@ from db_proxy.offline_push.config import OfflinePushConfig
 from db_proxy.offline_push.provider import Device, Notification, Outcome
 from db_proxy.offline_push.pusher import OfflinePush
 from db_proxy.offline_push.webhook import WebhookProvider, retry_after, sign
-from db_proxy.storage.model import DeviceToken, User
+from db_proxy.storage.model import DeviceToken, StoreError, User
 from imctl.certs import issue
 from tests.offline_push.receiver import SECRET, Receiver, signature_ok
 
@@ -220,5 +220,23 @@ async def test_runner_shields_text_and_sender(receiver: Receiver) -> None:
             {"client_type": base_pb2.CLIENT_TYPE_IOS, "platform": "ios", "token": "ios-7"}
         ]
         assert offline.status()["dropped"] == {"shielded": 3, "group_shielded": 1}
+    finally:
+        await offline.stop()
+
+
+async def test_a_failed_lookup_is_counted_once(receiver: Receiver) -> None:
+    class Down(FakeStore):
+        async def group_shielded(self, group_id: int, user_ids: list[int]) -> set[int]:
+            raise StoreError("database down")
+
+    offline = await run(Down(), config(receiver.url))
+    try:
+        offline.offer(push(1), [7, 8])
+        offline.offer(push(2, base_pb2.SESSION_TYPE_GROUP, 50), [7])
+        async with asyncio.timeout(10):
+            while not offline.status()["dropped"]:
+                await asyncio.sleep(0.02)
+        assert offline.status()["dropped"] == {"lookup_failed": 3}  # the batch, nothing half sent
+        assert offline.status()["queued"] == 0 and not receiver.accepted
     finally:
         await offline.stop()
