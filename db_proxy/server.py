@@ -27,6 +27,7 @@ from db_proxy.files import FileHandlers
 from db_proxy.groups import GroupHandlers
 from db_proxy.handlers import Handlers
 from db_proxy.login_throttle import Limits, LoginThrottle, derive_key
+from db_proxy.offline_push.factory import build_offline_push
 from db_proxy.passwords import dummy_hash
 from db_proxy.push import LogAppender, PushDispatcher, RouteLinks
 from db_proxy.storage import open_store
@@ -99,6 +100,9 @@ async def _serve(
     workers = MessageWorkers(
         store, appender, config.workers, config.queue_size, config.batch_size, directory=directory
     )
+    offline = None
+    if DbRole.MESSAGES in roles and config.offline_push.enabled:  # where the dispatcher runs
+        offline = build_offline_push(config.offline_push, directory, store)
     dispatcher = PushDispatcher(
         delivery_log,
         routes,
@@ -106,6 +110,7 @@ async def _serve(
         lease_ttl=config.delivery_lease_ttl,
         push_timeout=config.push_timeout,
         give_up=config.push_give_up,
+        offline=offline,
     )
     hash_pool = ThreadPoolExecutor(config.hash_threads, thread_name_prefix="hash")
     resources.callback(hash_pool.shutdown, wait=False, cancel_futures=True)
@@ -149,6 +154,9 @@ async def _serve(
     # db_proxy takes over at once) and close the route links.
     routes.start()
     resources.push_async_callback(routes.stop)
+    if offline is not None:  # stopped after the dispatcher, which hands it work
+        offline.start()
+        resources.push_async_callback(offline.stop)
     if DbRole.MESSAGES in roles:  # the delivery log's partitions are pushed where messages are stored
         dispatcher.start()
         resources.push_async_callback(dispatcher.stop)
@@ -171,6 +179,7 @@ async def _serve(
             "queue_depths": workers.depths(),
             "partitions_held": sorted(dispatcher.held),
             "append_backlog": len(appender.backlog),
+            **({"offline_push": offline.status()} if offline is not None else {}),
         }
 
     exposed = await start_metrics_server(config.metrics_host, config.metrics_port, health)

@@ -6,7 +6,9 @@ by ``push_timeout``, and answers when each has answered (a gateway answers
 once the message is written to its client connections) or given up. The
 answer names the recipients to push again: those whose gateway did not
 confirm while the table still places them there. A recipient with no
-session anywhere is done: its client syncs from storage at its next login.
+session anywhere is done: its client syncs from storage at its next login;
+the answer names it in ``offline_user_ids`` (the sender excepted) for the
+offline push.
 A retry that reaches a gateway which had the message already is dropped
 there as a duplicate, so handing back too much is safe; too little is not.
 """
@@ -46,16 +48,20 @@ class Pusher:
         retry = self.held(recipients)
         if retry:
             PUSHES_DROPPED.labels("no_gateway_link").inc(len(retry))
-        offline = sum(1 for u in recipients if u not in reached and u not in retry)
+        offline = [u for u in recipients if u not in reached and u not in retry]
         if offline:
-            PUSHES_DROPPED.labels("no_session").inc(offline)
+            PUSHES_DROPPED.labels("no_session").inc(len(offline))
         # Pushes of a conversation leave for a gateway in the order they came:
         # each handler's first step (this, up to gather) schedules its calls,
         # asyncio runs ready tasks first in, first out, and a call writes its
         # frame in its first step; the link is FIFO.
         for again in await asyncio.gather(*(self._to_gateway(g, users, msg) for g, users in targets.items())):
             retry |= again
-        return internal_pb2.PushMsgResult(retry_user_ids=[u for u in recipients if u in retry])
+        return internal_pb2.PushMsgResult(
+            retry_user_ids=[u for u in recipients if u in retry],
+            # For the offline push; the sender's own other devices are not notified of its message.
+            offline_user_ids=[u for u in offline if u != msg.from_user_id],
+        )
 
     async def _to_gateway(self, gateway_id: str, users: list[int], msg: internal_pb2.PushMsg) -> set[int]:
         """The users of one gateway to push again (empty: all confirmed, or gone)."""

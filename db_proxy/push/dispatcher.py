@@ -21,6 +21,11 @@ storage before a later message and drops a stale copy, so order and
 exactly-once per connection hold at the gateway. While no route server
 answers at all, the entry keeps its window slot and is retried with backoff,
 so the partition waits, in order, instead of racing ahead.
+
+Recipients a route server names in ``offline_user_ids`` (no session on any
+gateway) are handed to the offline push, when one is configured, once per
+message and recipient: a retried or redelivered push that names them again
+is recognised by the notification key (a bounded recent window).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -43,6 +49,7 @@ from common.errors import ImError, Unavailable
 from common.link import Upstream
 from common.pb import internal_pb2
 from db_proxy import metrics
+from db_proxy.offline_push.build import notification_key
 
 log = logging.getLogger("db.push")
 
@@ -55,6 +62,32 @@ _Key = tuple[int, bytes]
 
 class Routes(Protocol):
     def in_order_for(self, key: ShardKey) -> list[Upstream]: ...
+
+
+class OfflineSink(Protocol):
+    """Where recipients with no online session go (db_proxy.offline_push.pusher.OfflinePush)."""
+
+    def offer(self, push: internal_pb2.PushMsg, user_ids: Sequence[int]) -> None: ...
+
+
+class _Recent:
+    """Notification keys handed over lately: at most ``size``, each for ``ttl`` seconds."""
+
+    def __init__(self, size: int = 100_000, ttl: float = 900.0) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_time(self, key: str, now: float) -> bool:
+        while self._seen:
+            oldest, at = next(iter(self._seen.items()))
+            if now - at < self.ttl and len(self._seen) < self.size:
+                break
+            del self._seen[oldest]
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
 
 
 class _NoRoute(Exception):
@@ -94,6 +127,7 @@ class PushDispatcher:
         block_s: float = 0.5,
         retry_initial: float = 0.05,
         retry_cap: float = 1.0,
+        offline: OfflineSink | None = None,
     ) -> None:
         self.log = delivery_log
         self.routes = routes
@@ -107,6 +141,8 @@ class PushDispatcher:
         self.block_s = block_s
         self.retry_initial = retry_initial
         self.retry_cap = retry_cap
+        self.offline = offline
+        self._notified = _Recent()
         #: Held partitions and their pushing tasks.
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._states: dict[int, _Partition] = {}
@@ -343,7 +379,7 @@ class PushDispatcher:
             answered = False
             while True:
                 try:
-                    retry = await self._push_once(delivery.entry.conversation, push, users)
+                    reply = await self._push_once(delivery.entry.conversation, push, users)
                 except _Refused:
                     self._drop("refused", len(users))
                     break
@@ -358,7 +394,8 @@ class PushDispatcher:
                         if push.committed_at_us:
                             metrics.PUSH_LATENCY.observe(max(0.0, time.time() - push.committed_at_us / 1e6))
                     asked = set(users)
-                    users = [u for u in retry if u in asked]
+                    self._hand_offline(push, [u for u in reply.offline_user_ids if u in asked])
+                    users = [u for u in reply.retry_user_ids if u in asked]
                     if not users:
                         self.delivered += 1
                         metrics.PUSH_DELIVERED.inc()
@@ -384,8 +421,8 @@ class PushDispatcher:
 
     async def _push_once(
         self, conversation: ShardKey, push: internal_pb2.PushMsg, users: Sequence[int]
-    ) -> list[int]:
-        """``retry_user_ids`` of the first route server that answers; _NoRoute if none does."""
+    ) -> internal_pb2.PushMsgResult:
+        """The answer of the first route server that answers; _NoRoute if none does."""
         if list(push.user_ids) != list(users):
             narrowed = internal_pb2.PushMsg()
             narrowed.CopyFrom(push)
@@ -401,8 +438,16 @@ class PushDispatcher:
             except ImError as exc:
                 log.error("%s: %s refused push of msg %d: %s", self.node_id, upstream.name, push.msg_id, exc)
                 raise _Refused from exc
-            return list(reply.retry_user_ids)
+            return reply
         raise _NoRoute
+
+    def _hand_offline(self, push: internal_pb2.PushMsg, user_ids: list[int]) -> None:
+        if self.offline is None or not user_ids:
+            return
+        now = time.monotonic()
+        fresh = [u for u in user_ids if self._notified.first_time(notification_key(push, u), now)]
+        if fresh:
+            self.offline.offer(push, fresh)
 
     async def _ack(self, state: _Partition, key: _Key) -> None:
         deliveries = state.in_flight.pop(key, [])

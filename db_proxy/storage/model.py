@@ -52,6 +52,15 @@ class OfflineFile:
     expires_at: int  # unix seconds: not listed from then on
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceToken:
+    """A push token a client registered (IMDeviceTokenReq): one per user and client type."""
+
+    user_id: int
+    client_type: int
+    token: str
+
+
 # A user to create: login name, password hash and profile fields (as create_user's keywords).
 NewUser = tuple[str, str, Mapping[str, object]]
 
@@ -393,6 +402,24 @@ class Store(Protocol):
     async def set_device_token(self, user_id: int, client_type: int, token: str) -> None: ...
     async def set_push_shield(self, user_id: int, shield: int) -> None: ...
     async def push_shield(self, user_id: int) -> int: ...
+
+    # offline push (db_proxy.offline_push): batched reads for a message's offline recipients
+    async def device_tokens(self, user_ids: list[int]) -> list[DeviceToken]:
+        """The non-empty tokens registered by ``user_ids``, by user then client type."""
+        ...
+
+    async def push_shielded(self, user_ids: list[int]) -> set[int]:
+        """Those of ``user_ids`` who muted push notifications (set_push_shield 1)."""
+        ...
+
+    async def group_shielded(self, group_id: int, user_ids: list[int]) -> set[int]:
+        """Those of ``user_ids`` who are members of ``group_id`` and shielded it (set_group_shield 1)."""
+        ...
+
+    async def remove_device_tokens(self, devices: Sequence[DeviceToken]) -> int:
+        """Forget tokens a push service called invalid; a token replaced meanwhile stays.
+        Returns how many rows went."""
+        ...
 
     # offline files (the list; the data is on a file server)
     async def add_offline_file(self, file: OfflineFile) -> bool:

@@ -1,8 +1,8 @@
 """The SQL store: every business query, written once for both engines.
 
 The queries live in one module per area (:mod:`.sql_messages`,
-:mod:`.sql_groups`, :mod:`.sql_directory`, :mod:`.sql_files`), each a mixin over the engine's
-:class:`~.sql_base.Database`; :class:`SqlStore` puts them together.
+:mod:`.sql_groups`, :mod:`.sql_directory`, :mod:`.sql_files`, :mod:`.sql_push`),
+each a mixin over the engine's :class:`~.sql_base.Database`; :class:`SqlStore` puts them together.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from .sql_directory import DirectoryQueries
 from .sql_files import FileQueries
 from .sql_groups import GroupQueries
 from .sql_messages import MessageQueries
+from .sql_push import PushQueries
 
 __all__ = ["Database", "Dialect", "Row", "SqlStore", "TransientError", "Tx", "UniqueViolation"]
 
 
-class SqlStore(DirectoryQueries, MessageQueries, GroupQueries, FileQueries):
+class SqlStore(DirectoryQueries, MessageQueries, GroupQueries, FileQueries, PushQueries):
     """The :class:`~db_proxy.storage.model.Store` over any :class:`Database`.
 
     Usable as ``async with open_store(url) as store:`` (opens and closes).
