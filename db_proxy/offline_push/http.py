@@ -27,13 +27,21 @@ def tls_context(config: OfflinePushConfig) -> ssl.SSLContext:
         raise ConfigError(f"offline_push.ca_file: cannot load {config.ca_file}: {exc}") from None
 
 
-def client(config: OfflinePushConfig, *, http2: bool = False) -> httpx.AsyncClient:
-    """``http2``: HTTP/2 only (APNs serves nothing else); otherwise HTTP/1.1."""
+def client(
+    config: OfflinePushConfig, *, http2: bool = False, headers: dict[str, str] | None = None
+) -> httpx.AsyncClient:
+    """``http2``: HTTP/2 only (APNs serves nothing else); otherwise HTTP/1.1.
+
+    Pooled: connections are reused, at most ``concurrency`` of them (the
+    runner's requests in flight to one provider).
+    """
     return httpx.AsyncClient(
         verify=tls_context(config),
         timeout=httpx.Timeout(config.timeout),
         http1=not http2,
         http2=http2,
+        limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency),
+        headers=headers,
         follow_redirects=False,  # a push API never redirects; one that does is misconfigured
     )
 

@@ -13,17 +13,16 @@ sends the same key again. docs/offline-push.md has the JSON and a checker.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import hmac
 import json
-import ssl
 import time
 from typing import Any
 
 import httpx
 
 from common.pb import base_pb2
+from db_proxy.offline_push import http
 from db_proxy.offline_push.config import OfflinePushConfig
 from db_proxy.offline_push.provider import Notification, Outcome, Provider, Result, is_android, is_ios
 
@@ -68,41 +67,13 @@ def payload(notification: Notification) -> dict[str, Any]:
     return body
 
 
-def retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a Retry-After header (delta seconds or an HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def tls_context(ca_file: str) -> ssl.SSLContext | bool:
-    """Verify servers against ``ca_file`` when set; the system's CAs otherwise (never unverified)."""
-    return ssl.create_default_context(cafile=ca_file) if ca_file else True
-
-
 class WebhookProvider(Provider):
     name = "webhook"
 
     def __init__(self, config: OfflinePushConfig) -> None:
         self.url = config.webhook_url
         self._secret = config.webhook_secret
-        # One pooled client: connections are reused across notifications,
-        # at most ``concurrency`` of them (the runner's requests in flight).
-        self.client = httpx.AsyncClient(
-            verify=tls_context(config.ca_file),
-            timeout=config.timeout,
-            limits=httpx.Limits(
-                max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-            ),
-            headers={"User-Agent": USER_AGENT},
-        )
+        self.client = http.client(config, headers={"User-Agent": USER_AGENT})
 
     def serves(self, notification: Notification) -> bool:
         return True  # the receiver decides what to do, devices or not
@@ -118,18 +89,14 @@ class WebhookProvider(Provider):
         }
         try:
             response = await self.client.post(self.url, content=body, headers=headers)
-        except httpx.TimeoutException:
-            return Result(Outcome.RETRY, "timeout")
-        except httpx.HTTPError as exc:  # refused, reset, TLS failure, a broken response
-            return Result(Outcome.RETRY, f"{type(exc).__name__}: {exc}"[:200])
+        except httpx.HTTPError as exc:  # refused, reset, timed out, TLS failure, a broken response
+            return http.unreachable(exc, "webhook")
         status = response.status_code
         if 200 <= status < 300:
             return Result(Outcome.DELIVERED)
-        if status == 429 or status >= 500:
-            return Result(
-                Outcome.RETRY, f"HTTP {status}", retry_after(response.headers.get("Retry-After"), time.time())
-            )
-        return Result(Outcome.REJECTED, f"HTTP {status}")
+        if http.is_transient(status):
+            return http.transient(response, "webhook")
+        return Result(Outcome.REJECTED, f"webhook: HTTP {status}")
 
     async def close(self) -> None:
         await self.client.aclose()

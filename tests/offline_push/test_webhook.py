@@ -14,9 +14,10 @@ import pytest
 from common.pb import base_pb2, internal_pb2, message_pb2
 from common.teamtalk_text import encode_text
 from db_proxy.offline_push.config import OfflinePushConfig
+from db_proxy.offline_push.http import retry_after
 from db_proxy.offline_push.provider import Device, Notification, Outcome
 from db_proxy.offline_push.pusher import OfflinePush
-from db_proxy.offline_push.webhook import WebhookProvider, retry_after, sign
+from db_proxy.offline_push.webhook import WebhookProvider, sign
 from db_proxy.storage.model import DeviceToken, StoreError, User
 from imctl.certs import issue
 from tests.offline_push.receiver import SECRET, Receiver, signature_ok
