@@ -1,10 +1,11 @@
 """A gateway's links to the db_proxies, and which roles each one serves.
 
 Each link asks ``DB_PROXY_INFO`` as soon as it is made, before it counts as
-ready (common/db_info.py). A request goes to the db_proxies serving its role (``common/db_roles.py``):
-the one its key hashes to (``shard_of``) over that role's sub-list, in
-config order, so every gateway with the same config picks the same one,
-else the next connected one in that sub-list.
+ready (common/db_info.py). A request goes to a db_proxy serving its role
+(common/db_roles.py): the one its key hashes to (``shard_of``) over that
+role's sub-list, in config order, so every gateway with the same config
+picks the same one; else the next connected one in that sub-list. None up:
+refused at once (LinkDown naming the role), never left waiting.
 
 A link keeps the roles it last announced while it is down: the sub-lists,
 and so the hash, stay the same across a restart, and only fail-over moves
