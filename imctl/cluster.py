@@ -97,10 +97,37 @@ class ServerProcess:
             proc.wait()
 
 
+@dataclass(frozen=True)
+class DbNode:
+    """One db_proxy of a local cluster: its name (and node id), the roles it serves
+    (empty: every role) and its databases (None: the cluster's ``database_url``)."""
+
+    name: str
+    roles: tuple[str, ...] = ()
+    directory_database_url: str | None = None
+    messages_database_url: str | None = None
+
+    def overrides(self) -> dict[str, str]:
+        result = {"node_id": self.name}
+        if self.roles:
+            result["roles"] = ",".join(self.roles)
+        if self.directory_database_url:
+            result["directory_database_url"] = self.directory_database_url
+        if self.messages_database_url:
+            result["messages_database_url"] = self.messages_database_url
+        return result
+
+
+#: One db_proxy serving everything: what ``imctl up`` runs.
+SINGLE_DB: tuple[DbNode, ...] = (DbNode("db-1"),)
+
+
 @dataclass
 class LocalCluster:
     """The default local topology: 1 db_proxy, 1 login, N gateways, R route servers,
-    1 file_server and 1 msfs (sharing one file store under ``run_dir``).
+    1 file_server and 1 msfs (sharing one file store under ``run_dir``). ``db_layout``
+    names other db_proxies (roles, databases); every gateway and the login_server
+    link to each of them.
 
     With ``base_port`` 0 every server binds a free port and the next one is
     told the real port of the last (that is how the tests run clusters).
@@ -124,6 +151,7 @@ class LocalCluster:
     environ: dict[str, dict[str, str]] = field(default_factory=dict)
     secret_file: Path | None = None  # None: no cluster secret (every link is on loopback)
     tls_dir: Path | None = None  # None: no TLS; else the CA and one certificate per server, made if missing
+    db_layout: tuple[DbNode, ...] = SINGLE_DB
     servers: list[ServerProcess] = field(default_factory=list)
     file_addr: str = ""  # the file_server's internal link, once started
 
@@ -180,22 +208,9 @@ class LocalCluster:
             for i in range(self.routes)
         ]
         route_addr = ",".join(f"127.0.0.1:{route.info['port']}" for route in routes)
-        db_overrides = {
-            "node_id": "db-1",
-            "host": LOOPBACK,
-            "port": self._port(2600),
-            "metrics_port": self._port(2610),
-            "route_servers": route_addr,
-        }
-        if self.database_url:
-            db_overrides["database_url"] = self.database_url
-        if self.redis_url:
-            db_overrides["redis_url"] = self.redis_url
-        if self.delivery_log:
-            db_overrides["delivery_log"] = self.delivery_log
-        db = self._launch(self._server("db", "db-1", db_overrides), ready_timeout)
+        dbs = [self._start_db(i, node, route_addr, ready_timeout) for i, node in enumerate(self.db_layout)]
         http = str(self.http_port) if self.base_port else "0"
-        db_addr = f"127.0.0.1:{db.info['port']}"
+        db_addr = ",".join(f"127.0.0.1:{db.info['port']}" for db in dbs)
         msfs_url = self._start_files(ready_timeout) if self.files else ""
         login_overrides = {
             "node_id": "login-1",
@@ -219,6 +234,21 @@ class LocalCluster:
                 ready_timeout,
             )
         self.wait_registered(self.gateways, ready_timeout)
+
+    def _start_db(self, index: int, node: DbNode, route_addr: str, ready_timeout: float) -> ServerProcess:
+        overrides = {
+            "host": LOOPBACK,
+            "port": self._port(2600 + 20 * index),
+            "metrics_port": self._port(2610 + 20 * index),
+            "route_servers": route_addr,
+        }
+        if self.database_url:
+            overrides["database_url"] = self.database_url
+        if self.redis_url:
+            overrides["redis_url"] = self.redis_url
+        if self.delivery_log:
+            overrides["delivery_log"] = self.delivery_log
+        return self._launch(self._server("db", node.name, {**overrides, **node.overrides()}), ready_timeout)
 
     def _start_files(self, ready_timeout: float) -> str:
         """file_server and msfs on one store; msfs's URL, for discovery."""

@@ -19,12 +19,14 @@ from google.protobuf.message import Message
 
 from common.commands import Cmd, OneWays, Rpcs
 from common.config import split_address
-from common.conversation import ShardKey, is_mobile, shard_of
+from common.conversation import ShardKey, is_mobile
+from common.db_roles import DbRole, role_of
 from common.link import Identity, Link, LinkDown, LinkSettings, Upstream
 from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
 from msg_server.admission import Admitter, caps_of, effective_max_connections, open_file_limit
 from msg_server.config import MsgServerConfig
+from msg_server.db_links import DbLinks
 from msg_server.limits import Limiter
 from msg_server.metrics import PUSHED, PUSHES_DROPPED
 from msg_server.profile_notices import publish_profile
@@ -70,10 +72,8 @@ class Gateway:
         def addresses(key: str, values: tuple[str, ...]) -> list[tuple[str, int]]:
             return [split_address(f"msg_server.{key}", v) for v in values]
 
-        self.db_links = [
-            Upstream(f"db@{h}:{p}", [(h, p)], me, settings=settings, expect_role=internal_pb2.ROLE_DB_PROXY)
-            for h, p in addresses("db_proxies", config.db_proxies)
-        ]
+        self.db = DbLinks(addresses("db_proxies", config.db_proxies), me, settings, config.request_timeout)
+        self.db_links = self.db.links
         self.pusher = Pusher(self)
         from_route = (
             Commands()
@@ -232,22 +232,18 @@ class Gateway:
 
     # -- db_proxy -----------------------------------------------------------------
 
-    def db_for(self, key: ShardKey) -> Upstream:
-        """The db_proxy for a conversation: always the same while it is up."""
-        n = len(self.db_links)
-        first = shard_of(key, n)
-        for i in range(n):
-            link = self.db_links[(first + i) % n]
-            if link.connected:
-                return link
-        raise LinkDown("no db_proxy is reachable")
+    def db_for(self, key: ShardKey, role: DbRole) -> Upstream:
+        """The db_proxy serving ``role`` for ``key``: always the same while it is up (db_links.py)."""
+        return self.db.pick(role, key)
 
     async def db_call(self, key: ShardKey, rpc: Rpc[ReqT, ResT], request: ReqT) -> ResT:
-        """Ask the db_proxy of ``key`` (a conversation, a user name...): its typed reply.
+        """Ask the db_proxy of ``key`` (a conversation, a user name...) among those
+        serving the request's role: its typed reply.
 
-        Raises an ImError: Unavailable (no link, timeout) or what db_proxy answered.
+        Raises an ImError: Unavailable (none serving the role is linked, a
+        timeout) or what db_proxy answered.
         """
-        return await self.db_for(key).call(rpc, request, self.config.request_timeout)
+        return await self.db_for(key, role_of(rpc.command)).call(rpc, request, self.config.request_timeout)
 
     async def route_call(self, rpc: Rpc[ReqT, ResT], request: ReqT) -> ResT:
         for link in self.route_links:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.commands import Cmd, Rpcs
 from common.conversation import conversation_key
+from common.db_roles import DbRole
 from common.errors import ImError
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.metrics import GAPS_FILLED, PUSH_LATENCY, PUSHED, PUSHES_DROPPED, RELAY_LATENCY
@@ -194,7 +195,9 @@ class Pusher:
                     msg_id_list=chunk,
                 )
                 try:
-                    res = await self.gateway.db_for(key).call(Rpcs.MSG_BY_ID, req, FILL_TIMEOUT)
+                    res = await self.gateway.db_for(key, DbRole.MESSAGES).call(
+                        Rpcs.MSG_BY_ID, req, FILL_TIMEOUT
+                    )
                 except ImError as exc:
                     # The rest is written past rather than each chunk waited for in
                     # turn while later pushes queue behind (storage is failing).

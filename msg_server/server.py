@@ -99,13 +99,16 @@ async def serve(
 
 
 def health(gateway: Gateway) -> dict[str, object]:
-    """Healthy while it can store (a db_proxy) and relay (a route server)."""
-    db = any(link.connected for link in gateway.db_links)
+    """Healthy while every db_proxy role it needs is linked (log in, look up,
+    store) and it can relay (a route server)."""
+    roles = gateway.db.health()
+    db = all(roles.values())
     route = any(link.connected for link in gateway.route_links)
     return {
         "ok": db and route,
         "node_id": gateway.node_id,
         "db_proxy": db,
+        "db_roles": roles,
         "route_server": route,
         "connections": len(gateway.connections),
         "sessions": gateway.logged_in,

@@ -53,6 +53,14 @@ NOTICES_DROPPED = Counter(
     "frame, counted per change in it).",
     ["reason"],
 )
+INVALIDATIONS = Counter(
+    "imcluster_route_db_invalidations",
+    "Directory invalidations (DB_INVALIDATE) from a db_proxy forwarded to another linked db_proxy, "
+    "per receiving db_proxy, by outcome: relayed, send_failed (the link refused the frame).",
+    ["outcome"],
+)
+for _outcome in ("relayed", "send_failed"):
+    INVALIDATIONS.labels(_outcome)
 NOTICES_PENDING = Gauge(
     "imcluster_route_profile_notices_pending", "Profile changes waiting for the next batch."
 )

@@ -26,6 +26,7 @@ from route_server import metrics
 from route_server.admin import RouteAdmin
 from route_server.config import RouteServerConfig
 from route_server.metrics import (
+    INVALIDATIONS,
     KICKS,
     NOTICES_DROPPED,
     NOTICES_RELAYED,
@@ -70,7 +71,10 @@ class RouteServer(LinkServer):
                 internal_pb2.ROLE_GATEWAY: gateway_commands,
                 internal_pb2.ROLE_DB_PROXY: Commands()
                 .oneway(OneWays.ROUTE_DELIVER, self.on_deliver)
-                .rpc(Rpcs.PUSH_MSG, self.on_push),
+                .rpc(Rpcs.PUSH_MSG, self.on_push)
+                # db_proxy builds the profile notices of the changes it stores (the admin API's too).
+                .oneway(OneWays.ROUTE_PROFILE_CHANGE, self.on_profile_change)
+                .oneway(OneWays.DB_INVALIDATE, self.on_db_invalidate),
                 internal_pb2.ROLE_ADMIN: Commands()
                 .rpc(Rpcs.ROUTE_USERS_STAT, self.on_users_stat)
                 .rpc(Rpcs.ADMIN_CALL, admin_handler(RouteAdmin(self).methods())),
@@ -83,6 +87,7 @@ class RouteServer(LinkServer):
         self.policy = LoginPolicy(config.login_policy)
         self.table = RouteTable()
         self.gateway_links: dict[str, Link] = {}
+        self.db_proxy_links: dict[str, Link] = {}  # by node id: where directory invalidations go
         self.pending_status: dict[int, base_pb2.UserStatType.ValueType] = {}
         self.notices = ProfileNotices(
             config.max_pending_notices, config.max_pending_notice_bytes, on_drop=self._notice_dropped
@@ -104,6 +109,8 @@ class RouteServer(LinkServer):
     # -- link lifecycle -------------------------------------------------------
 
     def on_hello(self, conn: Link) -> None:
+        if conn.role == internal_pb2.ROLE_DB_PROXY:
+            self.db_proxy_links[conn.node_id] = conn
         if conn.role != internal_pb2.ROLE_GATEWAY:
             return
         # The link layer admits one link per node id, so this is the only one.
@@ -113,6 +120,8 @@ class RouteServer(LinkServer):
         self.readiness.linked(conn.node_id, self.clock())
 
     def on_goodbye(self, conn: Link) -> None:
+        if conn.role == internal_pb2.ROLE_DB_PROXY and self.db_proxy_links.get(conn.node_id) is conn:
+            del self.db_proxy_links[conn.node_id]
         if conn.role == internal_pb2.ROLE_GATEWAY and self.gateway_links.get(conn.node_id) is conn:
             del self.gateway_links[conn.node_id]
             self.readiness.unlinked(conn.node_id)
@@ -196,6 +205,16 @@ class RouteServer(LinkServer):
             self._notice_dropped("bad_command", 1)
             return
         self.notices.offer(msg)
+
+    def on_db_invalidate(self, conn: Link, msg: internal_pb2.DbInvalidate) -> None:
+        """Directory facts a db_proxy changed: every other linked db_proxy drops them from its
+        cache. A db_proxy linked to several route servers hears it from each (harmless: a drop)."""
+        sender = msg.from_node or conn.node_id
+        body = msg.SerializeToString()
+        for node_id, link in self.db_proxy_links.items():
+            if node_id == sender:
+                continue
+            INVALIDATIONS.labels("relayed" if link.send_raw(Cmd.DB_INVALIDATE, body) else "send_failed").inc()
 
     def _send_to_gateway(self, gateway_id: str, command_id: int, message: Message) -> None:
         link = self.gateway_links.get(gateway_id)

@@ -361,10 +361,11 @@ class AdminApi:
 
 
 def _server_status(answer: Answer) -> dict[str, Any]:
+    roles = {"roles": list(answer.roles)} if answer.roles else {}
     if answer.result is not None:
-        return {**answer.result, "address": answer.address, "status": "ok"}
+        return {**answer.result, **roles, "address": answer.address, "status": "ok"}
     state = "unreachable" if not answer.reachable else "error"
-    return {"address": answer.address, "status": state, "error": answer.error}
+    return {"address": answer.address, "status": state, "error": answer.error, **roles}
 
 
 def setup_admin(app: web.Application, token: str, backends: Backends, balancer: Balancer) -> AdminApi:

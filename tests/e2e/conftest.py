@@ -30,7 +30,7 @@ import pytest
 from common.pb import base_pb2
 from db_proxy.passwords import hash_password, md5_hex
 from db_proxy.storage import open_store
-from imctl.cluster import LocalCluster, write_secret_file
+from imctl.cluster import SINGLE_DB, DbNode, LocalCluster, write_secret_file
 from tests.support.databases import fresh_mysql_url
 from tests.support.delivery_logs import fresh_delivery_log_url
 from tests.support.ttclient import TTClient, discover
@@ -144,6 +144,8 @@ def _start(
     files: bool = False,
     msg: dict[str, str] | None = None,
     default_limits: bool = False,
+    db_layout: tuple[DbNode, ...] = SINGLE_DB,
+    environ: dict[str, dict[str, str]] | None = None,
 ) -> Cluster:
     users = asyncio.run(create_users(database_url, USERS, CROWD))
     # As in production: every internal link proves the cluster secret.
@@ -159,6 +161,8 @@ def _start(
         secret_file=write_secret_file(tmp / "cluster.secret"),
         tls_dir=tmp / "tls" if tls else None,
         files=files,
+        db_layout=db_layout,
+        environ=environ or {},
     )
     # The delivery and fault tests send messages faster than a person (hundreds a second, waiting
     # for their acks): past the rate limits they would get no ack. Modules that test the limits
@@ -191,6 +195,39 @@ def running_cluster(
             log_url = stack.enter_context(fresh_delivery_log_url(backend))
             mysql_url = stack.enter_context(fresh_mysql_url())
             started = _start(tmp, mysql_url, REDIS_URL, log_url, routes, tls, files, msg, default_limits)
+        stack.callback(started.local.stop)
+        yield started
+        started.local.stop()
+        started.assert_no_tracebacks()
+
+
+#: The split layout's db_proxies and their roles (common/db_roles.py).
+SPLIT_ROLES = {"db-login": ("login", "directory", "admin"), "db-msg": ("messages",)}
+ADMIN_TOKEN = "e2e-admin-token"
+
+
+@contextlib.contextmanager
+def running_split_cluster(tmp: Path, msg: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """A cluster on MariaDB + Redis whose db_proxies split the roles: ``db-login``
+    (login, directory, admin) and ``db-msg`` (messages), on two fresh databases, the
+    directory's and the messages'; both processes get both URLs. The login_server's
+    admin API is on (``ADMIN_TOKEN``)."""
+    with contextlib.ExitStack() as stack:
+        log_url = stack.enter_context(fresh_delivery_log_url("redis"))
+        directory_url = stack.enter_context(fresh_mysql_url())
+        messages_url = stack.enter_context(fresh_mysql_url())
+        layout = tuple(
+            DbNode(name, roles, directory_url, messages_url) for name, roles in SPLIT_ROLES.items()
+        )
+        started = _start(
+            tmp,
+            directory_url,  # the users are made there (and database_url is the fallback of both)
+            REDIS_URL,
+            log_url,
+            msg=msg,
+            db_layout=layout,
+            environ={"login": {"IMCLUSTER_LOGIN_SERVER__ADMIN_TOKEN": ADMIN_TOKEN}},
+        )
         stack.callback(started.local.stop)
         yield started
         started.local.stop()

@@ -4,10 +4,11 @@ against an in-process AdminCall server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from common.errors import (
     Overloaded,
     Unavailable,
 )
-from common.link import Link, LinkDown, LinkServer, RequestTimeout
+from common.link import Link, LinkDown, LinkServer, RequestTimeout, Upstream
 from common.pb import internal_pb2
 from common.rpc import Commands
 from login_server.admin.api import authorized, http_status
@@ -342,6 +343,19 @@ def test_config_checks_backend_addresses_and_the_token() -> None:
 
 # -- the real link backends ------------------------------------------------------------------
 
+ALL = ("login", "directory", "messages", "admin")
+
+
+def info_of(
+    node_id: str, roles: tuple[str, ...] = ALL
+) -> Callable[[Link, internal_pb2.DbProxyInfoReq], Awaitable[internal_pb2.DbProxyInfo]]:
+    """A db_proxy's DB_PROXY_INFO handler: the roles it serves."""
+
+    async def info(link: Link, req: internal_pb2.DbProxyInfoReq) -> internal_pb2.DbProxyInfo:
+        return internal_pb2.DbProxyInfo(node_id=node_id, roles=list(roles))
+
+    return info
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -361,7 +375,11 @@ async def test_link_backends_call_a_real_admin_server() -> None:
         raise InvalidArgument(f"unknown admin method {call.method!r}")
 
     server = LinkServer(
-        {internal_pb2.ROLE_ADMIN: Commands().rpc(Rpcs.ADMIN_CALL, admin_call)},
+        {
+            internal_pb2.ROLE_ADMIN: Commands()
+            .rpc(Rpcs.ADMIN_CALL, admin_call)
+            .rpc(Rpcs.DB_PROXY_INFO, info_of("db-1"))
+        },
         role=internal_pb2.ROLE_DB_PROXY,
         node_id="db-1",
     )
@@ -382,9 +400,57 @@ async def test_link_backends_call_a_real_admin_server() -> None:
             (dead, False, None),
             (f"127.0.0.1:{port}", True, {"node_id": "db-1"}),
         ]
+        assert answers[1].roles == ALL
     finally:
         await backends.stop()
         await server.close()
         if server.server is not None:
             server.server.close()
             await server.server.wait_closed()
+
+
+async def _until_down(upstream: Upstream) -> None:
+    async with asyncio.timeout(5):
+        while upstream.connected:
+            await asyncio.sleep(0.01)
+
+
+async def _db_proxy(node_id: str, roles: tuple[str, ...]) -> tuple[LinkServer, str]:
+    """A db_proxy's admin side: it answers admin calls (with its node id) only if it serves admin."""
+
+    async def admin_call(link: Link, call: internal_pb2.AdminCall) -> internal_pb2.AdminResult:
+        return internal_pb2.AdminResult(result_json=json.dumps({"node_id": node_id, "method": call.method}))
+
+    commands = Commands().rpc(Rpcs.DB_PROXY_INFO, info_of(node_id, roles))
+    if "admin" in roles:
+        commands = commands.rpc(Rpcs.ADMIN_CALL, admin_call)
+    server = LinkServer({internal_pb2.ROLE_ADMIN: commands}, role=internal_pb2.ROLE_DB_PROXY, node_id=node_id)
+    return server, f"127.0.0.1:{await server.listen('127.0.0.1', 0)}"
+
+
+async def test_admin_calls_go_to_db_proxies_serving_admin_and_fail_over() -> None:
+    servers = [
+        await _db_proxy("db-msg", ("messages",)),
+        await _db_proxy("db-admin-1", ("login", "directory", "admin")),
+        await _db_proxy("db-admin-2", ("admin",)),
+    ]
+    backends = LinkBackends({DB_PROXY: [address for _, address in servers]}, ready_wait=1.0)
+    backends.start()
+    try:
+        # The first in config order that serves admin, never the message-only one.
+        assert (await backends.call(DB_PROXY, "users.list", {}))["node_id"] == "db-admin-1"
+        answers = await backends.call_each(DB_PROXY, "status", {})
+        assert [(a.result or {}).get("node_id") for a in answers] == ["db-msg", "db-admin-1", "db-admin-2"]
+        assert [a.roles for a in answers] == [("messages",), ("login", "directory", "admin"), ("admin",)]
+        assert "method" not in (answers[0].result or {})  # not asked: it would refuse the call
+        await servers[1][0].close()
+        await _until_down(backends.links[DB_PROXY][1][1])
+        assert (await backends.call(DB_PROXY, "users.list", {}))["node_id"] == "db-admin-2"
+        await servers[2][0].close()
+        await _until_down(backends.links[DB_PROXY][2][1])
+        with pytest.raises(LinkDown, match="no db_proxy serving admin is reachable"):
+            await backends.call(DB_PROXY, "users.list", {})
+    finally:
+        await backends.stop()
+        for server, _ in servers:
+            await server.close()

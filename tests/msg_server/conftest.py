@@ -110,9 +110,13 @@ class FakeDb:
             msg_list=[found[i] for i in list(req.msg_id_list)[:MAX_LIST] if i in found],
         )
 
+    async def info(self, link: Link, req: internal_pb2.DbProxyInfoReq) -> internal_pb2.DbProxyInfo:
+        return internal_pb2.DbProxyInfo(node_id="fake-db", roles=["login", "directory", "messages"])
+
     def commands(self) -> Commands:
         return (
             Commands()
+            .rpc(Rpcs.DB_PROXY_INFO, self.info)
             .rpc(Rpcs.DB_LOGIN, self.login)
             .rpc(Rpcs.DB_SAVE_MSG, self.save)
             .rpc(Rpcs.MSG_BY_ID, self.by_id)
