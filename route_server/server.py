@@ -70,6 +70,7 @@ class RouteServer(LinkServer):
                 internal_pb2.ROLE_GATEWAY: gateway_commands,
                 internal_pb2.ROLE_DB_PROXY: Commands()
                 .oneway(OneWays.ROUTE_DELIVER, self.on_deliver)
+                .oneway(OneWays.ROUTE_PROFILE_CHANGE, self.on_profile_change)
                 .rpc(Rpcs.PUSH_MSG, self.on_push),
                 internal_pb2.ROLE_ADMIN: Commands()
                 .rpc(Rpcs.ROUTE_USERS_STAT, self.on_users_stat)
