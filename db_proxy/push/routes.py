@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from common.commands import Cmd
 from common.conversation import ShardKey, shard_of
 from common.link import Identity, LinkSettings, Upstream
 from common.pb import internal_pb2
@@ -59,14 +58,6 @@ class RouteLinks:
             return []
         first = shard_of(key, len(ready))
         return ready[first:] + ready[:first]
-
-    def deliver(self, deliver: internal_pb2.RouteDeliver, key: ShardKey | None = None) -> bool:
-        """Send a one-way notice (a group change: nothing stored, nothing to redeliver)
-        through the route server ``key`` picks (default: its first recipient);
-        False, counted, when no route server is linked."""
-        if key is None:
-            key = deliver.user_ids[0] if deliver.user_ids else 0
-        return self.send(Cmd.ROUTE_DELIVER, deliver, key)
 
     def send(self, command_id: int, message: Message, key: ShardKey) -> bool:
         """Send a one-way frame (a notice: group change, profile change, invalidation)
