@@ -31,7 +31,8 @@ BATCH_SIZE = Histogram(
 COMMIT_SECONDS = latency_histogram("imcluster_db_commit_seconds", "Time of one message transaction.")
 NOTICES_DROPPED = Counter(
     "imcluster_db_notices_dropped",
-    "Non-message notices (group changes) not sent: no route server linked. They are not stored.",
+    "Non-message notices (group and profile changes, invalidations) not sent: no route server "
+    "linked. They are not stored.",
 )
 
 # The delivery path (issue 8): commit -> delivery log -> PushDispatcher -> route server.

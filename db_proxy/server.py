@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from common.admin import admin_handler
-from common.commands import Rpcs
+from common.commands import OneWays, Rpcs
 from common.config import split_address
 from common.db_roles import ROLE_OF, DbRole
 from common.delivery import open_delivery_log
@@ -19,17 +19,18 @@ from common.metrics import start_metrics_server
 from common.pb import internal_pb2
 from common.rpc import Commands
 from db_proxy import metrics
-from db_proxy.admin import DbAdmin
 from db_proxy.cache import LoginCache, ThrottleCounters
 from db_proxy.config import DbProxyConfig
-from db_proxy.directory import DirectoryHandlers
-from db_proxy.files import FileHandlers
-from db_proxy.groups import GroupHandlers
-from db_proxy.handlers import Handlers
+from db_proxy.handlers.admin import DbAdmin
+from db_proxy.handlers.login import LoginHandlers
+from db_proxy.handlers.table import gateway_commands as all_gateway_commands
 from db_proxy.login_throttle import Limits, LoginThrottle, derive_key
+from db_proxy.notices import Notices
 from db_proxy.offline_push.factory import build_offline_push
 from db_proxy.passwords import dummy_hash
 from db_proxy.push import LogAppender, PushDispatcher, RouteLinks
+from db_proxy.recipients import KnownUsers
+from db_proxy.services.registry import Services
 from db_proxy.storage import open_store
 from db_proxy.workers import MessageWorkers
 
@@ -93,12 +94,15 @@ async def _serve(
     settings = LinkSettings.from_cluster(config.cluster)
     delivery_log = await open_delivery_log(config.delivery_log)
     resources.push_async_callback(delivery_log.close)
-    routes = RouteLinks(
-        config.node_id, [split_address("db_proxy.route_servers", a) for a in config.route_servers], settings
-    )
     appender = LogAppender(delivery_log)
     workers = MessageWorkers(
         store, appender, config.workers, config.queue_size, config.batch_size, directory=directory
+    )
+    routes = RouteLinks(
+        config.node_id,
+        [split_address("db_proxy.route_servers", a) for a in config.route_servers],
+        settings,
+        commands=invalidations(workers.recipients),
     )
     offline = None
     if DbRole.MESSAGES in roles and config.offline_push.enabled:  # where the dispatcher runs
@@ -119,7 +123,9 @@ async def _serve(
         redis, LoginThrottle(throttle_limits(config), derive_key(config.cluster.secrets()))
     )
     await asyncio.get_running_loop().run_in_executor(hash_pool, dummy_hash)  # made once, before any login
-    handlers = Handlers(directory, store, workers, cache, hash_pool, config.max_pending_logins, throttle)
+    services = Services.over(directory, store, workers, config.password_log2_n)
+    notices = Notices(routes.send, config.node_id)
+    login = LoginHandlers(directory, services.known, cache, hash_pool, config.max_pending_logins, throttle)
     info = internal_pb2.DbProxyInfo(node_id=config.node_id, roles=list(roles))
 
     async def proxy_info(link: object, req: internal_pb2.DbProxyInfoReq) -> internal_pb2.DbProxyInfo:
@@ -129,15 +135,11 @@ async def _serve(
         return ROLE_OF.get(command) in roles
 
     gateway_commands = (
-        Commands()
-        .include(handlers.commands())
-        .include(DirectoryHandlers(directory).commands())
-        .include(GroupHandlers(store).commands())
-        .include(FileHandlers(directory).commands())
+        all_gateway_commands(login, workers, services, notices)
         .only(serving)
         .rpc(Rpcs.DB_PROXY_INFO, proxy_info)
     )
-    admin = DbAdmin(config, store, workers, redis, routes.deliver, throttle)
+    admin = DbAdmin(config, services, notices, redis, throttle)
     admin_commands = Commands().rpc(Rpcs.ADMIN_CALL, admin_handler(admin.methods())).only(serving)
     server = LinkServer(
         {
@@ -188,6 +190,15 @@ async def _serve(
     log.info("db_proxy %s (%s) listening on %s:%d", config.node_id, ", ".join(roles), config.host, port)
     announce({"port": port, "metrics_port": exposed[1] if exposed else None})
     await stop.wait()
+
+
+def invalidations(known: KnownUsers) -> Commands:
+    """What a route server sends a db_proxy: users deleted through another db_proxy."""
+
+    def forget(link: object, msg: internal_pb2.DbInvalidate) -> None:
+        known.forget(msg.user_ids)
+
+    return Commands().oneway(OneWays.DB_INVALIDATE, forget)
 
 
 def throttle_limits(config: DbProxyConfig) -> Limits:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("push")
 
 FILL_TIMEOUT = 2.0  # one MSG_BY_ID of a gap; past it the rest of the gap is written past (counted)
-# Ids per MSG_BY_ID: db_proxy answers at most that many (db_proxy/handlers.py MAX_LIST);
+# Ids per MSG_BY_ID: db_proxy answers at most that many (db_proxy/handlers/messages.py MAX_LIST);
 # a longer gap (up to push_order.MAX_FILL) is fetched in turn, in order.
 FILL_CHUNK = 100
 MAX_WAITING = 256  # pushes queued behind one fill; more: the route server is told to retry

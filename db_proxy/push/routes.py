@@ -9,19 +9,33 @@ server answered its handshake (``Upstream.connected``).
 
 from __future__ import annotations
 
-from common.commands import Cmd
+from google.protobuf.message import Message
+
 from common.conversation import ShardKey, shard_of
 from common.link import Identity, LinkSettings, Upstream
 from common.pb import internal_pb2
+from common.rpc import Commands
 from db_proxy import metrics
 
 
 class RouteLinks:
-    def __init__(self, node_id: str, addresses: list[tuple[str, int]], settings: LinkSettings) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        addresses: list[tuple[str, int]],
+        settings: LinkSettings,
+        commands: Commands | None = None,
+    ) -> None:
+        """``commands``: what a route server may send us (DB_INVALIDATE from another db_proxy)."""
         me = Identity(internal_pb2.ROLE_DB_PROXY, node_id)
         self.upstreams = [
             Upstream(
-                f"route@{h}:{p}", [(h, p)], me, settings=settings, expect_role=internal_pb2.ROLE_ROUTE_SERVER
+                f"route@{h}:{p}",
+                [(h, p)],
+                me,
+                settings=settings,
+                expect_role=internal_pb2.ROLE_ROUTE_SERVER,
+                commands=commands,
             )
             for h, p in addresses
         ]
@@ -45,14 +59,12 @@ class RouteLinks:
         first = shard_of(key, len(ready))
         return ready[first:] + ready[:first]
 
-    def deliver(self, deliver: internal_pb2.RouteDeliver, key: ShardKey | None = None) -> bool:
-        """Send a one-way notice (a group change: nothing stored, nothing to redeliver)
-        through the route server ``key`` picks (default: its first recipient);
-        False, counted, when no route server is linked."""
-        if key is None:
-            key = deliver.user_ids[0] if deliver.user_ids else 0
-        body = deliver.SerializeToString()
-        if any(upstream.send_raw(Cmd.ROUTE_DELIVER, body) for upstream in self.in_order_for(key)):
+    def send(self, command_id: int, message: Message, key: ShardKey) -> bool:
+        """Send a one-way frame (a notice: group change, profile change, invalidation)
+        through the route server ``key`` picks, or the next ready one; False,
+        counted, when none is linked."""
+        body = message.SerializeToString()
+        if any(upstream.send_raw(command_id, body) for upstream in self.in_order_for(key)):
             return True
         metrics.NOTICES_DROPPED.inc()
         return False

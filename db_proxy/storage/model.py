@@ -306,7 +306,8 @@ class Store(Protocol):
     async def create_group(
         self, name: str, avatar: str, creator_id: int, group_type: int, member_ids: list[int]
     ) -> Group:
-        """Create a group; the creator is always a member; unknown user ids are dropped."""
+        """Create a group; the creator is always a member. The ids are users that
+        exist: the caller checks them against the directory (perhaps another database)."""
         ...
 
     async def normal_groups_of(self, user_id: int) -> list[tuple[int, int]]:
@@ -321,6 +322,7 @@ class Store(Protocol):
         self, group_id: int, add: list[int], remove: list[int]
     ) -> tuple[Group, list[int]]:
         """Add or remove members; returns the group after and the ids actually changed.
+        Those added are users that exist (checked by the caller, as for create_group).
 
         A new member sees history only from after it joined. Raises
         UnknownGroup if there is no such group or it was dismissed.
@@ -331,7 +333,7 @@ class Store(Protocol):
         """Raises NotMember if the user is not in the group."""
         ...
 
-    # administration (db_proxy.admin)
+    # administration (db_proxy.handlers.admin, through db_proxy.services)
     async def list_users(self, offset: int, limit: int, search: str = "") -> tuple[list[User], int]:
         """Users not deleted, ascending by id, a page of them and how many match in all.
 

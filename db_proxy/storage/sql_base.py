@@ -135,14 +135,3 @@ def check_int(what: str, value: object, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidValue(f"{what} {value} is out of range")
     return value
-
-
-async def existing_users(tx: Tx, user_ids: Iterable[int]) -> list[int]:
-    """Those of ``user_ids`` that are users (not deleted ones), ascending."""
-    found: list[int] = []
-    for chunk in chunks(valid_ids(user_ids)):
-        rows = await tx.fetchall(
-            f"SELECT id FROM users WHERE id IN ({marks(len(chunk))}) AND deleted = 0 ORDER BY id", chunk
-        )
-        found += [row[0] for row in rows]
-    return found

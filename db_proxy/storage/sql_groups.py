@@ -19,9 +19,10 @@ import time
 from functools import cache
 
 from . import schema
-from .model import SESSION_GROUP, Group, InvalidValue, NotMember, UnknownGroup, UnknownUser
+from .model import SESSION_GROUP, Group, InvalidValue, NotMember, UnknownGroup
 from .sql_base import (
     BUMP_UPDATED,
+    U32_MAX,
     Database,
     Dialect,
     Row,
@@ -29,7 +30,6 @@ from .sql_base import (
     check_int,
     check_text,
     chunks,
-    existing_users,
     marks,
     valid_ids,
 )
@@ -77,16 +77,17 @@ class GroupQueries:
     async def create_group(
         self, name: str, avatar: str, creator_id: int, group_type: int, member_ids: list[int]
     ) -> Group:
-        """See :meth:`Store.create_group`; StoreError if the creator is no user."""
+        """See :meth:`Store.create_group`. The caller passes users that exist
+        (the users table may be in another database: the group service asks
+        the directory); the creator is a member whether listed or not."""
         check_text("group name", name, schema.GROUP_TEXT_LIMITS["name"])
         check_text("group avatar", avatar, schema.GROUP_TEXT_LIMITS["avatar"])
         if group_type not in GROUP_TYPES:
             raise InvalidValue(f"unknown group type {group_type}")
+        check_int("group creator", creator_id, 1, U32_MAX)
         now = int(time.time())
         async with self.db.transaction() as tx:
-            members = await existing_users(tx, [creator_id, *member_ids])
-            if creator_id not in members:
-                raise UnknownUser(f"the creator {creator_id} is not a user")
+            members = sorted(set(valid_ids([creator_id, *member_ids])))
             group_id = await tx.insert(
                 "INSERT INTO chat_groups (name, avatar, creator_id, group_type, version, created, updated) "
                 "VALUES (?, ?, ?, ?, 1, ?, ?)",
@@ -138,7 +139,8 @@ class GroupQueries:
     ) -> tuple[Group, list[int]]:
         """See :meth:`Store.change_group_members`.
 
-        Adding a member or a non-user, and removing a non-member, change
+        ``add`` are users that exist (the group service asks the directory;
+        no join on users here). Adding a member, and removing a non-member, change
         nothing; a user in both lists is left as it is. The version goes up
         only if someone changed. A removed member's session with the group
         is hidden and its unread count cleared. UnknownGroup
@@ -150,7 +152,7 @@ class GroupQueries:
         async with self.db.transaction() as tx:
             found, last_msg_id, current = await _lock_group(tx, d, group_id)
             both = set(add) & set(remove)
-            adding = sorted(set(await existing_users(tx, add)) - current - both)
+            adding = sorted(set(valid_ids(add)) - current - both)
             removing = sorted(current & set(remove) - both)
             if adding:
                 await tx.executemany(_join_sql(d), [(group_id, m, last_msg_id, now) for m in adding])

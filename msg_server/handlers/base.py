@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
@@ -272,5 +272,38 @@ def forward_to_db(
         if after is not None:
             after(gw, conn, req, res)
         return res
+
+    return handler
+
+
+WrappedT = TypeVar("WrappedT", bound=Message)
+_InnerT = TypeVar("_InnerT", bound=OwnRequest, contravariant=True)
+_OuterT = TypeVar("_OuterT", bound=Message, covariant=True)
+
+
+class Wrap(Protocol[_InnerT, _OuterT]):
+    """A request with the connection it came from (DbGroupCreateReq and the like)."""
+
+    def __call__(self, *, origin: internal_pb2.Origin, req: _InnerT) -> _OuterT: ...
+
+
+def forward_with_origin(
+    rpc: Rpc[WrappedT, ResT],
+    wrap: Wrap[OwnReqT, WrappedT],
+    *,
+    check: Callable[[OwnReqT], None] | None = None,
+) -> Handler[OwnReqT, ResT]:
+    """A change db_proxy announces itself (group members, avatar, sign info).
+
+    As :func:`forward_to_db`, with the request wrapped with the connection it
+    came from: db_proxy builds and pushes the notices (the same code as for an
+    admin's change) and skips only this connection, which has its reply.
+    """
+
+    async def handler(gw: Gateway, conn: ClientConnection, req: OwnReqT) -> ResT:
+        req.user_id = conn.user_id
+        if check is not None:
+            check(req)
+        return await gw.db_call(by_user(conn, req), rpc, wrap(origin=conn.origin(), req=req))
 
     return handler

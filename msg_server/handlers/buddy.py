@@ -8,9 +8,16 @@ from common.commands import Cmd, Rpcs
 from common.errors import Unavailable
 from common.pb import base_pb2, buddy_pb2, internal_pb2
 from common.throttle import Throttle
-from msg_server.handlers.base import LOG_INTERVAL, ClientError, deliver, forward_to_db, session, text
+from msg_server.handlers.base import (
+    LOG_INTERVAL,
+    ClientError,
+    deliver,
+    forward_to_db,
+    forward_with_origin,
+    session,
+    text,
+)
 from msg_server.handlers.table import Client, ClientCommands
-from msg_server.profile_notices import send_change
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -62,25 +69,6 @@ def _session_removed(
             user_id=conn.user_id, session_type=req.session_type, session_id=req.session_id
         )
         deliver(gw, conn, [conn.user_id], Cmd.REMOVE_SESSION_NOTIFY, notify)
-
-
-def _avatar_changed(
-    gw: Gateway, conn: ClientConnection, req: buddy_pb2.IMChangeAvatarReq, res: buddy_pb2.IMChangeAvatarRsp
-) -> None:
-    if res.result_code == 0:
-        notify = buddy_pb2.IMAvatarChangedNotify(changed_user_id=conn.user_id, avatar_url=req.avatar_url)
-        send_change(gw, conn, Cmd.AVATAR_CHANGED_NOTIFY, notify)
-
-
-def _sign_changed(
-    gw: Gateway,
-    conn: ClientConnection,
-    req: buddy_pb2.IMChangeSignInfoReq,
-    res: buddy_pb2.IMChangeSignInfoRsp,
-) -> None:
-    if res.result_code == 0:
-        notify = buddy_pb2.IMSignInfoChangedNotify(changed_user_id=conn.user_id, sign_info=req.sign_info)
-        send_change(gw, conn, Cmd.SIGN_INFO_CHANGED_NOTIFY, notify)
 
 
 def _check_removal(req: buddy_pb2.IMRemoveSessionReq) -> None:
@@ -176,13 +164,15 @@ COMMANDS = (
     .request(Client.USERS_STAT, users_status, _status_refused)
     .request(
         Client.CHANGE_AVATAR,
-        forward_to_db(Rpcs.CHANGE_AVATAR, check=_check_avatar, after=_avatar_changed),
+        forward_with_origin(Rpcs.DB_CHANGE_AVATAR, internal_pb2.DbChangeAvatarReq, check=_check_avatar),
         _avatar_refused,
     )
     .request(Client.DEPARTMENT, forward_to_db(Rpcs.DEPARTMENT), _departments_refused)
     .request(
         Client.CHANGE_SIGN_INFO,
-        forward_to_db(Rpcs.CHANGE_SIGN_INFO, check=_check_sign_info, after=_sign_changed),
+        forward_with_origin(
+            Rpcs.DB_CHANGE_SIGN_INFO, internal_pb2.DbChangeSignInfoReq, check=_check_sign_info
+        ),
         _sign_info_refused,
     )
 )

@@ -100,6 +100,7 @@ class FakeGateway:
             .oneway(OneWays.ROUTE_DELIVER, keep(Cmd.ROUTE_DELIVER))
             .oneway(OneWays.ROUTE_STATUS_BATCH, keep(Cmd.ROUTE_STATUS_BATCH))
             .oneway(OneWays.ROUTE_KICK, keep(Cmd.ROUTE_KICK))
+            .oneway(OneWays.ROUTE_PROFILE_BATCH, keep(Cmd.ROUTE_PROFILE_BATCH))
         )
 
     def session_up(

@@ -9,10 +9,12 @@ from common.commands import Cmd
 from common.delivery.memory import MemoryDeliveryLog
 from common.pb import base_pb2, internal_pb2
 from common.teamtalk_text import decode_text
-from db_proxy.admin import DbAdmin
 from db_proxy.config import DbProxyConfig
+from db_proxy.handlers.admin import DbAdmin
+from db_proxy.notices import Notices
 from db_proxy.push import LogAppender
 from db_proxy.server import connect_redis
+from db_proxy.services.registry import Services
 from db_proxy.storage import open_store
 from db_proxy.storage.model import SESSION_GROUP, SESSION_SINGLE
 from db_proxy.workers import MessageWorkers
@@ -119,6 +121,7 @@ async def test_status(harness: Harness) -> None:
     before = await h.call("status")
     assert before == {
         "node_id": "db-t",
+        "roles": ["login", "directory", "messages", "admin"],
         "workers": 2,
         "queue_depths": [0, 0],
         "committed": 0,
@@ -136,7 +139,9 @@ async def test_status_reports_what_is_down(tmp_path: Path) -> None:
     try:
         appender = LogAppender(MemoryDeliveryLog(1))
         workers = MessageWorkers(store, appender, workers=3, queue_size=8, batch_size=8)
-        admin = DbAdmin(DbProxyConfig(node_id="db-down"), store, workers, redis)
+        config = DbProxyConfig(node_id="db-down")
+        services = Services.over(store, store, workers, config.password_log2_n)
+        admin = DbAdmin(config, services, Notices(lambda *frame: False, config.node_id), redis)
         status = await admin.methods()["status"]({})
     finally:
         await redis.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from common.commands import Rpcs
+from common.commands import Cmd, Rpcs
 from common.errors import ImError
 from common.pb import base_pb2, buddy_pb2, internal_pb2
 from tests.admin_backend.conftest import TIMEOUT, Harness, admin_call
@@ -166,6 +166,26 @@ async def test_update_bumps_updated_for_client_sync(harness: Harness) -> None:
         assert await h.error("users.update", user="yan", **bad) == BAD, bad
     assert await h.error("users.update", user="yan", fields={"department_id": 424242}) == NOT_FOUND
     assert (await h.call("users.show", user="yan"))["user"] == changed
+
+
+async def test_an_avatar_or_sign_info_change_is_announced_as_a_clients(harness: Harness) -> None:
+    """Through the route server to the gateways, as a client's change (db_proxy.notices),
+    from "admin": no connection of the user is skipped."""
+    h = harness
+    user = await h.user("zoe")
+    await h.call("users.update", user="zoe", fields={"nick": "Zoe"})  # nothing others are told of
+    await h.call("users.update", user="zoe", fields={"avatar": "http://a/z.png", "sign_info": "hi"})
+    changes: dict[int, internal_pb2.RouteProfileChange] = {}
+    while len(changes) < 2:
+        batch = await h.gateway.next(Cmd.ROUTE_PROFILE_BATCH)
+        changes.update({c.command_id: c for c in batch.changes})
+    assert sorted(changes) == sorted([Cmd.AVATAR_CHANGED_NOTIFY, Cmd.SIGN_INFO_CHANGED_NOTIFY])
+    for change in changes.values():
+        assert (change.user_id, change.origin.gateway_id) == (user["id"], "admin")
+    avatar = buddy_pb2.IMAvatarChangedNotify.FromString(changes[Cmd.AVATAR_CHANGED_NOTIFY].body)
+    assert (avatar.changed_user_id, avatar.avatar_url) == (user["id"], "http://a/z.png")
+    sign = buddy_pb2.IMSignInfoChangedNotify.FromString(changes[Cmd.SIGN_INFO_CHANGED_NOTIFY].body)
+    assert (sign.changed_user_id, sign.sign_info) == (user["id"], "hi")
 
 
 async def test_passwd_disable_enable(harness: Harness) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from db_proxy.handlers import user_info
+from db_proxy.handlers.replies import user_info
 from db_proxy.storage import open_store
 from db_proxy.storage.schema import DEFAULT_DEPARTMENT
 from imctl.cli import main

@@ -15,17 +15,19 @@ from typing import TypeVar, cast
 import pytest
 from google.protobuf.message import Message
 
+from common.conversation import ShardKey
 from common.delivery.memory import MemoryDeliveryLog
 from common.link import Link
 from common.pb import internal_pb2
 from common.rpc import Commands, ReqT, ResT, Rpc
 from db_proxy.cache import LoginCache, ThrottleCounters
-from db_proxy.directory import DirectoryHandlers
-from db_proxy.groups import GroupHandlers
-from db_proxy.handlers import Handlers
+from db_proxy.handlers.login import LoginHandlers
+from db_proxy.handlers.table import gateway_commands as all_gateway_commands
 from db_proxy.login_throttle import Limits, LoginThrottle
+from db_proxy.notices import Notices
 from db_proxy.passwords import hash_password, md5_hex
 from db_proxy.push import LogAppender
+from db_proxy.services.registry import Services
 from db_proxy.storage import open_store
 from db_proxy.storage.sql import SqlStore
 from db_proxy.workers import MessageWorkers
@@ -36,17 +38,34 @@ ENGINES = [pytest.param("sqlite", id="sqlite"), pytest.param("mysql", id="mysql"
 PASSWORD = "secret"
 # The handlers never look at the link a request came on.
 LINK = cast(Link, None)
+#: The connection the test's client requests come from.
+ORIGIN = internal_pb2.Origin(gateway_id="gw-test", conn_id=7)
+
+#: A frame db_proxy sent a route server: command, message, shard key.
+Frame = tuple[int, Message, ShardKey]
+
+W = TypeVar("W", bound=Message)
+
+
+def from_gateway(wrapper: type[W], req: Message, origin: internal_pb2.Origin = ORIGIN) -> W:
+    """``req`` as a gateway sends it (DbGroupCreateReq and the like: with its
+    connection), parsed from the wire as db_proxy does, so that a raw (not
+    UTF-8) string field of ``req`` stays raw."""
+    body = length_delimited(1, origin.SerializeToString()) + length_delimited(2, req.SerializeToString())
+    return wrapper.FromString(body)
 
 
 @dataclass
 class DbProxy:
-    """The three command tables of db_proxy over one store, with a few users and a group."""
+    """db_proxy's gateway command tables over one store, with a few users and a group."""
 
     store: SqlStore
     workers: MessageWorkers
-    handlers: Handlers
+    handlers: LoginHandlers
     commands: Commands
     log: MemoryDeliveryLog
+    services: Services
+    frames: list[Frame] = field(default_factory=list)  # what was sent to the route servers
     alice: int = 0
     bob: int = 0
     group: int = 0  # a normal group of alice (its creator) and bob
@@ -73,6 +92,21 @@ class DbProxy:
         return list(self.seen)
 
 
+def gateway_commands(
+    directory: SqlStore, store: SqlStore, workers: MessageWorkers, login: LoginHandlers, frames: list[Frame]
+) -> tuple[Services, Notices, Commands]:
+    """db_proxy's services, its notices and every gateway command table, as
+    server.py builds them; the route server frames go to ``frames``."""
+    services = Services.over(directory, store, workers, password_log2_n=4)
+
+    def send(command_id: int, message: Message, key: ShardKey) -> bool:
+        frames.append((command_id, message, key))
+        return True
+
+    notices = Notices(send, "db-test")
+    return services, notices, all_gateway_commands(login, workers, services, notices)
+
+
 @contextlib.asynccontextmanager
 async def db_proxy_on(url: str) -> AsyncIterator[DbProxy]:
     async with open_store(url) as store:
@@ -84,14 +118,12 @@ async def db_proxy_on(url: str) -> AsyncIterator[DbProxy]:
         )
         log = MemoryDeliveryLog(4)
         workers = MessageWorkers(store, LogAppender(log), workers=2, queue_size=64, batch_size=16)
-        handlers = Handlers(store, workers, cache, hash_pool, max_pending_logins=64, throttle=throttle)
-        commands = (
-            Commands()
-            .include(handlers.commands())
-            .include(DirectoryHandlers(store).commands())
-            .include(GroupHandlers(store).commands())
+        login = LoginHandlers(
+            store, workers.recipients, cache, hash_pool, max_pending_logins=64, throttle=throttle
         )
-        proxy = DbProxy(store, workers, handlers, commands, log)
+        frames: list[Frame] = []
+        services, _, commands = gateway_commands(store, store, workers, login, frames)
+        proxy = DbProxy(store, workers, login, commands, log, services, frames)
         password_hash = hash_password(md5_hex(PASSWORD), log2_n=4)  # cheap: not a hashing test
         proxy.alice = await store.create_user("alice", password_hash, nick="Alice")
         proxy.bob = await store.create_user("bob", password_hash)

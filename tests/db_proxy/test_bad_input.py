@@ -14,12 +14,12 @@ from common.commands import Rpcs
 from common.delivery.memory import MemoryDeliveryLog
 from common.errors import Bug, Forbidden, ImError, InvalidArgument, NotFound, Overloaded
 from common.pb import base_pb2, buddy_pb2, group_pb2, internal_pb2, login_pb2, message_pb2
-from db_proxy.handlers import FAILED
+from db_proxy.handlers.replies import FAILED
 from db_proxy.passwords import md5_hex
 from db_proxy.push import LogAppender
 from db_proxy.storage.model import NewMessage, SavedMessage
 from db_proxy.workers import MessageWorkers
-from tests.db_proxy.conftest import PASSWORD, DbProxy, with_raw
+from tests.db_proxy.conftest import PASSWORD, DbProxy, from_gateway, with_raw
 
 NOT_UTF8 = b"\xff\xfe caf\xe9"  # latin-1, as some clients send
 SINGLE, GROUP = base_pb2.SESSION_TYPE_SINGLE, base_pb2.SESSION_TYPE_GROUP
@@ -112,21 +112,32 @@ async def test_profile_changes_that_do_not_fit_fail_in_their_reply(db: DbProxy) 
         with_raw(sign, sign_info=NOT_UTF8),
         buddy_pb2.IMChangeSignInfoReq(user_id=db.alice, sign_info="s" * 300),
     ):
-        res = await db.call(Rpcs.CHANGE_SIGN_INFO, req)
+        res = await db.call(Rpcs.DB_CHANGE_SIGN_INFO, from_gateway(internal_pb2.DbChangeSignInfoReq, req))
         assert (res.result_code, res.attach_data) == (FAILED, req.attach_data)
     avatar = buddy_pb2.IMChangeAvatarReq(user_id=db.alice, avatar_url="")
     for req2 in (
         with_raw(avatar, avatar_url=NOT_UTF8),
         buddy_pb2.IMChangeAvatarReq(user_id=db.alice, avatar_url="a" * 256),
     ):
-        assert (await db.call(Rpcs.CHANGE_AVATAR, req2)).result_code == FAILED
+        assert (
+            await db.call(Rpcs.DB_CHANGE_AVATAR, from_gateway(internal_pb2.DbChangeAvatarReq, req2))
+        ).result_code == FAILED
     # Nobody's profile changed; a user that is no more fails too.
     (alice,) = await db.store.users_by_id([db.alice])
     assert (alice.sign_info, alice.avatar) == ("", "")
-    res = await db.call(Rpcs.CHANGE_SIGN_INFO, buddy_pb2.IMChangeSignInfoReq(user_id=0, sign_info="hi"))
+    res = await db.call(
+        Rpcs.DB_CHANGE_SIGN_INFO,
+        from_gateway(
+            internal_pb2.DbChangeSignInfoReq, buddy_pb2.IMChangeSignInfoReq(user_id=0, sign_info="hi")
+        ),
+    )
     assert (res.result_code, res.sign_info) == (FAILED, "hi")
     res = await db.call(
-        Rpcs.CHANGE_SIGN_INFO, buddy_pb2.IMChangeSignInfoReq(user_id=db.alice, sign_info="s" * 255)
+        Rpcs.DB_CHANGE_SIGN_INFO,
+        from_gateway(
+            internal_pb2.DbChangeSignInfoReq,
+            buddy_pb2.IMChangeSignInfoReq(user_id=db.alice, sign_info="s" * 255),
+        ),
     )
     assert (res.result_code, res.sign_info) == (0, "s" * 255)
 
@@ -155,7 +166,7 @@ async def test_groups_that_do_not_fit_fail_in_their_reply(db: DbProxy) -> None:
             user_id=db.alice, group_type=base_pb2.GROUP_TYPE_NORMAL, group_name="  ", group_avatar=""
         ),
     ):
-        res = await db.call(Rpcs.GROUP_CREATE, req)
+        res = await db.call(Rpcs.DB_GROUP_CREATE, from_gateway(internal_pb2.DbGroupCreateReq, req))
         assert (res.result_code, res.group_id) == (FAILED, 0), req
     assert [g for g, _ in await db.store.normal_groups_of(db.alice)] == [db.group]
     for group_id in (0, U32_MAX, db.group + 1):
@@ -165,7 +176,11 @@ async def test_groups_that_do_not_fit_fail_in_their_reply(db: DbProxy) -> None:
             group_id=group_id,
             member_id_list=[0],
         )
-        assert (await db.call(Rpcs.GROUP_CHANGE_MEMBER, change)).result_code == FAILED
+        assert (
+            await db.call(
+                Rpcs.DB_GROUP_CHANGE_MEMBER, from_gateway(internal_pb2.DbGroupChangeMemberReq, change)
+            )
+        ).result_code == FAILED
         shield = group_pb2.IMGroupShieldReq(user_id=db.alice, group_id=group_id, shield_status=1)
         assert (await db.call(Rpcs.GROUP_SHIELD, shield)).result_code == FAILED
     shield = group_pb2.IMGroupShieldReq(user_id=db.alice, group_id=db.group, shield_status=U32_MAX)

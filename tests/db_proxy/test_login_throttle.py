@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from common.commands import Rpcs
 from common.log import address_of
 from common.pb import base_pb2, internal_pb2
-from db_proxy import handlers as handlers_module
 from db_proxy import login_throttle as lt
 from db_proxy.cache import ThrottleCounters
+from db_proxy.handlers import login as handlers_module
 from db_proxy.login_throttle import KEY_BYTES, KNOWN_SOURCES, Limits, LoginThrottle, MemoryCounters
 from db_proxy.passwords import md5_hex
 from db_proxy.server import connect_redis

@@ -24,7 +24,7 @@ from common.errors import Unavailable
 from common.link import Identity, Link, LinkServer
 from common.pb import base_pb2, internal_pb2, message_pb2
 from common.rpc import Commands
-from db_proxy.handlers import MAX_LIST
+from db_proxy.handlers.messages import MAX_LIST
 from msg_server import server as msg_server
 from msg_server.config import MsgServerConfig
 from msg_server.gateway import Gateway
@@ -106,7 +106,7 @@ class FakeDb:
             user_id=req.user_id,
             session_type=req.session_type,
             session_id=req.session_id,
-            # As db_proxy (db_proxy/handlers.py): at most MAX_LIST ids a request.
+            # As db_proxy (db_proxy/handlers/messages.py): at most MAX_LIST ids a request.
             msg_list=[found[i] for i in list(req.msg_id_list)[:MAX_LIST] if i in found],
         )
 

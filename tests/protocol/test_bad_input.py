@@ -260,7 +260,7 @@ async def test_callers_faults_from_db_proxy_are_info_without_traceback(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     _, conn, transport, fake = await logged_in()
-    fake.answers[Cmd.CHANGE_AVATAR_REQ] = error
+    fake.answers[Cmd.DB_CHANGE_AVATAR_REQ] = error  # the gateway sends it with its origin
     feed(conn, Cmd.CHANGE_AVATAR_REQ, buddy_pb2.IMChangeAvatarReq(user_id=0, avatar_url="x"), seq=2)
     await settle()
     [(_, res)] = transport.frames()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from db_proxy.handlers import user_info
+from db_proxy.handlers.replies import user_info
 from db_proxy.names import search_key
 from db_proxy.storage import open_store, schema
 from db_proxy.storage.model import DefaultDepartmentFixed, DepartmentNotEmpty

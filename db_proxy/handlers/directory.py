@@ -1,5 +1,5 @@
-"""db_proxy commands for the directory: users, departments, recent sessions,
-profile changes, device tokens and push shield."""
+"""db_proxy commands for the directory: users, departments, profile changes,
+device tokens and push shield. Reads and writes the directory store only."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import time
 
 from common.commands import Rpcs
 from common.link import Link
-from common.pb import base_pb2, buddy_pb2, login_pb2
+from common.pb import base_pb2, buddy_pb2, internal_pb2, login_pb2
 from common.rpc import Commands
-from db_proxy.handlers import FAILED, Refused, echo, result_code, unless_refused, user_info
-from db_proxy.storage.model import SESSION_GROUP, Store, User
+from db_proxy.handlers.replies import Refused, echo, result_code, unless_refused, user_info
+from db_proxy.notices import Notices
+from db_proxy.services.users import UserService
+from db_proxy.storage.model import Store, User
 
 MAX_USERS_INFO = 2000  # ids in one users-info request
 
@@ -26,64 +28,30 @@ def sync_point(latest_updated: int) -> int:
 
 
 class DirectoryHandlers:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, directory: Store, users: UserService, notices: Notices) -> None:
+        self.store = directory
+        self.users = users
+        self.notices = notices
 
     def commands(self) -> Commands:
         """The commands a gateway may send for this part of db_proxy."""
         return (
             Commands()
-            .rpc(Rpcs.RECENT_SESSION, self.recent_sessions)
             .rpc(Rpcs.USERS_INFO, self.users_info)
-            .rpc(Rpcs.REMOVE_SESSION, self.remove_session)
             .rpc(Rpcs.ALL_USER, self.all_users)
-            .rpc(Rpcs.CHANGE_AVATAR, self.change_avatar)
+            .rpc(Rpcs.DB_CHANGE_AVATAR, self.change_avatar)
             .rpc(Rpcs.DEPARTMENT, self.departments)
-            .rpc(Rpcs.CHANGE_SIGN_INFO, self.change_sign_info)
+            .rpc(Rpcs.DB_CHANGE_SIGN_INFO, self.change_sign_info)
             .rpc(Rpcs.DEVICE_TOKEN, self.device_token)
             .rpc(Rpcs.PUSH_SHIELD, self.push_shield)
             .rpc(Rpcs.QUERY_PUSH_SHIELD, self.query_push_shield)
         )
-
-    async def recent_sessions(
-        self, link: Link, req: buddy_pb2.IMRecentContactSessionReq
-    ) -> buddy_pb2.IMRecentContactSessionRsp:
-        res = buddy_pb2.IMRecentContactSessionRsp(user_id=req.user_id, attach_data=req.attach_data)
-        for s in await self.store.recent_sessions(req.user_id, req.latest_update_time):
-            default_type = (
-                base_pb2.MSG_TYPE_GROUP_TEXT
-                if s.session_type == SESSION_GROUP
-                else base_pb2.MSG_TYPE_SINGLE_TEXT
-            )
-            res.contact_session_list.add(
-                session_id=s.peer_id,
-                session_type=s.session_type,
-                session_status=base_pb2.SESSION_STATUS_DELETE if s.removed else base_pb2.SESSION_STATUS_OK,
-                updated_time=s.updated,
-                latest_msg_id=s.latest_msg_id,
-                latest_msg_data=s.latest_msg_data,
-                latest_msg_type=s.latest_msg_type or default_type,
-                latest_msg_from_user_id=s.latest_from_user_id,
-            )
-        return res
 
     async def users_info(self, link: Link, req: buddy_pb2.IMUsersInfoReq) -> buddy_pb2.IMUsersInfoRsp:
         ids = list(dict.fromkeys(req.user_id_list))[:MAX_USERS_INFO]
         users = await self.store.users_by_id(ids)
         return buddy_pb2.IMUsersInfoRsp(
             user_id=req.user_id, user_info_list=[user_info(u) for u in users], attach_data=req.attach_data
-        )
-
-    async def remove_session(
-        self, link: Link, req: buddy_pb2.IMRemoveSessionReq
-    ) -> buddy_pb2.IMRemoveSessionRsp:
-        removed = await self.store.remove_session(req.user_id, req.session_type, req.session_id)
-        return buddy_pb2.IMRemoveSessionRsp(
-            user_id=req.user_id,
-            result_code=0 if removed else FAILED,
-            session_type=req.session_type,
-            session_id=req.session_id,
-            attach_data=req.attach_data,
         )
 
     async def all_users(self, link: Link, req: buddy_pb2.IMAllUserReq) -> buddy_pb2.IMAllUserRsp:
@@ -112,24 +80,29 @@ class DirectoryHandlers:
             )
         return res
 
-    async def _update(self, user_id: int, **fields: object) -> User | Refused:
-        """The profile after the change; Refused for a value that does not fit
-        (too long, not UTF-8) or a user that is no more."""
-        changed = await unless_refused(self.store.update_user_profile(user_id, **fields))
-        return Refused(f"no user {user_id}") if changed is None else changed
+    async def _update(self, origin: internal_pb2.Origin, user_id: int, **fields: object) -> User | Refused:
+        """The profile after the change, announced; Refused for a value that does
+        not fit (too long, not UTF-8) or a user that is no more."""
+        outcome = await unless_refused(self.users.update_profile(user_id, **fields))
+        if isinstance(outcome, Refused):
+            return outcome
+        self.notices.publish(outcome.notices, origin)
+        return outcome.result
 
     async def change_avatar(
-        self, link: Link, req: buddy_pb2.IMChangeAvatarReq
+        self, link: Link, wrapped: internal_pb2.DbChangeAvatarReq
     ) -> buddy_pb2.IMChangeAvatarRsp:
-        changed = await self._update(req.user_id, avatar=req.avatar_url)
+        req = wrapped.req
+        changed = await self._update(wrapped.origin, req.user_id, avatar=req.avatar_url)
         return buddy_pb2.IMChangeAvatarRsp(
             user_id=req.user_id, result_code=result_code(changed), attach_data=req.attach_data
         )
 
     async def change_sign_info(
-        self, link: Link, req: buddy_pb2.IMChangeSignInfoReq
+        self, link: Link, wrapped: internal_pb2.DbChangeSignInfoReq
     ) -> buddy_pb2.IMChangeSignInfoRsp:
-        changed = await self._update(req.user_id, sign_info=req.sign_info)
+        req = wrapped.req
+        changed = await self._update(wrapped.origin, req.user_id, sign_info=req.sign_info)
         return buddy_pb2.IMChangeSignInfoRsp(
             user_id=req.user_id,
             result_code=result_code(changed),

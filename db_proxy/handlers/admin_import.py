@@ -5,21 +5,20 @@ created together. A row's department is an id, the name of one department,
 or a path from the top ("Sales/East", "/Sales"): the departments of a path
 that do not exist yet are created (they stay even if the row is then
 skipped for another reason). A row without one goes to the default
-department. Names already taken are found before any hashing, the
-passwords are hashed concurrently in threads (scrypt releases the GIL), and
-the users are written in one transaction.
+department. Names already taken are found before any hashing; the users
+are created as users.create creates one (:meth:`UserService.create_many`).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from common.errors import ImError, InvalidArgument, NotFound
-from db_proxy import admin_args as a
+from db_proxy.handlers import admin_args as a
+from db_proxy.services.users import UserService
 from db_proxy.storage import schema
-from db_proxy.storage.model import Department, DuplicateName, NewUser, Store
+from db_proxy.storage.model import Department, DuplicateName, Store
 
 MAX_ROWS = 1000
 PATH_SEPARATOR = "/"
@@ -28,11 +27,9 @@ ROW_FIELDS = frozenset({"name", "password", "nick", "department", "email", "tel"
 
 
 class UserImport:
-    def __init__(
-        self, store: Store, departments: Iterable[Department], hash_password: Callable[[str], Awaitable[str]]
-    ) -> None:
-        self.store = store
-        self.hash_password = hash_password
+    def __init__(self, store: Store, departments: Iterable[Department], users: UserService) -> None:
+        self.store = store  # the directory
+        self.users = users
         self.by_id: dict[int, Department] = {}
         self.by_name: dict[str, list[int]] = {}
         self.by_place: dict[tuple[int, str], int] = {}  # (parent id, name) -> id
@@ -62,9 +59,7 @@ class UserImport:
                 index, _, _ = accepted.pop(user.name)
                 self._skip(index, {"name": user.name}, f"a user named {user.name!r} exists")
         names = list(accepted)
-        hashes = await asyncio.gather(*(self.hash_password(accepted[n][1]) for n in names))
-        new: list[NewUser] = [(n, h, accepted[n][2]) for n, h in zip(names, hashes, strict=True)]
-        ids = await self.store.create_users(new) if new else []
+        ids = await self.users.create_many([(n, accepted[n][1], accepted[n][2]) for n in names])
         for name, user_id in zip(names, ids, strict=True):
             if user_id is None:  # taken since we looked
                 self._skip(accepted[name][0], {"name": name}, f"a user named {name!r} exists")

@@ -1,4 +1,5 @@
-"""db_proxy commands for groups, with who may do what.
+"""db_proxy commands for groups, with who may do what (a client's rules; the
+operations and their notices are :mod:`db_proxy.services.groups`).
 
 * Anyone may create a group (TeamTalk's clients create temporary ones).
 * Adding members: any member of a temporary group; only the creator of a
@@ -13,14 +14,14 @@ import logging
 
 from common.commands import Rpcs
 from common.link import Link
-from common.pb import base_pb2, group_pb2
+from common.pb import base_pb2, group_pb2, internal_pb2
 from common.rpc import Commands
-from db_proxy.handlers import FAILED, Refused, echo, result_code, unless_refused
+from db_proxy.handlers.replies import FAILED, Refused, echo, result_code, unless_refused
+from db_proxy.notices import Notices
+from db_proxy.services.groups import GroupService
 from db_proxy.storage.model import Group, Store
 
 log = logging.getLogger("db.groups")
-
-MAX_GROUP_MEMBERS = 2000
 
 
 def group_info(group: Group) -> base_pb2.GroupInfo:
@@ -45,8 +46,10 @@ def may_change_members(group: Group, user_id: int, change_type: int, members: li
 
 
 class GroupHandlers:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, groups: GroupService, notices: Notices) -> None:
+        self.store = store  # the messages store
+        self.groups = groups
+        self.notices = notices
 
     def commands(self) -> Commands:
         """The commands a gateway may send for this part of db_proxy."""
@@ -54,8 +57,8 @@ class GroupHandlers:
             Commands()
             .rpc(Rpcs.NORMAL_GROUP_LIST, self.normal_list)
             .rpc(Rpcs.GROUP_INFO, self.info)
-            .rpc(Rpcs.GROUP_CREATE, self.create)
-            .rpc(Rpcs.GROUP_CHANGE_MEMBER, self.change_members)
+            .rpc(Rpcs.DB_GROUP_CREATE, self.create)
+            .rpc(Rpcs.DB_GROUP_CHANGE_MEMBER, self.change_members)
             .rpc(Rpcs.GROUP_SHIELD, self.shield)
         )
 
@@ -76,29 +79,23 @@ class GroupHandlers:
             user_id=req.user_id, group_info_list=fresh, attach_data=req.attach_data
         )
 
-    async def create(self, link: Link, req: group_pb2.IMGroupCreateReq) -> group_pb2.IMGroupCreateRsp:
-        def failed(why: str) -> group_pb2.IMGroupCreateRsp:
-            log.info("group create by %d refused: %s", req.user_id, why)
+    async def create(self, link: Link, wrapped: internal_pb2.DbGroupCreateReq) -> group_pb2.IMGroupCreateRsp:
+        req = wrapped.req
+        outcome = await unless_refused(
+            self.groups.create(
+                req.user_id, req.group_name, req.group_avatar, req.group_type, req.member_id_list
+            )
+        )
+        if isinstance(outcome, Refused):
+            log.info("group create by %d refused: %s", req.user_id, outcome.reason)
             return group_pb2.IMGroupCreateRsp(
                 user_id=req.user_id,
                 result_code=FAILED,
                 group_name=echo(req.group_name),
                 attach_data=req.attach_data,
             )
-
-        members = list(dict.fromkeys([req.user_id, *req.member_id_list]))
-        if req.group_type not in (base_pb2.GROUP_TYPE_NORMAL, base_pb2.GROUP_TYPE_TMP):
-            return failed(f"group type {req.group_type}")
-        if not req.group_name.strip():
-            return failed("empty name")
-        if len(members) > MAX_GROUP_MEMBERS:
-            return failed(f"{len(members)} members, more than {MAX_GROUP_MEMBERS}")
-        # The store checks the name and avatar (length, UTF-8) and the creator.
-        group = await unless_refused(
-            self.store.create_group(req.group_name, req.group_avatar, req.user_id, req.group_type, members)
-        )
-        if isinstance(group, Refused):
-            return failed(group.reason)
+        self.notices.publish(outcome.notices, wrapped.origin)
+        group = outcome.result
         return group_pb2.IMGroupCreateRsp(
             user_id=req.user_id,
             result_code=0,
@@ -109,8 +106,9 @@ class GroupHandlers:
         )
 
     async def change_members(
-        self, link: Link, req: group_pb2.IMGroupChangeMemberReq
+        self, link: Link, wrapped: internal_pb2.DbGroupChangeMemberReq
     ) -> group_pb2.IMGroupChangeMemberRsp:
+        req = wrapped.req
         res = group_pb2.IMGroupChangeMemberRsp(
             user_id=req.user_id,
             change_type=req.change_type,
@@ -124,26 +122,22 @@ class GroupHandlers:
         if group is None or not may_change_members(group, req.user_id, req.change_type, requested):
             return res
         adding = req.change_type == base_pb2.GROUP_MODIFY_TYPE_ADD
-        if adding and len(set(group.members) | set(requested)) > MAX_GROUP_MEMBERS:
-            return res
         outcome = await unless_refused(
-            self.store.change_group_members(
-                req.group_id, requested if adding else [], [] if adding else requested
+            self.groups.change_members(
+                group, req.user_id, requested if adding else [], [] if adding else requested
             )
         )
-        if isinstance(outcome, Refused):  # e.g. dismissed meanwhile
+        if isinstance(outcome, Refused):  # too many members, or dismissed meanwhile
             log.info("member change of group %d refused: %s", req.group_id, outcome.reason)
             return res
-        after, changed = outcome
+        self.notices.publish(outcome.notices, wrapped.origin)
         res.result_code = 0
-        res.cur_user_id_list.extend(after.members)
-        res.chg_user_id_list.extend(changed)
+        res.cur_user_id_list.extend(outcome.result.group.members)
+        res.chg_user_id_list.extend(outcome.result.changed)
         return res
 
     async def shield(self, link: Link, req: group_pb2.IMGroupShieldReq) -> group_pb2.IMGroupShieldRsp:
-        done = await unless_refused(
-            self.store.set_group_shield(req.group_id, req.user_id, 1 if req.shield_status else 0)
-        )
+        done = await unless_refused(self.groups.shield(req.group_id, req.user_id, bool(req.shield_status)))
         return group_pb2.IMGroupShieldRsp(
             user_id=req.user_id,
             group_id=req.group_id,

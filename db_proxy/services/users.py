@@ -1,0 +1,130 @@
+"""Users: create (one or many), change a profile or password, disable, delete.
+
+Users live in the directory store. A profile change of what clients show of
+others (avatar, sign info) is announced to the user's watchers; a deleted
+user leaves its groups (the messages store) and is forgotten by every
+db_proxy's cache of known users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+
+from common.commands import Cmd
+from common.errors import Conflict, NotFound, Unavailable
+from common.pb import buddy_pb2
+from db_proxy.passwords import hash_password, md5_hex
+from db_proxy.recipients import KnownUsers
+from db_proxy.services.departments import DepartmentService
+from db_proxy.services.groups import GroupService
+from db_proxy.services.outcome import Notice, Outcome, ProfileNotice, UsersGone
+from db_proxy.storage.model import DuplicateName, Store, User
+
+UNUSABLE_PASSWORD = "!"  # no scrypt hash: verify_password never accepts anything
+
+
+def profile_notices(user: User, fields: set[str]) -> tuple[Notice, ...]:
+    """What the user's watchers hear of a change to ``fields``: its avatar and sign info."""
+    notifies: list[tuple[int, Message]] = []
+    if "avatar" in fields:
+        notify = buddy_pb2.IMAvatarChangedNotify(changed_user_id=user.id, avatar_url=user.avatar)
+        notifies.append((Cmd.AVATAR_CHANGED_NOTIFY, notify))
+    if "sign_info" in fields:
+        sign = buddy_pb2.IMSignInfoChangedNotify(changed_user_id=user.id, sign_info=user.sign_info)
+        notifies.append((Cmd.SIGN_INFO_CHANGED_NOTIFY, sign))
+    return tuple(ProfileNotice(user.id, command_id, n.SerializeToString()) for command_id, n in notifies)
+
+
+#: A user to create: login name, plain password, profile fields.
+NewAccount = tuple[str, str, dict[str, object]]
+
+
+class UserService:
+    def __init__(
+        self,
+        directory: Store,
+        known: KnownUsers,
+        groups: GroupService,
+        departments: DepartmentService,
+        password_log2_n: int,
+    ) -> None:
+        self.directory = directory
+        self.known = known
+        self.groups = groups
+        self.departments = departments
+        self.password_log2_n = password_log2_n
+
+    async def hash(self, password: str) -> str:
+        """A password as stored (scrypt of its md5, as TeamTalk clients send it), in a thread."""
+        return await asyncio.to_thread(hash_password, md5_hex(password), self.password_log2_n)
+
+    async def create(self, name: str, password: str, **profile: Any) -> User:
+        department_id = profile.get("department_id", 0)
+        if isinstance(department_id, int) and department_id:
+            await self.departments.get(department_id)
+        if await self.directory.user_by_name(name) is not None:  # known before paying for a hash
+            raise Conflict(f"a user named {name!r} exists")
+        (user_id,) = await self.create_many([(name, password, profile)])
+        if user_id is None:
+            raise Conflict(f"a user named {name!r} exists")
+        return await self.get(user_id)
+
+    async def create_many(self, accounts: Sequence[NewAccount]) -> list[int | None]:
+        """The new users' ids (None for a name taken), written in one transaction;
+        the passwords are hashed concurrently in threads (scrypt releases the GIL)."""
+        if not accounts:
+            return []
+        hashes = await asyncio.gather(*(self.hash(password) for _, password, _ in accounts))
+        return await self.directory.create_users(
+            [(name, h, profile) for (name, _, profile), h in zip(accounts, hashes, strict=True)]
+        )
+
+    async def get(self, user_id: int) -> User:
+        found = [u for u in await self.directory.users_by_id([user_id]) if not u.deleted]
+        if not found:
+            raise NotFound(f"no user {user_id}")
+        return found[0]
+
+    async def update_profile(self, user_id: int, **values: object) -> Outcome[User]:
+        """The user after the change, and the notices of what others see of it.
+        NotFound if there is no such user; InvalidValue for a value that does not fit."""
+        department_id = values.get("department_id")
+        if isinstance(department_id, int) and department_id:
+            await self.departments.get(department_id)
+        changed = await self.directory.update_user_profile(user_id, **values)
+        if changed is None or changed.deleted:
+            raise NotFound(f"no user {user_id}")
+        return Outcome(changed, profile_notices(changed, set(values)))
+
+    async def set_password(self, user_id: int, password: str) -> User:
+        return (await self.update_profile(user_id, password_hash=await self.hash(password))).result
+
+    async def set_disabled(self, user_id: int, disabled: bool) -> User:
+        return (await self.update_profile(user_id, disabled=disabled)).result
+
+    async def delete(self, user_id: int) -> Outcome[User]:
+        """The user as it was. It leaves its groups (a deleted user can join
+        none: it is no known user any more), and every db_proxy forgets it."""
+        before = await self.directory.delete_user(user_id)
+        if before is None:
+            raise NotFound(f"no user {user_id}")
+        self.known.forget([user_id])
+        left = await self.groups.leave_all(user_id)
+        return Outcome(before, (*left, UsersGone((user_id,))))
+
+    async def system_user(self, name: str) -> User:
+        """The account admin messages come from, created on first use."""
+        user = await self.directory.user_by_name(name)
+        if user is None:
+            try:
+                await self.directory.create_user(name, UNUSABLE_PASSWORD, nick=name)
+            except DuplicateName:
+                pass  # created meanwhile by another call
+            user = await self.directory.user_by_name(name)
+        if user is None:
+            raise Unavailable(f"cannot create the system user {name!r}")
+        return user
