@@ -39,11 +39,14 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield started
 
 
-def _http(port: object, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+def _http(
+    port: object, path: str, body: dict[str, Any] | None = None, method: str | None = None
+) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        method=method,
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -53,10 +56,10 @@ def _http(port: object, path: str, body: dict[str, Any] | None = None) -> tuple[
 
 
 async def admin(
-    cluster: Cluster, path: str, body: dict[str, Any] | None = None
+    cluster: Cluster, path: str, body: dict[str, Any] | None = None, method: str | None = None
 ) -> tuple[int, dict[str, Any]]:
     port = cluster.local.by_name("login-1").info["http_port"]
-    return await asyncio.to_thread(_http, port, f"/admin/v1{path}", body)
+    return await asyncio.to_thread(_http, port, f"/admin/v1{path}", body, method)
 
 
 async def gateway_roles(cluster: Cluster, name: str) -> dict[str, bool]:
@@ -154,6 +157,32 @@ async def test_groups_and_an_admin_member_change_on_a_split_cluster(
             if push.msg_id == ack.msg_id:
                 break
     assert (push.to_session_id, push.msg_data) == (group_id, b"welcome dave")
+
+
+async def test_a_user_deleted_in_the_directory_is_forgotten_by_the_message_db_proxy(
+    split: Cluster, clients: list[TTClient]
+) -> None:
+    """db-msg caches which users exist (it cannot join the directory's tables). An admin
+    deletes a user on db-login; the DB_INVALIDATE it sends, relayed by the route server,
+    makes db-msg refuse messages to that user from then on, not whenever its cache
+    happens to drop the id."""
+    alice = await split.client("alice", "msg-1")
+    clients.append(alice)
+    status, created = await admin(split, "/users", {"name": "leaver", "password": PASSWORD})
+    assert status == 201, created
+    leaver = await split.client("leaver", "msg-2")
+    clients.append(leaver)
+    await exchange(alice, leaver, b"db-msg now knows leaver")
+    await leaver.close()
+
+    status, deleted = await admin(split, "/users/leaver", method="DELETE")
+    assert status == 200, deleted
+    async with asyncio.timeout(10):  # the relay is one hop: refused within moments
+        while True:
+            try:
+                await alice.send_text(created["user"]["id"], b"to a deleted user", timeout=1.0)
+            except TimeoutError:  # not stored: the ack cannot say "no such user"
+                break
 
 
 async def online_then_kill(
