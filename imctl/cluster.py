@@ -29,6 +29,17 @@ PR_SET_PDEATHSIG = 1
 LOOPBACK = "127.0.0.1"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts: it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_secret_file(path: Path) -> Path:
     """A fresh cluster secret in ``path``, readable by the owner only."""
     from imctl.settings import write_secret

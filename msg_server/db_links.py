@@ -41,6 +41,9 @@ class DbLinks:
     ) -> None:
         self.roles: dict[str, frozenset[DbRole]] = {}  # by link name, once learned
         self.links: list[Upstream] = []
+        # Each role's links in config order: asked on every request, changed
+        # only when a link announces its roles.
+        self._serving: dict[DbRole, list[Upstream]] = {}
         for host, port in addresses:
             name = f"db@{host}:{port}"
             self.links.append(
@@ -57,13 +60,17 @@ class DbLinks:
     def _learner(self, name: str) -> Callable[[internal_pb2.DbProxyInfo], None]:
         def learned(info: internal_pb2.DbProxyInfo) -> None:
             self.roles[name] = announced_roles(info)
+            self._serving = {
+                role: [link for link in self.links if role in self.roles.get(link.name, frozenset())]
+                for role in DbRole
+            }
             log.info("%s: db_proxy %s serves %s", name, info.node_id, ", ".join(info.roles) or "nothing")
 
         return learned
 
     def serving(self, role: DbRole) -> list[Upstream]:
         """The links whose db_proxy serves ``role`` (as last announced), in config order."""
-        return [link for link in self.links if role in self.roles.get(link.name, frozenset())]
+        return self._serving.get(role, [])
 
     def pick(self, role: DbRole, key: ShardKey) -> Upstream:
         """The db_proxy of ``role`` for ``key``: its shard while connected, else the next one up."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,21 +29,12 @@ import click
 
 from common.config import ConfigError, load_config
 from imctl.client import API_PATH, BadUsage, CliError
+from imctl.cluster import pid_alive
 from imctl.context import Admin
 from imctl.settings import load_imctl_config
 
 READY_SUFFIX = ".ready"
 PROBE_TIMEOUT = 2.0  # seconds; a refused connection answers at once
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process: it exists
-    return True
 
 
 def _pid_of(ready_file: Path) -> int | None:
@@ -60,7 +50,7 @@ def live_servers(run_dir: Path) -> list[str]:
     found = []
     for ready_file in sorted(run_dir.glob(f"*{READY_SUFFIX}")):
         pid = _pid_of(ready_file)
-        if pid is not None and _alive(pid):
+        if pid is not None and pid_alive(pid):
             found.append(f"{ready_file.name.removesuffix(READY_SUFFIX)} (pid {pid})")
     return found
 

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imctl.cluster import pid_alive
+
 PREFIX = "imcl-"
 BRIDGE = "imcl-br0"
 SUBNET = "10.231.7"
@@ -54,16 +56,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _namespaces() -> list[str]:
     out = _ip("netns", "list").stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -79,7 +71,7 @@ def remove_leftovers() -> None:
         match = _OURS.match(name)
         if match is None:
             continue
-        if _alive(int(match.group(1))) and int(match.group(1)) != os.getpid():
+        if pid_alive(int(match.group(1))) and int(match.group(1)) != os.getpid():
             live.append(name)
             continue
         _kill_namespace_processes(name)
