@@ -107,6 +107,8 @@ class Cmd(IntEnum):
     DB_LOGIN_RES = 0x0821
     DB_SAVE_MSG_REQ = 0x0822
     DB_SAVE_MSG_RES = 0x0823
+    DB_SAVE_MSGS_REQ = 0x0824
+    DB_SAVE_MSGS_RES = 0x0825
     ROUTE_SNAPSHOT = 0x0830
     ROUTE_SESSION_UP = 0x0831
     ROUTE_SESSION_DOWN = 0x0832
@@ -122,6 +124,8 @@ class Cmd(IntEnum):
     ADMIN_RESULT = 0x0841
     PUSH_MSG_REQ = 0x0850
     PUSH_MSG_RES = 0x0851
+    PUSH_MSGS_REQ = 0x0852
+    PUSH_MSGS_RES = 0x0853
     FILE_TASK_REQ = 0x0860
     FILE_TASK_RES = 0x0861
     FILE_OFFLINE_READY_REQ = 0x0862
@@ -226,6 +230,8 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.DB_LOGIN_RES: internal_pb2.DbLoginRes,
     Cmd.DB_SAVE_MSG_REQ: internal_pb2.DbSaveMsgReq,
     Cmd.DB_SAVE_MSG_RES: internal_pb2.DbSaveMsgRes,
+    Cmd.DB_SAVE_MSGS_REQ: internal_pb2.DbSaveMsgBatch,
+    Cmd.DB_SAVE_MSGS_RES: internal_pb2.DbSaveMsgBatchRes,
     Cmd.ROUTE_SNAPSHOT: internal_pb2.RouteSnapshot,
     Cmd.ROUTE_SESSION_UP: internal_pb2.RouteSessionUp,
     Cmd.ROUTE_SESSION_DOWN: internal_pb2.RouteSessionDown,
@@ -241,6 +247,8 @@ MESSAGE_OF: dict[int, type[Message]] = {
     Cmd.ADMIN_RESULT: internal_pb2.AdminResult,
     Cmd.PUSH_MSG_REQ: internal_pb2.PushMsg,
     Cmd.PUSH_MSG_RES: internal_pb2.PushMsgResult,
+    Cmd.PUSH_MSGS_REQ: internal_pb2.PushMsgBatch,
+    Cmd.PUSH_MSGS_RES: internal_pb2.PushMsgBatchResult,
     Cmd.FILE_TASK_REQ: internal_pb2.FileTaskReq,
     Cmd.FILE_TASK_RES: internal_pb2.FileTaskRes,
     Cmd.FILE_OFFLINE_READY_REQ: internal_pb2.FileOfflineReadyReq,
@@ -303,6 +311,10 @@ class Rpcs:
     DB_LOGIN: Rpc[internal_pb2.DbLoginReq, internal_pb2.DbLoginRes] = _rpc(Cmd.DB_LOGIN_REQ, Cmd.DB_LOGIN_RES)
     DB_SAVE_MSG: Rpc[internal_pb2.DbSaveMsgReq, internal_pb2.DbSaveMsgRes] = _rpc(
         Cmd.DB_SAVE_MSG_REQ, Cmd.DB_SAVE_MSG_RES
+    )
+    # many DB_SAVE_MSG in one frame, answered item by item
+    DB_SAVE_MSGS: Rpc[internal_pb2.DbSaveMsgBatch, internal_pb2.DbSaveMsgBatchRes] = _rpc(
+        Cmd.DB_SAVE_MSGS_REQ, Cmd.DB_SAVE_MSGS_RES
     )
     UNREAD_CNT: Rpc[message_pb2.IMUnreadMsgCntReq, message_pb2.IMUnreadMsgCntRsp] = _rpc(
         Cmd.UNREAD_CNT_REQ, Cmd.UNREAD_CNT_RES
@@ -407,6 +419,10 @@ class Rpcs:
     ADMIN_CALL: Rpc[internal_pb2.AdminCall, internal_pb2.AdminResult] = _rpc(Cmd.ADMIN_CALL, Cmd.ADMIN_RESULT)
     # db_proxy's push dispatcher -> route_server -> gateway: a stored message, acknowledged
     PUSH_MSG: Rpc[internal_pb2.PushMsg, internal_pb2.PushMsgResult] = _rpc(Cmd.PUSH_MSG_REQ, Cmd.PUSH_MSG_RES)
+    # many PUSH_MSG in one frame, answered push by push
+    PUSH_MSGS: Rpc[internal_pb2.PushMsgBatch, internal_pb2.PushMsgBatchResult] = _rpc(
+        Cmd.PUSH_MSGS_REQ, Cmd.PUSH_MSGS_RES
+    )
 
 
 class OneWays:

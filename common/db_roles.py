@@ -59,6 +59,7 @@ ROLE_OF: dict[int, DbRole] = {
     Cmd.DB_OFFLINE_FILE_DEL_REQ: DbRole.DIRECTORY,
     # messages, sessions and groups
     Cmd.DB_SAVE_MSG_REQ: DbRole.MESSAGES,
+    Cmd.DB_SAVE_MSGS_REQ: DbRole.MESSAGES,
     Cmd.UNREAD_CNT_REQ: DbRole.MESSAGES,
     Cmd.MSG_LIST_REQ: DbRole.MESSAGES,
     Cmd.MSG_READ_ACK: DbRole.MESSAGES,

@@ -422,6 +422,80 @@ class DbSaveMsgRes(_message.Message):
 Global___DbSaveMsgRes: _TypeAlias = DbSaveMsgRes  # noqa: Y015
 
 @_typing.final
+class DbSaveMsgBatch(_message.Message):
+    """0x0824 -> 0x0825, gateway -> db_proxy: the messages a gateway received in
+    one event-loop turn, in arrival order, saved as if each came alone
+    (DB_SAVE_MSG): one frame and one reply for many, so a message costs no
+    request of its own on either side. results[i] answers items[i].
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DbSaveMsgReq]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___DbSaveMsgReq] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbSaveMsgBatch: _TypeAlias = DbSaveMsgBatch  # noqa: Y015
+
+@_typing.final
+class DbSaveMsgOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAVED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def saved(self) -> Global___DbSaveMsgRes:
+        """stored (or a duplicate of a stored one)"""
+
+    @_builtins.property
+    def error(self) -> Global___LinkError:
+        """refused, as a single DB_SAVE_MSG would be"""
+
+    def __init__(
+        self,
+        *,
+        saved: Global___DbSaveMsgRes | None = ...,
+        error: Global___LinkError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "saved", b"saved"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "saved", b"saved"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbSaveMsgOutcome: _TypeAlias = DbSaveMsgOutcome  # noqa: Y015
+
+@_typing.final
+class DbSaveMsgBatchRes(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DbSaveMsgOutcome]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___DbSaveMsgOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DbSaveMsgBatchRes: _TypeAlias = DbSaveMsgBatchRes  # noqa: Y015
+
+@_typing.final
 class Origin(_message.Message):
     """The connection a message came from: its copy is not pushed back to it."""
 
@@ -852,6 +926,52 @@ class PushMsgResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PushMsgResult: _TypeAlias = PushMsgResult  # noqa: Y015
+
+@_typing.final
+class PushMsgBatch(_message.Message):
+    """0x0852 -> 0x0853: many stored-message pushes in one frame, db_proxy's
+    dispatcher -> route_server and route_server -> gateway. Each push is
+    handled as a single PUSH_MSG would be, in the order given (a
+    conversation's pushes keep their order); results[i] answers pushes[i].
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUSHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pushes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PushMsg]: ...
+    def __init__(
+        self,
+        *,
+        pushes: _abc.Iterable[Global___PushMsg] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pushes", b"pushes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushMsgBatch: _TypeAlias = PushMsgBatch  # noqa: Y015
+
+@_typing.final
+class PushMsgBatchResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PushMsgResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___PushMsgResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushMsgBatchResult: _TypeAlias = PushMsgBatchResult  # noqa: Y015
 
 @_typing.final
 class AdminCall(_message.Message):
