@@ -135,6 +135,8 @@ class Link(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        # Frames queued in this event-loop turn go out in one write, at its end.
+        self._flush_handle: asyncio.Handle | None = None
 
     @property
     def is_open(self) -> bool:
@@ -149,14 +151,19 @@ class Link(asyncio.Protocol):
         session = self.session = self._new_session(self.loop.time())
         tune_socket(transport, session.timing)
         self.owner.link_made(self)
-        self._flush()
+        self._write_now()  # the challenge: handshake frames go out at once
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self.session is None or self.closing:
+        session = self.session
+        if session is None or self.closing:
             return
-        self._handle(self.session.receive_data(data, self.loop.time()))
-        self._flush()
+        was_open = session.is_open
+        self._handle(session.receive_data(data, self.loop.time()))
+        if was_open:
+            self._flush()
+        else:
+            self._write_now()  # a handshake step (and whatever the opening queued)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -165,6 +172,9 @@ class Link(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         calls, self._calls = self._calls, {}
         for call in calls.values():
             if not call.future.done():
@@ -212,8 +222,11 @@ class Link(asyncio.Protocol):
         return self._flush()
 
     def close(self) -> None:
-        """Close after what is queued is written."""
+        """Close after what is queued is written (this turn's frames too)."""
         if self.transport is not None and not self.closing:
+            self._write_now()
+            if self.closing:  # cut off as a slow reader meanwhile
+                return
             self.closing = True
             self.transport.close()
 
@@ -225,18 +238,44 @@ class Link(asyncio.Protocol):
     # -- pumping ------------------------------------------------------------------------
 
     def _flush(self) -> bool:
+        """Have what the session queued written at the end of this loop turn.
+
+        Every call, reply and one-way frame of a turn goes out in one
+        ``transport.write`` (one syscall, one TCP segment train) instead of
+        one each. False if the link is gone, or already holds more unsent
+        bytes than ``max_write_buffer`` (then it is cut off here).
+        """
+        transport = self.transport
+        if transport is None or self.session is None or self.closing:
+            return False
+        if self._flush_handle is None:
+            if transport.get_write_buffer_size() > self.max_write_buffer:
+                self._cut_off(transport.get_write_buffer_size())
+                return False
+            self._flush_handle = self.loop.call_soon(self._write_now)
+        return True
+
+    def _write_now(self) -> bool:
+        """Write what the session queued, now; cut the peer off past ``max_write_buffer``."""
+        handle, self._flush_handle = self._flush_handle, None
+        if handle is not None:
+            handle.cancel()  # no-op when it is the handle running this
         transport, session = self.transport, self.session
-        if transport is None or session is None:
+        if transport is None or session is None or self.closing:
             return False
         data = session.data_to_send()
         if data:
             transport.write(data)
-            if transport.get_write_buffer_size() > self.max_write_buffer:
-                ERRORS.labels("slow_reader").inc()
-                self.log.warning("link peer is not reading (%d bytes unsent); cutting it off", len(data))
-                self.abort()
+            unsent = transport.get_write_buffer_size()
+            if unsent > self.max_write_buffer:
+                self._cut_off(unsent)
                 return False
         return True
+
+    def _cut_off(self, unsent: int) -> None:
+        ERRORS.labels("slow_reader").inc()
+        self.log.warning("link peer is not reading (%d bytes unsent); cutting it off", unsent)
+        self.abort()
 
     def _arm(self) -> None:
         session = self.session
@@ -313,8 +352,7 @@ class Link(asyncio.Protocol):
         else:
             ERRORS.labels("link_protocol").inc()
             self.log.warning("%s; closing the link", event.reason)
-        # Whatever the session queued last (a refusal) still goes out.
-        self._flush()
+        # Whatever the session queued last (a refusal) still goes out: close() writes it first.
         self.close()
 
     def _violation(self, reason: str) -> None:
