@@ -120,6 +120,25 @@ class MsgServerConfig:
         "db_proxy addresses. A conversation always goes to the same one, so list them in the same "
         "order on every gateway.",
     )
+    # -- saving messages: batches to db_proxy and their admission (msg_server/save_batch.py) --
+    # The messages a gateway receives in one event-loop turn go to each db_proxy as one
+    # DB_SAVE_MSGS frame; the saves outstanding on one db_proxy link are bounded, and a
+    # message past the bound is refused at once (no ack: the client resends later) instead
+    # of waiting behind work that could not be done in time.
+    save_batch_max_items: int = setting(
+        256, "Messages in one DB_SAVE_MSGS frame at most; more gathered in one turn go in several frames."
+    )
+    save_batch_max_bytes: int = setting(
+        1 << 20, "Bytes of message bodies in one DB_SAVE_MSGS frame at most (one message always fits)."
+    )
+    max_saves_outstanding: int = setting(
+        4096,
+        "Messages sent to (or queued for) one db_proxy link and not yet answered; past it a message is "
+        "refused at once (Overloaded, counted in imcluster_gateway_saves_refused).",
+    )
+    max_save_bytes_outstanding: int = setting(
+        16 << 20, "Bytes of message bodies outstanding on one db_proxy link; past it, refused at once."
+    )
     metrics_host: str = setting(
         "127.0.0.1",
         "Address of /metrics and /healthz. Loopback by default: set this host's internal address for "
@@ -155,6 +174,10 @@ class MsgServerConfig:
             "request_burst",
             "profile_burst",
             "login_burst_per_source",
+            "save_batch_max_items",
+            "save_batch_max_bytes",
+            "max_saves_outstanding",
+            "max_save_bytes_outstanding",
         ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"msg_server.{key}: must be positive, got {getattr(self, key)}")

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from common.conversation import ShardKey, shard_of
 from common.db_info import announced_roles, learn_info
 from common.db_roles import DbRole
 from common.link import Identity, LinkDown, LinkSettings, Upstream
 from common.pb import internal_pb2
+
+if TYPE_CHECKING:
+    from msg_server.save_batch import SaveBatches
 
 log = logging.getLogger("gateway")
 
@@ -44,6 +48,8 @@ class DbLinks:
         # Each role's links in config order: asked on every request, changed
         # only when a link announces its roles.
         self._serving: dict[DbRole, list[Upstream]] = {}
+        # The batchers of message saves, one per link (msg_server/save_batch.py), made on first use.
+        self.save_batches: SaveBatches | None = None
         for host, port in addresses:
             name = f"db@{host}:{port}"
             self.links.append(

@@ -125,6 +125,10 @@ class Upstream:
     async def call(self, rpc: Rpc[ReqT, ResT], request: ReqT, timeout: float) -> ResT:
         return await self._open_link().call(rpc, request, timeout)
 
+    def request(self, rpc: Rpc[Any, ResT], body: bytes, timeout: float) -> asyncio.Future[ResT]:
+        """:meth:`Link.request` on the current link; LinkDown at once if there is none."""
+        return self._open_link().request(rpc, body, timeout)
+
     def send(self, command: OneWay[Any] | int, message: Message) -> bool:
         link = self.link
         return link is not None and self._ready.is_set() and link.send(command, message)

@@ -195,20 +195,33 @@ class Link(asyncio.Protocol):
 
         Raises LinkDown or RequestTimeout (both Unavailable) when no answer comes.
         """
+        request_id, future = self._request(rpc, request.SerializeToString(), timeout)
+        try:
+            return await future
+        finally:
+            if self._calls.pop(request_id, None) is not None and self.session is not None:
+                self.session.cancel(request_id)  # the caller gave up (cancelled)
+
+    def request(self, rpc: Rpc[Any, ResT], body: bytes, timeout: float) -> asyncio.Future[ResT]:
+        """Queue a request whose body is serialized already: the future of its reply.
+
+        Not a coroutine: the frame is queued before this returns (a batcher
+        keeps its order so). The future fails as :meth:`call` raises; it is
+        never cancelled from here, and cancelling it only drops the reply.
+        Raises LinkDown at once if the link is not open.
+        """
+        return self._request(rpc, body, timeout)[1]
+
+    def _request(self, rpc: Rpc[Any, ResT], body: bytes, timeout: float) -> tuple[int, asyncio.Future[ResT]]:
         session = self.session
         if session is None or self.closing or not session.is_open:
             raise LinkDown(f"link to {self.peer} is not open")
-        body = request.SerializeToString()
         request_id = session.send_request(rpc.command, body, self.loop.time(), timeout)
         future: asyncio.Future[ResT] = self.loop.create_future()
         self._calls[request_id] = _Call(future, rpc.command, rpc.reply_command, rpc.reply, timeout)
         self._flush()
         self._arm()
-        try:
-            return await future
-        finally:
-            if self._calls.pop(request_id, None) is not None:
-                session.cancel(request_id)  # the caller gave up (cancelled)
+        return request_id, future
 
     def send(self, command: OneWay[Any] | int, message: Message) -> bool:
         command_id = command if isinstance(command, int) else command.command

@@ -4,15 +4,22 @@ store only."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from common.commands import Rpcs
 from common.conversation import conversation_key
+from common.errors import ImError, Unavailable, describe, error_code
 from common.link import Link
+from common.metrics import ERRORS
 from common.pb import base_pb2, buddy_pb2, internal_pb2, message_pb2
 from common.rpc import Commands
 from db_proxy.handlers.replies import FAILED, msg_info
 from db_proxy.services.messages import MessageService
-from db_proxy.storage.model import SESSION_GROUP, Store
+from db_proxy.storage.model import SESSION_GROUP, SavedMessage, Store
 from db_proxy.workers import MessageWorkers
+
+log = logging.getLogger("db_proxy")
 
 MAX_LIST = 100  # messages per list/by-id request; TeamTalk clients ask for 20
 
@@ -28,6 +35,7 @@ class MessageHandlers:
         return (
             Commands()
             .rpc(Rpcs.DB_SAVE_MSG, self.save_message)
+            .rpc(Rpcs.DB_SAVE_MSGS, self.save_messages)
             .rpc(Rpcs.UNREAD_CNT, self.unread_counts)
             .rpc(Rpcs.MSG_LIST, self.message_list)
             .rpc(Rpcs.MSG_READ_ACK, self.read_ack)
@@ -37,9 +45,10 @@ class MessageHandlers:
             .rpc(Rpcs.REMOVE_SESSION, self.remove_session)
         )
 
-    async def save_message(self, link: Link, req: internal_pb2.DbSaveMsgReq) -> internal_pb2.DbSaveMsgRes:
+    def _queue_save(self, req: internal_pb2.DbSaveMsgReq) -> asyncio.Future[SavedMessage]:
+        """Queue one message on its conversation's worker (synchronously: order kept)."""
         msg = req.msg
-        saved = await self.messages.send(
+        return self.messages.send(
             msg.from_user_id,
             req.session_type,
             msg.to_session_id,
@@ -48,9 +57,57 @@ class MessageHandlers:
             req.origin,
             client_msg_id=msg.msg_id,
         )
+
+    async def save_message(self, link: Link, req: internal_pb2.DbSaveMsgReq) -> internal_pb2.DbSaveMsgRes:
+        saved = await self._queue_save(req)
         return internal_pb2.DbSaveMsgRes(
             msg_id=saved.msg_id, create_time=saved.create_time, duplicate=saved.duplicate
         )
+
+    async def save_messages(
+        self, link: Link, batch: internal_pb2.DbSaveMsgBatch
+    ) -> internal_pb2.DbSaveMsgBatchRes:
+        """Many DB_SAVE_MSG in one frame: each item queued in order, as if it came alone,
+        and answered in its place (results[i] answers items[i]); a refused item fails
+        alone. One request, one task and one reply for the whole frame."""
+        queued: list[asyncio.Future[SavedMessage] | BaseException] = []
+        for req in batch.items:
+            try:
+                queued.append(self._queue_save(req))
+            except Exception as exc:  # refused at once (invalid, a saturated worker)
+                queued.append(exc)
+        futures = [item for item in queued if isinstance(item, asyncio.Future)]
+        if futures:
+            try:
+                await asyncio.wait(futures)
+            except asyncio.CancelledError:  # the link dropped: as a cancelled save_message does
+                for future in futures:
+                    future.cancel()
+                raise
+        res = internal_pb2.DbSaveMsgBatchRes()
+        results = res.results
+        for item in queued:
+            outcome = results.add()
+            if isinstance(item, BaseException):
+                error: BaseException | None = item
+            elif item.cancelled():
+                error = Unavailable("cancelled")
+            else:
+                error = item.exception()
+            if error is None:
+                assert isinstance(item, asyncio.Future)
+                saved = item.result()
+                reply = outcome.saved
+                reply.msg_id = saved.msg_id
+                reply.create_time = saved.create_time
+                reply.duplicate = saved.duplicate
+                continue
+            if not isinstance(error, ImError):
+                ERRORS.labels("bug").inc()
+                log.error("saving a message of a batch failed", exc_info=error)
+            outcome.error.code = error_code(error)
+            outcome.error.message = describe(error)
+        return res
 
     async def read_ack(self, link: Link, req: message_pb2.IMMsgDataReadAck) -> internal_pb2.LinkOk:
         key = conversation_key(req.session_type, req.user_id, req.session_id)

@@ -28,6 +28,7 @@ from db_proxy.handlers.messages import MAX_LIST
 from msg_server import server as msg_server
 from msg_server.config import MsgServerConfig
 from msg_server.gateway import Gateway
+from tests.support.save_batches import batch_of
 from tests.support.ttclient import TTClient
 
 Key = tuple[int, int, int]
@@ -119,6 +120,7 @@ class FakeDb:
             .rpc(Rpcs.DB_PROXY_INFO, self.info)
             .rpc(Rpcs.DB_LOGIN, self.login)
             .rpc(Rpcs.DB_SAVE_MSG, self.save)
+            .rpc(Rpcs.DB_SAVE_MSGS, batch_of(self.save))
             .rpc(Rpcs.MSG_BY_ID, self.by_id)
         )
 

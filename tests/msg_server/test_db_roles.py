@@ -22,6 +22,7 @@ from common.rpc import Commands
 from msg_server.config import MsgServerConfig
 from msg_server.gateway import Gateway
 from tests.msg_server.conftest import user_info
+from tests.support.save_batches import batch_of
 
 
 @dataclass
@@ -50,7 +51,7 @@ class FakeDbProxy:
         if "login" in self.roles:
             commands = commands.rpc(Rpcs.DB_LOGIN, self.login)
         if "messages" in self.roles:
-            commands = commands.rpc(Rpcs.DB_SAVE_MSG, self.save)
+            commands = commands.rpc(Rpcs.DB_SAVE_MSG, self.save).rpc(Rpcs.DB_SAVE_MSGS, batch_of(self.save))
         self.server = LinkServer(
             {internal_pb2.ROLE_GATEWAY: commands}, role=internal_pb2.ROLE_DB_PROXY, node_id=self.node_id
         )
