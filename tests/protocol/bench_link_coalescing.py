@@ -69,9 +69,9 @@ async def calls_per_second(port: int, calls: int, window: int) -> tuple[float, f
             writes += 1
         return WRITE_NOW(link)
 
-    Link._write_now = counted  # type: ignore[method-assign]
+    Link._write_now = counted  # type: ignore[method-assign,assignment]
     if Link._flush is WRITE_NOW:
-        Link._flush = counted  # type: ignore[method-assign]
+        Link._flush = counted  # type: ignore[method-assign,assignment]
     upstream = Upstream(
         "db",
         [("127.0.0.1", port)],
