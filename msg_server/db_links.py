@@ -14,6 +14,7 @@ a key for a while.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -23,9 +24,10 @@ from common.db_info import announced_roles, learn_info
 from common.db_roles import DbRole
 from common.link import Identity, LinkDown, LinkSettings, Upstream
 from common.pb import internal_pb2
+from msg_server.save_batch import SaveBatches, save_batches
 
 if TYPE_CHECKING:
-    from msg_server.save_batch import SaveBatches
+    from msg_server.config import MsgServerConfig
 
 log = logging.getLogger("gateway")
 
@@ -88,6 +90,18 @@ class DbLinks:
             if link.connected:
                 return link
         raise LinkDown(f"no db_proxy serving {role} is reachable")
+
+    def save(
+        self, key: ShardKey, req: internal_pb2.DbSaveMsgReq, config: MsgServerConfig
+    ) -> asyncio.Future[internal_pb2.DbSaveMsgRes]:
+        """Queue a message on the save batcher of the db_proxy its conversation ``key`` picks.
+
+        Not a coroutine: queued before this returns, so the order of a
+        connection's messages is kept. Raises LinkDown (no db_proxy serving
+        messages) or Overloaded (too many saves outstanding on that link) at
+        once; the future fails as a DB_SAVE_MSG would (msg_server/save_batch.py).
+        """
+        return save_batches(self, config).for_link(self.pick(DbRole.MESSAGES, key)).save(req)
 
     def reachable(self, role: DbRole) -> bool:
         return any(link.connected for link in self.serving(role))

@@ -7,13 +7,11 @@ from typing import TYPE_CHECKING
 
 from common.commands import Cmd, Rpcs
 from common.conversation import ShardKey, conversation_key, session_type_of
-from common.db_roles import DbRole
 from common.errors import ImError, InvalidArgument
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.handlers.base import ClientError, deliver, forward_to_db, now, session
 from msg_server.handlers.table import Client, ClientCommands, no_reply
 from msg_server.metrics import ACK_LATENCY, MESSAGES_ACKED, MESSAGES_IN, PUSHES_DROPPED
-from msg_server.save_batch import save_batches
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -43,7 +41,7 @@ async def msg_data(
     # Queued (in this turn's DB_SAVE_MSGS frame to the conversation's db_proxy) before
     # anything is awaited, so the connection's next message cannot overtake it. No db_proxy
     # linked, or too many saves outstanding on its link: refused here, nothing was sent.
-    saved = save_batches(gw.db, gw.config).for_link(gw.db_for(key, DbRole.MESSAGES)).save(req)
+    saved = gw.db.save(key, req, gw.config)
     try:
         res = await saved
     except ImError:

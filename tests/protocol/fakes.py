@@ -14,7 +14,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from common.codec import encode_frame
-from common.commands import Cmd
+from common.commands import Cmd, Rpcs
 from common.errors import ImError
 from common.link import LinkDown
 from common.pb import base_pb2, internal_pb2, login_pb2
@@ -120,6 +120,8 @@ def make(**config: Any) -> tuple[Gateway, ClientConnection, MemoryTransport, Fak
     gateway = Gateway(MsgServerConfig(**config))
     fake = FakeDb()
     gateway.db_call = fake  # type: ignore[method-assign,assignment]
+    # Messages are saved through the batcher (msg_server/save_batch.py): as one DB_SAVE_MSG each here.
+    gateway.db.save = lambda key, req, config: asyncio.ensure_future(fake(key, Rpcs.DB_SAVE_MSG, req))  # type: ignore[method-assign]
     gateway.route_call = FakeRoute()  # type: ignore[method-assign,assignment]
     conn = ClientConnection(gateway)
     transport = MemoryTransport(conn)
