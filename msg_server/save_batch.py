@@ -31,6 +31,7 @@ from common.commands import Rpcs
 from common.errors import Bug, ImError, Overloaded, Unavailable, from_code
 from common.link import Upstream
 from common.pb import internal_pb2
+from msg_server.metrics import MESSAGES_ACKED
 
 if TYPE_CHECKING:
     from msg_server.config import MsgServerConfig
@@ -181,6 +182,7 @@ class SaveBatcher:
             _fail(futures, error if isinstance(error, ImError) else Bug(f"saving failed: {error!r}"))
             return
         results = reply.result().results
+        acked = 0
         for i, future in enumerate(futures):
             if future.done():
                 continue  # its handler was cancelled (the client left)
@@ -190,10 +192,15 @@ class SaveBatcher:
             outcome = results[i]
             if outcome.HasField("saved"):
                 future.set_result(outcome.saved)
+                acked += 1
             elif outcome.HasField("error"):
                 future.set_exception(from_code(outcome.error.code, outcome.error.message))
             else:
                 future.set_exception(Bug("DB_SAVE_MSGS answered an item with neither outcome"))
+        # Counted here, once a frame, not once a message: each of these is acked by its
+        # handler in the turn that follows (msg_data has nothing left to await).
+        if acked:
+            MESSAGES_ACKED.inc(acked)
 
 
 def _fail(futures: list[asyncio.Future[internal_pb2.DbSaveMsgRes]], exc: ImError) -> None:

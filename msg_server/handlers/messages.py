@@ -11,7 +11,7 @@ from common.errors import ImError, InvalidArgument
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.handlers.base import ClientError, deliver, forward_to_db, now, session
 from msg_server.handlers.table import Client, ClientCommands, no_reply
-from msg_server.metrics import ACK_LATENCY, MESSAGES_ACKED, MESSAGES_IN, PUSHES_DROPPED
+from msg_server.metrics import ACK_LATENCY, MESSAGES_IN, PUSHES_DROPPED
 
 if TYPE_CHECKING:
     from msg_server.client import ClientConnection
@@ -53,7 +53,6 @@ async def msg_data(
     skipped = conn.order().raise_to(key, res.msg_id)
     if skipped:
         PUSHES_DROPPED.labels("gap_unfilled").inc(skipped)
-    MESSAGES_ACKED.inc()
     ACK_LATENCY.observe(time.monotonic() - started)
     return message_pb2.IMMsgDataAck(
         user_id=conn.user_id, session_id=msg.to_session_id, msg_id=res.msg_id, session_type=session_type
