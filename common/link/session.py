@@ -87,20 +87,20 @@ class Opened:
     peer: Identity
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per frame: not frozen, ~10x cheaper to make
 class RequestReceived:
     request_id: int
     command_id: int
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per frame: not frozen, ~10x cheaper to make
 class OneWayReceived:
     command_id: int
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per frame: not frozen, ~10x cheaper to make
 class ReplyReceived:
     """The reply (or a LinkError, command LINK_ERROR) to one of our requests."""
 
@@ -109,12 +109,12 @@ class ReplyReceived:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per frame: not frozen, ~10x cheaper to make
 class RequestTimedOut:
     request_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per frame: not frozen, ~10x cheaper to make
 class LateReply:
     """A reply to a request that had timed out already: dropped."""
 
