@@ -129,7 +129,7 @@ class MsgServerConfig:
         256, "Messages in one DB_SAVE_MSGS frame at most; more gathered in one turn go in several frames."
     )
     save_batch_max_bytes: int = setting(
-        1 << 20, "Bytes of message bodies in one DB_SAVE_MSGS frame at most (one message always fits)."
+        1 << 20, "Bytes of messages in one DB_SAVE_MSGS frame at most (one message always fits)."
     )
     max_saves_outstanding: int = setting(
         4096,
@@ -137,7 +137,12 @@ class MsgServerConfig:
         "refused at once (Overloaded, counted in imcluster_gateway_saves_refused).",
     )
     max_save_bytes_outstanding: int = setting(
-        16 << 20, "Bytes of message bodies outstanding on one db_proxy link; past it, refused at once."
+        16 << 20, "Bytes of messages outstanding on one db_proxy link; past it, refused at once."
+    )
+    max_save_wait: float = setting(
+        0.5,
+        "Seconds the oldest unanswered DB_SAVE_MSGS frame on a db_proxy link may have waited; while it "
+        "is older, new messages to that link are refused at once (they would be acked too late).",
     )
     metrics_host: str = setting(
         "127.0.0.1",
@@ -189,6 +194,7 @@ class MsgServerConfig:
             "login_rate_per_source",
             "partial_frame_timeout",
             "write_stall_timeout",
+            "max_save_wait",
         ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"msg_server.{key}: must be positive, got {getattr(self, key)}")

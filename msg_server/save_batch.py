@@ -13,14 +13,18 @@ times out, fails every item of the frame (Unavailable), as it would fail a
 single call.
 
 Admission: the saves outstanding on one link (queued here or sent and not
-answered) are bounded in entries and bytes; past either bound a message is
-refused at once with Overloaded (counted by reason) rather than queued
-behind work that could not be done in time.
+answered) are bounded in entries and bytes, and in age: while the oldest
+frame still unanswered was sent more than ``max_save_wait`` ago, the
+db_proxy is not keeping up and what comes now would be acked late. Past any
+of these a message is refused at once with Overloaded (counted by reason:
+entries, bytes, slow) rather than queued behind work that could not be done
+in time.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -40,7 +44,8 @@ if TYPE_CHECKING:
 SAVES_REFUSED = Counter(
     "imcluster_gateway_saves_refused",
     "Messages a gateway refused at once, before db_proxy heard of them, because too many saves were "
-    "outstanding on their db_proxy link, by reason (entries, bytes).",
+    "outstanding on their db_proxy link, by reason (entries, bytes, slow: the oldest unanswered frame "
+    "is older than max_save_wait).",
     ["reason"],
 )
 SAVE_BATCHES = Counter("imcluster_gateway_save_batches", "DB_SAVE_MSGS requests a gateway sent.")
@@ -49,6 +54,7 @@ SAVE_BATCH_ITEMS = Counter(
 )
 _REFUSED_ENTRIES = SAVES_REFUSED.labels("entries")
 _REFUSED_BYTES = SAVES_REFUSED.labels("bytes")
+_REFUSED_SLOW = SAVES_REFUSED.labels("slow")
 
 #: The tag of DbSaveMsgBatch.items (field 1, length-delimited).
 _ITEMS_TAG = b"\x0a"
@@ -60,6 +66,7 @@ class SaveLimits:
     max_bytes: int = 1 << 20  # per frame (one item always fits)
     max_outstanding: int = 4096  # per link
     max_outstanding_bytes: int = 16 << 20  # per link
+    max_wait: float = 0.5  # seconds the oldest unanswered frame of a link may have waited
 
     @classmethod
     def of(cls, config: MsgServerConfig) -> SaveLimits:
@@ -68,6 +75,7 @@ class SaveLimits:
             config.save_batch_max_bytes,
             config.max_saves_outstanding,
             config.max_save_bytes_outstanding,
+            config.max_save_wait,
         )
 
 
@@ -90,6 +98,16 @@ def encode_batch(bodies: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
+class _Sent:
+    """A frame sent and (until ``answered``) not answered yet."""
+
+    __slots__ = ("answered", "at")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.answered = False
+
+
 def _copy(exc: ImError) -> ImError:
     """One exception object per waiting handler: a shared one would pile up their tracebacks."""
     return from_code(exc.code, exc.message)
@@ -108,6 +126,14 @@ class SaveBatcher:
         self._bodies: list[bytes] = []
         self._futures: list[asyncio.Future[internal_pb2.DbSaveMsgRes]] = []
         self._scheduled = False
+        self._sent: deque[_Sent] = deque()  # in send order; answered ones leave from the left
+
+    def oldest_wait(self, now: float) -> float:
+        """Seconds the oldest frame still unanswered has waited (0: none)."""
+        sent = self._sent
+        while sent and sent[0].answered:
+            sent.popleft()
+        return now - sent[0].at if sent else 0.0
 
     def save(self, req: internal_pb2.DbSaveMsgReq) -> asyncio.Future[internal_pb2.DbSaveMsgRes]:
         """Queue ``req`` for this turn's frame: the future of its outcome.
@@ -124,6 +150,9 @@ class SaveBatcher:
         if self.outstanding and self.outstanding_bytes + size > limits.max_outstanding_bytes:
             _REFUSED_BYTES.inc()
             raise Overloaded(f"{self.outstanding_bytes} message bytes outstanding on {self.upstream.name}")
+        if self._sent and self.oldest_wait(self.loop.time()) > limits.max_wait:
+            _REFUSED_SLOW.inc()
+            raise Overloaded(f"{self.upstream.name} has not answered for {limits.max_wait:g} s")
         future: asyncio.Future[internal_pb2.DbSaveMsgRes] = self.loop.create_future()
         self._bodies.append(body)
         self._futures.append(future)
@@ -161,7 +190,9 @@ class SaveBatcher:
             self._release(len(futures), size)
             _fail(futures, exc)
             return
-        reply.add_done_callback(partial(self._answered, futures, size))
+        sent = _Sent(self.loop.time())
+        self._sent.append(sent)
+        reply.add_done_callback(partial(self._answered, sent, futures, size))
 
     def _release(self, items: int, size: int) -> None:
         self.outstanding -= items
@@ -169,11 +200,13 @@ class SaveBatcher:
 
     def _answered(
         self,
+        sent: _Sent,
         futures: list[asyncio.Future[internal_pb2.DbSaveMsgRes]],
         size: int,
         reply: asyncio.Future[internal_pb2.DbSaveMsgBatchRes],
     ) -> None:
         self._release(len(futures), size)
+        sent.answered = True
         if reply.cancelled():
             _fail(futures, Unavailable("the save was cancelled"))
             return

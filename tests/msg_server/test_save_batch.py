@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -80,7 +81,7 @@ class Bed:
     server: Server
     upstream: Upstream
 
-    def batcher(self, timeout: float = 5.0, **limits: int) -> SaveBatcher:
+    def batcher(self, timeout: float = 5.0, **limits: Any) -> SaveBatcher:
         return SaveBatcher(self.upstream, timeout, SaveLimits(**limits))
 
 
@@ -243,3 +244,20 @@ async def test_a_cancelled_waiter_does_not_disturb_the_others(bed: Bed) -> None:
     first, third = await asyncio.gather(futures[0], futures[2])
     assert (first.msg_id, third.msg_id) == (1, 3)
     assert bed.db.frames == [[b"m0", b"m1", b"m2"]]
+
+
+async def test_while_the_oldest_frame_waits_too_long_new_saves_are_refused_at_once(bed: Bed) -> None:
+    bed.db.hold = asyncio.Event()
+    batcher = bed.batcher(max_wait=-1.0)  # any unanswered frame has waited "too long"
+    refused = SAVES_REFUSED.labels("slow")
+    before = refused._value.get()
+    first = batcher.save(req(b"a"))
+    second = batcher.save(req(b"b"))  # same turn: nothing sent yet, so nothing is late
+    await bed.db.arrived.wait()
+    with pytest.raises(Overloaded, match="not answered"):
+        batcher.save(req(b"c"))
+    assert refused._value.get() == before + 1
+    bed.db.hold.set()
+    assert [(await f).msg_id for f in (first, second)] == [1, 2]
+    assert batcher.oldest_wait(batcher.loop.time()) == 0.0
+    assert (await batcher.save(req(b"d"))).msg_id == 3  # answered: admitted again
