@@ -140,9 +140,11 @@ class MsgServerConfig:
         16 << 20, "Bytes of messages outstanding on one db_proxy link; past it, refused at once."
     )
     max_save_wait: float = setting(
-        0.5,
+        3.0,
         "Seconds the oldest unanswered DB_SAVE_MSGS frame on a db_proxy link may have waited; while it "
-        "is older, new messages to that link are refused at once (they would be acked too late).",
+        "is older, new messages to that link are refused at once (they would be acked too late). A "
+        "backstop for a db_proxy that answers nothing: keep it above db_proxy's own queue wait (2 s), "
+        "which refuses what waited too long first, and above a slow commit on a busy host.",
     )
     metrics_host: str = setting(
         "127.0.0.1",

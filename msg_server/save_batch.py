@@ -66,7 +66,7 @@ class SaveLimits:
     max_bytes: int = 1 << 20  # per frame (one item always fits)
     max_outstanding: int = 4096  # per link
     max_outstanding_bytes: int = 16 << 20  # per link
-    max_wait: float = 0.5  # seconds the oldest unanswered frame of a link may have waited
+    max_wait: float = 3.0  # seconds the oldest unanswered frame of a link may have waited
 
     @classmethod
     def of(cls, config: MsgServerConfig) -> SaveLimits:
