@@ -256,9 +256,6 @@ class SaveBatches:
             batcher = self._by_link[upstream.name] = SaveBatcher(upstream, self.timeout, self.limits)
         return batcher
 
-    def outstanding(self) -> dict[str, int]:
-        return {name: batcher.outstanding for name, batcher in self._by_link.items()}
-
 
 def save_batches(db: DbLinks, config: MsgServerConfig) -> SaveBatches:
     """The gateway's batchers (kept on its DbLinks, made on first use)."""
