@@ -43,7 +43,7 @@ _BATCHES_SENT = PUSH_BATCH.labels("sent")
 class _Plan:
     """One push: its recipients, where they are, and who is to be pushed again."""
 
-    __slots__ = ("offline", "recipients", "retry", "sender", "targets")
+    __slots__ = ("offline", "recipients", "retry", "sender", "skipped", "targets")
 
     def __init__(
         self,
@@ -52,7 +52,9 @@ class _Plan:
         offline: list[int],
         retry: set[int],
         sender: int,
+        skipped: bool,
     ) -> None:
+        self.skipped = skipped  # the sender's copy was not sent back to its origin's gateway
         self.recipients = recipients
         self.targets = targets
         self.offline = offline
@@ -96,6 +98,7 @@ class Pusher:
         self.held = held
 
     def _plan(self, msg: internal_pb2.PushMsg) -> _Plan:
+        """Where one push goes; counts its drops (not the skip of the sender's copy)."""
         recipients = list(dict.fromkeys(msg.user_ids))
         sender = msg.from_user_id
         skip: str | None = None
@@ -103,7 +106,6 @@ class Pusher:
             origin = msg.origin
             if self.table.only_session_there(sender, origin.gateway_id, origin.conn_id):
                 skip = origin.gateway_id
-                ORIGIN_SKIPPED.inc()
         targets, offline = self.table.fan_out_push(recipients, sender, skip)
         retry = self.held(recipients)
         if retry:
@@ -111,10 +113,12 @@ class Pusher:
             offline = [u for u in offline if u not in retry]
         if offline:
             PUSHES_DROPPED.labels("no_session").inc(len(offline))
-        return _Plan(recipients, targets, offline, retry, sender)
+        return _Plan(recipients, targets, offline, retry, sender, skip is not None)
 
     async def push(self, msg: internal_pb2.PushMsg) -> internal_pb2.PushMsgResult:
         plan = self._plan(msg)
+        if plan.skipped:
+            ORIGIN_SKIPPED.inc()
         # Pushes of a conversation leave for a gateway in the order they came:
         # each handler's first step (this, up to gather) schedules its calls,
         # asyncio runs ready tasks first in, first out, and a call writes its
@@ -131,9 +135,11 @@ class Pusher:
         its pushes in the order given (the same FIFO argument as :meth:`push`)."""
         plans: list[_Plan] = []
         to: dict[str, _ToGateway] = {}
+        skipped = 0
         for i, msg in enumerate(pushes):
             plan = self._plan(msg)
             plans.append(plan)
+            skipped += plan.skipped
             many = len(plan.recipients)
             for gateway_id, users in plan.targets.items():
                 out = to.get(gateway_id)
@@ -146,6 +152,8 @@ class Pusher:
                     narrowed.user_ids.extend(users)
                 out.index.append(i)
                 out.users.append(users)
+        if skipped:
+            ORIGIN_SKIPPED.inc(skipped)
         if to:
             answers = await asyncio.gather(*(self._many_to_gateway(g, out) for g, out in to.items()))
             for out, agains in zip(to.values(), answers, strict=True):
@@ -198,13 +206,33 @@ class Pusher:
                 reason = "gateway_error"
             else:
                 if len(reply.results) == len(out.users):
-                    return [
-                        self._still_there(gateway_id, again) if again else set()
-                        for again in map(self._answered, out.users, reply.results)
-                    ]
+                    return self._answers(gateway_id, out.users, reply.results)
                 reason = "gateway_error"  # not an answer push by push: all of it again
         PUSHES_DROPPED.labels(reason).inc(sum(map(len, out.users)))
         return [self._still_there(gateway_id, users) for users in out.users]
+
+    def _answers(
+        self,
+        gateway_id: str,
+        users: list[list[int]],
+        results: Sequence[internal_pb2.PushMsgResult],
+    ) -> list[set[int]]:
+        """A gateway's answers push by push: whom to push again (counted once per batch)."""
+        agains: list[set[int]] = []
+        relayed = handed_back = 0
+        for mine, result in zip(users, results, strict=True):
+            relayed += len(mine)
+            if not result.retry_user_ids:
+                agains.append(set())
+                continue
+            asked = set(mine)
+            again = [u for u in result.retry_user_ids if u in asked]
+            handed_back += len(again)
+            agains.append(self._still_there(gateway_id, again) if again else set())
+        PUSHES_RELAYED.inc(relayed - handed_back)
+        if handed_back:
+            PUSHES_DROPPED.labels("gateway_error").inc(handed_back)
+        return agains
 
     @staticmethod
     def _answered(users: list[int], reply: internal_pb2.PushMsgResult) -> list[int]:

@@ -105,7 +105,7 @@ class RouteTable:
         sessions = self._by_user.get(user_id)
         if not sessions or (gateway_id, conn_id) not in sessions:
             return False
-        return not any(g == gateway_id and c != conn_id for g, c in sessions)
+        return len(sessions) == 1 or not any(g == gateway_id and c != conn_id for g, c in sessions)
 
     def fan_out_push(
         self, user_ids: Iterable[int], sender: int = 0, skip_gateway: str | None = None

@@ -41,7 +41,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -107,6 +107,49 @@ class _Refused(Exception):
 _NO_PUSH = internal_pb2.PushMsg()
 
 
+class _Slots:
+    """A counting semaphore, first come first served, without asyncio.Semaphore's cost
+    per call (two slots per entry pushed): :meth:`take_nowait` is the common case."""
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take_nowait(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.take_nowait():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # woken with the slot handed over
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed over just as we were cancelled: to the next
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def give(self, count: int = 1) -> None:
+        waiters = self._waiters
+        for _ in range(count):
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+            else:
+                self.free += 1
+
+
 class _Item:
     """One entry being pushed. It holds a window slot until a route server answered it
     (``window_held``) and an outstanding slot until it is done; both released once."""
@@ -120,11 +163,23 @@ class _Item:
         self.window_held = True
 
 
+class _Chunk:
+    """Entries for one route server, as one PUSH_MSGS."""
+
+    __slots__ = ("batch", "items", "order", "users")
+
+    def __init__(self, order: list[Upstream]) -> None:
+        self.order = order
+        self.batch = internal_pb2.PushMsgBatch()
+        self.items: list[_Item] = []
+        self.users = 0
+
+
 @dataclass(slots=True)
 class _Partition:
     number: int
-    window: asyncio.Semaphore
-    outstanding: asyncio.Semaphore
+    window: _Slots
+    outstanding: _Slots
     #: Entries being pushed, with every delivery of them to acknowledge once done.
     in_flight: dict[_Key, list[Delivery]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -146,6 +201,7 @@ class PushDispatcher:
         window: int = 64,
         max_outstanding: int = 1024,
         batch: int = 64,
+        batch_users: int = 4096,
         block_s: float = 0.5,
         retry_initial: float = 0.05,
         retry_cap: float = 1.0,
@@ -160,6 +216,7 @@ class PushDispatcher:
         self.window = window
         self.max_outstanding = max(max_outstanding, window)
         self.batch = batch
+        self.batch_users = batch_users  # recipients per PUSH_MSGS frame (one message more at most)
         self.block_s = block_s
         self.retry_initial = retry_initial
         self.retry_cap = retry_cap
@@ -270,9 +327,7 @@ class PushDispatcher:
 
     def _take(self, p: int) -> None:
         log.info("%s: pushing delivery log partition %d", self.node_id, p)
-        state = self._states[p] = _Partition(
-            p, asyncio.Semaphore(self.window), asyncio.Semaphore(self.max_outstanding)
-        )
+        state = self._states[p] = _Partition(p, _Slots(self.window), _Slots(self.max_outstanding))
         self.tasks[p] = asyncio.get_running_loop().create_task(
             self._run_partition(state), name=f"push-{self.node_id}-p{p}"
         )
@@ -359,9 +414,8 @@ class PushDispatcher:
             # What was claimed stays pending (for us) until acknowledged, and
             # claiming again starts from the oldest: let this batch be answered first.
             for _ in range(self.window):
-                await state.window.acquire()
-            for _ in range(self.window):
-                state.window.release()
+                await state.window.take()
+            state.window.give(self.window)
 
     async def _start(self, state: _Partition, deliveries: Sequence[Delivery]) -> bool:
         """Push ``deliveries`` in order, as few frames as the window allows: what has a
@@ -369,6 +423,7 @@ class PushDispatcher:
         (what was not started is kept in ``in_flight``, to be handed back)."""
         ready: list[_Item] = []
         in_flight = state.in_flight
+        outstanding, window = state.outstanding, state.window
         redelivered = 0
         try:
             for i, delivery in enumerate(deliveries):
@@ -384,11 +439,16 @@ class PushDispatcher:
                 in_flight[key] = [delivery]
                 if delivery.deliveries > 1:
                     redelivered += 1
-                if ready and (state.outstanding.locked() or state.window.locked()):
-                    self._launch(state, ready)  # what has its slots goes now, the rest waits
-                    ready = []
-                await state.outstanding.acquire()
-                await state.window.acquire()
+                if not outstanding.take_nowait():
+                    if ready:
+                        self._launch(state, ready)  # what has its slots goes now, the rest waits
+                        ready = []
+                    await outstanding.take()
+                if not window.take_nowait():
+                    if ready:
+                        self._launch(state, ready)
+                        ready = []
+                    await window.take()
                 ready.append(_Item(key, delivery))
             return True
         finally:
@@ -414,7 +474,10 @@ class PushDispatcher:
         """
         owned = list(items)
         try:
-            groups: dict[int, tuple[list[Upstream], internal_pb2.PushMsgBatch, list[_Item]]] = {}
+            # Per first-choice route server, frames of at most ``batch_users`` recipients
+            # (and one message): a 500-member group's batch is a few messages per frame.
+            open_chunks: dict[int, _Chunk] = {}
+            chunks: list[_Chunk] = []
             orders: dict[ShardKey, list[Upstream]] = {}
             done: list[_Item] = []
             for item in items:
@@ -423,43 +486,42 @@ class PushDispatcher:
                 if order is None:
                     order = orders[conversation] = self.routes.in_order_for(conversation)
                 group_key = id(order[0]) if order else 0
-                group = groups.get(group_key)
-                if group is None:
-                    group = groups[group_key] = (order, internal_pb2.PushMsgBatch(), [])
-                push = group[1].pushes.add()
+                chunk = open_chunks.get(group_key)
+                if chunk is None:
+                    chunk = open_chunks[group_key] = _Chunk(order)
+                    chunks.append(chunk)
+                push = chunk.batch.pushes.add()
                 try:
                     push.MergeFromString(item.delivery.entry.payload)
                     if not push.IsInitialized():
                         raise DecodeError("missing required fields")
                 except DecodeError:
-                    del group[1].pushes[-1]
+                    del chunk.batch.pushes[-1]
                     log.error("delivery log entry %s is no PushMsg; dropping it", item.delivery.delivery_id)
                     self._drop("refused", 1)
                     done.append(item)
                     continue
                 item.push = push
-                group[2].append(item)
+                chunk.items.append(item)
+                chunk.users += len(push.user_ids)
+                if chunk.users >= self.batch_users:
+                    del open_chunks[group_key]  # full: the next entries of that route in another
             if done:
                 await self._ack(state, done)
-            groups_left = [g for g in groups.values() if g[2]]
-            if len(groups_left) == 1:
-                await self._push_group(state, owned, *groups_left[0])
-            elif groups_left:
-                await asyncio.gather(*(self._push_group(state, owned, *g) for g in groups_left))
+            chunks = [c for c in chunks if c.items]
+            if len(chunks) == 1:
+                await self._push_group(state, owned, chunks[0])
+            elif chunks:
+                # Created in order, so their frames leave in order (each call writes in its first step).
+                await asyncio.gather(*(self._push_group(state, owned, chunk) for chunk in chunks))
         finally:
             for item in owned:
                 if item.window_held:
-                    state.window.release()
-                state.outstanding.release()
+                    state.window.give()
+                state.outstanding.give()
 
-    async def _push_group(
-        self,
-        state: _Partition,
-        owned: list[_Item],
-        order: list[Upstream],
-        batch: internal_pb2.PushMsgBatch,
-        items: list[_Item],
-    ) -> None:
+    async def _push_group(self, state: _Partition, owned: list[_Item], chunk: _Chunk) -> None:
+        order, batch, items = chunk.order, chunk.batch, chunk.items
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.give_up
         delay = self.retry_initial
@@ -490,7 +552,7 @@ class PushDispatcher:
         window = state.window
         for item, result in zip(items, reply.results, strict=True):
             push = item.push
-            window.release()  # answered: the partition goes on while named users wait
+            window.give()  # answered: the partition goes on while named users wait
             item.window_held = False
             if push.committed_at_us:
                 metrics.PUSH_LATENCY.observe(max(0.0, now - push.committed_at_us / 1e6))
@@ -565,7 +627,7 @@ class PushDispatcher:
                 if item.window_held:
                     # Answered: the partition goes on while the named users wait.
                     item.window_held = False
-                    state.window.release()
+                    state.window.give()
                     if push.committed_at_us:
                         metrics.PUSH_LATENCY.observe(max(0.0, time.time() - push.committed_at_us / 1e6))
                 asked = set(users)
@@ -578,8 +640,8 @@ class PushDispatcher:
             await self._ack(state, [item])
         finally:
             if item.window_held:
-                state.window.release()
-            state.outstanding.release()
+                state.window.give()
+            state.outstanding.give()
 
     def _give_up(self, item: _Item, users: list[int]) -> None:
         self._drop("gave_up", len(users))
