@@ -90,11 +90,14 @@ class FakeRoute:
         self, link: Link, batch: internal_pb2.PushMsgBatch
     ) -> internal_pb2.PushMsgBatchResult:
         self.batches.append(len(batch.pushes))
-        self.asked.extend(batch.pushes)
-        self._notify()
-        if self.holding:
+        if self.holding:  # every push of it taken, none answered
+            self.asked.extend(batch.pushes)
+            self._notify()
             await self._never.wait()
-        return internal_pb2.PushMsgBatchResult(results=[self._answer(push) for push in batch.pushes])
+        # Push by push, as a subclass answers a single PUSH_MSG.
+        return internal_pb2.PushMsgBatchResult(
+            results=[await self._push(link, push) for push in batch.pushes]
+        )
 
     def _answer(self, push: internal_pb2.PushMsg) -> internal_pb2.PushMsgResult:
         retry = []
