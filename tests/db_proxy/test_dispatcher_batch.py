@@ -40,6 +40,7 @@ class PickedRoutes(FixedRoutes):
 
     def in_order_for(self, key: ShardKey) -> list[Upstream]:
         ups = [u for u in self.upstreams if u.connected]
+        assert isinstance(key, tuple)
         first = key[1] % len(ups) if ups else 0
         return ups[first:] + ups[:first]
 
