@@ -78,6 +78,7 @@ class Gateway:
         from_route = (
             Commands()
             .rpc(Rpcs.PUSH_MSG, self.pusher.on_push)
+            .rpc(Rpcs.PUSH_MSGS, self.pusher.on_push_many)
             .oneway(OneWays.ROUTE_DELIVER, lambda link, deliver: self.push_local(deliver))
             .oneway(OneWays.ROUTE_STATUS_BATCH, lambda link, batch: self.publish_status(batch))
             .oneway(OneWays.ROUTE_PROFILE_BATCH, lambda link, batch: publish_profile(self, batch))

@@ -270,7 +270,13 @@ class PushOrder:
         the missing ids whether or not the fill succeeds (an unfilled gap is
         written past, counted by the caller).
         """
-        seen = self._get(conversation)
+        seen = self._seen.get(conversation)
+        if seen is not None:
+            self._seen.move_to_end(conversation)
+            highest = seen.highest
+            if msg_id == highest + 1 and highest and seen.ahead is None and seen.owed is None:
+                seen.highest = msg_id  # the next one, nothing else known: the common case
+                return WRITE
         lost = 0
         if seen is None:
             seen, lost = self._new(conversation)

@@ -23,7 +23,21 @@ PUSHES_RELAYED = Counter(
 )
 PUSH_SECONDS = latency_histogram(
     "imcluster_route_push_seconds",
-    "Time to handle one PUSH_MSG from db_proxy: fan-out until every gateway answered or timed out.",
+    "Time to handle one PUSH_MSG (or one PUSH_MSGS batch) from db_proxy: fan-out until every gateway "
+    "answered or timed out.",
+)
+PUSH_BATCH = Counter(
+    "imcluster_route_push_batches",
+    "PUSH_MSGS frames: from db_proxy (received) and to gateways (sent), each many pushes at once.",
+    ["direction"],
+)
+for _direction in ("received", "sent"):
+    PUSH_BATCH.labels(_direction)
+ORIGIN_SKIPPED = Counter(
+    "imcluster_route_origin_skipped",
+    "Stored-message pushes not sent back to the sender's own gateway: the connection the message "
+    "came from (PushMsg.origin) is the sender's only session there, and it has the message. Not a "
+    "drop: the sender's other sessions still get it.",
 )
 KICKS = Counter(
     "imcluster_route_kicks", "Sessions kicked (newer login, mobile kick, admin, healed partition)."

@@ -30,6 +30,7 @@ from route_server.metrics import (
     KICKS,
     NOTICES_DROPPED,
     NOTICES_RELAYED,
+    PUSH_BATCH,
     PUSH_SECONDS,
     PUSHES_DROPPED,
     RELAYED,
@@ -44,6 +45,7 @@ from route_server.table import RouteTable, Session
 log = logging.getLogger("route")
 
 PROFILE_NOTICES = frozenset({Cmd.AVATAR_CHANGED_NOTIFY, Cmd.SIGN_INFO_CHANGED_NOTIFY})
+BATCHES_RECEIVED = PUSH_BATCH.labels("received")
 NOTICE_LOG_INTERVAL = 10.0  # seconds between log lines about dropped profile notices
 
 
@@ -72,6 +74,7 @@ class RouteServer(LinkServer):
                 internal_pb2.ROLE_DB_PROXY: Commands()
                 .oneway(OneWays.ROUTE_DELIVER, self.on_deliver)
                 .rpc(Rpcs.PUSH_MSG, self.on_push)
+                .rpc(Rpcs.PUSH_MSGS, self.on_push_many)
                 # db_proxy builds the profile notices of the changes it stores (the admin API's too).
                 .oneway(OneWays.ROUTE_PROFILE_CHANGE, self.on_profile_change)
                 .oneway(OneWays.DB_INVALIDATE, self.on_db_invalidate),
@@ -308,6 +311,21 @@ class RouteServer(LinkServer):
             raise Settling(f"route server settling: {why}")
         with PUSH_SECONDS.time():
             return await self.pusher.push(msg)
+
+    async def on_push_many(
+        self, conn: Link, msg: internal_pb2.PushMsgBatch
+    ) -> internal_pb2.PushMsgBatchResult:
+        """Many stored messages in one frame: each as :meth:`on_push`, results[i] answering pushes[i]."""
+        why = self.readiness.refusal(self.clock())
+        if why is not None:
+            PUSHES_DROPPED.labels("settling").inc(sum(len(p.user_ids) for p in msg.pushes))
+            raise Settling(f"route server settling: {why}")
+        BATCHES_RECEIVED.inc()
+        with PUSH_SECONDS.time():
+            results = await self.pusher.push_many(msg.pushes)
+        reply = internal_pb2.PushMsgBatchResult()
+        reply.results.extend(results)
+        return reply
 
     def on_deliver(self, conn: Link, msg: internal_pb2.RouteDeliver) -> None:
         targets = self.table.fan_out(msg.user_ids)

@@ -100,6 +100,49 @@ class RouteTable:
             touched.add(user_id)
         return touched
 
+    def only_session_there(self, user_id: int, gateway_id: str, conn_id: int) -> bool:
+        """Whether ``(gateway_id, conn_id)`` is ``user_id``'s one session on that gateway."""
+        sessions = self._by_user.get(user_id)
+        if not sessions or (gateway_id, conn_id) not in sessions:
+            return False
+        return len(sessions) == 1 or not any(g == gateway_id and c != conn_id for g, c in sessions)
+
+    def fan_out_push(
+        self, user_ids: Iterable[int], sender: int = 0, skip_gateway: str | None = None
+    ) -> tuple[dict[str, list[int]], list[int]]:
+        """Recipients grouped by the gateways that hold them, and those with no session
+        anywhere. ``sender`` is not sent to ``skip_gateway`` (its only session there is
+        the connection the message came from: it has it), nor counted as offline for it.
+
+        One dict lookup per recipient in the common case (one session), as a
+        500-member group's every message goes through here.
+        """
+        targets: dict[str, list[int]] = {}
+        offline: list[int] = []
+        by_user = self._by_user
+        for user_id in user_ids:
+            sessions = by_user.get(user_id)
+            if not sessions:
+                offline.append(user_id)
+                continue
+            if len(sessions) == 1:
+                for gateway_id, _conn in sessions:
+                    if user_id == sender and gateway_id == skip_gateway:
+                        break
+                    users = targets.get(gateway_id)
+                    if users is None:
+                        targets[gateway_id] = [user_id]
+                    else:
+                        users.append(user_id)
+                continue
+            seen: set[str] = set()
+            for gateway_id, _conn in sessions:
+                if gateway_id in seen or (user_id == sender and gateway_id == skip_gateway):
+                    continue
+                seen.add(gateway_id)
+                targets.setdefault(gateway_id, []).append(user_id)
+        return targets, offline
+
     def fan_out(self, user_ids: Iterable[int]) -> dict[str, list[int]]:
         """Group recipients by the gateways that hold them; others are offline."""
         targets: dict[str, list[int]] = {}

@@ -9,18 +9,24 @@ its ttl (by our own clock, measured from before the call) is given up at
 once: another dispatcher may hold it by then.
 
 A partition's task first takes over what the previous holder left pending
-(``claim_stale(idle_s=0)``), then consumes. Each entry is pushed with
-``Rpcs.PUSH_MSG`` to the route server its conversation picks among the ready
-ones, the others in turn if that one fails; the calls of a partition are
-issued in order over that link, at most ``window`` of them unanswered. An
+(``claim_stale(idle_s=0)``), then consumes. What one read returned (up to
+``batch`` entries) leaves as few frames as it can: the entries that got a
+window slot are grouped by the route server their conversation picks among
+the ready ones, and each group goes as one ``Rpcs.PUSH_MSGS`` (in the
+partition's order), to the next route server in turn if that one fails; at
+most ``window`` entries of a partition are unanswered, ``max_outstanding``
+not yet done. The answer is read push by push (results[i] for pushes[i]). An
 entry is acknowledged once every recipient is done: the route server
 answered without naming them in ``retry_user_ids``, or ``push_give_up``
-passed (dropped, counted). Users a route server names are retried later,
-alone, without holding up the partition: the gateway fills a gap from
-storage before a later message and drops a stale copy, so order and
-exactly-once per connection hold at the gateway. While no route server
-answers at all, the entry keeps its window slot and is retried with backoff,
-so the partition waits, in order, instead of racing ahead.
+passed (dropped, counted); the entries of a batch done together are
+acknowledged in one call. Users a route server names are retried later,
+alone (one ``PUSH_MSG`` per try, the slow path), without holding up the
+partition: the gateway fills a gap from storage before a later message and
+drops a stale copy, so order and exactly-once per connection hold at the
+gateway. While no route server answers at all, the batch keeps its window
+slots and is retried whole with backoff, so the partition waits, in order,
+instead of racing ahead. A batch a route server refuses as a whole is pushed
+entry by entry, so only what is refused by itself is dropped.
 
 Recipients a route server names in ``offline_user_ids`` (no session on any
 gateway) are handed to the offline push, when one is configured, once per
@@ -35,10 +41,10 @@ import contextlib
 import logging
 import math
 import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -98,11 +104,82 @@ class _Refused(Exception):
     """A route server refused the push itself (not a transient failure)."""
 
 
+_NO_PUSH = internal_pb2.PushMsg()
+
+
+class _Slots:
+    """A counting semaphore, first come first served, without asyncio.Semaphore's cost
+    per call (two slots per entry pushed): :meth:`take_nowait` is the common case."""
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take_nowait(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.take_nowait():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # woken with the slot handed over
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed over just as we were cancelled: to the next
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def give(self, count: int = 1) -> None:
+        waiters = self._waiters
+        for _ in range(count):
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+            else:
+                self.free += 1
+
+
+class _Item:
+    """One entry being pushed. It holds a window slot until a route server answered it
+    (``window_held``) and an outstanding slot until it is done; both released once."""
+
+    __slots__ = ("delivery", "key", "push", "window_held")
+
+    def __init__(self, key: _Key, delivery: Delivery) -> None:
+        self.key = key
+        self.delivery = delivery
+        self.push = _NO_PUSH  # decoded when its batch is made
+        self.window_held = True
+
+
+class _Chunk:
+    """Entries for one route server, as one PUSH_MSGS."""
+
+    __slots__ = ("batch", "items", "order", "users")
+
+    def __init__(self, order: list[Upstream]) -> None:
+        self.order = order
+        self.batch = internal_pb2.PushMsgBatch()
+        self.items: list[_Item] = []
+        self.users = 0
+
+
 @dataclass(slots=True)
 class _Partition:
     number: int
-    window: asyncio.Semaphore
-    outstanding: asyncio.Semaphore
+    window: _Slots
+    outstanding: _Slots
     #: Entries being pushed, with every delivery of them to acknowledge once done.
     in_flight: dict[_Key, list[Delivery]] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -124,6 +201,7 @@ class PushDispatcher:
         window: int = 64,
         max_outstanding: int = 1024,
         batch: int = 64,
+        batch_users: int = 4096,
         block_s: float = 0.5,
         retry_initial: float = 0.05,
         retry_cap: float = 1.0,
@@ -138,6 +216,7 @@ class PushDispatcher:
         self.window = window
         self.max_outstanding = max(max_outstanding, window)
         self.batch = batch
+        self.batch_users = batch_users  # recipients per PUSH_MSGS frame (one message more at most)
         self.block_s = block_s
         self.retry_initial = retry_initial
         self.retry_cap = retry_cap
@@ -248,9 +327,7 @@ class PushDispatcher:
 
     def _take(self, p: int) -> None:
         log.info("%s: pushing delivery log partition %d", self.node_id, p)
-        state = self._states[p] = _Partition(
-            p, asyncio.Semaphore(self.window), asyncio.Semaphore(self.max_outstanding)
-        )
+        state = self._states[p] = _Partition(p, _Slots(self.window), _Slots(self.max_outstanding))
         self.tasks[p] = asyncio.get_running_loop().create_task(
             self._run_partition(state), name=f"push-{self.node_id}-p{p}"
         )
@@ -313,14 +390,8 @@ class PushDispatcher:
                 delay = min(self.retry_cap, delay * 2)
                 continue
             delay = self.retry_initial
-            for i, delivery in enumerate(got):
-                if state.stopping.is_set():
-                    for rest in got[i:]:  # handed back with the others
-                        state.in_flight.setdefault((rest.entry.partition, rest.entry.payload), []).append(
-                            rest
-                        )
-                    return
-                await self._start(state, delivery)
+            if not await self._start(state, got):
+                return
 
     async def _take_over(self, state: _Partition) -> None:
         """Push what the previous holder (or we, before a lapse) left pending, first."""
@@ -336,88 +407,251 @@ class PushDispatcher:
                 log.warning("%s: claiming partition %d: %s", self.node_id, state.number, exc)
                 return  # consume() will wait for the log; a later take-over claims them
             fresh = [d for d in claimed if (d.entry.partition, d.entry.payload) not in state.in_flight]
-            for delivery in claimed:
-                await self._start(state, delivery)
+            if not await self._start(state, claimed):
+                return
             if len(claimed) < limit or not fresh:
                 return
             # What was claimed stays pending (for us) until acknowledged, and
             # claiming again starts from the oldest: let this batch be answered first.
             for _ in range(self.window):
-                await state.window.acquire()
-            for _ in range(self.window):
-                state.window.release()
+                await state.window.take()
+            state.window.give(self.window)
 
-    async def _start(self, state: _Partition, delivery: Delivery) -> None:
-        key = (delivery.entry.partition, delivery.entry.payload)
-        pending = state.in_flight.get(key)
-        if pending is not None:
-            pending.append(delivery)  # handed out again while being pushed: acked with it
-            return
-        state.in_flight[key] = [delivery]
-        if delivery.deliveries > 1:
-            metrics.PUSH_REDELIVERED.inc()
-        await state.outstanding.acquire()
-        await state.window.acquire()
-        task = asyncio.get_running_loop().create_task(self._deliver(state, key, delivery))
+    async def _start(self, state: _Partition, deliveries: Sequence[Delivery]) -> bool:
+        """Push ``deliveries`` in order, as few frames as the window allows: what has a
+        window slot leaves together before waiting for the next slot. False: stopping
+        (what was not started is kept in ``in_flight``, to be handed back)."""
+        ready: list[_Item] = []
+        in_flight = state.in_flight
+        outstanding, window = state.outstanding, state.window
+        redelivered = 0
+        try:
+            for i, delivery in enumerate(deliveries):
+                if state.stopping.is_set():
+                    for rest in deliveries[i:]:  # handed back with the others
+                        in_flight.setdefault((rest.entry.partition, rest.entry.payload), []).append(rest)
+                    return False
+                key = (delivery.entry.partition, delivery.entry.payload)
+                pending = in_flight.get(key)
+                if pending is not None:
+                    pending.append(delivery)  # handed out again while being pushed: acked with it
+                    continue
+                in_flight[key] = [delivery]
+                if delivery.deliveries > 1:
+                    redelivered += 1
+                if not outstanding.take_nowait():
+                    if ready:
+                        self._launch(state, ready)  # what has its slots goes now, the rest waits
+                        ready = []
+                    await outstanding.take()
+                if not window.take_nowait():
+                    if ready:
+                        self._launch(state, ready)
+                        ready = []
+                    await window.take()
+                ready.append(_Item(key, delivery))
+            return True
+        finally:
+            if redelivered:
+                metrics.PUSH_REDELIVERED.inc(redelivered)
+            if ready:
+                self._launch(state, ready)
+
+    def _launch(self, state: _Partition, items: list[_Item]) -> None:
+        self._task(state, self._push_batch(state, items))
+
+    def _task(self, state: _Partition, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
 
-    async def _deliver(self, state: _Partition, key: _Key, delivery: Delivery) -> None:
-        window_held = True
+    async def _push_batch(self, state: _Partition, items: list[_Item]) -> None:
+        """One PUSH_MSGS per first-choice route server, with that route's entries in order.
+
+        Each item holds a window and an outstanding slot: released here, or handed
+        on with the item to its slow path (:meth:`_deliver`, one PUSH_MSG at a time)
+        when users are to be retried, or when no route server took the batch.
+        """
+        owned = list(items)
         try:
-            try:
-                push = internal_pb2.PushMsg.FromString(delivery.entry.payload)
-            except DecodeError:
-                log.error("delivery log entry %s is no PushMsg; dropping it", delivery.delivery_id)
-                self._drop("refused", 1)
-                await self._ack(state, key)
-                return
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.give_up
-            users = list(push.user_ids)
-            delay = self.retry_initial
-            answered = False
-            while True:
+            # Per first-choice route server, frames of at most ``batch_users`` recipients
+            # (and one message): a 500-member group's batch is a few messages per frame.
+            open_chunks: dict[int, _Chunk] = {}
+            chunks: list[_Chunk] = []
+            orders: dict[ShardKey, list[Upstream]] = {}
+            done: list[_Item] = []
+            for item in items:
+                conversation = item.delivery.entry.conversation
+                order = orders.get(conversation)
+                if order is None:
+                    order = orders[conversation] = self.routes.in_order_for(conversation)
+                group_key = id(order[0]) if order else 0
+                chunk = open_chunks.get(group_key)
+                if chunk is None:
+                    chunk = open_chunks[group_key] = _Chunk(order)
+                    chunks.append(chunk)
+                push = chunk.batch.pushes.add()
                 try:
-                    reply = await self._push_once(delivery.entry.conversation, push, users)
+                    push.MergeFromString(item.delivery.entry.payload)
+                    if not push.IsInitialized():
+                        raise DecodeError("missing required fields")
+                except DecodeError:
+                    del chunk.batch.pushes[-1]
+                    log.error("delivery log entry %s is no PushMsg; dropping it", item.delivery.delivery_id)
+                    self._drop("refused", 1)
+                    done.append(item)
+                    continue
+                item.push = push
+                chunk.items.append(item)
+                chunk.users += len(push.user_ids)
+                if chunk.users >= self.batch_users:
+                    del open_chunks[group_key]  # full: the next entries of that route in another
+            if done:
+                await self._ack(state, done)
+            chunks = [c for c in chunks if c.items]
+            if len(chunks) == 1:
+                await self._push_group(state, owned, chunks[0])
+            elif chunks:
+                # Created in order, so their frames leave in order (each call writes in its first step).
+                await asyncio.gather(*(self._push_group(state, owned, chunk) for chunk in chunks))
+        finally:
+            for item in owned:
+                if item.window_held:
+                    state.window.give()
+                state.outstanding.give()
+
+    async def _push_group(self, state: _Partition, owned: list[_Item], chunk: _Chunk) -> None:
+        order, batch, items = chunk.order, chunk.batch, chunk.items
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.give_up
+        delay = self.retry_initial
+        while True:
+            try:
+                reply = await self._push_batch_once(order, batch, len(items))
+            except _Refused:
+                # Refused as a whole: each alone, so only what is refused by itself is dropped.
+                for item in items:
+                    owned.remove(item)
+                    self._task(state, self._deliver(state, item, list(item.push.user_ids), deadline, False))
+                return
+            except _NoRoute:
+                # Retried whole, keeping the window slots: the partition waits, in order.
+                if loop.time() >= deadline:
+                    for item in items:
+                        self._give_up(item, list(item.push.user_ids))
+                    await self._ack(state, items)
+                    return
+                metrics.PUSH_RETRIES.inc(len(items))
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                delay = min(self.retry_cap, delay * 2)
+                order = self.routes.in_order_for(items[0].delivery.entry.conversation)
+                continue
+            break
+        done: list[_Item] = []
+        now = time.time()
+        window = state.window
+        for item, result in zip(items, reply.results, strict=True):
+            push = item.push
+            window.give()  # answered: the partition goes on while named users wait
+            item.window_held = False
+            if push.committed_at_us:
+                metrics.PUSH_LATENCY.observe(max(0.0, now - push.committed_at_us / 1e6))
+            if not result.retry_user_ids and not result.offline_user_ids:
+                done.append(item)
+                continue
+            asked = set(push.user_ids)
+            if result.offline_user_ids:
+                self._hand_offline(push, [u for u in result.offline_user_ids if u in asked])
+            users = [u for u in result.retry_user_ids if u in asked]
+            if not users:
+                done.append(item)
+                continue
+            owned.remove(item)  # its slot goes with it
+            self._task(state, self._deliver(state, item, users, deadline, True))
+        if done:
+            self.delivered += len(done)
+            metrics.PUSH_DELIVERED.inc(len(done))
+            await self._ack(state, done)
+
+    async def _push_batch_once(
+        self, order: list[Upstream], batch: internal_pb2.PushMsgBatch, count: int
+    ) -> internal_pb2.PushMsgBatchResult:
+        """The answer of the first route server in ``order`` that answers the batch."""
+        for upstream in order:
+            try:
+                reply = await upstream.call(Rpcs.PUSH_MSGS, batch, self.push_timeout)
+            except Unavailable as exc:  # LinkDown, RequestTimeout, a route server settling
+                log.debug("%s: push of %d via %s failed: %s", self.node_id, count, upstream.name, exc)
+                continue
+            except ImError as exc:
+                log.warning("%s: %s refused a batch of %d: %s", self.node_id, upstream.name, count, exc)
+                raise _Refused from exc
+            if len(reply.results) != count:
+                log.error(
+                    "%s: %s answered %d pushes with %d results; pushing each alone",
+                    self.node_id,
+                    upstream.name,
+                    count,
+                    len(reply.results),
+                )
+                raise _Refused
+            return reply
+        raise _NoRoute
+
+    async def _deliver(
+        self, state: _Partition, item: _Item, users: list[int], deadline: float, wait_first: bool
+    ) -> None:
+        """The slow path: one entry, one PUSH_MSG at a time, until every user in ``users``
+        is done or ``give_up`` passed (``wait_first``: a retry, after the backoff). Owns
+        the item's slots (its window slot while no route server has answered it yet)."""
+        push = item.push
+        loop = asyncio.get_running_loop()
+        delay = self.retry_initial
+        try:
+            while True:
+                if wait_first:
+                    if loop.time() >= deadline:
+                        self._give_up(item, users)
+                        break
+                    metrics.PUSH_RETRIES.inc()
+                    await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                    delay = min(self.retry_cap, delay * 2)
+                wait_first = True
+                try:
+                    reply = await self._push_once(item.delivery.entry.conversation, push, users)
                 except _Refused:
                     self._drop("refused", len(users))
                     break
                 except _NoRoute:
-                    pass  # retried below, keeping the window slot: the partition waits in order
-                else:
-                    if not answered:
-                        answered = True
-                        # Answered: the partition goes on while the named users wait.
-                        state.window.release()
-                        window_held = False
-                        if push.committed_at_us:
-                            metrics.PUSH_LATENCY.observe(max(0.0, time.time() - push.committed_at_us / 1e6))
-                    asked = set(users)
-                    self._hand_offline(push, [u for u in reply.offline_user_ids if u in asked])
-                    users = [u for u in reply.retry_user_ids if u in asked]
-                    if not users:
-                        self.delivered += 1
-                        metrics.PUSH_DELIVERED.inc()
-                        break
-                if loop.time() >= deadline:
-                    self._drop("gave_up", len(users))
-                    log.info(
-                        "%s: gave up pushing msg %d of %s to %d users",
-                        self.node_id,
-                        push.msg_id,
-                        delivery.entry.conversation,
-                        len(users),
-                    )
+                    continue  # retried, keeping the window slot: the partition waits in order
+                if item.window_held:
+                    # Answered: the partition goes on while the named users wait.
+                    item.window_held = False
+                    state.window.give()
+                    if push.committed_at_us:
+                        metrics.PUSH_LATENCY.observe(max(0.0, time.time() - push.committed_at_us / 1e6))
+                asked = set(users)
+                self._hand_offline(push, [u for u in reply.offline_user_ids if u in asked])
+                users = [u for u in reply.retry_user_ids if u in asked]
+                if not users:
+                    self.delivered += 1
+                    metrics.PUSH_DELIVERED.inc()
                     break
-                metrics.PUSH_RETRIES.inc()
-                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-                delay = min(self.retry_cap, delay * 2)
-            await self._ack(state, key)
+            await self._ack(state, [item])
         finally:
-            if window_held:
-                state.window.release()
-            state.outstanding.release()
+            if item.window_held:
+                state.window.give()
+            state.outstanding.give()
+
+    def _give_up(self, item: _Item, users: list[int]) -> None:
+        self._drop("gave_up", len(users))
+        log.info(
+            "%s: gave up pushing msg %d of %s to %d users",
+            self.node_id,
+            item.push.msg_id,
+            item.delivery.entry.conversation,
+            len(users),
+        )
 
     async def _push_once(
         self, conversation: ShardKey, push: internal_pb2.PushMsg, users: Sequence[int]
@@ -449,8 +683,11 @@ class PushDispatcher:
         if fresh:
             self.offline.offer(push, fresh)
 
-    async def _ack(self, state: _Partition, key: _Key) -> None:
-        deliveries = state.in_flight.pop(key, [])
+    async def _ack(self, state: _Partition, items: list[_Item]) -> None:
+        """Acknowledge the entries of ``items``, every delivery of each, in one call."""
+        deliveries: list[Delivery] = []
+        for item in items:
+            deliveries += state.in_flight.pop(item.key, ())
         if not deliveries:
             return
         try:

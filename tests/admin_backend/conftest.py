@@ -94,9 +94,15 @@ class FakeGateway:
             self.frames.put_nowait((Cmd.ROUTE_DELIVER, deliver))
             return internal_pb2.PushMsgResult()
 
+        async def pushed_many(
+            link: Link, batch: internal_pb2.PushMsgBatch
+        ) -> internal_pb2.PushMsgBatchResult:
+            return internal_pb2.PushMsgBatchResult(results=[await pushed(link, p) for p in batch.pushes])
+
         return (
             Commands()
             .rpc(Rpcs.PUSH_MSG, pushed)
+            .rpc(Rpcs.PUSH_MSGS, pushed_many)
             .oneway(OneWays.ROUTE_DELIVER, keep(Cmd.ROUTE_DELIVER))
             .oneway(OneWays.ROUTE_STATUS_BATCH, keep(Cmd.ROUTE_STATUS_BATCH))
             .oneway(OneWays.ROUTE_KICK, keep(Cmd.ROUTE_KICK))

@@ -49,7 +49,14 @@ class FakeRoute:
         self.notices: list[internal_pb2.RouteDeliver] = []
         self.changed = asyncio.Event()
         self._never = asyncio.Event()
-        table = Commands().rpc(Rpcs.PUSH_MSG, self._push).oneway(OneWays.ROUTE_DELIVER, self._notice)
+        #: PUSH_MSGS frames, by how many pushes each carried
+        self.batches: list[int] = []
+        table = (
+            Commands()
+            .rpc(Rpcs.PUSH_MSG, self._push)
+            .rpc(Rpcs.PUSH_MSGS, self._push_many)
+            .oneway(OneWays.ROUTE_DELIVER, self._notice)
+        )
         self.server = LinkServer(
             {internal_pb2.ROLE_DB_PROXY: table},
             role=internal_pb2.ROLE_ROUTE_SERVER,
@@ -77,6 +84,22 @@ class FakeRoute:
         self._notify()
         if self.holding:
             await self._never.wait()
+        return self._answer(push)
+
+    async def _push_many(
+        self, link: Link, batch: internal_pb2.PushMsgBatch
+    ) -> internal_pb2.PushMsgBatchResult:
+        self.batches.append(len(batch.pushes))
+        if self.holding:  # every push of it taken, none answered
+            self.asked.extend(batch.pushes)
+            self._notify()
+            await self._never.wait()
+        # Push by push, as a subclass answers a single PUSH_MSG.
+        return internal_pb2.PushMsgBatchResult(
+            results=[await self._push(link, push) for push in batch.pushes]
+        )
+
+    def _answer(self, push: internal_pb2.PushMsg) -> internal_pb2.PushMsgResult:
         retry = []
         for user in push.user_ids:
             if self.flaky.get(user, 0) > 0:

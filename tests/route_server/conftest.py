@@ -92,6 +92,7 @@ class FakeGateway:
     hand_back: set[int] = field(default_factory=set)  # users it answers "retry" for
     pushes: list[internal_pb2.PushMsg] = field(default_factory=list)
     push_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    batches: list[int] = field(default_factory=list)  # PUSH_MSGS frames, by how many pushes each had
     frames: asyncio.Queue[tuple[int, Any]] = field(default_factory=asyncio.Queue)
     link: Upstream | None = None
 
@@ -105,6 +106,20 @@ class FakeGateway:
         await self.answer_gate.wait()
         return internal_pb2.PushMsgResult(retry_user_ids=[u for u in msg.user_ids if u in self.hand_back])
 
+    async def on_push_many(
+        self, link: Link, batch: internal_pb2.PushMsgBatch
+    ) -> internal_pb2.PushMsgBatchResult:
+        self.batches.append(len(batch.pushes))
+        self.pushes.extend(batch.pushes)
+        self.push_arrived.set()
+        await self.answer_gate.wait()
+        return internal_pb2.PushMsgBatchResult(
+            results=[
+                internal_pb2.PushMsgResult(retry_user_ids=[u for u in p.user_ids if u in self.hand_back])
+                for p in batch.pushes
+            ]
+        )
+
     async def send_snapshot(self, link: Link) -> None:
         await self.snapshot_gate.wait()
         link.send(Cmd.ROUTE_SNAPSHOT, internal_pb2.RouteSnapshot(sessions=self.sessions))
@@ -116,6 +131,7 @@ class FakeGateway:
         return (
             Commands()
             .rpc(Rpcs.PUSH_MSG, self.on_push)
+            .rpc(Rpcs.PUSH_MSGS, self.on_push_many)
             .oneway(OneWays.ROUTE_DELIVER, keep(Cmd.ROUTE_DELIVER))
             .oneway(OneWays.ROUTE_STATUS_BATCH, keep(Cmd.ROUTE_STATUS_BATCH))
             .oneway(OneWays.ROUTE_PROFILE_BATCH, keep(Cmd.ROUTE_PROFILE_BATCH))

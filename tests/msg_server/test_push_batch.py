@@ -1,0 +1,81 @@
+"""PUSH_MSGS through a real gateway on real sockets (issue 12): each push decided in the order
+given (duplicates dropped, gaps filled first, the origin not echoed), answered push by push once
+every write is done; too many behind a fill named for a retry in that push's result only."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from common.commands import Cmd, Rpcs
+from common.pb import internal_pb2
+from msg_server import push as push_module
+from tests.msg_server.conftest import Bed, push_1to1, running
+from tests.msg_server.test_push import ALICE, BOB, KEY, dropped, ids_pushed
+
+
+async def push_many(bed: Bed, *pushes: internal_pb2.PushMsg) -> list[internal_pb2.PushMsgResult]:
+    reply = await bed.link.call(Rpcs.PUSH_MSGS, internal_pb2.PushMsgBatch(pushes=list(pushes)), 5.0)
+    assert len(reply.results) == len(pushes)
+    return list(reply.results)
+
+
+async def test_a_batch_is_written_in_order_with_duplicates_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        before = dropped("duplicate")
+        results = await push_many(bed, *(push_1to1(ALICE, BOB, i) for i in (5, 6, 6, 7, 4, 8)))
+        assert all(not r.retry_user_ids for r in results)
+        assert await ids_pushed(bob, 4) == [5, 6, 7, 8]
+        assert not bob.pushed(Cmd.MSG_DATA)
+        assert dropped("duplicate") - before == 2
+
+
+async def test_a_gap_in_a_batch_is_filled_before_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        await bed.push(push_1to1(ALICE, BOB, 1))
+        assert await ids_pushed(bob, 1) == [1]
+        bed.db.store(KEY, 3, ALICE, b"stored 3")
+        bed.db.hold_by_id.clear()
+        call = asyncio.create_task(push_many(bed, *(push_1to1(ALICE, BOB, i) for i in (2, 4, 5))))
+        await asyncio.wait_for(bed.db.by_id_arrived.wait(), 5)
+        assert not call.done()  # the answer waits for the fill and the writes behind it
+        bed.db.hold_by_id.set()
+        assert all(not r.retry_user_ids for r in await asyncio.wait_for(call, 5))
+        assert await ids_pushed(bob, 4) == [2, 3, 4, 5]
+
+
+async def test_the_origin_is_not_echoed_within_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(monkeypatch) as bed:
+        alice = await bed.client(ALICE)
+        bob = await bed.client(BOB)
+        await push_many(
+            bed,
+            push_1to1(BOB, ALICE, 1),
+            push_1to1(ALICE, BOB, 2, origin=("msg-t", bed.conn_id(alice))),
+            push_1to1(BOB, ALICE, 3),
+        )
+        assert await ids_pushed(alice, 2) == [1, 3]
+        assert await ids_pushed(bob, 3) == [1, 2, 3]
+
+
+async def test_too_many_behind_a_fill_are_named_in_their_push_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(push_module, "MAX_WAITING", 1)  # the fill itself fills the chain
+    async with running(monkeypatch) as bed:
+        bob = await bed.client(BOB)
+        await bed.push(push_1to1(ALICE, BOB, 1))
+        assert await ids_pushed(bob, 1) == [1]
+        bed.db.store(KEY, 2, ALICE, b"stored 2")
+        bed.db.hold_by_id.clear()
+        call = asyncio.create_task(
+            push_many(bed, push_1to1(ALICE, BOB, 3), push_1to1(ALICE, BOB, 4), push_1to1(3, BOB, 1))
+        )
+        await asyncio.wait_for(bed.db.by_id_arrived.wait(), 5)
+        bed.db.hold_by_id.set()
+        results = await asyncio.wait_for(call, 5)
+        assert [list(r.retry_user_ids) for r in results] == [[], [BOB], []]
+        pushes = [await bob.next_push(Cmd.MSG_DATA, timeout=5) for _ in range(3)]
+        mine = [p.msg_id for p in pushes if p.from_user_id == ALICE]
+        assert mine == [2, 3] and [p.from_user_id for p in pushes].count(3) == 1
