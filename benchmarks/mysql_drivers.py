@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from db_proxy.storage.model import SESSION_SINGLE, NewMessage
-from db_proxy.storage.mysql import MYSQL, MysqlDatabase, MysqlUrl, create_database_if_missing, drop_database
+from db_proxy.storage.mysql import (
+    MYSQL,
+    MysqlDatabase,
+    MysqlUrl,
+    create_database_if_missing,
+    drop_database,
+    fast_literal,
+)
 from db_proxy.storage.sql import SqlStore
 from db_proxy.storage.sql_base import Row, Step, Tx
 
@@ -59,9 +66,10 @@ def _packets(statements: list[str]) -> list[str]:
 class _AsyncTx:
     """A transaction on an aiomysql-shaped async connection (asyncmy has the same API)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, asyncmy: bool = False) -> None:
         self._conn = conn
         self.committed = False
+        self.asyncmy = asyncmy
 
     async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
         async with self._conn.cursor() as cursor:
@@ -82,8 +90,8 @@ class _AsyncTx:
             return int(cursor.lastrowid)
 
     async def script(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[Row]]:
-        literal = self._conn.literal
-        statements = [_format(sql) % tuple(literal(p) for p in params) for sql, params in steps]
+        literal = fast_literal(self._conn.literal)  # as db_proxy's adapter does
+        statements = [_format(sql) % tuple(map(literal, params)) for sql, params in steps]
         if commit:
             statements.append("COMMIT")
         results: list[list[Row]] = []
@@ -96,6 +104,11 @@ class _AsyncTx:
         if commit:
             results.pop()
             self.committed = True
+            if self.asyncmy and self._conn.server_status & 1:
+                # asyncmy keeps a result's status only when it is not 0 (the
+                # COMMIT's, with autocommit off, is 0): its pool would then
+                # close the connection as "in a transaction" on release.
+                self._conn.server_status &= ~1
         return results
 
 
@@ -138,7 +151,7 @@ class AsyncmyDatabase:
     async def _session(self, commit: bool) -> AsyncIterator[Tx]:
         conn = await self._pool.acquire()
         try:
-            tx = _AsyncTx(conn)
+            tx = _AsyncTx(conn, asyncmy=True)
             yield tx
             if tx.committed:
                 pass

@@ -54,7 +54,7 @@ class DbProxyConfig:
     batch_size: int = setting(64, "Messages committed in one transaction when they queue up (group commit).")
     # -- overload (issue 12): the message workers' queues bounded in time --
     save_max_wait: float = setting(
-        0.4,
+        0.5,
         "Seconds a message (or read receipt) may wait in its worker's queue. One is refused "
         "'overloaded' at once when the jobs ahead of it would take longer than this to commit at the "
         "worker's recent pace (at twice the capacity the excess is refused, not queued), and one that "

@@ -90,7 +90,7 @@ QUEUE_BYTES = 8 * 1024 * 1024
 #: waits; over a healthy commit (milliseconds; a full batch of 64 in tens), and
 #: short enough that an admitted message is acked within a second even at
 #: twice the capacity offered (issue 12).
-MAX_QUEUE_WAIT = 0.4
+MAX_QUEUE_WAIT = 0.5
 #: How often queued jobs are checked against the wait bound (also while a
 #: worker is stuck in a transaction).
 EXPIRE_INTERVAL = 0.1

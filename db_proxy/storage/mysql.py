@@ -9,7 +9,7 @@ as they do in SQLite.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -114,6 +114,25 @@ def _format(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+def fast_literal(literal: Callable[[object], str]) -> Callable[[object], str]:
+    """A driver's ``literal`` (a parameter as SQL) with the two hot types done directly.
+
+    Integers and bodies are nearly every parameter of a message batch; the
+    driver's generic path (an encoder lookup per value) was a quarter of a
+    script's time. Everything else goes to the driver.
+    """
+
+    def escaped(value: object) -> str:
+        kind = type(value)
+        if kind is int:
+            return str(value)
+        if kind is bytes:
+            return _escape_bytes(value)  # type: ignore[arg-type]
+        return literal(value)
+
+    return escaped
+
+
 class _MysqlTx:
     def __init__(self, conn: aiomysql.Connection) -> None:
         self._conn = conn
@@ -146,8 +165,8 @@ class _MysqlTx:
         # the first error, which the result of that statement raises.
         if self.committed:
             raise StoreError("the transaction was committed by a script")
-        literal = self._conn.literal
-        statements = [_format(sql) % tuple(literal(p) for p in params) for sql, params in steps]
+        literal = fast_literal(self._conn.literal)
+        statements = [_format(sql) % tuple(map(literal, params)) for sql, params in steps]
         if commit:
             statements.append("COMMIT")
         packets: list[list[str]] = []
