@@ -8,7 +8,7 @@ engine adapter, so what differs is the driver alone:
   ``--concurrency`` of them at a time (db_proxy's message workers);
 * the login's read: ``user_by_name``, one row by its unique name.
 
-Every figure is the median of ``--runs`` runs; msgs/s (or reads/s), the
+Every figure is the median of ``--runs`` runs (interleaved across drivers); msgs/s (or reads/s), the
 median latency of one transaction (round trips included), the CPU time of
 this process per operation (driver + store code; threads included), and the
 ratio to aiomysql.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import importlib.metadata
 import itertools
 import statistics
 import sys
@@ -317,7 +318,9 @@ async def run_saves(store: SqlStore, batch: int, concurrency: int, seconds: floa
         pair = next(_conversations)
         while time.perf_counter() < deadline:
             messages = [
-                NewMessage(pair * 10 + i % 8 + 1, SESSION_SINGLE, pair * 10 + 9, 1, b"x" * 100, 1, next(_keys))
+                NewMessage(
+                    pair * 10 + i % 8 + 1, SESSION_SINGLE, pair * 10 + 9, 1, b"x" * 100, 1, next(_keys)
+                )
                 for i in range(batch)
             ]
             started = time.perf_counter()
@@ -327,7 +330,9 @@ async def run_saves(store: SqlStore, batch: int, concurrency: int, seconds: floa
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return Figures(len(latencies) * batch / wall, statistics.median(latencies) * 1000, cpu / len(latencies) * 1e6)
+    return Figures(
+        len(latencies) * batch / wall, statistics.median(latencies) * 1000, cpu / len(latencies) * 1e6
+    )
 
 
 async def run_reads(store: SqlStore, names: list[str], concurrency: int, seconds: float) -> Figures:
@@ -386,23 +391,27 @@ async def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     workloads = [f"save x{b}" for b in batches] + ["user_by_name"]
     results: dict[tuple[str, str], Figures] = {}
-    for driver in drivers:
-        store = SqlStore(make_database(driver, url, args.concurrency))
-        await store.open()
-        try:
+    stores = {driver: SqlStore(make_database(driver, url, args.concurrency)) for driver in drivers}
+    try:
+        for store in stores.values():
+            await store.open()
             await run_saves(store, 4, args.concurrency, 0.3)  # warm up: connections, caches
+        # Interleaved (run 1 of every driver, then run 2...), so that the box's
+        # load drifting during the benchmark falls on every driver alike.
+        runs: dict[tuple[str, str], list[Figures]] = {}
+        for _ in range(args.runs):
             for workload in workloads:
-                runs = []
-                for _ in range(args.runs):
+                for driver, store in stores.items():
                     if workload == "user_by_name":
-                        runs.append(await run_reads(store, names, args.concurrency, args.seconds))
+                        figures = await run_reads(store, names, args.concurrency, args.seconds)
                     else:
                         batch = int(workload.removeprefix("save x"))
-                        runs.append(await run_saves(store, batch, args.concurrency, args.seconds))
-                results[driver, workload] = _median(runs)
-                f = results[driver, workload]
-                print(f"  .. {driver:<12} {workload:<13} {f.rate:>9,.0f}/s", file=sys.stderr)
-        finally:
+                        figures = await run_saves(store, batch, args.concurrency, args.seconds)
+                    runs.setdefault((driver, workload), []).append(figures)
+                    print(f"  .. {driver:<12} {workload:<13} {figures.rate:>9,.0f}/s", file=sys.stderr)
+        results = {key: _median(values) for key, values in runs.items()}
+    finally:
+        for store in stores.values():
             await store.close()
     await drop_database(args.url)
 
@@ -411,16 +420,13 @@ async def main(argv: list[str] | None = None) -> int:
         f"{sys.version.split()[0]}, {args.concurrency} at a time, median of {args.runs} runs of "
         f"{args.seconds:g} s"
     )
-    versions = []
-    for driver in drivers:
-        module = __import__({"mysqlclient": "MySQLdb"}.get(driver, driver))
-        versions.append(f"{driver} {getattr(module, '__version__', getattr(module, 'version_info', '?'))}")
-    print("  " + ", ".join(versions))
+    print("  " + ", ".join(f"{driver} {importlib.metadata.version(driver)}" for driver in drivers))
     print("  save xN: one group-commit transaction of N new 1:1 messages (2 round trips: ids, rows + COMMIT)")
     print("  user_by_name: the login's single-row user SELECT")
     print("  rate: msgs/s (save) or reads/s; latency: median per transaction/read; CPU: this process per op")
     print()
-    print(f"  {'workload':<14}{'driver':<13}{'rate/s':>10}{'latency ms':>12}{'CPU us/op':>11}{'rate':>8}{'CPU':>8}")
+    header = f"{'rate/s':>10}{'latency ms':>12}{'CPU us/op':>11}{'rate':>8}{'CPU':>8}"
+    print(f"  {'workload':<14}{'driver':<13}{header}")
     print(f"  {'':<14}{'':<13}{'':>10}{'':>12}{'':>11}{'vs aio':>8}{'vs aio':>8}")
     for workload in workloads:
         base = results.get(("aiomysql", workload))

@@ -114,5 +114,9 @@ class Sized(Protocol):
 def bind(queues: Sequence[Sized]) -> None:
     for index, queue in enumerate(queues):
         QUEUE_DEPTH.labels(str(index)).set_function(partial(queue.qsize))
-        # The event loop's clock is time.monotonic, as the workers' timestamps are.
-        QUEUE_EXPECTED_WAIT.labels(str(index)).set_function(lambda q=queue: q.expected_wait(time.monotonic()))
+        QUEUE_EXPECTED_WAIT.labels(str(index)).set_function(partial(_expected_wait, queue))
+
+
+def _expected_wait(queue: Sized) -> float:
+    # The event loop's clock is time.monotonic, as the workers' timestamps are.
+    return queue.expected_wait(time.monotonic())

@@ -181,7 +181,14 @@ class MessageWorkers:
             # (Built directly: dataclasses.replace costs several times more.)
             m = message
             message = NewMessage(
-                m.from_user_id, m.session_type, m.to_id, m.msg_type, m.msg_data, m.create_time, server_key(), m.trusted
+                m.from_user_id,
+                m.session_type,
+                m.to_id,
+                m.msg_type,
+                m.msg_data,
+                m.create_time,
+                server_key(),
+                m.trusted,
             )
         key = conversation_key(message.session_type, message.from_user_id, message.to_id)
         self._put(key, SaveJob(message, origin, future), len(message.msg_data))

@@ -65,7 +65,8 @@ def _allocate_tail(d: Dialect) -> str:
 
 
 _TOUCH_SESSION_HEAD = (
-    "INSERT INTO sessions (user_id, session_type, peer_id, conv_id, updated, latest_msg_id, unread_cnt, removed)"
+    "INSERT INTO sessions (user_id, session_type, peer_id, conv_id, updated, latest_msg_id, unread_cnt, "
+    "removed)"
 )
 
 

@@ -60,7 +60,9 @@ class _SqliteTx:
 
     async def script(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[Row]]:
         # In process: no round trips to save; the transaction commits as the block ends.
-        return [[tuple(row) for row in await self._conn.execute_fetchall(sql, params)] for sql, params in steps]
+        return [
+            [tuple(row) for row in await self._conn.execute_fetchall(sql, params)] for sql, params in steps
+        ]
 
 
 class SqliteDatabase:

@@ -57,7 +57,9 @@ async def test_a_flood_is_refused_at_once_and_what_is_admitted_is_answered_in_ti
             a, b = users[i % 10], users[10 + i % 10]
             started = time.monotonic()
             try:
-                admitted.append((started, pool.save(NewMessage(a, SESSION_SINGLE, b, 1, b"f%d" % i, 1), ORIGIN)))
+                admitted.append(
+                    (started, pool.save(NewMessage(a, SESSION_SINGLE, b, 1, b"f%d" % i, 1), ORIGIN))
+                )
             except Overloaded:
                 refusals += 1
                 refusal_took = max(refusal_took, time.monotonic() - started)
