@@ -9,6 +9,7 @@ across batches, mixed with new messages), and a batch is all-or-nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -131,15 +132,46 @@ async def test_a_batch_of_new_messages_is_two_round_trips_on_mysql(
 ) -> None:
     if store.engine != "mysql":
         pytest.skip("round trips are a MySQL matter")
-    import aiomysql
+    from db_proxy.storage import mysql
 
     queries: list[str] = []
-    real = aiomysql.Connection._execute_command
+    transactions: list[mysql._MysqlTx] = []
 
-    async def counting(self: aiomysql.Connection, command: int, sql: object) -> None:
-        queries.append(str(sql)[:40])
-        await real(self, command, sql)
+    class Cursor:
+        def __init__(self, real: Any) -> None:
+            self.real = real
 
-    monkeypatch.setattr(aiomysql.Connection, "_execute_command", counting)
+        async def __aenter__(self) -> Cursor:
+            self.real = await self.real.__aenter__()
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            await self.real.__aexit__(*exc)
+
+        async def execute(self, sql: str, *args: object) -> Any:
+            queries.append(sql[:60])  # one COM_QUERY: one round trip
+            return await self.real.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+    class Connection:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def cursor(self) -> Cursor:
+            return Cursor(self.real.cursor())
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+    real_init = mysql._MysqlTx.__init__
+
+    def counting(self: mysql._MysqlTx, conn: Any) -> None:
+        real_init(self, Connection(conn))  # type: ignore[arg-type]
+        transactions.append(self)
+
+    monkeypatch.setattr(mysql._MysqlTx, "__init__", counting)
     await store.save_messages([msg(1 + i % 4, 9, client_msg_id=i + 1) for i in range(32)])
     assert len(queries) == 2, queries
+    assert [tx.committed for tx in transactions] == [True]  # the COMMIT went with the rows
