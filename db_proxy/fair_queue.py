@@ -49,8 +49,9 @@ class CommitPace:
     The worker reports each transaction's start and end; the pace is a
     moving average of the seconds one batch takes (every batch: at overload
     they are full, which is when the estimate matters). A transaction still
-    running for longer than that is the pace (the storage slowed down or
-    stalled), so a stalled worker refuses at once instead of queueing.
+    running for longer than that is expected to run as long again (the
+    storage slowed down or stalled), so a stalled worker refuses instead of
+    queueing.
     """
 
     def __init__(self, batch_size: int, weight: float = 0.2) -> None:
@@ -79,15 +80,19 @@ class CommitPace:
             self.batch_seconds += self.weight * (took - self.batch_seconds)
 
     def expected_wait(self, depth: int, now: float) -> float:
-        """Seconds until an entry queued now behind ``depth`` others is committed."""
+        """Seconds an entry queued now behind ``depth`` others waits for its batch to start.
+
+        The transaction running ends when batches usually do, or, running
+        longer than that, is expected to take as long again as it has (so a
+        stalled worker soon refuses everything); then go the full batches of
+        the entries ahead; the entry's own batch is not queueing.
+        """
         per_batch = self.batch_seconds or 0.0
         running = 0.0
         if self._started is not None:
             elapsed = now - self._started
-            per_batch = max(per_batch, elapsed)
-            running = per_batch - elapsed
-        batches = depth // self.batch_size + 1  # its own batch included
-        return running + batches * per_batch
+            running = per_batch - elapsed if elapsed < per_batch else elapsed
+        return running + depth // self.batch_size * per_batch
 
 
 @dataclass(slots=True)

@@ -29,7 +29,10 @@ def test_an_idle_worker_admits_whatever_its_pace() -> None:
     q.pace.started(0.0)
     q.pace.finished(5.0)  # one very slow commit
     assert q.push("a", 1, now=6.0) is None  # nothing ahead: it goes first
-    assert q.push("b", 2, now=6.0) == EXPECTED_WAIT  # would wait behind a 5 s batch
+    assert q.push("b", 2, now=6.0) is None  # and this one in the same batch
+    assert q.next_batch(4) == [1, 2]
+    q.pace.started(6.0)
+    assert q.push("c", 3, now=6.0) == EXPECTED_WAIT  # it would wait for that 5 s batch
 
 
 def test_admission_stops_where_the_queue_would_take_longer_than_max_wait() -> None:
@@ -40,8 +43,8 @@ def test_admission_stops_where_the_queue_would_take_longer_than_max_wait() -> No
     # (admission aims at 3/4 of it).
     q.pace.finished(0.1)
     outcomes = [q.push(i, i, now=1.0) for i in range(20)]  # 20 conversations, one entry each
-    assert outcomes[:12] == [None] * 12
-    assert outcomes[12:] == [EXPECTED_WAIT] * 8
+    assert outcomes[:16] == [None] * 16  # the 16th starts after 3 batches
+    assert outcomes[16:] == [EXPECTED_WAIT] * 4
     assert q.expected_wait(1.0) == pytest.approx(0.4)
     q.next_batch(4)  # a batch leaves: room for 4 more
     assert [q.push(100 + i, i, now=1.0) for i in range(5)] == [None] * 4 + [EXPECTED_WAIT]
@@ -70,7 +73,7 @@ def test_a_flood_is_refused_before_a_newcomer() -> None:
         assert q.push(conv, 0, now=1.0) is None
     # A conversation's k-th entry waits k rounds of every conversation.
     flood = [q.push("a", i, now=1.0) for i in range(1, 10)]
-    assert flood.index(EXPECTED_WAIT) == 5  # its 7th: 6 + 7 * 1 ahead, 4 batches
+    assert flood.index(EXPECTED_WAIT) == 7  # its 9th: 8 + 9 * 1 ahead, 4 batches before it
     assert q.push("newcomer", 0, now=1.0) is None  # one round ahead of it
 
 
@@ -81,7 +84,10 @@ def test_the_pace_is_a_moving_average_of_batch_times() -> None:
         pace.started(start)
         pace.finished(start + took)
     assert pace.batch_seconds == pytest.approx(0.125)
-    assert pace.expected_wait(15, now=3.0) == pytest.approx(2 * 0.125)
+    assert pace.expected_wait(15, now=3.0) == pytest.approx(0.125)  # one full batch ahead
+    pace.started(4.0)
+    assert pace.expected_wait(0, now=4.1) == pytest.approx(0.025)  # the rest of the running one
+    assert pace.expected_wait(0, now=4.5) == pytest.approx(0.5)  # stuck: as long again
 
 
 @settings(max_examples=10, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
