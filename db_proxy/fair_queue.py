@@ -49,7 +49,7 @@ class CommitPace:
     The worker reports each transaction's start and end; the pace is a
     moving average of the seconds one batch takes (every batch: at overload
     they are full, which is when the estimate matters). A transaction still
-    running for longer than that is expected to run as long again (the
+    running for longer than that is expected to overrun as much again (the
     storage slowed down or stalled), so a stalled worker refuses instead of
     queueing.
     """
@@ -83,15 +83,18 @@ class CommitPace:
         """Seconds an entry queued now behind ``depth`` others waits for its batch to start.
 
         The transaction running ends when batches usually do, or, running
-        longer than that, is expected to take as long again as it has (so a
-        stalled worker soon refuses everything); then go the full batches of
-        the entries ahead; the entry's own batch is not queueing.
+        longer than that, is expected to overrun as much again as it has (so
+        a stalled worker soon refuses everything); then go the full batches
+        of the entries ahead; the entry's own batch is not queueing.
         """
         per_batch = self.batch_seconds or 0.0
         running = 0.0
         if self._started is not None:
             elapsed = now - self._started
-            running = per_batch - elapsed if elapsed < per_batch else elapsed
+            # Overran: as much again as it overran so far (a stall of seconds
+            # is refused once it has overrun by max_wait; a slow box's longer
+            # batches are not taken for one).
+            running = abs(per_batch - elapsed)
         return running + depth // self.batch_size * per_batch
 
 
