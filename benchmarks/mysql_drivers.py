@@ -1,19 +1,22 @@
-"""MySQL drivers on db_proxy's hot path: aiomysql (current), asyncmy, mysqlclient (MySQLdb, in threads).
+"""MySQL drivers on db_proxy's hot path: aiomysql (the old one), asyncmy, mysqlclient (MySQLdb, in threads).
 
-Each driver runs the store's own code (:class:`~db_proxy.storage.sql.SqlStore`,
-the same SQL, the same scripts: multi-statement queries) behind a minimal
-engine adapter, so what differs is the driver alone:
+Each driver runs the store's own code (:class:`~db_proxy.storage.sql.SqlStore`:
+the same SQL, the same scripts of multi-statement queries): asyncmy through
+db_proxy's own adapter (db_proxy/storage/mysql.py, on asyncmy since this
+benchmark chose it), aiomysql and mysqlclient through the same adapter
+written for them here, so what differs is the driver alone. Workloads:
 
 * the group-commit transaction: ``save_messages`` of N new 1:1 messages,
   ``--concurrency`` of them at a time (db_proxy's message workers);
 * the login's read: ``user_by_name``, one row by its unique name.
 
-Every figure is the median of ``--runs`` runs (interleaved across drivers); msgs/s (or reads/s), the
-median latency of one transaction (round trips included), the CPU time of
-this process per operation (driver + store code; threads included), and the
-ratio to aiomysql.
+Every figure is the median of ``--runs`` runs (interleaved across drivers):
+msgs/s (or reads/s), the median latency of one transaction (round trips
+included), the CPU time of this process per operation (driver + store code;
+threads included), and the ratios to aiomysql.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/mysql_drivers.py [--url mysql://root@127.0.0.1:3306/imcluster_bench_drivers]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/mysql_drivers.py \\
+        [--url mysql://root@127.0.0.1:3306/imcluster_bench_drivers]
 """
 
 from __future__ import annotations
@@ -65,12 +68,11 @@ def _packets(statements: list[str]) -> list[str]:
 
 
 class _AsyncTx:
-    """A transaction on an aiomysql-shaped async connection (asyncmy has the same API)."""
+    """A transaction on an aiomysql connection."""
 
-    def __init__(self, conn: Any, asyncmy: bool = False) -> None:
+    def __init__(self, conn: Any) -> None:
         self._conn = conn
         self.committed = False
-        self.asyncmy = asyncmy
 
     async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
         async with self._conn.cursor() as cursor:
@@ -105,15 +107,12 @@ class _AsyncTx:
         if commit:
             results.pop()
             self.committed = True
-            if self.asyncmy and self._conn.server_status & 1:
-                # asyncmy keeps a result's status only when it is not 0 (the
-                # COMMIT's, with autocommit off, is 0): its pool would then
-                # close the connection as "in a transaction" on release.
-                self._conn.server_status &= ~1
         return results
 
 
-class AsyncmyDatabase:
+class AiomysqlDatabase:
+    """aiomysql, as db_proxy/storage/mysql.py used it before the switch (same pool, same scripts)."""
+
     engine = "mysql"
     dialect = MYSQL
 
@@ -122,10 +121,14 @@ class AsyncmyDatabase:
         self._pool: Any = None
 
     async def open(self) -> None:
-        import asyncmy
+        import aiomysql
 
+        # aiomysql 0.3.2 with PyMySQL >= 1.2.3 cannot escape bytes itself
+        # (aio-libs/aiomysql#1080): the helper db_proxy supplied.
+        if not callable(aiomysql.connection.escape_bytes_prefixed):
+            aiomysql.connection.escape_bytes_prefixed = lambda value: "_binary X'" + value.hex() + "'"
         u = self.url
-        self._pool = await asyncmy.create_pool(
+        self._pool = await aiomysql.create_pool(
             minsize=1,
             maxsize=self.pool_size,
             host=u.host,
@@ -152,7 +155,7 @@ class AsyncmyDatabase:
     async def _session(self, commit: bool) -> AsyncIterator[Tx]:
         conn = await self._pool.acquire()
         try:
-            tx = _AsyncTx(conn, asyncmy=True)
+            tx = _AsyncTx(conn)
             yield tx
             if tx.committed:
                 pass
@@ -164,7 +167,7 @@ class AsyncmyDatabase:
             await conn.rollback()
             raise
         finally:
-            self._pool.release(conn)
+            await self._pool.release(conn)
 
 
 class _ThreadTx:
@@ -290,9 +293,9 @@ class MysqlclientDatabase:
 
 def make_database(driver: str, url: MysqlUrl, pool_size: int) -> Any:
     if driver == "aiomysql":
+        return AiomysqlDatabase(url, pool_size)
+    if driver == "asyncmy":  # db_proxy's own adapter
         return MysqlDatabase(url, pool_size=pool_size)
-    if driver == "asyncmy":
-        return AsyncmyDatabase(url, pool_size)
     if driver == "mysqlclient":
         return MysqlclientDatabase(url, pool_size)
     raise ValueError(driver)
