@@ -211,7 +211,7 @@ class MysqlDatabase:
                 minsize=1,
                 maxsize=self.pool_size,
                 pool_recycle=POOL_RECYCLE,
-                db=self.url.database,
+                database=self.url.database,
                 autocommit=False,
                 # Scripts (Tx.script): several statements in one round trip.
                 # Every statement's values are escaped parameters, never
