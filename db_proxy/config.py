@@ -49,9 +49,18 @@ class DbProxyConfig:
         1024,
         "Jobs each worker may queue; past that requests fail with 'overloaded'. One conversation may "
         "hold a quarter of it (and a quarter of the worker's 8 MiB of message bodies), so a flood into "
-        "one cannot starve the others on its worker; a job that waited 2 s (storage stalled) is refused too.",
+        "one cannot starve the others on its worker; the queue is bounded in time too (save_max_wait).",
     )
     batch_size: int = setting(64, "Messages committed in one transaction when they queue up (group commit).")
+    # -- overload (issue 12): the message workers' queues bounded in time --
+    save_max_wait: float = setting(
+        0.5,
+        "Seconds a message (or read receipt) may wait in its worker's queue. One is refused "
+        "'overloaded' at once when the jobs ahead of it would take longer than this to commit at the "
+        "worker's recent pace (at twice the capacity the excess is refused, not queued), and one that "
+        "waited this long anyway (storage stalled) is refused then. A transaction is never abandoned.",
+    )
+    # -- end of the overload block --
     hash_threads: int = setting(2, "Threads for password hashing.")
     max_pending_logins: int = setting(
         1024, "Logins waiting for a hashing thread before new ones are refused."
@@ -157,6 +166,8 @@ class DbProxyConfig:
             split_address("db_proxy.route_servers", address)
         if self.workers < 1 or self.queue_size < 1 or self.batch_size < 1:
             raise ConfigError("db_proxy.workers, queue_size and batch_size must be at least 1")
+        if not 0.01 <= self.save_max_wait <= 10:
+            raise ConfigError("db_proxy.save_max_wait must be between 0.01 and 10 seconds")
         if not 1 <= self.password_log2_n <= 16:
             raise ConfigError("db_proxy.password_log2_n must be between 1 and 16")
         if self.admin_text_encoding not in ("teamtalk", "plain"):

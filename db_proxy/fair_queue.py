@@ -8,9 +8,16 @@ own FIFO, not the batches of the others. Admission is bounded three ways:
   message bodies (a flood is refused ``conversation_full``);
 * per worker: at most ``capacity`` entries and ``max_bytes`` bytes
   (``worker_full``), so memory stays bounded however many conversations;
-* in time: an entry that has waited ``max_wait`` seconds is handed back by
-  :meth:`FairQueue.expire` (the storage behind it is stalled: its sender is
-  better refused now than answered after its own timeout).
+* in time, at admission (``expected_wait``): with a :class:`CommitPace`, an
+  entry is refused at once when the entries served before it would take
+  longer than ``max_wait`` to commit at the pace commits recently went
+  (batches ahead x seconds per batch, a transaction running longer than that
+  counting as the pace): work that cannot be done in time is refused now, not
+  queued. Round-robin puts a new conversation's entry ahead of a flood's, so
+  what is ahead is counted per conversation;
+* in time, after admission: an entry that has waited ``max_wait`` seconds is
+  handed back by :meth:`FairQueue.expire` (the pace was misjudged, or the
+  storage stalled: its sender is better refused now than answered late).
 
 A conversation below its share is refused only when the whole worker is
 full. Order within a conversation is kept: entries leave (served or
@@ -30,6 +37,65 @@ T = TypeVar("T")
 
 CONVERSATION_FULL = "conversation_full"
 WORKER_FULL = "worker_full"
+EXPECTED_WAIT = "expected_wait"
+#: Admission aims at this fraction of max_wait: the pace is an estimate, and
+#: what it admits should not then wait out max_wait and be refused after all.
+ADMISSION_HEADROOM = 0.75
+
+
+class CommitPace:
+    """How long a group-commit worker takes to drain its queue (sans-IO, time passed in).
+
+    The worker reports each transaction's start and end; the pace is a
+    moving average of the seconds one batch takes (every batch: at overload
+    they are full, which is when the estimate matters). A transaction still
+    running for longer than that is expected to overrun as much again (the
+    storage slowed down or stalled), so a stalled worker refuses instead of
+    queueing.
+    """
+
+    def __init__(self, batch_size: int, weight: float = 0.2) -> None:
+        if batch_size < 1 or not 0 < weight <= 1:
+            raise ValueError("CommitPace: batch_size >= 1, 0 < weight <= 1")
+        self.batch_size = batch_size
+        self.weight = weight
+        self.batch_seconds: float | None = None  # None until a first batch committed
+        self._started: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._started is not None
+
+    def started(self, now: float) -> None:
+        self._started = now
+
+    def finished(self, now: float) -> None:
+        if self._started is None:
+            return
+        took = max(0.0, now - self._started)
+        self._started = None
+        if self.batch_seconds is None:
+            self.batch_seconds = took
+        else:
+            self.batch_seconds += self.weight * (took - self.batch_seconds)
+
+    def expected_wait(self, depth: int, now: float) -> float:
+        """Seconds an entry queued now behind ``depth`` others waits for its batch to start.
+
+        The transaction running ends when batches usually do, or, running
+        longer than that, is expected to overrun as much again as it has (so
+        a stalled worker soon refuses everything); then go the full batches
+        of the entries ahead; the entry's own batch is not queueing.
+        """
+        per_batch = self.batch_seconds or 0.0
+        running = 0.0
+        if self._started is not None:
+            elapsed = now - self._started
+            # Overran: as much again as it overran so far (a stall of seconds
+            # is refused once it has overrun by max_wait; a slow box's longer
+            # batches are not taken for one).
+            running = abs(per_batch - elapsed)
+        return running + depth // self.batch_size * per_batch
 
 
 @dataclass(slots=True)
@@ -47,9 +113,18 @@ class _Conversation(Generic[T]):
 
 
 class FairQueue(Generic[T]):
-    def __init__(self, capacity: int, max_bytes: int, share: int, share_bytes: int, max_wait: float) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        max_bytes: int,
+        share: int,
+        share_bytes: int,
+        max_wait: float,
+        pace: CommitPace | None = None,
+    ) -> None:
         if min(capacity, max_bytes, share, share_bytes) < 1 or max_wait <= 0:
             raise ValueError("FairQueue bounds must be positive")
+        self.pace = pace
         self.capacity = capacity
         self.max_bytes = max_bytes
         self.share = min(share, capacity)
@@ -74,6 +149,13 @@ class FairQueue(Generic[T]):
     def conversations(self) -> int:
         return len(self._conversations)
 
+    def expected_wait(self, now: float) -> float:
+        """Seconds an entry queued now would wait (0 when idle or without a pace)."""
+        pace = self.pace
+        if pace is None or not (self._entries or pace.busy):
+            return 0.0
+        return pace.expected_wait(self._entries, now)
+
     def waiting(self, key: Hashable) -> int:
         conv = self._conversations.get(key)
         return len(conv.entries) if conv is not None else 0
@@ -89,6 +171,16 @@ class FairQueue(Generic[T]):
             return CONVERSATION_FULL
         if self._entries >= self.capacity or (self._entries and self._bytes + size > self.max_bytes):
             return WORKER_FULL
+        pace = self.pace
+        if pace is not None and (self._entries or pace.busy):
+            # Served round-robin: before this entry go its conversation's own
+            # and, from each other conversation (entries it has or will have
+            # by then), one per round: at most one more than those.
+            own = len(conv.entries) if conv is not None else 0
+            others = len(self._conversations) - (conv is not None)
+            ahead = own + (own + 1) * others
+            if pace.expected_wait(ahead, now) > self.max_wait * ADMISSION_HEADROOM:
+                return EXPECTED_WAIT
         if conv is None:
             conv = self._conversations[key] = _Conversation()
         conv.entries.append(_Entry(item, size, now, barrier))
@@ -127,6 +219,8 @@ class FairQueue(Generic[T]):
     def expire(self, now: float) -> list[T]:
         """The entries that have waited ``max_wait`` or longer, taken out (oldest of each first)."""
         expired: list[T] = []
+        if not self._entries:
+            return expired
         deadline = now - self.max_wait
         for key, conv in list(self._conversations.items()):
             entries = conv.entries

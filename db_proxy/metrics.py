@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Protocol
@@ -9,16 +10,24 @@ from typing import Protocol
 from prometheus_client import Counter, Gauge, Histogram
 
 from common.metrics import latency_histogram
-from db_proxy.fair_queue import CONVERSATION_FULL, WORKER_FULL
+from db_proxy.fair_queue import CONVERSATION_FULL, EXPECTED_WAIT, WORKER_FULL
 
 QUEUE_DEPTH = Gauge("imcluster_db_queue_depth", "Jobs waiting in each ordered message worker.", ["worker"])
+QUEUE_EXPECTED_WAIT = Gauge(
+    "imcluster_db_queue_expected_wait_seconds",
+    "Seconds a job queued now would wait in each message worker, at its recent commit pace "
+    "(admission refuses past db_proxy.save_max_wait).",
+    ["worker"],
+)
 QUEUE_TIMEOUT = "queue_timeout"
-REFUSAL_REASONS = (CONVERSATION_FULL, WORKER_FULL, QUEUE_TIMEOUT)
+REFUSAL_REASONS = (CONVERSATION_FULL, WORKER_FULL, EXPECTED_WAIT, QUEUE_TIMEOUT)
 JOBS_REFUSED = Counter(
     "imcluster_db_jobs_refused",
     "Message-worker jobs (messages, read receipts) refused 'overloaded', by reason: conversation_full "
     "(that conversation holds its share of its worker's queue: a flood), worker_full (the worker's "
-    "queue is full in jobs or bytes), queue_timeout (waited too long in the queue: storage stalled).",
+    "queue is full in jobs or bytes), expected_wait (the jobs ahead would take longer than "
+    "save_max_wait to commit at the worker's recent pace: overload, refused at once), queue_timeout "
+    "(admitted, then waited save_max_wait in the queue: the pace was misjudged or storage stalled).",
     ["reason"],
 )
 COMMITTED = Counter("imcluster_db_messages_committed", "Messages stored (duplicates not counted).")
@@ -99,8 +108,15 @@ for _reason in REFUSAL_REASONS:
 
 class Sized(Protocol):
     def qsize(self) -> int: ...
+    def expected_wait(self, now: float) -> float: ...
 
 
 def bind(queues: Sequence[Sized]) -> None:
     for index, queue in enumerate(queues):
         QUEUE_DEPTH.labels(str(index)).set_function(partial(queue.qsize))
+        QUEUE_EXPECTED_WAIT.labels(str(index)).set_function(partial(_expected_wait, queue))
+
+
+def _expected_wait(queue: Sized) -> float:
+    # The event loop's clock is time.monotonic, as the workers' timestamps are.
+    return queue.expected_wait(time.monotonic())

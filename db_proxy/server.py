@@ -96,7 +96,13 @@ async def _serve(
     resources.push_async_callback(delivery_log.close)
     appender = LogAppender(delivery_log)
     workers = MessageWorkers(
-        store, appender, config.workers, config.queue_size, config.batch_size, directory=directory
+        store,
+        appender,
+        config.workers,
+        config.queue_size,
+        config.batch_size,
+        max_wait=config.save_max_wait,
+        directory=directory,
     )
     routes = RouteLinks(
         config.node_id,

@@ -25,6 +25,12 @@ CHUNK = 100  # rows per IN/OR lookup: far below SQLite's bound-variable limit
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
+Step = tuple[str, Sequence[object]]  # one statement of a script and its parameters
+#: Limits of one multi-row statement built by :func:`values_steps`: parameters
+#: (SQLite's bound-variable limit is 32766, 999 before 3.32) and bytes of
+#: bodies (MySQL's max_allowed_packet is 16 MiB by default; hex doubles them).
+MAX_PARAMS = 900
+MAX_ROW_BYTES = 1024 * 1024
 
 # Sets ``updated`` to now (the two parameters), or one past its old value when
 # that is not older: a change is always seen by a sync that asks for
@@ -80,6 +86,16 @@ class Tx(Protocol):
         """Run an INSERT; returns the auto-increment id it assigned."""
         ...
 
+    async def script(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[Row]]:
+        """Run ``steps`` in order; the rows of each (empty for a write).
+
+        MySQL sends them as one multi-statement query (one round trip per
+        ~1 MB of SQL); an error stops the rest (the transaction then rolls
+        back whole). ``commit``: the steps end the transaction, COMMIT going
+        in the same round trip; nothing may run in it afterwards.
+        """
+        ...
+
 
 class Database(Protocol):
     """What an engine adapter provides. Driver errors leave it as StoreError."""
@@ -113,6 +129,36 @@ def marks(n: int) -> str:
 def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), CHUNK):
         yield items[start : start + CHUNK]
+
+
+def values_steps(head: str, rows: Sequence[Sequence[object]], tail: str = "") -> list[Step]:
+    """``head VALUES (?, ...), (?, ...) tail`` statements, as few as the limits allow.
+
+    One multi-row statement instead of an executemany: the same rows in the
+    same order (an upsert's later row sees the earlier ones), one round trip.
+    """
+    if not rows:
+        return []
+    width = len(rows[0])
+    row_marks = "(" + marks(width) + ")"
+    steps: list[Step] = []
+    params: list[object] = []
+    count = size = 0
+
+    def flush() -> None:
+        sql = f"{head} VALUES {', '.join([row_marks] * count)}"
+        steps.append((f"{sql} {tail}" if tail else sql, params))
+
+    for row in rows:
+        row_size = sum(len(v) for v in row if isinstance(v, bytes))
+        if count and ((count + 1) * width > MAX_PARAMS or size + row_size > MAX_ROW_BYTES):
+            flush()
+            params, count, size = [], 0, 0
+        params.extend(row)
+        count += 1
+        size += row_size
+    flush()
+    return steps
 
 
 def valid_ids(ids: Iterable[int]) -> list[int]:

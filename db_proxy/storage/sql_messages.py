@@ -33,6 +33,7 @@ from .sql_base import (
     UniqueViolation,
     chunks,
     marks,
+    values_steps,
 )
 from .sql_groups import current_members
 
@@ -53,26 +54,30 @@ _SESSION_WITH_LATEST = (
 )
 
 
+_ALLOCATE_HEAD = "INSERT INTO conversations (session_type, conv_id, last_msg_id)"
+
+
 @cache
-def _allocate_sql(d: Dialect) -> str:
+def _allocate_tail(d: Dialect) -> str:
     # Adds n to the counter (creating it at n) in one statement, so
     # concurrent allocators queue on the row lock instead of racing.
-    return (
-        "INSERT INTO conversations (session_type, conv_id, last_msg_id) VALUES (?, ?, ?) "
-        f"{d.upsert('session_type, conv_id')} last_msg_id = last_msg_id + {d.new('last_msg_id')}"
-    )
+    return f"{d.upsert('session_type, conv_id')} last_msg_id = last_msg_id + {d.new('last_msg_id')}"
+
+
+_TOUCH_SESSION_HEAD = (
+    "INSERT INTO sessions (user_id, session_type, peer_id, conv_id, updated, latest_msg_id, unread_cnt, "
+    "removed)"
+)
 
 
 @cache
-def _touch_session_sql(d: Dialect) -> str:
+def _touch_session_tail(d: Dialect) -> str:
     # updated never goes back (create times come from several gateways), and
     # moves on by at least a second when a removed session reappears, so that
     # an incremental recent-session sync sees the reappearance. It comes first:
     # MySQL's later assignments would see the new "removed".
     new = d.new("updated")
     return (
-        "INSERT INTO sessions (user_id, session_type, peer_id, conv_id, updated, "
-        "latest_msg_id, unread_cnt, removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
         f"{d.upsert('user_id, session_type, peer_id')} "
         f"updated = CASE WHEN updated < {new} THEN {new} WHEN removed = 1 THEN updated + 1 "
         f"ELSE updated END, latest_msg_id = {d.new('latest_msg_id')}, "
@@ -103,16 +108,30 @@ class MessageQueries:
 
         A group message whose sender is not a member when the batch commits
         fails the whole batch with :class:`NotMember` (nothing is written).
+
+        Two round trips on MySQL for a batch of new 1:1 messages: the ids
+        (allocated and read back), then the rows with the COMMIT. A batch is
+        first tried as if none of it were a resend; the dedup table's key
+        refuses one that is (the batch rolls back whole) and the batch runs
+        again, looking its resends up first.
         """
         pending = [self._pending(m) for m in batch]
         if not pending:
             return []
+        look_up = False  # read message_dedup first (after a resend was refused)
         attempt = 1
         while True:
             try:
                 async with self.db.transaction() as tx:
-                    return await self._save(tx, pending)
-            except (UniqueViolation, TransientError) as exc:
+                    return await self._save(tx, pending, look_up, commit=True)
+            except UniqueViolation as exc:
+                if not look_up:
+                    look_up = True  # a resend, most likely: no race lost
+                    continue
+                if attempt >= _ATTEMPTS:
+                    raise TransientError(f"the batch lost {attempt} races: {exc}") from exc
+                attempt += 1
+            except TransientError as exc:
                 # A concurrent identical send committed first (its dedup row
                 # now exists) or the engine broke a deadlock: the batch was
                 # rolled back whole, so running it again is safe.
@@ -134,8 +153,13 @@ class MessageQueries:
             dedup = (m.from_user_id, m.session_type, m.to_id, u64(m.client_msg_id), u64(body_hash))
         return _Pending(m, (m.session_type, conv_id), dedup)
 
-    async def _save(self, tx: Tx, batch: list[_Pending]) -> list[SavedMessage]:
-        stored = await self._find_duplicates(tx, [p.dedup for p in batch if p.dedup])
+    async def _save(
+        self, tx: Tx, batch: list[_Pending], look_up: bool = False, *, commit: bool = False
+    ) -> list[SavedMessage]:
+        """``look_up``: find resends in message_dedup first; ``commit``: the last
+        script commits (nothing else may run in ``tx``)."""
+        keys = [p.dedup for p in batch if p.dedup]
+        stored = await self._find_duplicates(tx, keys) if look_up and keys else {}
         first: dict[Row, _Pending] = {}  # the batch's own first send of each dedup key
         fresh: list[_Pending] = []
         for p in batch:
@@ -143,15 +167,24 @@ class MessageQueries:
                 fresh.append(p)
                 if p.dedup is not None:
                     first[p.dedup] = p
+        fresh_ids = {id(p) for p in fresh}
         if fresh:
             # Ids first: the counter's row lock is what a member change of
             # the same group waits on, so the members read next are the ones
             # at commit.
             await self._allocate(tx, fresh)
             await self._address(tx, fresh)
-            await tx.executemany(
+        # A duplicate is pushed again (its first push may never have happened):
+        # to the pair, or to the group's members as they are now.
+        again = sorted(
+            {p.msg.to_id for p in batch if id(p) not in fresh_ids and p.msg.session_type == SESSION_GROUP}
+        )
+        members_now = await current_members(tx, self.db.dialect, again) if again else {}
+        if fresh:
+            d = self.db.dialect
+            steps = values_steps(
                 "INSERT INTO messages (session_type, conv_id, msg_id, from_user_id, to_id, "
-                "msg_type, msg_data, create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "msg_type, msg_data, create_time)",
                 [
                     (
                         *p.conv,
@@ -165,21 +198,13 @@ class MessageQueries:
                     for p in fresh
                 ],
             )
-            dedup_rows = [(*p.dedup, p.msg_id, p.msg.create_time) for p in fresh if p.dedup]
-            if dedup_rows:
-                await tx.executemany(
-                    "INSERT INTO message_dedup (from_user_id, session_type, to_id, "
-                    "client_msg_id, body_hash, msg_id, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    dedup_rows,
-                )
-            await tx.executemany(_touch_session_sql(self.db.dialect), _session_rows(fresh))
-        # A duplicate is pushed again (its first push may never have happened):
-        # to the pair, or to the group's members as they are now.
-        fresh_ids = {id(p) for p in fresh}
-        again = sorted(
-            {p.msg.to_id for p in batch if id(p) not in fresh_ids and p.msg.session_type == SESSION_GROUP}
-        )
-        members_now = await current_members(tx, self.db.dialect, again) if again else {}
+            steps += values_steps(
+                "INSERT INTO message_dedup (from_user_id, session_type, to_id, "
+                "client_msg_id, body_hash, msg_id, created)",
+                [(*p.dedup, p.msg_id, p.msg.create_time) for p in fresh if p.dedup],
+            )
+            steps += values_steps(_TOUCH_SESSION_HEAD, _session_rows(fresh), _touch_session_tail(d))
+            await tx.script(steps, commit=commit)
         results: list[SavedMessage] = []
         for p in batch:
             if id(p) in fresh_ids:
@@ -214,18 +239,27 @@ class MessageQueries:
         return found
 
     async def _allocate(self, tx: Tx, fresh: list[_Pending]) -> None:
-        """Give each message the next ids of its conversation, in batch order."""
+        """Give each message the next ids of its conversation, in batch order.
+
+        The counters are moved on and read back in one script (one round trip).
+        """
         counts = Counter(p.conv for p in fresh)
         # Sorted, so two batches lock the counters they share in the same order.
         convs = sorted(counts)
-        await tx.executemany(_allocate_sql(self.db.dialect), [(*c, counts[c]) for c in convs])
-        next_id: dict[tuple[int, int], int] = {}
+        steps = values_steps(
+            _ALLOCATE_HEAD, [(*c, counts[c]) for c in convs], _allocate_tail(self.db.dialect)
+        )
+        reads = len(steps)
         for chunk in chunks(convs):
-            rows = await tx.fetchall(
-                "SELECT session_type, conv_id, last_msg_id FROM conversations "
-                f"WHERE {' OR '.join([_CONV_MATCH] * len(chunk))}",
-                [value for conv in chunk for value in conv],
+            steps.append(
+                (
+                    "SELECT session_type, conv_id, last_msg_id FROM conversations "
+                    f"WHERE {' OR '.join([_CONV_MATCH] * len(chunk))}",
+                    [value for conv in chunk for value in conv],
+                )
             )
+        next_id: dict[tuple[int, int], int] = {}
+        for rows in (await tx.script(steps))[reads:]:
             for session_type, conv_id, last in rows:
                 conv = (session_type, conv_id)
                 next_id[conv] = last - counts[conv] + 1

@@ -21,7 +21,7 @@ from typing import NoReturn
 import aiosqlite
 
 from .model import InvalidValue, StoreError
-from .sql_base import Dialect, Row, Tx, UniqueViolation
+from .sql_base import Dialect, Row, Step, Tx, UniqueViolation
 
 SQLITE = Dialect(
     name="sqlite",
@@ -57,6 +57,12 @@ class _SqliteTx:
         if cursor.lastrowid is None:
             raise StoreError("the insert assigned no id")
         return cursor.lastrowid
+
+    async def script(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[Row]]:
+        # In process: no round trips to save; the transaction commits as the block ends.
+        return [
+            [tuple(row) for row in await self._conn.execute_fetchall(sql, params)] for sql, params in steps
+        ]
 
 
 class SqliteDatabase:

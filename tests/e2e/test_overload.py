@@ -110,6 +110,20 @@ def refused(reason: str) -> str:
     return f'imcluster_db_jobs_refused_total{{reason="{reason}"}}'
 
 
+async def flood_refusals(cluster: Cluster) -> float:
+    """A flood's refusals: its conversation's share full, or its wait past save_max_wait (issue 12)."""
+    return await ametric(cluster, "db-1", refused("conversation_full")) + await ametric(
+        cluster, "db-1", refused("expected_wait")
+    )
+
+
+async def time_refusals(cluster: Cluster) -> float:
+    """Refusals by time: at admission (expected_wait, issue 12) or after waiting (queue_timeout)."""
+    return await ametric(cluster, "db-1", refused("expected_wait")) + await ametric(
+        cluster, "db-1", refused("queue_timeout")
+    )
+
+
 def gateway_refused(command: str, kind: str) -> str:
     return f'imcluster_gateway_refused_total{{command="{command}",kind="{kind}"}}'
 
@@ -149,16 +163,19 @@ async def test_a_flood_into_one_conversation_leaves_another_on_the_same_worker_w
     stop = asyncio.Event()
     flooding = asyncio.create_task(flood(carol, cluster.users["dave"], stop, limit=20_000, duration=20))
     try:
-        # The flood is at its conversation's share before the victim starts.
-        await wait_metric(cluster, "db-1", refused("conversation_full"), 0, timeout=10)
-        before = await ametric(cluster, "db-1", refused("conversation_full"))
+        # The flood is at its conversation's share (or at its time bound,
+        # expected_wait) before the victim starts.
+        async with asyncio.timeout(10):
+            while await flood_refusals(cluster) == 0:
+                await asyncio.sleep(0.05)
+        before = await flood_refusals(cluster)
         acked = []
         for i in range(VICTIM_MESSAGES):
             ack = await alice.send_text(
                 cluster.users["bob"], b"victim-%d" % i, client_msg_id=i + 1, timeout=5
             )
             acked.append(ack.msg_id)
-        during = await ametric(cluster, "db-1", refused("conversation_full")) - before
+        during = await flood_refusals(cluster) - before
         assert not flooding.done(), "the flood ended before the victim did"
     finally:
         stop.set()
@@ -199,7 +216,7 @@ async def test_a_stalled_database_refuses_within_seconds_and_loses_nothing_acked
     clients.append(alice)
     bob = cluster.users["bob"]
     overloaded = await ametric(cluster, "msg-1", gateway_refused("msg_data", "overloaded"))
-    timed_out = await ametric(cluster, "db-1", refused("queue_timeout"))
+    timed_out = await time_refusals(cluster)
     sends: list[asyncio.Task[message_pb2.IMMsgDataAck]] = []
     async with database_stalled(cluster):
         # The first message's transaction waits on the lock (it is never
@@ -217,7 +234,7 @@ async def test_a_stalled_database_refuses_within_seconds_and_loses_nothing_acked
                 await asyncio.sleep(0.05)
         waited = time.monotonic() - started
         assert waited < MAX_QUEUE_WAIT + 1.5, f"refused after {waited:.1f} s"
-        assert await ametric(cluster, "db-1", refused("queue_timeout")) >= timed_out + 3
+        assert await time_refusals(cluster) >= timed_out + 3
         probes = sends[1:]
         assert not any(task.done() and not task.exception() for task in probes)  # none acked
         for task in probes:  # refused: their acks will never come
