@@ -115,12 +115,12 @@ class LoginCache:
         """The Redis key of a verified-password entry: only what the client sent (name, md5)."""
         # Unambiguous: the name's length comes first, the md5 is the rest.
         message = f"{len(name)}:{name}:{md5.lower()}".encode("utf-8", "surrogatepass")
-        return "imc:pw:" + hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+        return "imc:pw:" + hmac.digest(self._key, message, "sha256").hex()[:32]
 
     def token(self, user_id: int, password_hash: str) -> str:
         """An entry's value: the user it was verified for and its stored hash (a change invalidates it)."""
         message = f"v\0{user_id}:{password_hash}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._key, message, "sha256").hex()[:32]
 
     def matches(self, found: Any, user_id: int, password_hash: str) -> bool:
         """Whether ``found`` (an entry's value, as Redis returned it, or None) verifies this user."""
