@@ -37,6 +37,7 @@ from typing import Any
 from common.errors import Unavailable
 from common.throttle import Throttle
 from db_proxy import metrics
+from db_proxy.login_redis import ScriptPipe
 from db_proxy.login_throttle import (
     KNOWN_SOURCES,
     KNOWN_TTL,
@@ -242,10 +243,27 @@ class ThrottleCounters:
         metrics.THROTTLE_MEMORY.set_function(lambda: self.memory.bytes_used)
         self._check_script: Any = None
         self._success_script: Any = None
+        # The login's scripts go over a pipelined connection of their own (db_proxy/login_redis.py)
+        # when Redis is plain TCP, else through redis-py.
+        self.pipe = ScriptPipe.for_client(redis) if redis is not None else None
         if redis is not None:
             # EVALSHA, and on NOSCRIPT (a restarted or flushed Redis) loaded again and retried.
-            self._check_script = redis.register_script(CHECK_SCRIPT)
-            self._success_script = redis.register_script(SUCCESS_SCRIPT)
+            self._check_script = self._script(redis, CHECK_SCRIPT)
+            self._success_script = self._script(redis, SUCCESS_SCRIPT)
+
+    def _script(self, redis: Any, script: str) -> Any:
+        pipe = self.pipe
+        if pipe is None:
+            return redis.register_script(script)
+
+        async def run(keys: list[str], args: list[Any]) -> Any:
+            return await pipe.run_script(script, keys, args)
+
+        return run
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
 
     def _warn(self, exc: Exception) -> None:
         if self._redis_down.ready():

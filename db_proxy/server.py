@@ -130,6 +130,7 @@ async def _serve(
     throttle = ThrottleCounters(
         redis, LoginThrottle(throttle_limits(config), derive_key(config.cluster.secrets()))
     )
+    resources.callback(throttle.close)
     await asyncio.get_running_loop().run_in_executor(hash_pool, dummy_hash)  # made once, before any login
     services = Services.over(directory, store, workers, config.password_log2_n, rows)
     notices = Notices(routes.send, config.node_id)
