@@ -25,6 +25,8 @@ from db_proxy.storage.model import Store, User, is_text
 from db_proxy.user_rows import UserRows
 
 log = logging.getLogger("db.login")
+LOGINS_OK = LOGINS.labels("ok")  # bound once: the hot path
+CACHE_HIT, CACHE_MISS = metrics.LOGIN_CACHE.labels("hit"), metrics.LOGIN_CACHE.labels("miss")
 
 # A TeamTalk client sends the md5 hex of the password (32 characters); a
 # longer one matches nobody, and is refused before it costs a hash.
@@ -89,7 +91,7 @@ class LoginHandlers:
             LOGINS.labels("refused").inc()
             log.info("login refused for %r from %s", name[:80], source)
             return _refused("wrong user name or password")
-        LOGINS.labels("ok").inc()
+        LOGINS_OK.inc()
         await self.throttle.login_succeeded(checked, token, self.cache, time.time())
         self.known.remember(user.id)
         return internal_pb2.DbLoginRes(result_code=base_pb2.REFUSE_REASON_NONE, user_info=user_info(user))
@@ -102,10 +104,10 @@ class LoginHandlers:
         (see passwords.dummy_hash). ``verified``: the cache's entry for this name and password."""
         usable = user is not None and not user.disabled and user.password_hash.startswith("scrypt$")
         if user is not None and usable and self.cache.matches(verified, user.id, user.password_hash):
-            metrics.LOGIN_CACHE.labels("hit").inc()
+            CACHE_HIT.inc()
             return True, None
         if usable:
-            metrics.LOGIN_CACHE.labels("miss").inc()
+            CACHE_MISS.inc()
         if self.pending_logins >= self.max_pending_logins:
             raise Overloaded("too many logins waiting for a hash")
         self.pending_logins += 1
