@@ -23,7 +23,7 @@ from common.pb import base_pb2, internal_pb2
 from db_proxy.cache import CHECK_SCRIPT, SUCCESS_SCRIPT, LoginCache, ThrottleCounters
 from db_proxy.handlers import login as handlers_module
 from db_proxy.handlers.login import LoginHandlers
-from db_proxy.login_throttle import Limits, LoginThrottle
+from db_proxy.login_throttle import KNOWN_SOURCES, KNOWN_TTL, Limits, LoginThrottle
 from db_proxy.passwords import hash_password, md5_hex
 from db_proxy.push import LogAppender
 from db_proxy.server import connect_redis, invalidations
@@ -394,3 +394,14 @@ async def test_a_change_elsewhere_is_seen_when_its_invalidation_arrives_or_after
         assert ok(await bed.login(name))
         clock.now += 0.2
         assert not ok(await bed.login(name))  # refused within the ttl anyway
+
+
+async def test_the_success_script_keeps_the_known_good_addresses_bounded(redis: Any, tmp_path: Path) -> None:
+    async with database_url("sqlite", tmp_path) as url, login_on(url, redis) as bed:
+        name = (await bed.services.users.get(bed.alice)).name
+        for i in range(KNOWN_SOURCES + 4):
+            assert ok(await bed.login(name, peer=f"10.8.0.{i}:1"))
+        user = bed.handlers.throttle.throttle.user_key(name).hex()
+        assert await redis.scard(f"imc:lt:k:{user}") == KNOWN_SOURCES
+        assert 0 < await redis.ttl(f"imc:lt:k:{user}") <= KNOWN_TTL
+        await redis.delete(f"imc:lt:k:{user}", f"imc:lt:u:{user}")
