@@ -61,7 +61,10 @@ class DbProxyConfig:
         "waited this long anyway (storage stalled) is refused then. A transaction is never abandoned.",
     )
     # -- end of the overload block --
-    hash_threads: int = setting(2, "Threads for password hashing.")
+    hash_threads: int = setting(
+        0,
+        "Threads for password hashing (scrypt releases the GIL: one per core uses all); 0: one per core.",
+    )
     max_pending_logins: int = setting(
         1024, "Logins waiting for a hashing thread before new ones are refused."
     )
@@ -132,6 +135,17 @@ class DbProxyConfig:
         14, "scrypt cost (log2 N) of passwords set through the admin API; below 14 for tests only."
     )
     log_level: str = setting("INFO", "Logging level.")
+    # -- login (issue 12): the login's kept user rows (db_proxy/user_rows.py) --
+    login_user_rows_ttl: float = setting(
+        30.0,
+        "Seconds a login keeps a user's row in process (0: read it every time). A change made through "
+        "this db_proxy drops it at once, one made elsewhere when its invalidation arrives; if that is "
+        "lost, a disabled or deleted user is still refused everywhere within this long.",
+    )
+    login_user_rows_entries: int = setting(100_000, "User rows a login db_proxy keeps at most.")
+    login_user_rows_bytes: int = setting(
+        64 * 1024 * 1024, "Bytes the kept user rows may take (counted generously); the least used go first."
+    )
     offline_push: OfflinePushConfig = subsection(  # noqa: RUF009 (it returns a dataclasses.field)
         OfflinePushConfig,
         "offline_push",
@@ -168,6 +182,10 @@ class DbProxyConfig:
             raise ConfigError("db_proxy.workers, queue_size and batch_size must be at least 1")
         if not 0.01 <= self.save_max_wait <= 10:
             raise ConfigError("db_proxy.save_max_wait must be between 0.01 and 10 seconds")
+        if self.hash_threads < 0 or self.login_user_rows_ttl < 0 or self.login_user_rows_entries < 0:
+            raise ConfigError("db_proxy.hash_threads and login_user_rows_* must not be negative")
+        if self.login_user_rows_ttl > 3600:
+            raise ConfigError("db_proxy.login_user_rows_ttl: at most 3600 seconds")
         if not 1 <= self.password_log2_n <= 16:
             raise ConfigError("db_proxy.password_log2_n must be between 1 and 16")
         if self.admin_text_encoding not in ("teamtalk", "plain"):

@@ -135,7 +135,7 @@ class LoginThrottle:
 
     def _hash(self, kind: bytes, value: str) -> bytes:
         data = kind + value.encode("utf-8", "surrogatepass")
-        return hmac.new(self._key, data, hashlib.sha256).digest()[:KEY_BYTES]
+        return hmac.digest(self._key, data, "sha256")[:KEY_BYTES]
 
     def user_key(self, name: str) -> bytes:
         # casefold: a case-insensitive collation (MariaDB's) must not give a

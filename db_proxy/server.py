@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,6 +33,7 @@ from db_proxy.push import LogAppender, PushDispatcher, RouteLinks
 from db_proxy.recipients import KnownUsers
 from db_proxy.services.registry import Services
 from db_proxy.storage import open_store
+from db_proxy.user_rows import UserRows
 from db_proxy.workers import MessageWorkers
 
 log = logging.getLogger("db")
@@ -104,11 +106,17 @@ async def _serve(
         max_wait=config.save_max_wait,
         directory=directory,
     )
+    rows = UserRows(
+        directory,
+        ttl=config.login_user_rows_ttl,
+        limit=config.login_user_rows_entries,
+        max_bytes=config.login_user_rows_bytes,
+    )
     routes = RouteLinks(
         config.node_id,
         [split_address("db_proxy.route_servers", a) for a in config.route_servers],
         settings,
-        commands=invalidations(workers.recipients),
+        commands=invalidations(workers.recipients, rows),
     )
     offline = None
     if DbRole.MESSAGES in roles and config.offline_push.enabled:  # where the dispatcher runs
@@ -122,16 +130,19 @@ async def _serve(
         give_up=config.push_give_up,
         offline=offline,
     )
-    hash_pool = ThreadPoolExecutor(config.hash_threads, thread_name_prefix="hash")
+    hash_pool = ThreadPoolExecutor(hash_threads(config), thread_name_prefix="hash")
     resources.callback(hash_pool.shutdown, wait=False, cancel_futures=True)
     cache = LoginCache.for_cluster(redis, config.login_cache_ttl, config.cluster.secrets())
     throttle = ThrottleCounters(
         redis, LoginThrottle(throttle_limits(config), derive_key(config.cluster.secrets()))
     )
+    resources.callback(throttle.close)
     await asyncio.get_running_loop().run_in_executor(hash_pool, dummy_hash)  # made once, before any login
-    services = Services.over(directory, store, workers, config.password_log2_n)
+    services = Services.over(directory, store, workers, config.password_log2_n, rows)
     notices = Notices(routes.send, config.node_id)
-    login = LoginHandlers(directory, services.known, cache, hash_pool, config.max_pending_logins, throttle)
+    login = LoginHandlers(
+        directory, services.known, cache, hash_pool, config.max_pending_logins, throttle, rows
+    )
     info = internal_pb2.DbProxyInfo(node_id=config.node_id, roles=list(roles))
 
     async def proxy_info(link: object, req: internal_pb2.DbProxyInfoReq) -> internal_pb2.DbProxyInfo:
@@ -198,13 +209,21 @@ async def _serve(
     await stop.wait()
 
 
-def invalidations(known: KnownUsers) -> Commands:
-    """What a route server sends a db_proxy: users deleted through another db_proxy."""
+def invalidations(known: KnownUsers, rows: UserRows | None = None) -> Commands:
+    """What a route server sends a db_proxy: users deleted or changed (password, disabled)
+    through another db_proxy."""
 
     def forget(link: object, msg: internal_pb2.DbInvalidate) -> None:
         known.forget(msg.user_ids)
+        if rows is not None:
+            rows.drop(msg.user_ids)
 
     return Commands().oneway(OneWays.DB_INVALIDATE, forget)
+
+
+def hash_threads(config: DbProxyConfig) -> int:
+    """Password hashing threads: scrypt releases the GIL, so one per core hashes on every core."""
+    return config.hash_threads or os.cpu_count() or 1
 
 
 def throttle_limits(config: DbProxyConfig) -> Limits:

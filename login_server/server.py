@@ -76,21 +76,43 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-async def handle_msg_server(request: web.Request) -> web.Response:
-    config = request.app[CONFIG_KEY]
-    result = request.app[BALANCER_KEY].pick()
-    DISCOVERIES.labels("ok" if not isinstance(result, PickError) else result.name.lower()).inc()
+# Prebuilt for the hot path: a discovery answer's headers and its metric counters.
+DISCOVERY_HEADERS = {
+    "Content-Type": f"{DISCOVERY_CONTENT_TYPE}; charset=utf-8",
+    # An answer cached by a proxy would send everyone to one gateway.
+    "Cache-Control": "no-store",
+}
+_DISCOVERED = DISCOVERIES.labels("ok")
+#: Answers kept, by what they say (a gateway's addresses and port): a few per gateway.
+REPLY_CACHE_ENTRIES = 256
+REPLIES_KEY = web.AppKey("discovery_replies", dict)
+
+
+def _reply_body(app: web.Application, result: Gateway | PickError) -> bytes:
+    """The JSON of ``discovery_reply``, made once per distinct answer (config never changes)."""
+    config = app[CONFIG_KEY]
     if isinstance(result, PickError):
+        return _json_bytes(discovery_reply(result, config))
+    replies: dict[tuple[str, str, int], bytes] = app[REPLIES_KEY]
+    key = (result.prior_ip, result.backup_ip, result.port)
+    body = replies.get(key)
+    if body is None:
+        if len(replies) >= REPLY_CACHE_ENTRIES:
+            replies.clear()  # gateways come and go rarely: start over
+        body = replies[key] = _json_bytes(discovery_reply(result, config))
+    return body
+
+
+async def handle_msg_server(request: web.Request) -> web.Response:
+    result = request.app[BALANCER_KEY].pick()
+    if isinstance(result, PickError):
+        DISCOVERIES.labels(result.name.lower()).inc()
         throttle = request.app[FAILURE_LOG_KEY]
         if throttle.ready():
             log.warning("discovery from %s: %s%s", request.remote, FAILURE_MESSAGES[result], throttle.more())
-    return web.Response(
-        body=_json_bytes(discovery_reply(result, config)),
-        content_type=DISCOVERY_CONTENT_TYPE,
-        charset="utf-8",
-        # An answer cached by a proxy would send everyone to one gateway.
-        headers={"Cache-Control": "no-store"},
-    )
+    else:
+        _DISCOVERED.inc()
+    return web.Response(body=_reply_body(request.app, result), headers=DISCOVERY_HEADERS)
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
@@ -131,6 +153,7 @@ def build_app(
     app[CONFIG_KEY] = config
     app[BALANCER_KEY] = balancer
     app[FAILURE_LOG_KEY] = Throttle(FAILURE_LOG_INTERVAL)
+    app[REPLIES_KEY] = {}
     # TeamTalk matches the "/msg_server" prefix only; clients add suffixes.
     for method in ("GET", "POST"):
         app.router.add_route(method, "/msg_server{tail:.*}", handle_msg_server)

@@ -151,7 +151,7 @@ class DbAdmin:
         a.check_keys(args, {"user", "password"}, "users.passwd")
         password = a.password(args.get("password"))
         user = await self._user(a.user_ref(args.get("user"), "user"))
-        changed = await self.users.set_password(user.id, password)
+        changed = self._pushed(await self.users.set_password(user.id, password))
         await self._unlock(user)  # the old password's guessers have nothing left to guess
         return {"user": a.user_json(changed)}
 
@@ -169,7 +169,7 @@ class DbAdmin:
     async def set_disabled(self, args: dict[str, Any], *, disabled: bool) -> dict[str, Any]:
         a.check_keys(args, {"user"}, "users.disable" if disabled else "users.enable")
         user = await self._user(a.user_ref(args.get("user"), "user"))
-        return {"user": a.user_json(await self.users.set_disabled(user.id, disabled))}
+        return {"user": a.user_json(self._pushed(await self.users.set_disabled(user.id, disabled)))}
 
     async def delete_user(self, args: dict[str, Any]) -> dict[str, Any]:
         a.check_keys(args, {"user"}, "users.delete")

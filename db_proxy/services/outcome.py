@@ -38,7 +38,8 @@ class ProfileNotice:
 
 @dataclass(frozen=True, slots=True)
 class UsersGone:
-    """Users deleted: every other db_proxy drops them from its cache of known users."""
+    """Users deleted, or changed in what a login checks (password, disabled): every other
+    db_proxy drops them from its caches (known users, the login's kept rows)."""
 
     user_ids: tuple[int, ...]
 

@@ -10,6 +10,7 @@ from db_proxy.services.groups import GroupService
 from db_proxy.services.messages import MessageService
 from db_proxy.services.users import UserService
 from db_proxy.storage.model import Store
+from db_proxy.user_rows import UserRows
 from db_proxy.workers import MessageWorkers
 
 
@@ -24,11 +25,18 @@ class Services:
     messages: MessageService
 
     @classmethod
-    def over(cls, directory: Store, store: Store, workers: MessageWorkers, password_log2_n: int) -> Services:
+    def over(
+        cls,
+        directory: Store,
+        store: Store,
+        workers: MessageWorkers,
+        password_log2_n: int,
+        rows: UserRows | None = None,
+    ) -> Services:
         """The services of a db_proxy; the workers' cache of known users is the one
         every service shares (a deleted user is forgotten once, everywhere)."""
         known = workers.recipients
         departments = DepartmentService(directory)
         groups = GroupService(store, known)
-        users = UserService(directory, known, groups, departments, password_log2_n)
+        users = UserService(directory, known, groups, departments, password_log2_n, rows)
         return cls(directory, store, known, departments, groups, users, MessageService(workers))

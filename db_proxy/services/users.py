@@ -23,8 +23,13 @@ from db_proxy.services.departments import DepartmentService
 from db_proxy.services.groups import GroupService
 from db_proxy.services.outcome import Notice, Outcome, ProfileNotice, UsersGone
 from db_proxy.storage.model import DuplicateName, Store, User
+from db_proxy.user_rows import UserRows
 
-UNUSABLE_PASSWORD = "!"  # no scrypt hash: verify_password never accepts anything
+UNUSABLE_PASSWORD = "!"
+#: Fields whose change the other db_proxies hear of at once (DbInvalidate): what a login checks.
+LOGIN_FIELDS = frozenset(
+    {"password_hash", "disabled"}
+)  # no scrypt hash: verify_password never accepts anything
 
 
 def profile_notices(user: User, fields: set[str]) -> tuple[Notice, ...]:
@@ -51,9 +56,12 @@ class UserService:
         groups: GroupService,
         departments: DepartmentService,
         password_log2_n: int,
+        rows: UserRows | None = None,
     ) -> None:
         self.directory = directory
         self.known = known
+        # The login's kept rows (db_proxy/user_rows.py): every change here drops the user's.
+        self.rows = rows if rows is not None else UserRows(directory, ttl=0)
         self.groups = groups
         self.departments = departments
         self.password_log2_n = password_log2_n
@@ -95,21 +103,31 @@ class UserService:
         department_id = values.get("department_id")
         if isinstance(department_id, int) and department_id:
             await self.departments.get(department_id)
-        changed = await self.directory.update_user_profile(user_id, **values)
+        try:
+            changed = await self.directory.update_user_profile(user_id, **values)
+        finally:
+            self.rows.drop([user_id])  # the next login here reads the new row (even after a failure)
         if changed is None or changed.deleted:
             raise NotFound(f"no user {user_id}")
-        return Outcome(changed, profile_notices(changed, set(values)))
+        notices = profile_notices(changed, set(values))
+        if LOGIN_FIELDS & set(values):
+            # What a login checks changed: the other db_proxies drop their kept row at once.
+            notices = (*notices, UsersGone((user_id,)))
+        return Outcome(changed, notices)
 
-    async def set_password(self, user_id: int, password: str) -> User:
-        return (await self.update_profile(user_id, password_hash=await self.hash(password))).result
+    async def set_password(self, user_id: int, password: str) -> Outcome[User]:
+        return await self.update_profile(user_id, password_hash=await self.hash(password))
 
-    async def set_disabled(self, user_id: int, disabled: bool) -> User:
-        return (await self.update_profile(user_id, disabled=disabled)).result
+    async def set_disabled(self, user_id: int, disabled: bool) -> Outcome[User]:
+        return await self.update_profile(user_id, disabled=disabled)
 
     async def delete(self, user_id: int) -> Outcome[User]:
         """The user as it was. It leaves its groups (a deleted user can join
         none: it is no known user any more), and every db_proxy forgets it."""
-        before = await self.directory.delete_user(user_id)
+        try:
+            before = await self.directory.delete_user(user_id)
+        finally:
+            self.rows.drop([user_id])
         if before is None:
             raise NotFound(f"no user {user_id}")
         self.known.forget([user_id])

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 USER_NAME_LIMIT = 64
 PASSWORD_LIMIT = 255  # TeamTalk sends the md5 hex of the password: 32 characters
 DEVICE_TOKEN_LIMIT = 255
+LOGINS_OK = LOGINS.labels("ok")  # bound once: the hot path
 USER_STATUSES = frozenset(base_pb2.UserStatType.values())
 CLIENT_TYPES = frozenset(base_pb2.ClientType.values())
 
@@ -57,14 +58,14 @@ async def login(
     if conn.closing:
         return None  # the client left while we checked
     if res.result_code != base_pb2.REFUSE_REASON_NONE:
-        conn.log.info("login refused for %r", name)
+        conn.log.debug("login refused for %r", name)  # db_proxy logs the refusal
         return refusal(conn, res.result_code, res.result_string)
     status = req.online_status if req.online_status in USER_STATUSES else base_pb2.USER_STATUS_ONLINE
     if status == base_pb2.USER_STATUS_OFFLINE:
         status = base_pb2.USER_STATUS_ONLINE  # logging in "offline" would make no sense to peers
-    LOGINS.labels("ok").inc()
+    LOGINS_OK.inc()
     conn.became_logged_in(res.user_info.user_id, req.client_type, status)
-    conn.log.info("logged in as %r (client type 0x%02x)", name, req.client_type)
+    conn.log.debug("logged in as %r (client type 0x%02x)", name, req.client_type)
     return login_pb2.IMLoginRes(
         server_time=now(),
         result_code=base_pb2.REFUSE_REASON_NONE,
