@@ -36,15 +36,7 @@ async def serve(
     # again here for a gateway started in-process).
     soft, hard = raise_open_file_limit()
     gateway = Gateway(config)
-    if gateway.max_connections < config.max_connections:
-        log.warning(
-            "open-file limit %d (hard %d) is below max_connections %d: this gateway takes at most "
-            "%d clients; raise the hard limit (ulimit -Hn, LimitNOFILE=) to hold more",
-            soft,
-            hard,
-            config.max_connections,
-            gateway.max_connections,
-        )
+    warn_open_files(config.max_connections, gateway.max_connections, soft, hard)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: ClientConnection(gateway),
@@ -110,6 +102,21 @@ async def serve(
         await gateway.stop()
         if exposed is not None:
             await exposed[0].cleanup()
+
+
+def warn_open_files(setting: int, effective: int, soft: int, hard: int) -> bool:
+    """Say clearly when the open-file limit holds fewer clients than max_connections (True if so)."""
+    if effective >= setting:
+        return False
+    log.warning(
+        "open-file limit %d (hard %d) is below max_connections %d: this gateway takes at most "
+        "%d clients; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) to hold more",
+        soft,
+        hard,
+        setting,
+        effective,
+    )
+    return True
 
 
 def health(gateway: Gateway) -> dict[str, object]:
