@@ -515,6 +515,8 @@ class FrameConnection(asyncio.Protocol):
             if self.transport is None:
                 return False
         outbox = flow.outbox
+        if outbox is _NO_OUTBOX:
+            outbox = flow.outbox = Outbox()
         outbox.put(frame, unsolicited=unsolicited)
         if unsolicited and outbox.unsolicited > self.max_write_buffer:
             self.cut_off("slow_reader", "peer is not reading (%d bytes unsent)", outbox.queued)
@@ -576,6 +578,8 @@ class FrameConnection(asyncio.Protocol):
             transport.write(piece)
             if self.transport is None:  # the write failed and the connection is gone
                 return
+        if not outbox and outbox is flow.outbox:
+            flow.outbox = _NO_OUTBOX  # drained: its queue goes (an idle connection holds none)
         if not outbox.replies:
             self._next_turn()
         if not outbox and flow.close_when_flushed and self.transport is not None:
@@ -627,6 +631,7 @@ class FrameConnection(asyncio.Protocol):
         flow.partial_timer = flow.stall_timer = None
         self._batch = None
         flow.outbox.clear()
+        flow.outbox = _NO_OUTBOX
         flow.turn_taken = False
         while flow.reply_waiters:
             waiter = flow.reply_waiters.popleft()
@@ -664,6 +669,9 @@ class FrameConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+
+# Always empty: what a connection's outbox is while nothing waits (never put into).
+_NO_OUTBOX = Outbox()
 
 _last_encoded: tuple[int, bytes, int, bytes] | None = None
 
@@ -707,7 +715,7 @@ class _Flow:
         self.partial_timeout: float | None = None
         self.partial_since: float | None = None
         self.partial_timer: asyncio.TimerHandle | None = None
-        self.outbox = Outbox()
+        self.outbox = _NO_OUTBOX  # a real one on the first frame that must wait
         self.write_paused = False
         self.reply_waiters: deque[asyncio.Future[None]] | None = None  # made when one must wait
         self.turn_taken = False  # a woken reply owns the slot until it queues itself
