@@ -258,6 +258,7 @@ class FrameConnection(asyncio.Protocol):
         "__weakref__",
         "_batch",
         "_batch_size",
+        "_log",
         "_lost",
         "_services",
         "closing",
@@ -283,6 +284,7 @@ class FrameConnection(asyncio.Protocol):
         self.write_stall_timeout = write_stall_timeout
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self._log: PeerLogger | None = None
         self.closing = False
         # None until someone asks (lost), or True: lost before anyone asked.
         self._lost: asyncio.Future[None] | bool | None = None
@@ -294,8 +296,14 @@ class FrameConnection(asyncio.Protocol):
 
     @property
     def log(self) -> PeerLogger:
-        """Lines about this connection, prefixed with :attr:`log_prefix` (made per use, not kept)."""
-        return PeerLogger(self.logger, self.log_prefix)
+        """Lines about this connection, prefixed with :attr:`log_prefix` (made per use, not
+        kept, unless a subclass sets one)."""
+        logger = self._log
+        return PeerLogger(self.logger, self.log_prefix) if logger is None else logger
+
+    @log.setter
+    def log(self, logger: PeerLogger) -> None:
+        self._log = logger
 
     @property
     def log_prefix(self) -> str:

@@ -15,6 +15,7 @@ from common.metrics import latency_histogram
 if TYPE_CHECKING:
     from msg_server.gateway import Gateway
 
+
 class Tally:
     """A counter without labels for what happens once per message: ``inc`` is an integer add
     (prometheus_client's Counter takes a lock per call), exposed as a counter of the same name

@@ -63,7 +63,9 @@ async def test_replies_and_pushes_keep_their_order_in_one_write() -> None:
     _, conn, transport, _ = await logged_in()
     transport.writes.clear()
     conn.send_raw(Cmd.MSG_DATA, push_body(1))
-    ack = message_pb2.IMMsgDataAck(user_id=7, session_id=8, msg_id=1, session_type=base_pb2.SESSION_TYPE_SINGLE)
+    ack = message_pb2.IMMsgDataAck(
+        user_id=7, session_id=8, msg_id=1, session_type=base_pb2.SESSION_TYPE_SINGLE
+    )
     assert await conn.reply(Cmd.MSG_DATA_ACK, ack, 9)
     conn.send_raw(Cmd.MSG_DATA, push_body(2))
     await settle()
@@ -248,10 +250,10 @@ async def test_the_wheel_expires_untouched_items_and_moves_touched_ones() -> Non
 
 
 async def test_login_timeout_and_heartbeat_timeout_use_the_wheel() -> None:
-    gateway, conn, transport, _ = make(login_timeout=0.05)
+    _, conn, transport, _ = make(login_timeout=0.05)
     await asyncio.wait_for(conn.lost, 2.0)
     assert transport.aborted
-    gateway, conn, transport, _ = await logged_in(heartbeat_timeout_pc=0.05)
+    _, conn, transport, _ = await logged_in(heartbeat_timeout_pc=0.05)
     assert conn.deadline_timeout == 0.05
     await asyncio.wait_for(conn.lost, 2.0)
     assert transport.aborted
