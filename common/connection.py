@@ -685,11 +685,17 @@ _last_encoded: tuple[int, bytes, int, bytes] | None = None
 
 
 def _encode_shared(command_id: int, body: bytes, seq_num: int) -> bytes:
-    """encode_frame, reusing the last frame when the same body object goes out again (a push
-    to every connection of a group: one encoding, not one per connection)."""
+    """encode_frame, reusing the last frame when the same body goes out again (a push to every
+    connection of a group: one encoding, not one per connection). The same body, not only the
+    same object: a protobuf bytes field is a new object on every access."""
     global _last_encoded
     last = _last_encoded
-    if last is not None and last[1] is body and last[0] == command_id and last[2] == seq_num:
+    if (
+        last is not None
+        and last[0] == command_id
+        and last[2] == seq_num
+        and (last[1] is body or (len(last[1]) == len(body) and last[1] == body))
+    ):
         return last[3]
     frame = encode_frame(command_id, body, seq_num)
     if len(body) >= SHARE_MIN and type(body) is bytes:  # immutable: the same object, the same bytes

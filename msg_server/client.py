@@ -61,6 +61,7 @@ BEFORE_LOGIN = frozenset({Cmd.LOGIN_REQ, Cmd.HEARTBEAT})
 TEAMTALK_SERVICES = range(0x01, 0x08)  # login ... other; 0x08 is this cluster's internal service
 # Before login a connection has no client type; 0 is none of TeamTalk's.
 NO_CLIENT_TYPE = base_pb2.ClientType.ValueType(0)
+_UNSUPPORTED_LOG = Throttle(5.0)
 
 
 class ClientConnection(FrameConnection):
@@ -194,7 +195,8 @@ class ClientConnection(FrameConnection):
             if command >> 8 in TEAMTALK_SERVICES:
                 # A TeamTalk command we do not serve (file transfer, say): say
                 # so in the log, but do not break a real client by closing on it.
-                self.log.info("unsupported command 0x%04x ignored", command)
+                if _UNSUPPORTED_LOG.ready():  # a client's every frame: once per interval
+                    self.log.info("unsupported command 0x%04x ignored%s", command, _UNSUPPORTED_LOG.more())
                 return
             ERRORS.labels("unknown_command").inc()
             self.log.warning("unknown command 0x%04x; closing", command)
@@ -217,6 +219,8 @@ class ClientConnection(FrameConnection):
         try:
             waiting = coro.send(None)
         except StopIteration:
+            return
+        except asyncio.CancelledError:  # as a task cancelled before its first wait would be
             return
         self._request_started()
         task = asyncio.ensure_future(_go_on(coro, waiting))

@@ -142,7 +142,7 @@ async def test_a_fan_out_encodes_a_body_once(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(connection, "encode_frame", counting)
     body = push_body(7)
     for other, _ in [(conn, transport), *others]:
-        assert other.send_raw(Cmd.MSG_DATA, body)
+        assert other.send_raw(Cmd.MSG_DATA, bytes(bytearray(body)))  # equal, not the same object
     await settle()
     assert len(calls) == 1
     for _, t in [(conn, transport), *others]:
