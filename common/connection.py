@@ -226,7 +226,11 @@ class _Flusher:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            conn._write_batch()
+            try:
+                conn._write_batch()
+            except Exception:  # one transport's failure must not leave the others unwritten
+                log.exception("writing to %s failed; closing it", conn.peer)
+                conn.abort()
 
 
 class LoopServices:

@@ -399,3 +399,20 @@ async def test_an_idle_logged_in_connection_costs_at_most_its_budget() -> None:
     assert gateway.logged_in == warm + count
     per_connection = (after - before) / count
     assert per_connection <= BYTES_PER_CONNECTION, f"{per_connection:.0f} B per idle connection"
+
+
+async def test_one_failing_write_leaves_the_other_connections_written() -> None:
+    gateway, conn, transport, _ = await logged_in()
+    other = ClientConnection(gateway)
+    other_transport = MemoryTransport(other)
+    other.connection_made(other_transport)
+
+    def broken(data: bytes | bytearray | memoryview) -> None:
+        raise RuntimeError("the handler is closed")
+
+    transport.write = broken  # type: ignore[method-assign]
+    conn.send_raw(Cmd.MSG_DATA, push_body(1))
+    other.send_raw(Cmd.MSG_DATA, push_body(2))
+    await settle()
+    assert transport.aborted
+    assert [f.body for f, _ in other_transport.frames()] == [push_body(2)]
