@@ -14,7 +14,9 @@ types; a client past them is a script.
 :class:`RateLimits` is sans-IO: it keeps the buckets and answers which limit
 a frame is over, given ``now``. Its state is bounded by the live
 connections: a connection's buckets go with it, a user's with its last
-connection. :class:`Limiter` is the gateway's adapter: it counts a refusal
+connection. A bucket is made on its first use (one not made yet is full), so an
+idle logged-in connection holds its request bucket only, and its user none.
+:class:`Limiter` is the gateway's adapter: it counts a refusal
 (``imcluster_gateway_rate_limited_total{kind}``), logs it once per burst per
 connection, and answers it the way the command's table entry answers any
 refused request (Overloaded); a refused ``IMMsgData`` gets no ack, so the
