@@ -2,7 +2,10 @@
 
 Before login the only commands accepted are login and heartbeat; anything
 else closes the connection (TeamTalk processes commands before login). Each
-request runs as its own task; at ``max_pending_requests`` in flight the
+request's handler starts at once, in the frame's turn (``_start``): one that
+answers without waiting never becomes a task; one that waits goes on as a
+task from where it waited (so handlers must not need ``asyncio.current_task``
+before their first wait). At ``max_pending_requests`` in flight the
 connection dispatches nothing more, not even frames already read (they wait in
 the decoder, in order, and reading stops) until half have drained, so one
 client cannot queue unbounded work. A heartbeat waits in that order too: answering
@@ -17,6 +20,11 @@ Replies of any size are queued one at a time and streamed as the client reads
 reads nothing of it for ``write_stall_timeout``; pushes and notices alone are
 bounded by ``max_write_buffer``.
 
+Memory: an idle logged-in connection is the object (``__slots__``, no ``__dict__``), its
+transport, a set entry in the loop's deadline wheel (``common.connection.DeadlineWheel``,
+not a timer of its own) and its entries in the gateway's tables; what it follows, its
+push order, its logger and its rate-limit buckets beyond the request one are made on use.
+
 A request gets the reply its handler returns, or, if the handler raises,
 the reply its table entry gives a refused request (``handlers.base.refuse``
 decides how that is logged); either way with the request's seq_num, so a
@@ -27,12 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
 
 from common.codec import Frame
 from common.commands import Cmd, decode_body
-from common.connection import Deadline, FrameConnection
+from common.connection import FrameConnection
 from common.conversation import is_mobile
 from common.log import address_of
 from common.metrics import ERRORS
@@ -51,14 +61,31 @@ BEFORE_LOGIN = frozenset({Cmd.LOGIN_REQ, Cmd.HEARTBEAT})
 TEAMTALK_SERVICES = range(0x01, 0x08)  # login ... other; 0x08 is this cluster's internal service
 # Before login a connection has no client type; 0 is none of TeamTalk's.
 NO_CLIENT_TYPE = base_pb2.ClientType.ValueType(0)
+_UNSUPPORTED_LOG = Throttle(5.0)
 
 
 class ClientConnection(FrameConnection):
+    __slots__ = (
+        "_watching",
+        "client_type",
+        "close_after_reply",
+        "conn_id",
+        "deadline_since",
+        "deadline_slot",
+        "deadline_timeout",
+        "draining",
+        "gateway",
+        "logged_in_at",
+        "logging_in",
+        "pending",
+        "push_order",
+        "refusal_log",
+        "source",
+        "status",
+        "user_id",
+    )
+
     logger = log
-    # What it was pushed, per conversation: made on its first push or send
-    # (a class default, so an idle connection carries nothing).
-    push_order: PushOrder | None = None
-    logged_in_at = 0  # unix seconds: what the client synced from storage is older
 
     def __init__(self, gateway: Gateway) -> None:
         config = gateway.config
@@ -79,8 +106,26 @@ class ClientConnection(FrameConnection):
         self.refusal_log: Throttle | None = None  # lines about its refused requests, made on the first
         self.pending = 0  # requests in flight; at max_pending_requests nothing more is dispatched
         self.draining = False
-        self.deadline: Deadline | None = None
-        self.watching: set[int] = set()  # users whose presence this client follows
+        # What it was pushed, per conversation: made on its first push or send.
+        self.push_order: PushOrder | None = None
+        self.logged_in_at = 0  # unix seconds: what the client synced from storage is older
+        self._watching: set[int] | None = None  # users whose presence it follows, made on the first
+        # Its login, then heartbeat, deadline: an entry of the loop's DeadlineWheel.
+        self.deadline_slot: float | None = None
+        self.deadline_since = 0.0
+        self.deadline_timeout = config.login_timeout
+
+    @property
+    def watching(self) -> set[int]:
+        """Users whose presence this client follows (made on first use)."""
+        watching = self._watching
+        if watching is None:
+            watching = self._watching = set()
+        return watching
+
+    @property
+    def log_prefix(self) -> str:
+        return f"{self.peer} user {self.user_id}" if self.user_id else self.peer
 
     @property
     def logged_in(self) -> bool:
@@ -108,19 +153,23 @@ class ClientConnection(FrameConnection):
     def on_connect(self) -> None:
         # The client's address without its port: what per-address limits and counters key on
         # (worked out once: the rate limits ask on every frame).
-        self.source = address_of(self.peer)
+        # Interned: the connections of one address share one string.
+        self.source = sys.intern(address_of(self.peer))
         if not self.gateway.admitter.accept(self):
             return  # closed on accept (msg_server/admission.py)
         self.gateway.connections.add(self)
-        self.deadline = Deadline(
-            asyncio.get_running_loop(), self.gateway.config.login_timeout, self._timed_out
-        )
+        self.deadline_since = asyncio.get_running_loop().time()
+        self._services.deadlines.add(self)
 
     def on_bytes_received(self) -> None:
         # Any traffic proves the client alive, not only heartbeats; before
         # login the deadline is the login timeout and must not be extended.
-        if self.deadline is not None and self.logged_in:
-            self.deadline.touch()
+        if self.user_id and self.deadline_slot is not None:
+            self.deadline_since = asyncio.get_running_loop().time()
+
+    def deadline_expired(self) -> None:
+        if not self.closing:
+            self._timed_out()
 
     def _timed_out(self) -> None:
         phase = "heartbeat" if self.logged_in else "login"
@@ -146,7 +195,8 @@ class ClientConnection(FrameConnection):
             if command >> 8 in TEAMTALK_SERVICES:
                 # A TeamTalk command we do not serve (file transfer, say): say
                 # so in the log, but do not break a real client by closing on it.
-                self.log.info("unsupported command 0x%04x ignored", command)
+                if _UNSUPPORTED_LOG.ready():  # a client's every frame: once per interval
+                    self.log.info("unsupported command 0x%04x ignored%s", command, _UNSUPPORTED_LOG.more())
                 return
             ERRORS.labels("unknown_command").inc()
             self.log.warning("unknown command 0x%04x; closing", command)
@@ -157,8 +207,23 @@ class ClientConnection(FrameConnection):
         job = entry.parse(frame.body)
         if command == Cmd.LOGIN_REQ:
             self.logging_in = True
+        self._start(self._handle(job, frame.seq_num))
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a request's handler now, up to its first wait; a task only from there on.
+
+        A handler that answers without waiting (or fails at once) costs no task and is
+        never in flight; one that waits counts in flight (``pending``) from then until done.
+        Requests still start in the order their frames came.
+        """
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        except asyncio.CancelledError:  # as a task cancelled before its first wait would be
+            return
         self._request_started()
-        task = asyncio.ensure_future(self._handle(job, frame.seq_num))
+        task = asyncio.ensure_future(_go_on(coro, waiting))
         # The loop keeps only a weak reference to a task. One set for the
         # gateway, not one per connection: an idle connection costs no set.
         self.gateway.requests.add(task)
@@ -205,8 +270,7 @@ class ClientConnection(FrameConnection):
             self.transport.pause_reading()
 
     def on_disconnect(self, exc: Exception | None) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
+        self._services.deadlines.discard(self)
         self.gateway.connections.discard(self)
         self.gateway.admitter.gone(self)
         self.gateway.limiter.gone(self)
@@ -226,12 +290,52 @@ class ClientConnection(FrameConnection):
         self.client_type = client_type
         self.status = status
         self.logging_in = False
-        self.log = type(self.log)(self.logger, f"{self.peer} user {user_id}")
         config = self.gateway.config
         timeout = config.heartbeat_timeout_mobile if is_mobile(client_type) else config.heartbeat_timeout_pc
-        if self.deadline is not None:
-            self.deadline.reset(timeout)
+        if self.deadline_slot is not None:
+            deadlines = self._services.deadlines
+            deadlines.discard(self)
+            self.deadline_timeout = timeout
+            self.deadline_since = asyncio.get_running_loop().time()
+            deadlines.add(self)
         self.watch_partial_frames(config.partial_frame_timeout)
         self.gateway.attach(self)
         self.gateway.admitter.logged_in(self)
         self.gateway.limiter.logged_in(self)
+
+
+class _GoOn:
+    """Awaiting this goes on with ``coro`` (started outside any task, now waiting on
+    ``waiting``) as if it had run in the awaiting task from the start: what the task
+    sends or throws in goes to ``coro``, what ``coro`` yields goes to the task."""
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro = self._coro
+        waiting = self._waiting
+        self._waiting = None
+        while True:
+            try:
+                sent = yield waiting
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # thrown in by the task: a failed wait, a cancellation
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _go_on(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+    await _GoOn(coro, waiting)

@@ -14,7 +14,9 @@ types; a client past them is a script.
 :class:`RateLimits` is sans-IO: it keeps the buckets and answers which limit
 a frame is over, given ``now``. Its state is bounded by the live
 connections: a connection's buckets go with it, a user's with its last
-connection. :class:`Limiter` is the gateway's adapter: it counts a refusal
+connection. A bucket is made on its first use (one not made yet is full), so an
+idle logged-in connection holds its request bucket only, and its user none.
+:class:`Limiter` is the gateway's adapter: it counts a refusal
 (``imcluster_gateway_rate_limited_total{kind}``), logs it once per burst per
 connection, and answers it the way the command's table entry answers any
 refused request (Overloaded); a refused ``IMMsgData`` gets no ack, so the
@@ -78,10 +80,11 @@ class Bucket:
 
     __slots__ = ("at", "burst", "rate", "tokens")
 
-    def __init__(self, rate: float, burst: int, now: float) -> None:
+    def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
+        # One float object for every bucket of a kind, and the tokens of a full bucket.
+        self.burst = burst if type(burst) is float else float(burst)
+        self.tokens = self.burst
         self.at = now
 
     def _refill(self, now: float) -> None:
@@ -131,17 +134,19 @@ class Rates:
         )
 
 
+# A bucket not made yet is a full one: made on its first use, so an idle connection holds
+# only its request bucket (its login took a token) and its user no bucket at all.
 @dataclass(slots=True)
 class _ConnBuckets:
     requests: Bucket
-    messages: Bucket
+    messages: Bucket | None = None
     user_id: int = 0
 
 
 @dataclass(slots=True)
 class _UserBuckets:
-    messages: Bucket
-    profile: Bucket
+    messages: Bucket | None = None
+    profile: Bucket | None = None
     connections: int = 0
 
 
@@ -156,14 +161,22 @@ class RateLimits(Generic[K]):
     _conns: dict[K, _ConnBuckets] = field(default_factory=dict)
     _users: dict[int, _UserBuckets] = field(default_factory=dict)
     _sources: OrderedDict[str, Bucket] = field(default_factory=OrderedDict)  # login attempts, LRU
+    # Each kind's burst as one float object, shared by its buckets.
+    _bursts: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        r = self.rates
+        self._bursts = (
+            float(r.request_burst),
+            float(r.msg_burst),
+            float(r.user_msg_burst),
+            float(r.profile_burst),
+        )
 
     def _conn(self, key: K, now: float) -> _ConnBuckets:
         buckets = self._conns.get(key)
         if buckets is None:
-            r = self.rates
-            buckets = _ConnBuckets(
-                Bucket(r.request_rate, r.request_burst, now), Bucket(r.msg_rate, r.msg_burst, now)
-            )
+            buckets = _ConnBuckets(Bucket(self.rates.request_rate, self._bursts[0], now))
             self._conns[key] = buckets
         return buckets
 
@@ -177,11 +190,7 @@ class RateLimits(Generic[K]):
         conn.user_id = user_id
         user = self._users.get(user_id)
         if user is None:
-            r = self.rates
-            user = _UserBuckets(
-                Bucket(r.user_msg_rate, r.user_msg_burst, now), Bucket(r.profile_rate, r.profile_burst, now)
-            )
-            self._users[user_id] = user
+            user = self._users[user_id] = _UserBuckets()
         user.connections += 1
 
     def check(self, key: K, command: int, now: float, source: str = "") -> str | None:
@@ -199,13 +208,23 @@ class RateLimits(Generic[K]):
             return "logins"
         user = self._users.get(conn.user_id) if conn.user_id else None
         if command in MESSAGES:
-            if not conn.messages.peek(now):
+            r = self.rates
+            messages = conn.messages
+            if messages is None:
+                messages = conn.messages = Bucket(r.msg_rate, self._bursts[1], now)
+            if not messages.peek(now):
                 return "messages"
-            if user is not None and not user.messages.allow(now):
-                return "user_messages"
-            conn.messages.allow(now)
-        elif command in PROFILE_CHANGES and user is not None and not user.profile.allow(now):
-            return "profile"
+            if user is not None:
+                if user.messages is None:
+                    user.messages = Bucket(r.user_msg_rate, self._bursts[2], now)
+                if not user.messages.allow(now):
+                    return "user_messages"
+            messages.allow(now)
+        elif command in PROFILE_CHANGES and user is not None:
+            if user.profile is None:
+                user.profile = Bucket(self.rates.profile_rate, self._bursts[3], now)
+            if not user.profile.allow(now):
+                return "profile"
         return None
 
     def _source(self, source: str, now: float) -> Bucket:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.metrics import start_metrics_server
+from common.runner import raise_open_file_limit
 from msg_server import metrics, route_loss
 from msg_server.client import ClientConnection
 from msg_server.config import MsgServerConfig
@@ -30,7 +31,12 @@ async def serve(
             "set msg_server.advertise_ip to an address clients can reach",
             config.advertise_ip,
         )
+    # Every client is an open file: the soft limit goes up to the hard one before the
+    # gateway sizes itself on it (common.runner did it already when run as a server;
+    # again here for a gateway started in-process).
+    soft, hard = raise_open_file_limit()
     gateway = Gateway(config)
+    warn_open_files(config.max_connections, gateway.max_connections, soft, hard)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: ClientConnection(gateway),
@@ -96,6 +102,21 @@ async def serve(
         await gateway.stop()
         if exposed is not None:
             await exposed[0].cleanup()
+
+
+def warn_open_files(setting: int, effective: int, soft: int, hard: int) -> bool:
+    """Say clearly when the open-file limit holds fewer clients than max_connections (True if so)."""
+    if effective >= setting:
+        return False
+    log.warning(
+        "open-file limit %d (hard %d) is below max_connections %d: this gateway takes at most "
+        "%d clients; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) to hold more",
+        soft,
+        hard,
+        setting,
+        effective,
+    )
+    return True
 
 
 def health(gateway: Gateway) -> dict[str, object]:

@@ -21,6 +21,7 @@ TEXT = base_pb2.MSG_TYPE_SINGLE_TEXT
 async def test_heartbeat_before_login_is_echoed_with_its_seq() -> None:
     _, conn, transport, _ = make()
     conn.data_received(encode_frame(Cmd.HEARTBEAT, b"", 42))
+    await settle()  # written at the end of the loop turn (common.connection coalesces)
     [(frame, _)] = transport.frames()
     assert (frame.command_id, frame.seq_num) == (Cmd.HEARTBEAT, 42)
     assert not transport.closed
@@ -164,6 +165,7 @@ async def test_push_skips_the_origin_connection() -> None:
         origin=internal_pb2.Origin(gateway_id="msg-1", conn_id=conn.conn_id),
     )
     gateway.push_local(deliver)
+    await settle()
     assert transport.frames() == []
     assert [f.command_id for f, _ in other_transport.frames()] == [Cmd.MSG_DATA]
 
@@ -180,6 +182,7 @@ async def test_unsupported_teamtalk_command_is_ignored_not_fatal() -> None:
     conn.data_received(encode_frame(0x0501, b"\x08\x01", 5))  # a file-server login, sent to the gateway
     assert not transport.closed and transport.frames() == []
     conn.data_received(encode_frame(0x0701, b"", 6))
+    await settle()
     assert [f.seq_num for f, _ in transport.frames()] == [6]  # still served
 
 
