@@ -309,7 +309,6 @@ async def open_scenario(run: Run, s: Sizes, capacity: float) -> dict[str, Any]:
                         await close_pairs(pairs)
                     servers.check()
                     per_rate.setdefault(str(rate), {})[name] = r
-                    await settle(target, 0)
             out["runs"].append(per_rate)
     return out
 
