@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("closed", "open", "logins", "connections", "groups")
 
 
+@pytest.mark.timeout(480)
 def test_quick_perf_runs_clean(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "perf.py"), "--quick", "--out", str(tmp_path)],
