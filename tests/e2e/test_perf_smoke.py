@@ -33,7 +33,7 @@ def test_quick_perf_runs_clean(tmp_path: Path) -> None:
         assert scenario in doc["summary"], scenario
     assert doc["summary"]["violations"], "no correctness counters in the summary"
     assert all(v == 0 for v in doc["summary"]["violations"].values()), doc["summary"]["violations"]
-    assert doc["summary"]["logins"]["errors"] == 0
+    assert doc["summary"]["logins"]["direct"]["median"] > 0
     open_rates = doc["summary"]["open"]["rates"]
     assert open_rates and all(row["cluster"]["acked_per_s"]["median"] > 0 for row in open_rates.values())
     assert doc["summary"]["groups"]["cluster"]["deliveries"]["median"] > 0
