@@ -738,6 +738,7 @@ def report(doc: dict[str, Any]) -> str:
                 f"  {size:>6,}: {med_runs(row['rss_per_conn'])} B/conn  msg-1 "
                 f"{mib(row['rss_before'])} -> {mib(row['rss_after'])} MiB"
                 f"  route {f(row['route_per_session'])} B/session  logins {m(row['logins_per_s'])}/s"
+                + (f" ({f(row['login_errors'])} login errors)" if row["login_errors"] else "")
                 + (
                     f"  echo {m(row['echo_rss_per_conn'])} B/conn"
                     if row["echo_rss_per_conn"]["median"] == row["echo_rss_per_conn"]["median"]
