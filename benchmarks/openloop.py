@@ -87,14 +87,24 @@ async def open_loop(
         await asyncio.sleep(0.02)
     end = time.perf_counter()
     cpu = cpu_percent(cpu_before, cpu_snapshot(target), end - start)
+    # what is acked now is what counts; an ack arriving later is unacked (refused or too late)
+    frozen = [list(p.ack_id) for p in pairs]
+    frozen_ns = [list(p.ack_ns) for p in pairs]
+    acked_in_time = sum(1 for f in frozen for x in f if x)
     # then for the deliveries of what was acked (bounded): an acked message still missing
     # after DRAIN_TIMEOUT counts as lost
     deadline = time.perf_counter() + DRAIN_TIMEOUT
     while time.perf_counter() < deadline:
-        if all(p.delivered_seqs() >= p.acked() for p in pairs):
+        if all(
+            len({q for q, _, _ in p.deliveries if f[q]}) >= sum(1 for x in f if x)
+            for p, f in zip(pairs, frozen, strict=True)
+        ):
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
     await asyncio.sleep(0.2)  # late duplicates
+    late_after_grace = sum(1 for p in pairs for x in p.ack_id if x) - acked_in_time
+    for p, ids, stamps in zip(pairs, frozen, frozen_ns, strict=True):
+        p.ack_id, p.ack_ns = ids, stamps
     acks = [p.ack_ns[s] for p in pairs for s in range(p.sent) if p.ack_id[s]]
     last_ack = max(acks, default=start_ns)
     checks: Counter[str] = Counter()
@@ -115,6 +125,7 @@ async def open_loop(
         "ack_max_ms": lat[-1] if lat else float("nan"),
         "late_acks": sum(1 for x in lat if x > LATE_MS),
         "unacked": checks["sent"] - acked,
+        "acked_after_grace": late_after_grace,
         "checks": dict(checks),
         "cpu_percent": cpu,
         "histogram_ms": histogram(lat),
