@@ -2,7 +2,8 @@
 
 It answers a login with a user id (by name, first come first numbered), acks
 each IMMsgData with a per-conversation counter as msg id and hands the
-message to the recipient's connections, and echoes heartbeats. It runs the
+message to the recipient's connections (a group message: to every other
+logged-in user), and echoes heartbeats. It runs the
 same event loop (uvloop) and codec as the gateways, so a load run against it
 measures the raw framing path: client machinery, loopback TCP, frame and
 protobuf coding, and nothing of the cluster.
@@ -28,6 +29,8 @@ import uvloop
 from common.codec import FrameDecoder, ProtocolError, encode_frame
 from common.commands import Cmd
 from common.pb import base_pb2, login_pb2, message_pb2
+
+GROUP_TYPES = (base_pb2.MSG_TYPE_GROUP_TEXT, base_pb2.MSG_TYPE_GROUP_AUDIO)
 
 
 class EchoState:
@@ -70,11 +73,35 @@ class EchoConn(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(encode_frame(command_id, body, seq))
 
+    def on_group_msg(self, msg: message_pb2.IMMsgData, seq: int) -> None:
+        """A group message goes to every other logged-in user: the echo server hosts
+        one group, of everyone (benchmarks/groups_bench.py logs in only its members)."""
+        key = (0, msg.to_session_id)
+        msg_id = self.state.next_msg_id.get(key, 0) + 1
+        self.state.next_msg_id[key] = msg_id
+        msg.msg_id = msg_id
+        ack = message_pb2.IMMsgDataAck(
+            user_id=self.user_id,
+            session_id=msg.to_session_id,
+            msg_id=msg_id,
+            session_type=base_pb2.SESSION_TYPE_GROUP,
+        )
+        self.write(Cmd.MSG_DATA_ACK, ack.SerializeToString(), seq)
+        push = encode_frame(Cmd.MSG_DATA, msg.SerializeToString(), 0)
+        for user_id, conns in self.state.sessions.items():
+            if user_id != self.user_id:
+                for conn in conns:
+                    assert conn.transport is not None
+                    conn.transport.write(push)
+
     def on_frame(self, command: int, seq: int, body: bytes) -> None:
         if command == Cmd.MSG_DATA and self.user_id:
             msg = message_pb2.IMMsgData()
             msg.ParseFromString(body)
             msg.from_user_id = self.user_id
+            if msg.msg_type in GROUP_TYPES:
+                self.on_group_msg(msg, seq)
+                return
             key = (min(self.user_id, msg.to_session_id), max(self.user_id, msg.to_session_id))
             msg_id = self.state.next_msg_id.get(key, 0) + 1
             self.state.next_msg_id[key] = msg_id

@@ -21,7 +21,21 @@ def rss_bytes(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
+    """CPU time of a process so far, every thread: nanoseconds from /proc/<pid>/task/*/schedstat
+    (/proc/<pid>/stat counts 10 ms ticks, too coarse for a phase of half a second); the
+    ticks where schedstat is missing. Threads that already ended are not counted by schedstat:
+    the processes measured here keep theirs (executor pools) for their whole life."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    except OSError:
+        total = 0
+    if total:
+        return total / 1e9
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
