@@ -132,7 +132,7 @@ class MsgServerConfig:
         1 << 20, "Bytes of messages in one DB_SAVE_MSGS frame at most (one message always fits)."
     )
     max_saves_outstanding: int = setting(
-        4096,
+        2048,
         "Messages sent to (or queued for) one db_proxy link and not yet answered; past it a message is "
         "refused at once (Overloaded, counted in imcluster_gateway_saves_refused).",
     )
@@ -140,11 +140,11 @@ class MsgServerConfig:
         16 << 20, "Bytes of messages outstanding on one db_proxy link; past it, refused at once."
     )
     max_save_wait: float = setting(
-        3.0,
+        0.75,
         "Seconds the oldest unanswered DB_SAVE_MSGS frame on a db_proxy link may have waited; while it "
-        "is older, new messages to that link are refused at once (they would be acked too late). A "
-        "backstop for a db_proxy that answers nothing: keep it above db_proxy's own queue wait (2 s), "
-        "which refuses what waited too long first, and above a slow commit on a busy host.",
+        "is older, new messages to that link are refused at once: they would be acked later than a "
+        "client waits for (at twice the capacity, benchmarks/perf.py: no ack later than 1 s). Above "
+        "db_proxy's own queue wait (save_max_wait, 0.5 s), which refuses what queued too long first.",
     )
     metrics_host: str = setting(
         "127.0.0.1",

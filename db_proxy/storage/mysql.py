@@ -310,7 +310,7 @@ def _reraise(exc: BaseException) -> NoReturn:
     if isinstance(exc, OSError):
         raise StoreError(f"MySQL connection: {exc}") from exc
     if isinstance(exc, UnicodeEncodeError):
-        # Text with a lone surrogate: pymysql cannot encode the statement.
+        # Text with a lone surrogate: the driver cannot encode the statement.
         raise InvalidValue("a text value is not valid Unicode") from exc
     raise exc
 
