@@ -42,15 +42,20 @@ async def msg_data(
     # anything is awaited, so the connection's next message cannot overtake it. No db_proxy
     # linked, or too many saves outstanding on its link: refused here, nothing was sent.
     saved = gw.db.save(key, req, gw.config)
+    order = conn.order()
+    # Sent, not yet acked: it may be committed before its answer is back (a frame's
+    # answer waits for its last item), and a later message of the conversation pushed
+    # meanwhile finds it in a gap; the fill must not write this connection its own send.
+    order.unacked(key, msg.msg_data)
     try:
         res = await saved
     except ImError:
         # Refused, or no answer: it may be stored all the same (a commit whose answer was
-        # lost). Not pushed back to this connection by a gap fill meanwhile.
-        conn.order().unacked(key, msg.msg_data)
+        # lost). It stays recorded as unacked: a gap fill skips it.
         raise
+    order.own_unacked(key, msg.msg_data)  # acked: no longer in doubt (a fill may have used it)
     # The connection has its own message: a later gap check must not fetch it back.
-    skipped = conn.order().raise_to(key, res.msg_id)
+    skipped = order.raise_to(key, res.msg_id)
     if skipped:
         PUSHES_DROPPED.labels("gap_unfilled").inc(skipped)
     ACK_LATENCY.observe(time.monotonic() - started)

@@ -79,3 +79,27 @@ async def test_too_many_behind_a_fill_are_named_in_their_push_only(monkeypatch: 
         pushes = [await bob.next_push(Cmd.MSG_DATA, timeout=5) for _ in range(3)]
         mine = [p.msg_id for p in pushes if p.from_user_id == ALICE]
         assert mine == [2, 3] and [p.from_user_id for p in pushes].count(3) == 1
+
+
+async def test_a_gap_fill_does_not_write_a_sender_its_own_message_still_unacked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both sides talking at once: alice's message is committed (id 2) but its ack is not back
+    when bob's next one (id 3) is pushed to her; the gap fill fetches id 2, her own send, and
+    must not write it to the connection that sent it (the benchmark's group fan-out saw 20
+    such copies of 400 with a DB_SAVE_MSGS answer waiting for its whole frame)."""
+    async with running(monkeypatch) as bed:
+        alice = await bed.client(ALICE)
+        await bed.push(push_1to1(BOB, ALICE, 1))
+        assert await ids_pushed(alice, 1) == [1]
+        bed.db.hold_saves.clear()
+        sending = asyncio.create_task(alice.send_text(BOB, b"mine, in flight", client_msg_id=7))
+        await asyncio.wait_for(bed.db.save_arrived.wait(), 5)
+        bed.db.store(KEY, 2, ALICE, b"mine, in flight")  # committed; the answer is still on its way
+        await bed.push(push_1to1(BOB, ALICE, 3))
+        assert await ids_pushed(alice, 1) == [3]
+        assert len(bed.db.by_id_requests) == 1  # the gap was looked at, and id 2 skipped
+        assert not alice.pushed(Cmd.MSG_DATA)
+        bed.db.hold_saves.set()
+        await asyncio.wait_for(sending, 5)
+        assert not alice.pushed(Cmd.MSG_DATA)
