@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from common.commands import Cmd, Rpcs
 from common.conversation import ShardKey, conversation_key, session_type_of
-from common.errors import ImError, InvalidArgument
+from common.errors import InvalidArgument
 from common.pb import base_pb2, internal_pb2, message_pb2
 from msg_server.handlers.base import ClientError, deliver, forward_to_db, now, session
 from msg_server.handlers.table import Client, ClientCommands, no_reply
@@ -43,17 +43,14 @@ async def msg_data(
     # linked, or too many saves outstanding on its link: refused here, nothing was sent.
     saved = gw.db.save(key, req, gw.config)
     order = conn.order()
-    # Sent, not yet acked: it may be committed before its answer is back (a frame's
-    # answer waits for its last item), and a later message of the conversation pushed
-    # meanwhile finds it in a gap; the fill must not write this connection its own send.
+    # Recorded as this connection's own send before its answer is back: it may be
+    # committed first (a frame's answer waits for its last item), and a later message of
+    # the conversation pushed meanwhile finds it in a gap; the fill, even one whose fetch
+    # is answered after this ack, must not write the connection its own send. Refused or
+    # unanswered, it may be stored all the same (a commit whose answer was lost): the
+    # record stays for that too. Bounded per connection (push_order.MAX_UNACKED).
     order.unacked(key, msg.msg_data)
-    try:
-        res = await saved
-    except ImError:
-        # Refused, or no answer: it may be stored all the same (a commit whose answer was
-        # lost). It stays recorded as unacked: a gap fill skips it.
-        raise
-    order.own_unacked(key, msg.msg_data)  # acked: no longer in doubt (a fill may have used it)
+    res = await saved
     # The connection has its own message: a later gap check must not fetch it back.
     skipped = order.raise_to(key, res.msg_id)
     if skipped:

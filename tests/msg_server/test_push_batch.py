@@ -103,3 +103,27 @@ async def test_a_gap_fill_does_not_write_a_sender_its_own_message_still_unacked(
         bed.db.hold_saves.set()
         await asyncio.wait_for(sending, 5)
         assert not alice.pushed(Cmd.MSG_DATA)
+
+
+async def test_a_gap_fill_answered_after_the_ack_still_skips_the_senders_own_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same race, the other way round: the fill's fetch is answered only after alice's ack
+    has come back (the multi-host bed's group traffic under a route server cut)."""
+    async with running(monkeypatch) as bed:
+        alice = await bed.client(ALICE)
+        await bed.push(push_1to1(BOB, ALICE, 1))
+        assert await ids_pushed(alice, 1) == [1]
+        bed.db.hold_saves.clear()
+        sending = asyncio.create_task(alice.send_text(BOB, b"mine, in flight", client_msg_id=7))
+        await asyncio.wait_for(bed.db.save_arrived.wait(), 5)
+        bed.db.store(KEY, 2, ALICE, b"mine, in flight")
+        bed.db.hold_by_id.clear()
+        pushing = asyncio.create_task(bed.push(push_1to1(BOB, ALICE, 3)))
+        await asyncio.wait_for(bed.db.by_id_arrived.wait(), 5)
+        bed.db.hold_saves.set()
+        await asyncio.wait_for(sending, 5)  # acked while the fill's fetch is still out
+        bed.db.hold_by_id.set()
+        await asyncio.wait_for(pushing, 5)
+        assert await ids_pushed(alice, 1) == [3]
+        assert not alice.pushed(Cmd.MSG_DATA)
