@@ -14,8 +14,11 @@ async def login_many(
     names: Sequence[str],
     concurrency: int,
     address: Callable[[str], Awaitable[tuple[str, int]]],
+    timeout: float = LOGIN_TIMEOUT,
 ) -> tuple[list[BenchConn], list[str], float]:
-    """Log every name in, ``concurrency`` at a time; (connections, errors, seconds)."""
+    """Log every name in, ``concurrency`` at a time, each within ``timeout``.
+
+    Answers (connections, errors, seconds)."""
     conns: list[BenchConn] = []
     errors: list[str] = []
     todo = iter(names)
@@ -24,7 +27,7 @@ async def login_many(
         for name in todo:
             try:
                 host, port = await address(name)
-                conns.append(await connect_and_login(host, port, name, PASSWORD_MD5, LOGIN_TIMEOUT))
+                conns.append(await connect_and_login(host, port, name, PASSWORD_MD5, timeout))
             except Exception as exc:  # counted and reported; the run goes on
                 errors.append(f"{name}: {type(exc).__name__}: {exc}")
 

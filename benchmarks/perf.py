@@ -41,7 +41,7 @@ import uvloop  # noqa: E402
 
 from benchmarks.groups_bench import fanout_run, login_members  # noqa: E402
 from benchmarks.idle import idle_phase  # noqa: E402
-from benchmarks.logins import close_all  # noqa: E402
+from benchmarks.logins import close_all, login_many  # noqa: E402
 from benchmarks.measure import cpu_percent, cpu_seconds, cpu_snapshot, median  # noqa: E402
 from benchmarks.messages import UNACKED, VIOLATIONS, Pair, throughput_phase  # noqa: E402
 from benchmarks.openloop import HIST_EDGES, open_loop  # noqa: E402
@@ -350,7 +350,7 @@ async def logins_scenario(run: Run, s: Sizes) -> dict[str, Any]:
             timeout: float = LOGIN_TIMEOUT,
         ) -> dict[str, Any]:
             before = cpu_snapshot(target)
-            conns, errors, seconds = await login_many_timeout(who, concurrency, address, timeout)
+            conns, errors, seconds = await login_many(who, concurrency, address, timeout)
             cpu = cpu_percent(before, cpu_snapshot(target), seconds)
             await close_all(conns)
             drained = await settle(target, 0)
@@ -413,27 +413,6 @@ async def quiet(pid: int, below: float = 0.2, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.5)
         if cpu_seconds(pid) - before < below * 0.5:
             return
-
-
-async def login_many_timeout(
-    names: Sequence[str], concurrency: int, address: Any, timeout: float
-) -> tuple[list[Any], list[str], float]:
-    """benchmarks.logins.login_many with a login time limit of its own."""
-    conns: list[Any] = []
-    errors: list[str] = []
-    todo = iter(names)
-
-    async def worker() -> None:
-        for name in todo:
-            try:
-                host, port = await address(name)
-                conns.append(await connect_and_login(host, port, name, PASSWORD_MD5, timeout))
-            except Exception as exc:  # counted and reported; the run goes on
-                errors.append(f"{name}: {type(exc).__name__}: {exc}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(names)))))
-    return conns, errors, time.perf_counter() - started
 
 
 async def connections_scenario(run: Run, s: Sizes, idle: list[str]) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def cells(s: dict[str, Any] | None) -> list[str]:
         f"{num(v.get('lost'))} / {num(v.get('duplicates'))} / {num(order)}",
         f"{num(med(at2000, 'ack_p50_ms'), 1)} / {num(med(at2000, 'ack_p99_ms'), 1)} ms",
         f"{num(ov.get('acked_over_capacity'), 2)} of {num(open_.get('capacity'))}/s, "
-        f"{num(ov.get('late_acks'))}",
+        f"{num(ov.get('late_acks'))} (most in one run: {num(ov.get('late_acks_max'))})",
         f"{num(dig(lg, 'direct', 'median'))} / {num(dig(lg, 'discovery', 'median'))} "
         f"(ratio {num(lg.get('ratio_direct'), 2)} / {num(lg.get('ratio_discovery'), 2)})",
         f"{num(med(lg, 'storm'), 1)}/s, {num(med(lg, 'storm_per_db_core_s'), 1)} per core-s",

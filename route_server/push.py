@@ -178,12 +178,8 @@ class Pusher:
             msg = narrowed
         try:
             reply = await link.call(Rpcs.PUSH_MSG, msg, self.timeout)
-        except RequestTimeout:
-            reason = "gateway_timeout"
-        except LinkDown:
-            reason = "no_gateway_link"
-        except ImError:
-            reason = "gateway_error"
+        except ImError as exc:
+            reason = _failure(exc)
         else:
             again = self._answered(users, reply)
             return self._still_there(gateway_id, again) if again else set()
@@ -198,12 +194,8 @@ class Pusher:
             _BATCHES_SENT.inc()
             try:
                 reply = await link.call(Rpcs.PUSH_MSGS, out.batch, self.timeout)
-            except RequestTimeout:
-                reason = "gateway_timeout"
-            except LinkDown:
-                reason = "no_gateway_link"
-            except ImError:
-                reason = "gateway_error"
+            except ImError as exc:
+                reason = _failure(exc)
             else:
                 if len(reply.results) == len(out.users):
                     return self._answers(gateway_id, out.users, reply.results)
@@ -253,3 +245,12 @@ class Pusher:
         # dropped during the call may still be connected to it: held.
         held = self.held(users)
         return {u for u in users if u in held or self.table.holds(gateway_id, u)}
+
+
+def _failure(exc: ImError) -> str:
+    """The drop reason of a push call to a gateway that got no answer."""
+    if isinstance(exc, RequestTimeout):
+        return "gateway_timeout"
+    if isinstance(exc, LinkDown):
+        return "no_gateway_link"
+    return "gateway_error"

@@ -9,10 +9,11 @@ import asyncio
 import pytest
 
 from common.commands import Cmd, Rpcs
-from common.pb import internal_pb2
+from common.pb import internal_pb2, message_pb2
 from msg_server import push as push_module
 from tests.msg_server.conftest import Bed, push_1to1, running
 from tests.msg_server.test_push import ALICE, BOB, KEY, dropped, ids_pushed
+from tests.support.ttclient import TTClient
 
 
 async def push_many(bed: Bed, *pushes: internal_pb2.PushMsg) -> list[internal_pb2.PushMsgResult]:
@@ -81,6 +82,18 @@ async def test_too_many_behind_a_fill_are_named_in_their_push_only(monkeypatch: 
         assert mine == [2, 3] and [p.from_user_id for p in pushes].count(3) == 1
 
 
+async def own_send_in_flight(bed: Bed) -> tuple[TTClient, asyncio.Task[message_pb2.IMMsgDataAck]]:
+    """alice has bob's id 1; her own message is committed as id 2, its ack held back."""
+    alice = await bed.client(ALICE)
+    await bed.push(push_1to1(BOB, ALICE, 1))
+    assert await ids_pushed(alice, 1) == [1]
+    bed.db.hold_saves.clear()
+    sending = asyncio.create_task(alice.send_text(BOB, b"mine, in flight", client_msg_id=7))
+    await asyncio.wait_for(bed.db.save_arrived.wait(), 5)
+    bed.db.store(KEY, 2, ALICE, b"mine, in flight")  # committed; the answer is still on its way
+    return alice, sending
+
+
 async def test_a_gap_fill_does_not_write_a_sender_its_own_message_still_unacked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -89,13 +102,7 @@ async def test_a_gap_fill_does_not_write_a_sender_its_own_message_still_unacked(
     must not write it to the connection that sent it (the benchmark's group fan-out saw 20
     such copies of 400 with a DB_SAVE_MSGS answer waiting for its whole frame)."""
     async with running(monkeypatch) as bed:
-        alice = await bed.client(ALICE)
-        await bed.push(push_1to1(BOB, ALICE, 1))
-        assert await ids_pushed(alice, 1) == [1]
-        bed.db.hold_saves.clear()
-        sending = asyncio.create_task(alice.send_text(BOB, b"mine, in flight", client_msg_id=7))
-        await asyncio.wait_for(bed.db.save_arrived.wait(), 5)
-        bed.db.store(KEY, 2, ALICE, b"mine, in flight")  # committed; the answer is still on its way
+        alice, sending = await own_send_in_flight(bed)
         await bed.push(push_1to1(BOB, ALICE, 3))
         assert await ids_pushed(alice, 1) == [3]
         assert len(bed.db.by_id_requests) == 1  # the gap was looked at, and id 2 skipped
@@ -111,13 +118,7 @@ async def test_a_gap_fill_answered_after_the_ack_still_skips_the_senders_own_mes
     """The same race, the other way round: the fill's fetch is answered only after alice's ack
     has come back (the multi-host bed's group traffic under a route server cut)."""
     async with running(monkeypatch) as bed:
-        alice = await bed.client(ALICE)
-        await bed.push(push_1to1(BOB, ALICE, 1))
-        assert await ids_pushed(alice, 1) == [1]
-        bed.db.hold_saves.clear()
-        sending = asyncio.create_task(alice.send_text(BOB, b"mine, in flight", client_msg_id=7))
-        await asyncio.wait_for(bed.db.save_arrived.wait(), 5)
-        bed.db.store(KEY, 2, ALICE, b"mine, in flight")
+        alice, sending = await own_send_in_flight(bed)
         bed.db.hold_by_id.clear()
         pushing = asyncio.create_task(bed.push(push_1to1(BOB, ALICE, 3)))
         await asyncio.wait_for(bed.db.by_id_arrived.wait(), 5)
