@@ -145,3 +145,23 @@ CREATE TABLE IF NOT EXISTS offline_files (
   KEY idx_offline_files_expires (expires_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 INSERT IGNORE INTO schema_version (version, description, applied) VALUES (5, 'offline files', UNIX_TIMESTAMP());
+
+-- migration 6: admin audit, user kinds and directory ids, messages by time
+CREATE TABLE IF NOT EXISTS admin_audit (
+  id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  at_ms BIGINT NOT NULL,
+  who VARCHAR(64) NOT NULL,
+  via VARCHAR(16) NOT NULL,
+  remote VARCHAR(64) NOT NULL DEFAULT '',
+  action VARCHAR(128) NOT NULL,
+  target VARCHAR(255) NOT NULL DEFAULT '',
+  status INT NOT NULL DEFAULT 0,
+  detail TEXT NOT NULL,
+  KEY idx_admin_audit_at (at_ms),
+  KEY idx_admin_audit_who (who, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS kind TINYINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS external_id VARCHAR(255) NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS idx_users_external_id ON users (external_id);
+CREATE INDEX IF NOT EXISTS idx_messages_type_time ON messages (session_type, create_time);
+INSERT IGNORE INTO schema_version (version, description, applied) VALUES (6, 'admin audit, user kinds and directory ids, messages by time', UNIX_TIMESTAMP());

@@ -48,6 +48,14 @@ DEVICE_TOKEN_LIMIT = 255
 OFFLINE_FILE_NAME_LIMIT = 255
 TASK_KEY_LEN = 32
 TICKET_LIMIT = 64
+# admin_audit (migration 6): who and how are short names, detail is JSON.
+AUDIT_TEXT_LIMITS: dict[str, int] = {"who": 64, "via": 16, "remote": 64, "action": 128, "target": 255}
+AUDIT_DETAIL_LIMIT = 4000
+EXTERNAL_ID_LIMIT = 255
+# users.kind (migration 6): a person, or the sender of admin notices, which
+# no directory list or search shows.
+USER_KIND_PERSON = 0
+USER_KIND_SYSTEM = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +311,36 @@ def _offline_files(d: Dialect) -> list[str]:
     )
 
 
+def _admin_day_one(d: Dialect) -> list[Step]:
+    """The audit trail of admin actions, user kinds and directory ids, and
+    the index that retention and time-range export walk."""
+    return [
+        *_table(
+            d,
+            "admin_audit",
+            f"""
+  id {d.autoinc_pk},
+  at_ms BIGINT NOT NULL,
+  who VARCHAR({AUDIT_TEXT_LIMITS["who"]}) NOT NULL,
+  via VARCHAR({AUDIT_TEXT_LIMITS["via"]}) NOT NULL,
+  remote VARCHAR({AUDIT_TEXT_LIMITS["remote"]}) NOT NULL DEFAULT '',
+  action VARCHAR({AUDIT_TEXT_LIMITS["action"]}) NOT NULL,
+  target VARCHAR({AUDIT_TEXT_LIMITS["target"]}) NOT NULL DEFAULT '',
+  status INT NOT NULL DEFAULT 0,
+  detail TEXT NOT NULL""",
+            "",
+            ("idx_admin_audit_at", "at_ms"),
+            ("idx_admin_audit_who", "who, id"),
+        ),
+        AddColumn("users", "kind", f"TINYINT NOT NULL DEFAULT {USER_KIND_PERSON}"),
+        # The user's id in the company directory (LDAP entryUUID, AD objectGUID):
+        # empty for users made here.
+        AddColumn("users", "external_id", f"VARCHAR({EXTERNAL_ID_LIMIT}) NOT NULL DEFAULT ''"),
+        "CREATE INDEX IF NOT EXISTS idx_users_external_id ON users (external_id)",
+        "CREATE INDEX IF NOT EXISTS idx_messages_type_time ON messages (session_type, create_time)",
+    ]
+
+
 # (version, description, steps for a dialect). Append only: a released
 # migration never changes, a new one gets the next version.
 Migration = tuple[int, str, Callable[["Dialect"], Sequence[Step]]]
@@ -312,6 +350,7 @@ MIGRATIONS: Sequence[Migration] = (
     (3, "deleted users", _deleted_users),
     (4, "default department", _default_department),
     (5, "offline files", _offline_files),
+    (6, "admin audit, user kinds and directory ids, messages by time", _admin_day_one),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
