@@ -16,7 +16,9 @@ is never shown: not in ``repr``, not in errors, not in the reference.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import tomllib
 import types
 import typing
@@ -31,6 +33,56 @@ C = TypeVar("C")
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
+
+
+# scheme://user:password@ -- the user is kept, the password replaced.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*):[^\s/@]*@")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***``.
+
+    For every message and log line that may quote a database, Redis or NATS
+    URL: ``mysql://root:pw@db/im`` becomes ``mysql://root:***@db/im``.
+    """
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+
+
+# Every top-level table a config file may have, and the class that reads it
+# ("module:Class", imported only by who needs the class: `imctl config`).
+# A table added to the file format is one line here; any other name in a
+# file is refused (a misspelt [msg_srever] would otherwise be ignored).
+SECTIONS: dict[str, str] = {
+    "login_server": "login_server.config:LoginServerConfig",
+    "msg_server": "msg_server.config:MsgServerConfig",
+    "route_server": "route_server.config:RouteServerConfig",
+    "db_proxy": "db_proxy.config:DbProxyConfig",
+    "file_server": "file_server.config:FileServerConfig",
+    "msfs": "msfs.config:MsfsConfig",
+    "cluster": "common.cluster_config:ClusterConfig",
+    "imctl": "imctl.settings:ImctlConfig",
+}
+
+
+def section_classes() -> dict[str, type]:
+    """Each known section's config class, in the order of :data:`SECTIONS`."""
+    import importlib
+
+    classes = {}
+    for name, where in SECTIONS.items():
+        module, _, attr = where.partition(":")
+        classes[name] = getattr(importlib.import_module(module), attr)
+    return classes
+
+
+def check_sections(document: Mapping[str, Any], path: Path | None) -> None:
+    """ConfigError for a top-level table of ``document`` no server reads."""
+    for name in document:
+        if name in SECTIONS:
+            continue
+        close = difflib.get_close_matches(name, list(SECTIONS), n=1)
+        hint = f"did you mean [{close[0]}]?" if close else f"known: {', '.join(sorted(SECTIONS))}"
+        raise ConfigError(f"config file {path}: unknown section [{name}]; {hint}")
 
 
 def setting(default: Any, doc: str, *, secret: bool = False) -> Any:
@@ -116,6 +168,7 @@ def load_config(
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     document = read_toml(path) if path is not None else {}
+    check_sections(document, path)
     env = environ if environ is not None else os.environ
     return _build(cls, section, document, path, env, overrides or {})
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from common.admin import admin_handler
 from common.commands import OneWays, Rpcs
-from common.config import split_address
+from common.config import redact_urls, split_address
 from common.db_roles import ROLE_OF, DbRole
 from common.delivery import open_delivery_log
 from common.link import LinkServer, LinkSettings
@@ -56,7 +56,9 @@ async def connect_redis(url: str) -> Any | None:
         await client.ping()
     except Exception as exc:
         # Redis only holds caches: run without it rather than refuse to start.
-        log.warning("redis at %s is unreachable (%s); using in-process caches until it is back", url, exc)
+        log.warning(
+            "redis at %s is unreachable (%s); using in-process caches until it is back", redact_urls(url), exc
+        )
     return client
 
 

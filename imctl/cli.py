@@ -12,15 +12,16 @@ from pathlib import Path
 
 import click
 
-from common.config import ConfigError, parse_assignments
+from common.config import SECTIONS, ConfigError, parse_assignments
 from imctl.client import BadUsage
 from imctl.commands.certs import certs, secret
 from imctl.commands.directory import dept, group
 from imctl.commands.live import kick, online, send, status
 from imctl.commands.local import db, up
 from imctl.commands.users import user
-from imctl.context import admin_options
+from imctl.context import admin_options, wants_json
 from imctl.context import config_path as config_path_of
+from imctl.output import echo_json
 from imctl.settings import resolve_config
 
 SERVERS = {
@@ -87,17 +88,28 @@ def run(server: str, config_path: str | None, assignments: tuple[str, ...], read
 @click.argument(
     "section",
     required=False,
-    type=click.Choice(
-        ["login_server", "msg_server", "route_server", "db_proxy", "file_server", "msfs", "cluster", "imctl"]
-    ),
+    type=click.Choice(list(SECTIONS)),
 )
 @click.option("--markdown", is_flag=True, help="Print the reference as Markdown (docs/configuration.md).")
-def config_reference(section: str | None, markdown: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the reference as JSON: settings by section.")
+def config_reference(section: str | None, markdown: bool, as_json: bool) -> None:
     """Print every setting with its default and meaning."""
     from common.config import describe, markdown_reference, shown_default
 
     if markdown:
         click.echo(markdown_reference(_config_classes()), nl=False)
+        return
+    if as_json or wants_json():
+        echo_json(
+            {
+                name: [
+                    {"key": key, "type": type_name, "default": _plain(default), "doc": doc}
+                    for key, type_name, default, doc in describe(cls)
+                ]
+                for name, cls in _config_classes().items()
+                if not section or name == section
+            }
+        )
         return
     for name, cls in _config_classes().items():
         if section and name != section:
@@ -111,26 +123,15 @@ def config_reference(section: str | None, markdown: bool) -> None:
         click.echo()
 
 
-def _config_classes() -> dict[str, type]:
-    from common.cluster_config import ClusterConfig
-    from db_proxy.config import DbProxyConfig
-    from file_server.config import FileServerConfig
-    from imctl.settings import ImctlConfig
-    from login_server.config import LoginServerConfig
-    from msfs.config import MsfsConfig
-    from msg_server.config import MsgServerConfig
-    from route_server.config import RouteServerConfig
+def _plain(default: object) -> object:
+    """A default as JSON has it (tuples as lists; None: a subsection, see its own table)."""
+    return list(default) if isinstance(default, tuple) else default
 
-    return {
-        "login_server": LoginServerConfig,
-        "msg_server": MsgServerConfig,
-        "route_server": RouteServerConfig,
-        "db_proxy": DbProxyConfig,
-        "file_server": FileServerConfig,
-        "msfs": MsfsConfig,
-        "cluster": ClusterConfig,
-        "imctl": ImctlConfig,
-    }
+
+def _config_classes() -> dict[str, type]:
+    from common.config import section_classes
+
+    return section_classes()
 
 
 for command in (up, db, user, dept, group, online, kick, send, status, secret, certs):

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from common.config import redact_urls
+
 # Exit codes scripts can trust (documented in ``imctl --help``).
 EXIT_OK = 0
 EXIT_ERROR = 1  # the server refused: not found, conflict, bad request, ...
@@ -31,7 +33,7 @@ class CliError(click.ClickException):
     exit_code = EXIT_ERROR
 
     def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
+        super().__init__(redact_urls(message))  # a database URL in a message keeps its password
         self.status = status  # the HTTP status, 0 if there was no answer
 
 

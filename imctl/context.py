@@ -101,6 +101,12 @@ def config_path(given: str | None) -> Path | None:
     return resolve_config(given)
 
 
+def wants_json() -> bool:
+    """--json given before the command (``imctl --json db check``), for commands without admin()."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and bool(ctx.meta.get(META, {}).get("as_json"))
+
+
 def admin() -> Admin:
     """The current command's Admin (built once per invocation)."""
     ctx = click.get_current_context()

@@ -10,6 +10,7 @@ run directory; the URL defaults to the local cluster's login_server.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from common.config import ConfigError, load_config, setting
 DEFAULT_URL = "http://127.0.0.1:8080"
 TOKEN_FILE = "admin-token"
 URL_FILE = "admin-url"
+API_SUFFIX = "/admin/v1"  # what `imctl up` prints after the base URL; accepted and dropped
 SECRET_FILE = "cluster-secret"  # what `imctl up` passes its servers as cluster.secret_file
 TLS_DIR = "tls"  # `imctl up --tls`: the CA and the servers' certificates
 
@@ -41,8 +43,29 @@ class ImctlConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.url and not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"imctl.url: expected http://HOST:PORT, got {self.url!r}")
+        if self.url:
+            base_url(self.url, "imctl.url")
+
+
+def base_url(value: str, source: str) -> str:
+    """The admin API's base URL from ``value``, or ConfigError naming ``source``.
+
+    http or https with a host; a trailing ``/admin/v1`` (as `imctl up`
+    prints it) and trailing slashes are dropped, a path before them (a
+    reverse proxy's prefix) is kept.
+    """
+    expected = f"{source}: expected http://HOST[:PORT] or https://..., got {value!r}"
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError(expected) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(expected)
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{source}: no query or fragment expected, got {value!r}")
+    path = parts.path.rstrip("/").removesuffix(API_SUFFIX).rstrip("/")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 def resolve_config(path: str | Path | None) -> Path | None:
@@ -78,10 +101,16 @@ def resolve_target(config: Path | None, url: str | None, token: str | None) -> T
     """The URL and token by the precedence in this module's docstring."""
     imctl = load_imctl_config(config)
     run_dir = Path(imctl.run_dir)
-    chosen_url = url or os.environ.get("IMCLUSTER_URL") or imctl.url
+    env_url = os.environ.get("IMCLUSTER_URL")
+    chosen_url, source = next(
+        ((u, s) for u, s in ((url, "--url"), (env_url, "$IMCLUSTER_URL"), (imctl.url, "imctl.url")) if u),
+        ("", ""),
+    )
     url_is_default = not chosen_url
     if not chosen_url:
-        chosen_url = _read_file(run_dir / URL_FILE) or DEFAULT_URL
+        url_file = run_dir / URL_FILE
+        chosen_url, source = _read_file(url_file) or DEFAULT_URL, str(url_file)
+    chosen_url = base_url(chosen_url, source)
     chosen_token = token or os.environ.get("IMCLUSTER_TOKEN") or imctl.token
     if not chosen_token:
         from login_server.config import LoginServerConfig
@@ -89,7 +118,7 @@ def resolve_target(config: Path | None, url: str | None, token: str | None) -> T
         chosen_token = load_config(LoginServerConfig, "login_server", config).admin_token
     if not chosen_token:
         chosen_token = _read_file(run_dir / TOKEN_FILE)
-    return Target(chosen_url.rstrip("/"), chosen_token, url_is_default)
+    return Target(chosen_url, chosen_token, url_is_default)
 
 
 def write_secret(path: Path, text: str) -> None:

@@ -56,6 +56,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from common.config import redact_urls
 from common.delivery.log import Delivery, DeliveryLog, Entry, decode_entry, encode_entry
 from common.errors import InvalidArgument, Overloaded, Unavailable
 
@@ -114,7 +115,7 @@ class JetStreamDeliveryLog(DeliveryLog):
         """
 
         async def report(exc: Exception) -> None:
-            log.warning("nats delivery log at %s: %s", url, exc)
+            log.warning("nats delivery log at %s: %s", redact_urls(url), exc)
 
         nc = NATS()
         try:

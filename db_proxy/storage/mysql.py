@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 import asyncmy
 from asyncmy import errors as mysql_errors
 from asyncmy.constants import CLIENT
+
+from common.config import redact_urls
 
 from .model import InvalidValue, StoreError
 from .sql_base import Dialect, Row, Step, TransientError, Tx, UniqueViolation
@@ -74,14 +76,14 @@ class MysqlUrl:
     host: str
     port: int
     user: str
-    password: str
+    password: str = field(repr=False)
     database: str
 
     @classmethod
     def parse(cls, url: str) -> MysqlUrl:
         parts = urlsplit(url)
         if parts.scheme != "mysql" or not parts.hostname or not parts.username:
-            raise ValueError(f"not a mysql://user[:password]@host[:port]/database URL: {url!r}")
+            raise ValueError(f"not a mysql://user[:password]@host[:port]/database URL: {redact_urls(url)!r}")
         database = unquote(parts.path.lstrip("/"))
         if not _DATABASE_NAME.fullmatch(database):
             # The name is spliced into CREATE/DROP DATABASE, which take no parameters.

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from common.pb import base_pb2
-from imctl.client import BadUsage, CliError
+from imctl.client import BadUsage, CliError, Unreachable
 from imctl.context import Admin, admin, admin_options, quote, user_ref
 from imctl.output import duration, table, timestamp
 
@@ -135,8 +135,15 @@ def render_status(result: dict[str, Any]) -> str:
         "max_connections": sum(g.get("max_connections") or 0 for g in gateways),
         "uptime_text": "",
     }
-    routes = [{**r, "gateway_count": len(r.get("gateways") or [])} for r in result.get("route_servers", [])]
-    dbs = [{**d, "queued": sum(d.get("queue_depths") or [])} for d in result.get("db_proxies", [])]
+    # A server that did not answer has no figures: "-", never a made-up 0.
+    routes = [
+        {**r, "gateway_count": len(r.get("gateways") or []) if r.get("status") == "ok" else None}
+        for r in result.get("route_servers", [])
+    ]
+    dbs = [
+        {**d, "queued": sum(d.get("queue_depths") or []) if d.get("status") == "ok" else None}
+        for d in result.get("db_proxies", [])
+    ]
     for rows in (routes, dbs):
         for row in rows:
             if row.get("status") == "ok":
@@ -152,6 +159,28 @@ def render_status(result: dict[str, Any]) -> str:
     )
 
 
+HEALTHY_BACKENDS = ("ok", "off")  # a db_proxy's database and Redis ("off": none configured)
+
+
+def status_problems(result: dict[str, Any]) -> list[str]:
+    """Each server of a /status answer that is down or has something down behind it, in words."""
+    problems = []
+    for kind, key in (("route server", "route_servers"), ("db proxy", "db_proxies")):
+        servers = result.get(key) or []
+        if not servers:
+            problems.append(f"no {kind} configured")
+        for server in servers:
+            where = f"{kind} {server.get('address', '?')}"
+            if server.get("status") != "ok":
+                problems.append(f"{where} {server.get('status', 'unknown')}: {server.get('error') or '-'}")
+                continue
+            for backend in ("database", "redis"):
+                state = server.get(backend)
+                if backend in server and state not in HEALTHY_BACKENDS:
+                    problems.append(f"{where}: {backend} {state}")
+    return problems
+
+
 @click.command()
 @click.option(
     "--watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C."
@@ -159,11 +188,20 @@ def render_status(result: dict[str, Any]) -> str:
 @click.option("--count", type=int, default=None, hidden=True, help="Stop after this many refreshes (tests).")
 @admin_options
 def status(watch: float | None, count: int | None) -> None:
-    """The cluster at a glance: gateways, route servers, db proxies."""
+    """The cluster at a glance: gateways, route servers, db proxies.
+
+    Exit 3 (after printing) if a route server or db proxy is down, or the
+    database or Redis behind a db proxy is.
+    """
     adm = admin()
     if watch is None:
         result = adm.call("GET", "/status")
         adm.show(result, lambda: click.echo(render_status(result)))
+        problems = status_problems(result)
+        if problems:
+            # The table is printed; the exit code tells scripts that something behind it is down.
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise Unreachable(f"{problems[0]}{more}")
         return
     if watch <= 0:
         raise BadUsage("--watch needs a positive number of seconds")

@@ -12,10 +12,12 @@ from typing import Any
 
 import click
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, load_config, redact_urls
 from db_proxy.config import DbProxyConfig
 from imctl.client import EXIT_ERROR, BadUsage, CliError, Unreachable
 from imctl.context import config_path as config_path_of
+from imctl.context import wants_json
+from imctl.output import echo_json
 from imctl.settings import SECRET_FILE, TLS_DIR, TOKEN_FILE, URL_FILE, load_imctl_config, write_secret
 
 TOKEN_ENV = "IMCLUSTER_LOGIN_SERVER__ADMIN_TOKEN"
@@ -237,7 +239,7 @@ def db_init(config_path: str | None, database_url: str | None) -> None:
         version = asyncio.run(init_database(config.database_url))
     except Exception as exc:
         raise Unreachable(f"cannot initialise {config.database_url}: {exc}") from None
-    click.echo(f"{config.database_url}: schema version {version}")
+    click.echo(f"{redact_urls(config.database_url)}: schema version {version}")
 
 
 async def _schema_version(url: str, migrate: bool) -> tuple[int, int]:
@@ -274,24 +276,35 @@ def db_migrate(config_path: str | None, database_url: str | None) -> None:
     """Apply the schema migrations the database lacks (the database must exist)."""
     config = db_config(config_path_of(config_path), database_url)
     before, after = _run_schema(config.database_url, migrate=True)
+    shown = redact_urls(config.database_url)
     if before == after:
-        click.echo(f"{config.database_url}: schema version {after}, already current")
+        click.echo(f"{shown}: schema version {after}, already current")
     else:
-        click.echo(f"{config.database_url}: schema version {before} -> {after}")
+        click.echo(f"{shown}: schema version {before} -> {after}")
 
 
 @db.command("check")
 @config_option
 @click.option("--database-url", default=None, help="Override db_proxy.database_url.")
-def db_check(config_path: str | None, database_url: str | None) -> None:
-    """Report the schema version; exit 1 if it is not the one this code expects."""
-    from db_proxy.storage.schema import LATEST_VERSION
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as a JSON object.")
+def db_check(config_path: str | None, database_url: str | None, as_json: bool) -> None:
+    """Check the database without changing it: it exists, opens, and has this code's schema.
+
+    Exit 1 if it does not exist or its schema version is not the one this
+    code expects; 3 if it cannot be reached.
+    """
+    from imctl.db_check import check_database
 
     config = db_config(config_path_of(config_path), database_url)
-    version, _ = _run_schema(config.database_url, migrate=False)
-    if version == LATEST_VERSION:
-        click.echo(f"{config.database_url}: schema version {version} (current)")
+    report = check_database(config.database_url)
+    failed = next((c for c in report.checks if not c.ok), None)
+    if as_json or wants_json():
+        echo_json(report.as_json())
+    elif failed is None or report.reachable:
+        # The outcome in one line: the first failure, else the schema version.
+        click.echo(f"{report.database_url}: {(failed or report.checks[-1]).detail}")
+    if failed is None:
         return
-    advice = "run: imctl db migrate" if version < LATEST_VERSION else "this imctl is older than the database"
-    click.echo(f"{config.database_url}: schema version {version}, expected {LATEST_VERSION}; {advice}")
+    if not report.reachable:
+        raise Unreachable(f"{report.database_url}: {failed.detail}")
     sys.exit(EXIT_ERROR)
