@@ -141,6 +141,9 @@ async def _serve(
     resources.callback(throttle.close)
     await asyncio.get_running_loop().run_in_executor(hash_pool, dummy_hash)  # made once, before any login
     services = Services.over(directory, store, workers, config.password_log2_n, rows)
+    # An account of that name made before users had kinds (or by hand) is
+    # hidden from the directory from now on, as the one made here would be.
+    await services.users.mark_system_user(config.system_user)
     notices = Notices(routes.send, config.node_id)
     login = LoginHandlers(
         directory, services.known, cache, hash_pool, config.max_pending_logins, throttle, rows

@@ -70,17 +70,12 @@ def check_database(url: str) -> Report:
 
 
 def _check_schema(report: Report) -> None:
-    version = report.version
-    if version == LATEST_VERSION:
+    version, expected = report.version, LATEST_VERSION
+    if version == expected:
         report.add("schema", True, f"schema version {version} (current)")
-    elif version is not None and version < LATEST_VERSION:
-        report.add("schema", False, f"schema version {version}, expected {LATEST_VERSION}; run: imctl db migrate")
-    else:
-        report.add(
-            "schema",
-            False,
-            f"schema version {version}, expected {LATEST_VERSION}; this imctl is older than the database",
-        )
+        return
+    advice = "run: imctl db migrate" if (version or 0) < expected else "this imctl is older than the database"
+    report.add("schema", False, f"schema version {version}, expected {expected}; {advice}")
 
 
 def _check_sqlite(path: str, report: Report) -> None:

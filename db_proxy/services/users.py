@@ -9,6 +9,8 @@ db_proxy's cache of known users.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +25,10 @@ from db_proxy.services.departments import DepartmentService
 from db_proxy.services.groups import GroupService
 from db_proxy.services.outcome import Notice, Outcome, ProfileNotice, UsersGone
 from db_proxy.storage.model import DuplicateName, Store, User
+from db_proxy.storage.schema import USER_KIND_SYSTEM
 from db_proxy.user_rows import UserRows
+
+log = logging.getLogger(__name__)
 
 UNUSABLE_PASSWORD = "!"
 #: Fields whose change the other db_proxies hear of at once (DbInvalidate): what a login checks.
@@ -135,7 +140,8 @@ class UserService:
         return Outcome(before, (*left, UsersGone((user_id,))))
 
     async def system_user(self, name: str) -> User:
-        """The account admin messages come from, created on first use."""
+        """The account admin notices come from: a system user (out of every
+        list and search, no login), created on first use."""
         user = await self.directory.user_by_name(name)
         if user is None:
             try:
@@ -145,4 +151,21 @@ class UserService:
             user = await self.directory.user_by_name(name)
         if user is None:
             raise Unavailable(f"cannot create the system user {name!r}")
+        if user.kind != USER_KIND_SYSTEM or user.password_hash != UNUSABLE_PASSWORD:
+            user = await self._mark_system(user)
         return user
+
+    async def _mark_system(self, user: User) -> User:
+        try:
+            await self.directory.mark_system_user(user.id)
+        finally:
+            self.rows.drop([user.id])
+        log.info("user %r (id %d) is now the system user admin notices come from", user.name, user.id)
+        return dataclasses.replace(user, kind=USER_KIND_SYSTEM, password_hash=UNUSABLE_PASSWORD)
+
+    async def mark_system_user(self, name: str) -> User | None:
+        """At start: an existing account named ``name`` becomes the system user (None: none yet)."""
+        user = await self.directory.user_by_name(name)
+        if user is None or user.deleted:
+            return None
+        return await self.system_user(name)

@@ -36,6 +36,9 @@ class User:
     # Deleted by an administrator: kept (old messages name it) but disabled,
     # its login name freed, out of admin lists and groups.
     deleted: bool = False
+    # schema.USER_KIND_PERSON, or USER_KIND_SYSTEM: the sender of admin
+    # notices, out of every list and search but found by id (clients show it).
+    kind: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +277,7 @@ class Store(Protocol):
 
     # profile and directory (incremental sync by "updated" time)
     async def users_updated_since(self, since: int) -> list[User]:
-        """Users whose profile changed after ``since`` (unix s), oldest change first."""
+        """People (not system users) whose profile changed after ``since`` (unix s), oldest change first."""
         ...
 
     async def update_user_profile(self, user_id: int, **fields: object) -> User | None:
@@ -335,11 +338,15 @@ class Store(Protocol):
 
     # administration (db_proxy.handlers.admin, through db_proxy.services)
     async def list_users(self, offset: int, limit: int, search: str = "") -> tuple[list[User], int]:
-        """Users not deleted, ascending by id, a page of them and how many match in all.
+        """People (not deleted, not system users), ascending by id, a page of them and how many match.
 
         ``search``: a substring of the name or the nick (ASCII letters in
         any case; on MySQL any letters).
         """
+        ...
+
+    async def mark_system_user(self, user_id: int) -> None:
+        """Make the user a system user (kind USER_KIND_SYSTEM) that cannot log in; ``updated`` unchanged."""
         ...
 
     async def delete_user(self, user_id: int) -> User | None:

@@ -50,6 +50,7 @@ _PROFILE_TEXTS = frozenset(schema.USER_TEXT_LIMITS) - {"name"}
 _UPDATABLE = _PROFILE_TEXTS | _PROFILE_INTS.keys() | {"disabled"}
 _SEARCH_LIMIT = 255  # characters of a list_users search
 _DOMAIN_LIMIT = schema.USER_TEXT_LIMITS["domain"]
+SYSTEM_PASSWORD_HASH = "!"  # not scrypt$...: the login refuses it whatever is typed
 
 
 @cache
@@ -161,10 +162,11 @@ class DirectoryQueries:
         return users
 
     async def users_updated_since(self, since: int) -> list[User]:
-        """Users (disabled ones too) changed after ``since``, oldest change first."""
+        """People (disabled ones too; no system user) changed after ``since``, oldest change first."""
         async with self.db.reading() as tx:
             rows = await tx.fetchall(
-                f"SELECT {_USER_COLUMNS} FROM users WHERE updated > ? ORDER BY updated, id", (since,)
+                f"SELECT {_USER_COLUMNS} FROM users WHERE updated > ? AND kind = ? ORDER BY updated, id",
+                (since, schema.USER_KIND_PERSON),
             )
         return [_user(row) for row in rows]
 
@@ -257,7 +259,7 @@ class DirectoryQueries:
         return [_department(row) for row in rows]
 
     async def list_users(self, offset: int, limit: int, search: str = "") -> tuple[list[User], int]:
-        where, params = "deleted = 0", []
+        where, params = f"deleted = 0 AND kind = {schema.USER_KIND_PERSON}", []
         if check_text("search", search, _SEARCH_LIMIT):
             # LOWER matches any case on MySQL; SQLite's LIKE already ignores
             # ASCII case and its LOWER knows ASCII only, so the plain LIKE
@@ -276,6 +278,14 @@ class DirectoryQueries:
             )
             total = await tx.fetchall(f"SELECT COUNT(*) FROM users WHERE {where}", params)
         return [_user(row) for row in rows], int(total[0][0])
+
+    async def mark_system_user(self, user_id: int) -> None:
+        # The hash no password matches: a person's account taken over keeps no way in.
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE users SET kind = ?, password_hash = ? WHERE id = ?",
+                (schema.USER_KIND_SYSTEM, SYSTEM_PASSWORD_HASH, user_id),
+            )
 
     async def delete_user(self, user_id: int) -> User | None:
         now = int(time.time())

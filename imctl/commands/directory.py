@@ -33,6 +33,31 @@ def resolve_department(adm: Admin, value: str) -> int:
     return int(found[0]["id"])
 
 
+GROUP_PAGE = 1000  # the most groups.list answers at once
+GROUP_PAGES = 100  # a name is looked for among at most 100,000 groups
+
+
+def resolve_group(adm: Admin, value: str) -> int:
+    """A group on the command line: an id, or a name that is unique among the groups."""
+    if value.isdecimal():
+        return int(value)
+    found: list[dict[str, Any]] = []
+    for page in range(GROUP_PAGES):
+        result = adm.call("GET", "/groups", query={"offset": page * GROUP_PAGE, "limit": GROUP_PAGE})
+        groups = result.get("groups") or []
+        found += [g for g in groups if g.get("name") == value]
+        if len(groups) < GROUP_PAGE:
+            break
+    else:
+        raise CliError(f"too many groups to look {value!r} up by name; give the id")
+    if not found:
+        raise CliError(f"no group named {value!r}")
+    if len(found) > 1:
+        ids = ", ".join(str(g["id"]) for g in found)
+        raise CliError(f"several groups are named {value!r} (ids {ids}); give the id")
+    return int(found[0]["id"])
+
+
 def tree_order(departments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Parents before their children, siblings by priority then id; ``tree`` is the indented name."""
     by_parent: dict[int, list[dict[str, Any]]] = {}
@@ -157,12 +182,12 @@ def _show_group(adm: Admin, result: dict[str, Any], verb: str = "") -> None:
 
 
 @group.command("show")
-@click.argument("group_id", type=int)
+@click.argument("group", metavar="GROUP")
 @admin_options
-def group_show(group_id: int) -> None:
-    """Show a group and its members' ids."""
+def group_show(group: str) -> None:
+    """Show GROUP (id or name) and its members' ids."""
     adm = admin()
-    _show_group(adm, adm.call("GET", f"/groups/{group_id}"))
+    _show_group(adm, adm.call("GET", f"/groups/{resolve_group(adm, group)}"))
 
 
 @group.command("create")
@@ -190,8 +215,9 @@ def group_create(
     _show_group(adm, adm.call("POST", "/groups", body), "created")
 
 
-def _change_members(group_id: int, add: list[str], remove: list[str]) -> None:
+def _change_members(group: str, add: list[str], remove: list[str]) -> None:
     adm = admin()
+    group_id = resolve_group(adm, group)
     body = {"add": [user_ref(u) for u in add], "remove": [user_ref(u) for u in remove]}
     result = adm.call("POST", f"/groups/{group_id}/members", body)
 
@@ -208,30 +234,31 @@ def _change_members(group_id: int, add: list[str], remove: list[str]) -> None:
 
 
 @group.command("add")
-@click.argument("group_id", type=int)
+@click.argument("group", metavar="GROUP")
 @click.argument("users", nargs=-1, required=True)
 @admin_options
-def group_add(group_id: int, users: tuple[str, ...]) -> None:
-    """Add USERS (ids or names) to a group."""
-    _change_members(group_id, list(users), [])
+def group_add(group: str, users: tuple[str, ...]) -> None:
+    """Add USERS (ids or names) to GROUP (id or name)."""
+    _change_members(group, list(users), [])
 
 
 @group.command("remove")
-@click.argument("group_id", type=int)
+@click.argument("group", metavar="GROUP")
 @click.argument("users", nargs=-1, required=True)
 @admin_options
-def group_remove(group_id: int, users: tuple[str, ...]) -> None:
-    """Remove USERS (ids or names) from a group."""
-    _change_members(group_id, [], list(users))
+def group_remove(group: str, users: tuple[str, ...]) -> None:
+    """Remove USERS (ids or names) from GROUP (id or name)."""
+    _change_members(group, [], list(users))
 
 
 @group.command("dismiss")
-@click.argument("group_id", type=int)
+@click.argument("group", metavar="GROUP")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @admin_options
-def group_dismiss(group_id: int, yes: bool) -> None:
-    """Remove every member of a group (it disappears from their lists)."""
+def group_dismiss(group: str, yes: bool) -> None:
+    """Remove every member of GROUP (id or name); it disappears from their lists."""
+    adm = admin()
+    group_id = resolve_group(adm, group)
     if not yes:
         click.confirm(f"dismiss group {group_id}?", abort=True, err=True)
-    adm = admin()
     _show_group(adm, adm.call("DELETE", f"/groups/{group_id}"), "dismissed")
