@@ -33,6 +33,7 @@ from db_proxy.storage.model import SESSION_GROUP, SESSION_SINGLE, Group, User
 from db_proxy.storage.sql_base import I32, U32_MAX
 
 MAX_TEXT_BYTES = 45_000  # UTF-8; encoded for TeamTalk clients it still fits their 64 KiB frame
+MAX_NAME_IDS = 5000  # users.names: ids a call may ask for
 PING_TIMEOUT = 1.5  # each of database and Redis, checked together: the HTTP API waits 3 s
 
 T = TypeVar("T")
@@ -68,6 +69,7 @@ class DbAdmin:
             "users.enable": functools.partial(self.set_disabled, disabled=False),
             "users.delete": self.delete_user,
             "users.import": self.import_users,
+            "users.names": self.user_names,
             "depts.list": self.list_departments,
             "depts.create": self.create_department,
             "depts.update": self.update_department,
@@ -175,6 +177,16 @@ class DbAdmin:
         a.check_keys(args, {"user"}, "users.delete")
         user = await self._user(a.user_ref(args.get("user"), "user"))
         return {"user": a.user_json(self._pushed(await self.users.delete(user.id)))}
+
+    async def user_names(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The name and nick of each user id given that exists (for lists of ids: who is online)."""
+        a.check_keys(args, {"ids"}, "users.names")
+        ids = args.get("ids")
+        if not isinstance(ids, list) or len(ids) > MAX_NAME_IDS:
+            raise InvalidArgument(f"ids must be a list of at most {MAX_NAME_IDS} user ids")
+        wanted = [a.integer(i, "ids", 1, U32_MAX) for i in ids]
+        users = await self.services.directory.users_by_id(wanted)
+        return {"users": [{"id": u.id, "name": u.name, "nick": u.nick or u.name} for u in users]}
 
     async def import_users(self, args: dict[str, Any]) -> dict[str, Any]:
         a.check_keys(args, {"rows"}, "users.import")

@@ -10,12 +10,13 @@ import click
 
 from common.pb import base_pb2
 from imctl.client import BadUsage, CliError, Unreachable
-from imctl.context import Admin, admin, admin_options, quote, user_ref
+from imctl.context import Admin, admin, admin_options, user_ref
 from imctl.output import duration, table, timestamp
 
 ONLINE_COLUMNS = [
     ("user_id", "user"),
     ("name", "name"),
+    ("nick", "nick"),
     ("gateway", "gateway"),
     ("conn_id", "conn"),
     ("client", "client"),
@@ -59,35 +60,28 @@ def _enum_name(enum: Any, value: Any, prefix: str) -> str:
 
 
 @click.command()
-@click.option("--names", is_flag=True, help="Also look up each user's name (one request per user).")
+@click.option("--names", is_flag=True, hidden=True, help="Names are always shown now (kept for scripts).")
 @admin_options
 def online(names: bool) -> None:
-    """Who is online: user, gateway, client type, status, since when."""
+    """Who is online: user id, name and nick, gateway, client type, status, since when."""
     adm = admin()
     result = adm.call("GET", "/online")
     sessions: list[dict[str, Any]] = result.get("sessions", [])
-    known: dict[Any, str] = {}
-    if names and not adm.as_json:
-        for user_id in {s.get("user_id") for s in sessions}:
-            try:
-                known[user_id] = adm.call("GET", f"/users/{quote(str(user_id))}")["user"]["name"]
-            except CliError:
-                known[user_id] = "?"  # deleted since, or a hiccup: the listing is still useful
 
     def human() -> None:
         rows = [
             {
                 **s,
-                "name": known.get(s.get("user_id")),
                 "client": _enum_name(base_pb2.ClientType, s.get("client_type"), "CLIENT_TYPE_"),
                 "state": _enum_name(base_pb2.UserStatType, s.get("status"), "USER_STATUS_"),
                 "since_text": timestamp(s.get("since")),
             }
             for s in sorted(sessions, key=lambda s: (s.get("user_id", 0), s.get("gateway", "")))
         ]
-        columns = ONLINE_COLUMNS if names else [c for c in ONLINE_COLUMNS if c[0] != "name"]
-        click.echo(table(rows, columns))
+        click.echo(table(rows, ONLINE_COLUMNS))
         click.echo(f"{len({s.get('user_id') for s in sessions})} users, {len(sessions)} sessions")
+        if result.get("warning"):
+            click.echo(f"warning: {result['warning']}", err=True)
 
     adm.show(result, human)
 

@@ -37,6 +37,7 @@ from common.errors import (
 )
 from common.throttle import Throttle
 from login_server.admin.backends import DB_PROXY, ROUTE_SERVER, Answer, Backends
+from login_server.admin.online import online_sessions
 from login_server.balancer import Balancer
 
 log = logging.getLogger("login_server.admin")
@@ -308,7 +309,7 @@ class AdminApi:
     # -- the live cluster -------------------------------------------------------------
 
     async def online(self, request: web.Request) -> web.Response:
-        return _json(await self.backends.call(ROUTE_SERVER, "online", {}))
+        return _json(await online_sessions(self.backends))
 
     async def kick(self, request: web.Request) -> web.Response:
         body = await _body(request)
