@@ -2,8 +2,8 @@
 
 A check must not create what it checks: a SQLite file is opened read-only
 (``file:PATH?mode=ro``), so a wrong path reports "does not exist" instead
-of leaving an empty database (and its directories) behind; a MySQL
-database is only connected to. Every URL shown has its password redacted.
+of leaving an empty database (and its directories) behind, and nothing is
+written beside it; a MySQL database is only connected to. Every URL shown has its password redacted.
 """
 
 from __future__ import annotations
@@ -87,7 +87,10 @@ def _check_sqlite(path: str, report: Report) -> None:
         report.add("exists", False, f"{file} does not exist (imctl db init creates it)")
         return
     report.add("exists", True, str(file))
-    uri = f"file:{urllib.parse.quote(str(file.resolve()))}?mode=ro"
+    # Read-only; and with no write-ahead log beside it (no db_proxy has it
+    # open) immutable too, else SQLite would leave a -wal and -shm behind.
+    live = Path(f"{file}-wal").exists()
+    uri = f"file:{urllib.parse.quote(str(file.resolve()))}?mode=ro{'' if live else '&immutable=1'}"
     try:
         with sqlite3.connect(uri, uri=True, timeout=5.0) as conn:
             report.add("reachable", True, "opened read-only")
