@@ -139,8 +139,19 @@ async def test_p2p_command_is_relayed_to_the_peer_across_gateways(
     cluster: Cluster, clients: list[TTClient]
 ) -> None:
     typer = await cluster.client("member11", "msg-1")
+    clients.append(typer)
+    # As a client does, the typer follows its peer and types once it sees it
+    # online. Sent right after the peer's login instead, the command races
+    # msg-2's news of the session to the route server (over another link)
+    # and, if it wins, is dropped as to a user offline (counted in
+    # imcluster_route_pushes_dropped{reason="no_session"}): a P2P command is
+    # ephemeral, like a typing notice to someone not (yet) online.
+    peer_id = cluster.users["member12"]
+    await typer.call(Cmd.USERS_STAT_REQ, buddy_pb2.IMUsersStatReq(user_id=0, user_id_list=[peer_id]))
     peer = await cluster.client("member12", "msg-2")
-    clients += [typer, peer]
+    clients.append(peer)
+    seen = await typer.next_push(Cmd.USER_STAT_NOTIFY)
+    assert (seen.user_stat.user_id, seen.user_stat.status) == (peer_id, base_pb2.USER_STATUS_ONLINE)
     typer.send(
         Cmd.P2P_CMD, other_pb2.IMP2PCmdMsg(from_user_id=1, to_user_id=peer.user_id, cmd_msg_data="typing")
     )
