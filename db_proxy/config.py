@@ -124,7 +124,9 @@ class DbProxyConfig:
     )
     metrics_port: int = setting(10610, "HTTP port of /metrics (Prometheus) and /healthz; -1: off.")
     system_user: str = setting(
-        "system", "Login name of the account admin messages come from (created on first use; cannot log in)."
+        "system",
+        "Login name of the account admin messages come from: a system user, made on first use (an "
+        "existing account of that name is made one at start), that cannot log in and no list shows.",
     )
     admin_text_encoding: str = setting(
         "teamtalk",

@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, load_config, redact_urls
 from imctl.client import API_PATH, BadUsage, CliError
 from imctl.cluster import pid_alive
 from imctl.context import Admin
@@ -125,7 +125,8 @@ def add_user_offline(
         raise CliError(f"user {name!r} already exists") from None
     except Exception as exc:
         raise CliError(f"cannot create {name!r} in {url}: {exc}") from None
+    shown = redact_urls(url)
     adm.show(
-        {"user": {"id": user_id, "name": name}, "database": url},
-        lambda: click.echo(f"created user {name!r} with id {user_id} in {url} (offline)"),
+        {"user": {"id": user_id, "name": name}, "database": shown},
+        lambda: click.echo(f"created user {name!r} with id {user_id} in {shown} (offline)"),
     )
