@@ -88,7 +88,17 @@ def run(server: str, config_path: str | None, assignments: tuple[str, ...], read
     "section",
     required=False,
     type=click.Choice(
-        ["login_server", "msg_server", "route_server", "db_proxy", "file_server", "msfs", "cluster", "imctl"]
+        [
+            "login_server",
+            "msg_server",
+            "route_server",
+            "db_proxy",
+            "file_server",
+            "msfs",
+            "cluster",
+            "log",
+            "imctl",
+        ]
     ),
 )
 @click.option("--markdown", is_flag=True, help="Print the reference as Markdown (docs/configuration.md).")
@@ -113,6 +123,7 @@ def config_reference(section: str | None, markdown: bool) -> None:
 
 def _config_classes() -> dict[str, type]:
     from common.cluster_config import ClusterConfig
+    from common.log import LogConfig
     from db_proxy.config import DbProxyConfig
     from file_server.config import FileServerConfig
     from imctl.settings import ImctlConfig
@@ -129,6 +140,7 @@ def _config_classes() -> dict[str, type]:
         "file_server": FileServerConfig,
         "msfs": MsfsConfig,
         "cluster": ClusterConfig,
+        "log": LogConfig,
         "imctl": ImctlConfig,
     }
 
