@@ -14,3 +14,10 @@ from tests.e2e.conftest import Cluster, running_cluster
 def sqlite_cluster(tmp_path: Path) -> Iterator[Cluster]:
     with running_cluster("sqlite", tmp_path / "cluster", files=True) as started:
         yield started
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """With TLS on: the certificate expiry metric is exported."""
+    with running_cluster("sqlite", tmp_path / "cluster", tls=True, files=True) as started:
+        yield started
