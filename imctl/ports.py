@@ -5,8 +5,9 @@ base+0, +1, ..., their metrics from base+10, login_server's gateway link at
 base+100, routes from base+200, file_server at base+600, msfs at base+700,
 db_proxies from base+2600) and moves a port only where counts would make two
 meet (``--gateways 11``: the eleventh gateway's port is the first one's
-metrics port): the ports clients use are placed first, exactly where the
-layout says, then every other one takes the next port nobody has.
+metrics port): each port takes the next one nobody has from where the
+layout puts it, the ports clients use first (so they stay where the layout
+says unless --http-port is in their way), then the internal ones.
 """
 
 from __future__ import annotations
@@ -50,15 +51,14 @@ def plan_ports(
     free_internal: bool = False,
 ) -> list[Port]:
     """Every port of the cluster; internal ones 0 with ``free_internal`` (the OS picks them)."""
-    public: list[tuple[str, str, int, str, str]] = [
-        ("login-1", "http_port", http_port, "login_server http", "--http-port")
-    ]
-    public += [
-        (f"msg-{i + 1}", "port", base + i, f"msg-{i + 1} client", "--base-port") for i in range(gateways)
-    ]
+    # The login_server's HTTP port is given as it is; then the other client ports, then the rest.
+    public = [("login-1", "http_port", http_port, "login_server http", "--http-port")]
     if files:
         public.append(("file-1", "client_port", base + 600, "file_server client", "--base-port"))
         public.append(("msfs-1", "port", base + 700, "msfs http", "--base-port"))
+    public += [
+        (f"msg-{i + 1}", "port", base + i, f"msg-{i + 1} client", "--base-port") for i in range(gateways)
+    ]
     metrics_from = base + max(GATEWAY_METRICS, gateways)
     internal = [(f"msg-{i + 1}", "metrics_port", metrics_from + i, "metrics") for i in range(gateways)]
     internal += [
@@ -85,23 +85,27 @@ def plan_ports(
     used: set[int] = set()
     plan = []
     for server, key, wanted, what, option in public:
-        _check_range(wanted, what, option)
-        if wanted in used:  # only --http-port can land on a gateway's port
-            raise PortError(f"port {wanted} ({what}) is also another server's client port: pass {option}")
-        used.add(wanted)
-        plan.append(Port(server, key, wanted, what, True, option))
+        port = _next_free(wanted, used, what, option)
+        plan.append(Port(server, key, port, what, True, option))
     for server, key, wanted, role in internal:
         what = f"{server} {role}"
         if free_internal:
             plan.append(Port(server, key, 0, what, False, "--free-ports"))
-            continue
-        port = wanted
-        while port in used:
-            port += 1
-        _check_range(port, what, "--base-port")
-        used.add(port)
-        plan.append(Port(server, key, port, what, False, "--base-port"))
+        else:
+            plan.append(
+                Port(server, key, _next_free(wanted, used, what, "--base-port"), what, False, "--base-port")
+            )
     return plan
+
+
+def _next_free(wanted: int, used: set[int], what: str, option: str) -> int:
+    """``wanted``, or the first port after it that the plan has not given yet."""
+    port = wanted
+    while port in used:
+        port += 1
+    _check_range(port, what, option)
+    used.add(port)
+    return port
 
 
 def _check_range(port: int, what: str, option: str) -> None:
