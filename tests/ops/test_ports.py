@@ -136,3 +136,33 @@ def test_imctl_up_with_a_port_in_use_exits_2_with_one_line(tmp_path: Path, taken
     assert f"port {taken} (login_server http) is in use: pass --http-port" in result.stderr
     assert TRACEBACK not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "im.db").exists()  # refused before anything was made
+
+
+def test_eleven_gateways_start_on_the_plan(tmp_path: Path) -> None:
+    """The collision of the old layout (the eleventh gateway on the first one's metrics port), for real."""
+    from imctl.cluster import LocalCluster
+    from tests.ops.test_supervise import free_base
+
+    base = free_base(gateways=11)
+    cluster = LocalCluster(
+        tmp_path / "run",
+        None,
+        gateways=11,
+        base_port=base,
+        http_port=base + 80,
+        database_url=f"sqlite:///{tmp_path}/im.db",
+        files=False,
+    )
+    try:
+        cluster.start(ready_timeout=60)  # waits until login_server hands out all 11
+        wanted = {(p.server, p.key): p.port for p in cluster.port_plan()}
+        got = {
+            (s.name, k): s.info[k]
+            for s in cluster.servers
+            for k in ("port", "metrics_port", "http_port")
+            if k in s.info
+        }
+        assert got.items() <= wanted.items()
+        assert got[("msg-11", "port")] == base + 10 and got[("msg-1", "metrics_port")] == base + 11
+    finally:
+        cluster.stop()

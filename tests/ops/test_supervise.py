@@ -51,10 +51,10 @@ def test_exits_are_described() -> None:
     assert describe_exit(1) == "exit code 1"
 
 
-def free_base() -> int:
+def free_base(gateways: int = 2) -> int:
     """A --base-port whose whole plan is free now, below the ephemeral range the tests' clusters use."""
     for base in range(20000, 32000, 1000):
-        plan = plan_ports(base, base + 80, 2, 1, ["db-1"], files=True)
+        plan = plan_ports(base, base + 80, gateways, 1, ["db-1"], files=True)
         try:
             check_free(plan)
         except ValueError:
