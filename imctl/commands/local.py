@@ -120,9 +120,10 @@ def up(
     free before anything starts. A server that dies is started again on
     its ports (after 1 s, doubling to 30 s while it keeps dying); only
     Ctrl-C or SIGTERM stops the cluster. Each server logs to RUN_DIR/NAME.log,
-    rotated at 10 MiB, 5 kept ([log] sets the format).
+    rotated at [log] max_bytes (10 MiB), [log] backups (5) kept.
     """
     from common.cluster_config import ClusterConfig
+    from common.log import LogConfig
     from imctl.cluster import LocalCluster, write_secret_file
     from imctl.ports import PortError, check_free
     from login_server.config import LoginServerConfig
@@ -134,6 +135,7 @@ def up(
     configured_token = _load(LoginServerConfig, "login_server", config).admin_token
     token = configured_token or secrets.token_urlsafe(32)
     configured_secret = bool(_load(ClusterConfig, "cluster", config).secrets())
+    log_config = _load(LogConfig, "log", config)
     if gateways < 1 or routes < 1:
         raise BadUsage("--gateways and --routes must be at least 1")
     cluster = LocalCluster(
@@ -150,8 +152,10 @@ def up(
         tls_dir=run_dir / TLS_DIR if tls else None,
         store_dir=store_dir,
         free_internal=free_ports,
-        log_max_bytes=LOG_MAX_BYTES,
-        log_backups=LOG_BACKUPS,
+        # One rotated file per server under the run dir, whatever [log] file says;
+        # [log] max_bytes 0 (never rotate) is not kept: a run dir must not fill a disk.
+        log_max_bytes=log_config.max_bytes or LOG_MAX_BYTES,
+        log_backups=log_config.backups,
     )
     try:
         plan = cluster.port_plan()
@@ -221,7 +225,6 @@ def up(
 
 
 LOG_MAX_BYTES = 10 * 1024 * 1024  # per server log file under the run dir, before it rotates
-LOG_BACKUPS = 5
 _CLIENT_KEYS = {"msg": ("port",), "login": ("http_port",), "file": ("client_port",), "msfs": ("port",)}
 
 

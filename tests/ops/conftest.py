@@ -9,10 +9,13 @@ import pytest
 
 from tests.e2e.conftest import Cluster, running_cluster
 
+ENGINES = ["sqlite", pytest.param("mysql+redis", marks=[pytest.mark.mysql, pytest.mark.redis])]
 
-@pytest.fixture
-def sqlite_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster("sqlite", tmp_path / "cluster", files=True) as started:
+
+@pytest.fixture(params=ENGINES)
+def any_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """On SQLite, and on MariaDB + Redis (its delivery log too)."""
+    with running_cluster(request.param, tmp_path / "cluster", files=True) as started:
         yield started
 
 

@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,9 @@ import pytest
 from common.commands import Cmd
 from imctl.ports import check_free, plan_ports
 from imctl.supervise import Backoff, describe_exit
-from tests.e2e.conftest import PASSWORD, TRACEBACK, create_users
+from tests.e2e.conftest import PASSWORD, REDIS_URL, TRACEBACK, create_users
+from tests.support.databases import fresh_mysql_url
+from tests.support.delivery_logs import fresh_delivery_log_url
 from tests.support.ttclient import TTClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,6 +105,16 @@ class Up:
         return code
 
 
+@pytest.fixture(params=["sqlite", pytest.param("mysql+redis", marks=[pytest.mark.mysql, pytest.mark.redis])])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """imctl up's storage options: SQLite, or a fresh MariaDB database with Redis (and its delivery log)."""
+    if request.param == "sqlite":
+        yield ["--database-url", f"sqlite:///{tmp_path}/im.db"]
+        return
+    with fresh_mysql_url() as url, fresh_delivery_log_url("redis") as log_url:
+        yield ["--database-url", url, "--redis-url", REDIS_URL, "--delivery-log", log_url]
+
+
 @contextlib.asynccontextmanager
 async def imctl_up(tmp_path: Path, base: int, *args: str) -> AsyncIterator[Up]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -110,7 +122,7 @@ async def imctl_up(tmp_path: Path, base: int, *args: str) -> AsyncIterator[Up]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "imctl", "up",
         "--base-port", str(base), "--http-port", str(base + 80),
-        "--run-dir", str(tmp_path / "run"), "--database-url", f"sqlite:///{tmp_path}/im.db", *args,
+        "--run-dir", str(tmp_path / "run"), *args,
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     up = Up(process)
@@ -132,10 +144,12 @@ def pid_of(run_dir: Path, name: str) -> int:
     return int(json.loads((run_dir / f"{name}.ready").read_text())["pid"])
 
 
-async def test_a_killed_gateway_comes_back_and_the_others_clients_stay(tmp_path: Path) -> None:
-    await create_users(f"sqlite:///{tmp_path}/im.db", ["alice", "bob", "carol"], [])
+async def test_a_killed_gateway_comes_back_and_the_others_clients_stay(
+    tmp_path: Path, storage: list[str]
+) -> None:
+    await create_users(storage[1], ["alice", "bob", "carol"], [])
     base = free_base()
-    async with imctl_up(tmp_path, base) as up:
+    async with imctl_up(tmp_path, base, *storage) as up:
         await up.wait_for("Ctrl-C stops the cluster", up.out, 120)
         assert any(f"msg-1    port {base}*, metrics {base + 10}" in line for line in up.out), up.out
         run_dir = tmp_path / "run"
