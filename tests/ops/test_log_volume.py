@@ -1,8 +1,9 @@
 """INFO is for what an operator needs: a cluster carrying messages writes a bounded number of INFO lines.
 
-Per-message and per-request events (a receipt, a read ack, a push, a gap
-fill) are DEBUG; a short run with 200 messages, their receipts and read
-acks, must not grow the logs with the traffic.
+Per-message, per-request and per-connection events (a receipt, a read ack, a
+push, a refused login, a connection that comes and goes) are DEBUG; a short
+run with 200 messages, their receipts and read acks, and 20 logins, must not
+grow the logs with the traffic.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 from common.commands import Cmd
 from common.pb import base_pb2, message_pb2
 from tests.e2e.conftest import Cluster
+from tests.support.ttclient import TTClient
 
 MESSAGES = 200
+CHURN = 20
 MAX_INFO_LINES = 50
 LEVEL = re.compile(r"^\S+ \S+ (INFO|WARNING|ERROR|CRITICAL) (\S+) (\S+): (.*)$")
 
@@ -63,6 +66,13 @@ async def test_traffic_writes_a_bounded_number_of_info_lines(any_cluster: Cluste
                     ),
                 )
         await bob.unread()  # the receipts and read acks before it are handled
+        for i in range(CHURN):  # connections come and go, a password is wrong
+            carol = await cluster.client("carol", f"msg-{i % 2 + 1}")
+            wrong = TTClient()
+            await wrong.connect("127.0.0.1", cluster.gateway_port("msg-1"))
+            assert (await wrong.login("dave", "not the password")).result_code != 0
+            await wrong.close()
+            await carol.close()
     finally:
         await alice.close()
         await bob.close()
@@ -70,5 +80,6 @@ async def test_traffic_writes_a_bounded_number_of_info_lines(any_cluster: Cluste
     during = _lines(run_dir, "INFO")[before:]
     shapes = Counter(LEVEL.sub(r"\2 \3", line) for line in during)
     assert len(during) < MAX_INFO_LINES, f"{len(during)} INFO lines for {MESSAGES} messages: {shapes}"
+    print(f"{len(during)} INFO lines for {MESSAGES} messages and {CHURN} logins: {dict(shapes)}")
     assert not [line for line in during if "0x0302" in line], "a receipt logged at INFO"
     assert not _lines(run_dir, "WARNING")[warnings_before:]
