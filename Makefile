@@ -1,10 +1,13 @@
 # The two commands of the README:
 #   make up     run a local cluster on the embedded SQLite default
+#               (options of imctl up in ARGS: make up ARGS="--base-port 9000 --gateways 3")
 #   make test   lint, type-check and run every test (needs MariaDB and Redis, see README)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+
+ARGS ?=
 
 .PHONY: up test lint proto bench clean
 
@@ -15,7 +18,7 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 up: $(BIN)/.installed
-	$(BIN)/imctl up
+	$(BIN)/imctl up $(ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

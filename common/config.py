@@ -60,6 +60,7 @@ SECTIONS: dict[str, str] = {
     "file_server": "file_server.config:FileServerConfig",
     "msfs": "msfs.config:MsfsConfig",
     "cluster": "common.cluster_config:ClusterConfig",
+    "log": "common.log:LogConfig",
     "imctl": "imctl.settings:ImctlConfig",
 }
 

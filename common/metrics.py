@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +78,9 @@ LINK_LATE_REPLIES = Counter(
 )
 LINK_TIMEOUTS = Counter("imcluster_link_request_timeouts", "Internal requests that got no reply in time.")
 LINK_SILENT = Counter("imcluster_link_silent_peers", "Links dropped because the peer went silent.")
+TLS_CERT_EXPIRY = Gauge(
+    "imcluster_tls_cert_expiry_timestamp_seconds",
+    "When this server's TLS certificate (cert=node) and the cluster CA (cert=ca) stop being valid, "
+    "as a Unix time; exported only with TLS on.",
+    ["cert"],
+)

@@ -81,10 +81,16 @@ def run_configured(
     overrides: dict[str, str],
     ready_file: Path | None,
 ) -> None:
-    """Load ``config_cls`` from file/env/overrides, set up logging and run."""
-    from common.config import load_config
-    from common.log import setup_logging
+    """Load ``config_cls`` from file/env/overrides, set up logging and run.
 
-    config = load_config(config_cls, section, config_path, overrides)
-    setup_logging(getattr(config, "node_id", section), getattr(config, "log_level", "INFO"))
+    Overrides named ``log.KEY`` set the shared ``[log]`` table (common.log.LogConfig).
+    """
+    from common.config import load_config
+    from common.log import LogConfig, setup_logging
+
+    own = {k: v for k, v in overrides.items() if not k.startswith("log.")}
+    logging_overrides = {k.removeprefix("log."): v for k, v in overrides.items() if k.startswith("log.")}
+    config = load_config(config_cls, section, config_path, own)
+    log_config = load_config(LogConfig, "log", config_path, logging_overrides)
+    setup_logging(getattr(config, "node_id", section), getattr(config, "log_level", "INFO"), log_config)
     run_server(lambda stop, announce: serve(config, stop, announce), ready_file)

@@ -32,7 +32,24 @@ def _load(context: ssl.SSLContext, cert: str, key: str, ca: str) -> ssl.SSLConte
         context.load_verify_locations(cafile=ca)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cluster.tls_ca: cannot load {ca}: {exc}") from None
+    _export_expiry("node", cert)
+    _export_expiry("ca", ca)
     return context
+
+
+def _export_expiry(which: str, path: str) -> None:
+    """``imcluster_tls_cert_expiry_timestamp_seconds{cert=which}``: for an alert weeks before it lapses."""
+    # Here, not at the top: imctl loads this module too, and needs neither.
+    from cryptography import x509
+
+    from common.metrics import TLS_CERT_EXPIRY
+
+    try:
+        with open(path, "rb") as f:
+            certificate = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError):
+        return  # loaded above, so this cannot fail but in a race; the metric is only a help
+    TLS_CERT_EXPIRY.labels(which).set(certificate.not_valid_after_utc.timestamp())
 
 
 def server_context(cert: str, key: str, ca: str) -> ssl.SSLContext:

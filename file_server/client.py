@@ -97,7 +97,7 @@ class FileClient(FrameConnection):
 
     def refused(self, reason: str, detail: str) -> None:
         REFUSALS.labels(reason).inc()
-        self.log.info("refused (%s): %s", reason, detail)
+        self.log.debug("refused (%s): %s", reason, detail)
 
     # -- frames ------------------------------------------------------------------------
 

@@ -205,7 +205,7 @@ class FileServer(LinkServer):
             )
         except Refusal as exc:
             REFUSALS.labels(exc.reason).inc()
-            link.log.info("FILE_TASK %d -> %d refused: %s", msg.from_user_id, msg.to_user_id, exc)
+            link.log.debug("FILE_TASK %d -> %d refused: %s", msg.from_user_id, msg.to_user_id, exc)
             return internal_pb2.FileTaskRes(result_code=CREATE_TASK_ERROR, reason=f"{exc.reason}: {exc}")
         if task.offline is not None:
             try:
@@ -262,7 +262,7 @@ class FileServer(LinkServer):
             if await self.offline.delete(msg.task_key):
                 OFFLINE_DELETED.inc()
         except StoreError as exc:  # a bad key: nothing by that name can exist
-            link.log.info("FILE_OFFLINE_DELETE %r: %s", msg.task_key, exc)
+            link.log.debug("FILE_OFFLINE_DELETE %r: %s", msg.task_key, exc)
         return internal_pb2.LinkOk()
 
     async def on_info(self, link: Link, msg: internal_pb2.FileServerInfoReq) -> internal_pb2.FileServerInfo:

@@ -9,6 +9,10 @@ on every internal link). Children die with us: they get
 SIGTERM from the kernel if imctl dies (PR_SET_PDEATHSIG), and on Ctrl-C or
 SIGTERM imctl stops them in dependency order and waits, bounded, before
 killing what is left, so nothing is orphaned.
+
+``imctl up`` also runs :meth:`LocalCluster.supervise`: a child that dies is
+started again on the ports it had (so its peers find it), with backoff
+(imctl.supervise). The tests do not: they kill children on purpose.
 """
 
 from __future__ import annotations
@@ -22,11 +26,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imctl.ports import Port, plan_ports, port_table
+from imctl.supervise import Backoff, describe_exit, seconds
+
 PR_SET_PDEATHSIG = 1
 LOOPBACK = "127.0.0.1"
+#: The settings a server's ready file reports the real port of.
+PORT_KEYS = ("port", "metrics_port", "http_port", "gateway_port", "client_port")
 
 
 def pid_alive(pid: int) -> bool:
@@ -66,35 +76,73 @@ class ServerProcess:
     process: subprocess.Popen[bytes] | None = None
     info: dict[str, object] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # added to the child's environment
+    # > 0: the server writes log_file itself, rotated at this size (common.log), and
+    # its stdout/stderr (a crash before logging starts) go to out_file.
+    log_max_bytes: int = 0
+    log_backups: int = 5
+
+    @property
+    def out_file(self) -> Path:
+        return self.log_file.with_suffix(".out") if self.log_max_bytes > 0 else self.log_file
 
     def start(self, config_path: Path | None) -> None:
         args = [sys.executable, "-m", "imctl", "run", self.kind, "--ready-file", str(self.ready_file)]
         if config_path is not None:
             args += ["--config", str(config_path)]
-        for key, value in self.overrides.items():
+        overrides = dict(self.overrides)
+        if self.log_max_bytes > 0:
+            overrides["log.file"] = str(self.log_file)
+            overrides["log.max_bytes"] = str(self.log_max_bytes)
+            overrides["log.backups"] = str(self.log_backups)
+        for key, value in overrides.items():
             args += ["--set", f"{key}={value}"]
         self.ready_file.unlink(missing_ok=True)
-        log = self.log_file.open("ab")
+        self.info = {}
+        out = self.out_file.open("ab")
         self.process = subprocess.Popen(
             args,
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
             env={**os.environ, **self.env} if self.env else None,
         )
-        log.close()
+        out.close()
+
+    def poll_ready(self) -> bool:
+        """Whether the ready file is there (and ``info`` read from it)."""
+        if not self.ready_file.exists():
+            return False
+        self.info = json.loads(self.ready_file.read_text())
+        return True
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 return False
-            if self.ready_file.exists():
-                self.info = json.loads(self.ready_file.read_text())
+            if self.poll_ready():
                 return True
             time.sleep(0.05)
         return False
+
+    def pin_ports(self) -> None:
+        """Ports the system picked (0) become the ones the restarted server asks for: its peers know them."""
+        for key in PORT_KEYS:
+            if self.overrides.get(key) == "0" and isinstance(self.info.get(key), int):
+                self.overrides[key] = str(self.info[key])
+
+    def tail(self, chars: int = 3000) -> str:
+        """The end of what the server wrote (its log, and its stderr if kept apart)."""
+        parts = []
+        for path in dict.fromkeys([self.out_file, self.log_file]):
+            try:
+                text = path.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            if text:
+                parts.append(text[-chars:])
+        return "\n".join(parts)
 
     def stop(self, timeout: float) -> None:
         proc = self.process
@@ -141,7 +189,9 @@ class LocalCluster:
     link to each of them.
 
     With ``base_port`` 0 every server binds a free port and the next one is
-    told the real port of the last (that is how the tests run clusters).
+    told the real port of the last (that is how the tests run clusters);
+    otherwise the ports come from :func:`imctl.ports.plan_ports` (internal
+    ones free too with ``free_internal``).
     """
 
     run_dir: Path
@@ -163,11 +213,29 @@ class LocalCluster:
     secret_file: Path | None = None  # None: no cluster secret (every link is on loopback)
     tls_dir: Path | None = None  # None: no TLS; else the CA and one certificate per server, made if missing
     db_layout: tuple[DbNode, ...] = SINGLE_DB
+    free_internal: bool = False  # with base_port: internal links and metrics on ports the system picks
+    log_max_bytes: int = 0  # > 0: each server writes NAME.log itself, rotated (stderr to NAME.out)
+    log_backups: int = 5
     servers: list[ServerProcess] = field(default_factory=list)
     file_addr: str = ""  # the file_server's internal link, once started
+    _ports: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def _port(self, offset: int) -> str:
-        return str(self.base_port + offset) if self.base_port else "0"
+    def port_plan(self) -> list[Port]:
+        """The ports :meth:`start` will ask for (raises imctl.ports.PortError); empty with base_port 0."""
+        if not self.base_port:
+            return []
+        return plan_ports(
+            self.base_port,
+            self.http_port,
+            self.gateways,
+            self.routes,
+            [node.name for node in self.db_layout],
+            self.files,
+            self.free_internal,
+        )
+
+    def _port(self, server: str, key: str) -> str:
+        return str(self._ports.get((server, key), 0))
 
     def _cluster_overrides(self, name: str) -> dict[str, str]:
         """The ``[cluster]`` settings of server ``name``: the secret's file, its TLS files."""
@@ -198,10 +266,13 @@ class LocalCluster:
             self.run_dir / f"{name}.ready",
             self.run_dir / f"{name}.log",
             env=dict(self.environ.get(kind, {})),
+            log_max_bytes=self.log_max_bytes,
+            log_backups=self.log_backups,
         )
 
     def start(self, ready_timeout: float = 30.0) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._ports = port_table(self.port_plan())
         routes = [
             self._launch(
                 self._server(
@@ -210,8 +281,8 @@ class LocalCluster:
                     {
                         "node_id": f"route-{i + 1}",
                         "host": LOOPBACK,
-                        "port": self._port(200 + 20 * i),
-                        "metrics_port": self._port(210 + 20 * i),
+                        "port": self._port(f"route-{i + 1}", "port"),
+                        "metrics_port": self._port(f"route-{i + 1}", "metrics_port"),
                     },
                 ),
                 ready_timeout,
@@ -220,15 +291,15 @@ class LocalCluster:
         ]
         route_addr = ",".join(f"127.0.0.1:{route.info['port']}" for route in routes)
         dbs = [self._start_db(i, node, route_addr, ready_timeout) for i, node in enumerate(self.db_layout)]
-        http = str(self.http_port) if self.base_port else "0"
+        http = self._port("login-1", "http_port")
         db_addr = ",".join(f"127.0.0.1:{db.info['port']}" for db in dbs)
         msfs_url = self._start_files(ready_timeout) if self.files else ""
         login_overrides = {
             "node_id": "login-1",
             "http_port": http,
             "gateway_host": LOOPBACK,
-            "gateway_port": self._port(100),
-            "metrics_port": self._port(110),
+            "gateway_port": self._port("login-1", "gateway_port"),
+            "metrics_port": self._port("login-1", "metrics_port"),
             # For the admin API, which calls both.
             "db_proxies": db_addr,
             "route_servers": route_addr,
@@ -249,8 +320,8 @@ class LocalCluster:
     def _start_db(self, index: int, node: DbNode, route_addr: str, ready_timeout: float) -> ServerProcess:
         overrides = {
             "host": LOOPBACK,
-            "port": self._port(2600 + 20 * index),
-            "metrics_port": self._port(2610 + 20 * index),
+            "port": self._port(node.name, "port"),
+            "metrics_port": self._port(node.name, "metrics_port"),
             "route_servers": route_addr,
         }
         if self.database_url:
@@ -271,11 +342,11 @@ class LocalCluster:
                 {
                     "node_id": "file-1",
                     "host": LOOPBACK,
-                    "port": self._port(610),
-                    "client_port": self._port(600),
+                    "port": self._port("file-1", "port"),
+                    "client_port": self._port("file-1", "client_port"),
                     "advertise_ip": self.advertise_ip,
                     "store": store,
-                    "metrics_port": self._port(620),
+                    "metrics_port": self._port("file-1", "metrics_port"),
                 },
             ),
             ready_timeout,
@@ -287,9 +358,9 @@ class LocalCluster:
                 "msfs-1",
                 {
                     "node_id": "msfs-1",
-                    "port": self._port(700),
+                    "port": self._port("msfs-1", "port"),
                     "store": store,
-                    "metrics_port": self._port(710),
+                    "metrics_port": self._port("msfs-1", "metrics_port"),
                 },
             ),
             ready_timeout,
@@ -313,8 +384,8 @@ class LocalCluster:
         name = f"msg-{index + 1}"
         overrides = {
             "node_id": name,
-            "port": self._port(index),
-            "metrics_port": self._port(10 + index),
+            "port": self._port(name, "port"),
+            "metrics_port": self._port(name, "metrics_port"),
             "advertise_ip": self.advertise_ip,
             "db_proxies": db,
             "route_servers": route,
@@ -328,7 +399,7 @@ class LocalCluster:
         self.servers.append(server)
         server.start(self.config_path)
         if not server.wait_ready(ready_timeout):
-            tail = server.log_file.read_text(errors="replace")[-3000:]
+            tail = server.tail()
             self.stop()
             raise RuntimeError(f"{server.name} did not start; its log ends with:\n{tail}")
         return server
@@ -343,3 +414,58 @@ class LocalCluster:
 
     def dead(self) -> list[ServerProcess]:
         return [s for s in self.servers if s.process is not None and s.process.poll() is not None]
+
+    def supervise(
+        self,
+        should_stop: Callable[[], bool],
+        echo: Callable[[str], None],
+        interval: float = 0.2,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        """Restart children that die, each with its own backoff, until ``should_stop()``."""
+        supervisor = Supervisor(self, echo, backoff)
+        while not should_stop():
+            supervisor.step(time.monotonic())
+            time.sleep(interval)
+
+
+class Supervisor:
+    """One pass at a time over a cluster's children: notice deaths, restart the due ones."""
+
+    def __init__(
+        self, cluster: LocalCluster, echo: Callable[[str], None], backoff: Callable[[], Backoff] = Backoff
+    ) -> None:
+        self.cluster = cluster
+        self.echo = echo
+        self.backoffs: dict[str, Backoff] = {}
+        self.due: dict[str, float] = {}  # name -> when to start it again
+        self.starting: set[str] = set()  # restarted, not yet ready
+        now = time.monotonic()
+        for server in cluster.servers:
+            server.pin_ports()
+            self.backoffs[server.name] = b = backoff()
+            b.started(now)
+
+    def step(self, now: float) -> None:
+        for server in self.cluster.servers:
+            name, proc = server.name, server.process
+            if name in self.due:
+                if now >= self.due[name]:
+                    del self.due[name]
+                    server.start(self.cluster.config_path)
+                    self.backoffs[name].started(now)
+                    self.starting.add(name)
+                continue
+            if proc is not None and proc.poll() is not None:
+                self.starting.discard(name)
+                delay = self.backoffs[name].exited(now)
+                self.due[name] = now + delay
+                self.echo(
+                    f"{name} exited ({describe_exit(proc.returncode)}); restarting in {seconds(delay)}"
+                    f" (log {server.log_file})"
+                )
+            elif name in self.starting and server.poll_ready():
+                self.starting.discard(name)
+                ports = ", ".join(f"{k} {server.info[k]}" for k in PORT_KEYS if k in server.info)
+                pid = server.process.pid if server.process else "?"
+                self.echo(f"{name} is back (pid {pid}; {ports})")

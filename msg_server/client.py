@@ -62,6 +62,10 @@ TEAMTALK_SERVICES = range(0x01, 0x08)  # login ... other; 0x08 is this cluster's
 # Before login a connection has no client type; 0 is none of TeamTalk's.
 NO_CLIENT_TYPE = base_pb2.ClientType.ValueType(0)
 _UNSUPPORTED_LOG = Throttle(5.0)
+# A TeamTalk client sends a receipt (MSG_DATA_ACK) for every message it gets.
+# Delivery here is confirmed on the push path, so a receipt needs nothing: it is
+# no "unsupported command" worth an INFO line (one per message, on every gateway).
+SILENT_COMMANDS = frozenset({Cmd.MSG_DATA_ACK})
 
 
 class ClientConnection(FrameConnection):
@@ -174,7 +178,7 @@ class ClientConnection(FrameConnection):
     def _timed_out(self) -> None:
         phase = "heartbeat" if self.logged_in else "login"
         ERRORS.labels(f"{phase}_timeout").inc()
-        self.log.info("%s timeout; closing", phase)
+        self.log.debug("%s timeout; closing", phase)  # counted in imcluster_errors
         self.abort()
 
     def on_frame(self, frame: Frame) -> None:
@@ -192,6 +196,9 @@ class ClientConnection(FrameConnection):
             return
         entry = handlers.CLIENT_COMMANDS.get(command)
         if entry is None:
+            if command in SILENT_COMMANDS:
+                self.log.debug("0x%04x ignored", command)
+                return
             if command >> 8 in TEAMTALK_SERVICES:
                 # A TeamTalk command we do not serve (file transfer, say): say
                 # so in the log, but do not break a real client by closing on it.

@@ -331,7 +331,7 @@ class Gateway:
     def kick_local(self, user_id: int, conn_id: int, reason: base_pb2.KickReasonType.ValueType) -> None:
         for conn in list(self.sessions.get(user_id, ())):
             if conn.conn_id == conn_id:
-                conn.log.info("kicked (reason %d)", reason)
+                conn.log.debug("kicked (reason %d)", reason)
                 conn.send(Cmd.KICK_USER, login_pb2.IMKickUser(user_id=user_id, kick_reason=reason))
                 self.detach(conn)
                 conn.close()

@@ -39,6 +39,11 @@ class Tally:
 
 CONNECTIONS = Gauge("imcluster_gateway_connections", "Open client connections (logged in or not).")
 SESSIONS = Gauge("imcluster_gateway_sessions", "Logged-in client connections.")
+MAX_CONNECTIONS = Gauge(
+    "imcluster_gateway_max_connections",
+    "Client connections this gateway admits (max_connections, capped by the open-file limit): "
+    "for alerts on imcluster_gateway_connections nearing it.",
+)
 # Once per message or push: Tally, not Counter.
 MESSAGES_IN = Tally("imcluster_gateway_messages_in", "IMMsgData frames received from clients.")
 MESSAGES_ACKED = Tally("imcluster_gateway_messages_acked", "IMMsgDataAck sent (messages durably stored).")
@@ -96,6 +101,7 @@ def bind(gateway: Gateway) -> None:
     """Gauges read the gateway's live state at scrape time."""
     CONNECTIONS.set_function(lambda: len(gateway.connections))
     SESSIONS.set_function(lambda: gateway.logged_in)
+    MAX_CONNECTIONS.set(gateway.max_connections)
     for link in gateway.all_links:
         UPSTREAM_UP.labels(link.name).set_function(partial(_up, link))
 

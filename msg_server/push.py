@@ -257,7 +257,7 @@ class Pusher:
                     # The rest is written past rather than each chunk waited for in
                     # turn while later pushes queue behind (storage is failing).
                     rest = len(gap.missing) - start
-                    conn.log.info("%d of a gap before %d not filled: %s", rest, push.msg_id, exc)
+                    conn.log.debug("%d of a gap before %d not filled: %s", rest, push.msg_id, exc)
                     if not gap.first:  # a first's were most likely synced at login: not counted
                         unfilled += rest
                     return True

@@ -327,7 +327,7 @@ class Link(asyncio.Protocol):
                 self._timed_out(event)
             elif isinstance(event, LateReply):
                 LINK_LATE_REPLIES.inc()
-                self.log.info("late reply 0x%04x to request %d dropped", event.command_id, event.request_id)
+                self.log.debug("late reply 0x%04x to request %d dropped", event.command_id, event.request_id)
             elif isinstance(event, PeerAuthenticated):
                 self._authenticated(event)
             elif isinstance(event, Opened):

@@ -87,7 +87,7 @@ class GroupHandlers:
             )
         )
         if isinstance(outcome, Refused):
-            log.info("group create by %d refused: %s", req.user_id, outcome.reason)
+            log.debug("group create by %d refused: %s", req.user_id, outcome.reason)
             return group_pb2.IMGroupCreateRsp(
                 user_id=req.user_id,
                 result_code=FAILED,
@@ -128,7 +128,7 @@ class GroupHandlers:
             )
         )
         if isinstance(outcome, Refused):  # too many members, or dismissed meanwhile
-            log.info("member change of group %d refused: %s", req.group_id, outcome.reason)
+            log.debug("member change of group %d refused: %s", req.group_id, outcome.reason)
             return res
         self.notices.publish(outcome.notices, wrapped.origin)
         res.result_code = 0

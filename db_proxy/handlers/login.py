@@ -89,7 +89,7 @@ class LoginHandlers:
             self.throttle.in_flight.end(keys)
         if not ok or user is None:
             LOGINS.labels("refused").inc()
-            log.info("login refused for %r from %s", name[:80], source)
+            log.debug("login refused for %r from %s", name[:80], source)
             return _refused("wrong user name or password")
         LOGINS_OK.inc()
         await self.throttle.login_succeeded(checked, token, self.cache, time.time())

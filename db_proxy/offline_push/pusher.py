@@ -281,7 +281,7 @@ class OfflinePush:
             self.outcomes[outcome] += 1
             metrics.DROPPED.labels(outcome).inc()
             if outcome != QUEUE_FULL:  # a flood would log every one
-                log.info("offline push: %s for %s: %s", provider or "-", notification.key, outcome)
+                log.debug("offline push: %s for %s: %s", provider or "-", notification.key, outcome)
 
     def _drop(self, reason: str, count: int) -> None:
         if count:

@@ -645,7 +645,7 @@ class PushDispatcher:
 
     def _give_up(self, item: _Item, users: list[int]) -> None:
         self._drop("gave_up", len(users))
-        log.info(
+        log.debug(
             "%s: gave up pushing msg %d of %s to %d users",
             self.node_id,
             item.push.msg_id,

@@ -6,7 +6,6 @@ import asyncio
 import secrets
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +64,14 @@ async def init_database(url: str) -> int:
     "--base-port",
     default=8000,
     show_default=True,
-    help="Gateways listen from here; the others at fixed offsets.",
+    help="Gateways listen from here; the others at fixed offsets (README: Picking ports).",
 )
 @click.option("--http-port", default=8080, show_default=True, help="login_server HTTP port.")
+@click.option(
+    "--free-ports",
+    is_flag=True,
+    help="Internal links and metrics on ports the system picks (printed); client ports from --base-port.",
+)
 @click.option(
     "--advertise-ip", default="127.0.0.1", show_default=True, help="Gateway address handed to clients."
 )
@@ -99,6 +103,7 @@ def up(
     routes: int,
     base_port: int,
     http_port: int,
+    free_ports: bool,
     advertise_ip: str,
     database_url: str | None,
     redis_url: str | None,
@@ -113,10 +118,16 @@ def up(
     the admin commands (imctl user, dept, group, status...) find it. Unless
     a cluster secret is configured ([cluster]), one is made for this run in
     RUN_DIR/cluster-secret (owner-only) and every server is given its path.
-    Internal ports and metrics listen on 127.0.0.1.
+    Internal ports and metrics listen on 127.0.0.1. Every port is checked
+    free before anything starts. A server that dies is started again on
+    its ports (after 1 s, doubling to 30 s while it keeps dying); only
+    Ctrl-C or SIGTERM stops the cluster. Each server logs to RUN_DIR/NAME.log,
+    rotated at [log] max_bytes (10 MiB), [log] backups (5) kept.
     """
     from common.cluster_config import ClusterConfig
+    from common.log import LogConfig
     from imctl.cluster import LocalCluster, write_secret_file
+    from imctl.ports import PortError, check_free
     from login_server.config import LoginServerConfig
 
     config = config_path_of(config_path)
@@ -126,10 +137,9 @@ def up(
     configured_token = _load(LoginServerConfig, "login_server", config).admin_token
     token = configured_token or secrets.token_urlsafe(32)
     configured_secret = bool(_load(ClusterConfig, "cluster", config).secrets())
-    try:
-        asyncio.run(init_database(db.database_url))
-    except Exception as exc:
-        raise Unreachable(f"cannot initialise {db.database_url}: {exc}") from None
+    log_config = _load(LogConfig, "log", config)
+    if gateways < 1 or routes < 1:
+        raise BadUsage("--gateways and --routes must be at least 1")
     cluster = LocalCluster(
         run_dir,
         config,
@@ -143,7 +153,21 @@ def up(
         routes=routes,
         tls_dir=run_dir / TLS_DIR if tls else None,
         store_dir=store_dir,
+        free_internal=free_ports,
+        # One rotated file per server under the run dir, whatever [log] file says;
+        # [log] max_bytes 0 (never rotate) is not kept: a run dir must not fill a disk.
+        log_max_bytes=log_config.max_bytes or LOG_MAX_BYTES,
+        log_backups=log_config.backups,
     )
+    try:
+        plan = cluster.port_plan()
+        check_free(plan)
+    except PortError as exc:
+        raise BadUsage(str(exc)) from None
+    try:
+        asyncio.run(init_database(db.database_url))
+    except Exception as exc:
+        raise Unreachable(f"cannot initialise {db.database_url}: {exc}") from None
     if not configured_token:
         cluster.environ = {"login": {TOKEN_ENV: token}}
     made_secret = None if configured_secret else write_secret_file(run_dir / SECRET_FILE)
@@ -178,6 +202,9 @@ def up(
             f"  open files {server.info.get('nofile', '?')}"
             + (f", max {server.info['max_connections']} clients" if "max_connections" in server.info else "")
         )
+    click.echo("Ports (* = clients connect: open in the firewall):")
+    for line in _port_lines(cluster.servers):
+        click.echo(line)
     if configured_token:
         click.echo(f"Admin API: {admin_url}/admin/v1 with the configured login_server.admin_token.")
     else:
@@ -187,14 +214,9 @@ def up(
     secret_source = f"made for this run in {made_secret}" if made_secret else "the configured one"
     click.echo(f"Internal links: on 127.0.0.1, cluster secret {secret_source}, TLS {'on' if tls else 'off'}.")
     click.echo("Add a user in another terminal:  imctl user add alice --password secret")
-    click.echo("Ctrl-C stops the cluster.")
+    click.echo("A server that exits is restarted; Ctrl-C stops the cluster.")
     try:
-        while not stopping:
-            dead = cluster.dead()
-            if dead:
-                click.echo(f"{dead[0].name} exited (see {dead[0].log_file}); stopping the cluster.", err=True)
-                break
-            time.sleep(0.2)
+        cluster.supervise(lambda: stopping, lambda line: click.echo(line, err=True))
     finally:
         click.echo("stopping...")
         cluster.stop()
@@ -202,8 +224,23 @@ def up(
         # and its secret should not outlive it.
         for path in [*written, *([made_secret] if made_secret else [])]:
             path.unlink(missing_ok=True)
-    if not stopping:
-        sys.exit(EXIT_ERROR)
+
+
+LOG_MAX_BYTES = 10 * 1024 * 1024  # per server log file under the run dir, before it rotates
+_CLIENT_KEYS = {"msg": ("port",), "login": ("http_port",), "file": ("client_port",), "msfs": ("port",)}
+
+
+def _port_lines(servers: Any) -> list[str]:
+    """One line per server: each port it bound, the ones clients use starred."""
+    lines = []
+    for server in servers:
+        ports = []
+        for key in ("port", "http_port", "client_port", "gateway_port", "metrics_port"):
+            if key in server.info:
+                star = "*" if key in _CLIENT_KEYS.get(server.kind, ()) else ""
+                ports.append(f"{key.removesuffix('_port')} {server.info[key]}{star}")
+        lines.append(f"  {server.name:8} " + ", ".join(ports))
+    return lines
 
 
 def _load_imctl(config: Path | None) -> Any:
