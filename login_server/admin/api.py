@@ -140,7 +140,7 @@ async def audit_entry(request: web.Request, response: web.StreamResponse) -> Aud
             body = await request.json()  # read once already by the handler: aiohttp keeps it
         except (ValueError, UnicodeDecodeError, web.HTTPException):
             body = {}
-    detail: dict[str, Any] = _bounded(body) if isinstance(body, dict) else {}
+    detail: dict[str, Any] = bounded(body) if isinstance(body, dict) else {}
     if response.status >= 400 and isinstance(response, web.Response) and isinstance(response.body, bytes):
         try:
             detail["error"] = json.loads(response.body).get("error", "")
@@ -154,14 +154,14 @@ async def audit_entry(request: web.Request, response: web.StreamResponse) -> Aud
     return AuditEntry(actor, action, target[:DETAIL_TEXT_CHARS], response.status, detail)
 
 
-def _bounded(value: Any) -> Any:
+def bounded(value: Any) -> Any:
     """``value`` small enough for an audit entry: long lists become a count, long texts are cut."""
     if isinstance(value, dict):
-        return {str(k)[:DETAIL_TEXT_CHARS]: _bounded(v) for k, v in list(value.items())[:DETAIL_LIST_ITEMS]}
+        return {str(k)[:DETAIL_TEXT_CHARS]: bounded(v) for k, v in list(value.items())[:DETAIL_LIST_ITEMS]}
     if isinstance(value, list):
         if len(value) > DETAIL_LIST_ITEMS:
             return f"({len(value)} items)"
-        return [_bounded(v) for v in value]
+        return [bounded(v) for v in value]
     if isinstance(value, str) and len(value) > DETAIL_TEXT_CHARS:
         return value[:DETAIL_TEXT_CHARS] + "..."
     return value
