@@ -16,9 +16,11 @@ PROFILE = ("nick", "gender", "department_id", "email", "real_name", "tel", "doma
 
 class MemoryBackends:
     def __init__(self) -> None:
-        self.ids = itertools.count(1)
+        self.ids = itertools.count(2)  # 1 is the default department
         self.users: dict[int, dict[str, Any]] = {}
-        self.departments: dict[int, dict[str, Any]] = {1: {"id": 1, "name": "default", "parent_id": 0, "priority": 0}}
+        self.departments: dict[int, dict[str, Any]] = {
+            1: {"id": 1, "name": "default", "parent_id": 0, "priority": 0}
+        }
         self.groups: dict[int, dict[str, Any]] = {}
         self.sessions: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
@@ -28,7 +30,9 @@ class MemoryBackends:
         self.failing: dict[str, ImError] = {}  # method -> what it raises
         self.each: dict[str, list[Answer]] = {
             DB_PROXY: [Answer("127.0.0.1:10600", {"node_id": "db-1", "workers": 4, "queue_depths": [0, 2]})],
-            ROUTE_SERVER: [Answer("127.0.0.1:8200", {"node_id": "route-1", "gateways": [], "online_users": 0})],
+            ROUTE_SERVER: [
+                Answer("127.0.0.1:8200", {"node_id": "route-1", "gateways": [], "online_users": 0})
+            ],
         }
         self.calls: list[str] = []
 
@@ -79,6 +83,11 @@ class MemoryBackends:
         user.update({k: v for k, v in args.items() if k in PROFILE})
         self.users[user_id] = user
         return {"user": dict(user)}
+
+    def _users_import(self, args: dict[str, Any]) -> dict[str, Any]:
+        for row in args["rows"]:
+            self._users_create(row)
+        return {"created": len(args["rows"]), "skipped": []}
 
     def _users_list(self, args: dict[str, Any]) -> dict[str, Any]:
         search = args.get("search", "")
