@@ -94,6 +94,7 @@ class DirectoryPages:
     async def users(self, request: web.Request) -> web.Response:
         search, number = request.query.get("search", "").strip()[:100], page_number(request)
         result, error = await page_read(self.ops.list_users((number - 1) * PAGE, PAGE, search))
+        departments = await self._departments()
         return self.console.render(
             request,
             "users.html",
@@ -103,7 +104,8 @@ class DirectoryPages:
             pages=max(1, -(-result.get("total", 0) // PAGE)),
             result=result,
             error=error,
-            departments=department_tree(await self._departments()),
+            departments=department_tree(departments),
+            department_names={d["id"]: d["name"] for d in departments},
         )
 
     async def create_user(self, request: web.Request) -> web.Response:

@@ -3,11 +3,16 @@ recorded once, by the middleware, naming the operator its caller gives."""
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import logging
+import socket
 
 import pytest
 from prometheus_client import REGISTRY
 
+from imctl.client import ApiClient
+from login_server.admin.audit import operator_name
 from tests.console.conftest import TOKEN, Browser
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -84,3 +89,11 @@ async def test_a_lost_entry_is_logged_and_counted_and_the_change_stands(
     assert _failures() == before + 1
     [line] = caplog.records
     assert "audit entry not stored" in line.getMessage() and "POST /admin/v1/users" in line.getMessage()
+
+
+async def test_imctl_names_its_user_and_host(browser: Browser) -> None:
+    client = ApiClient(str(browser.client.make_url("")), TOKEN)
+    await asyncio.to_thread(client.request, "POST", "/users", {"name": "zoe", "password": "pw"})
+    [entry] = browser.backends.audit
+    assert entry["who"] == operator_name(f"{getpass.getuser()}@{socket.gethostname()}")
+    assert "@" in entry["who"] and entry["via"] == "api"
