@@ -4,7 +4,9 @@ throttle, the cookie, CSRF, expiry on a fake clock, logout, the headers."""
 from __future__ import annotations
 
 import logging
+import re
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -238,3 +240,12 @@ async def test_build_app_mounts_the_console_with_the_api() -> None:
         assert response.status == 303
     finally:
         await client.close()
+
+
+def test_the_https_frontend_fronts_the_same_login_servers_as_discovery() -> None:
+    scripts = Path(__file__).resolve().parents[2] / "scripts" / "haproxy"
+    servers = re.compile(r"^\s*server\s+(\S+\s+\S+)", re.MULTILINE)
+    console = (scripts / "console-https.cfg").read_text()
+    assert servers.findall(console) == servers.findall((scripts / "haproxy.cfg").read_text()) != []
+    assert "X-Forwarded-Proto https" in console and "balance source" in console
+    assert re.search(r"path_beg /admin/ /console$", (scripts / "haproxy.cfg").read_text(), re.MULTILINE)
