@@ -160,6 +160,8 @@ class Form:
 
 
 class Console:
+    """The console's state (sessions, login throttle, templates) and its frame."""
+
     def __init__(
         self,
         token: str,
@@ -201,7 +203,7 @@ class Console:
         if request.method == "POST" and request.path not in PUBLIC:
             try:
                 posted = (await request.post()).get("csrf", "")
-            except ValueError:
+            except (ValueError, web.HTTPException):  # not a form, or larger than the app takes
                 posted = ""
             if not isinstance(posted, str) or not hmac.compare_digest(posted.encode(), session.csrf.encode()):
                 return self.refuse(request, 403, "the form's security token is missing or stale: reload")

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Page, async_playwright
 
 from common.commands import Cmd
 from common.pb import base_pb2
@@ -23,8 +24,6 @@ from tests.e2e.conftest import PASSWORD, REDIS_URL, Cluster, _start
 from tests.support.databases import fresh_mysql_url
 from tests.support.delivery_logs import fresh_delivery_log_url
 from tests.support.ttclient import TTClient
-
-playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -66,9 +65,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[playwright_api.Page]:
+async def page(tmp_path: Path) -> AsyncIterator[Page]:
     """A fresh Chromium profile; every JavaScript dialog fails the test (none may ever open)."""
-    async with playwright_api.async_playwright() as driver:
+    async with async_playwright() as driver:
         context = await driver.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
             executable_path=str(CHROMIUM),
@@ -95,16 +94,16 @@ def _engine(cluster: Cluster) -> str:
     return "sqlite" if cluster.redis_url is None else "mysql"
 
 
-async def _shot(page: playwright_api.Page, cluster: Cluster, name: str) -> None:
+async def _shot(page: Page, cluster: Cluster, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{_engine(cluster)}-{name}.png"), full_page=True)
 
 
-async def _flash(page: playwright_api.Page) -> str:
+async def _flash(page: Page) -> str:
     return " | ".join(await page.locator("p.flash").all_inner_texts())
 
 
-async def _log_in(page: playwright_api.Page, cluster: Cluster, screenshot: bool = False) -> None:
+async def _log_in(page: Page, cluster: Cluster, screenshot: bool = False) -> None:
     await page.goto(f"{_base(cluster)}/")
     assert page.url == f"{_base(cluster)}/login"  # nothing but the login page without a session
     await page.fill("input[name=operator]", OPERATOR)
@@ -122,9 +121,7 @@ async def _closed_after_kick(client: TTClient) -> None:
     await asyncio.wait_for(client.closed.wait(), 10)
 
 
-async def test_an_admin_day_in_the_browser(
-    cluster: Cluster, page: playwright_api.Page, clients: list[TTClient]
-) -> None:
+async def test_an_admin_day_in_the_browser(cluster: Cluster, page: Page, clients: list[TTClient]) -> None:
     base = _base(cluster)
     name = f"visitor-{_engine(cluster)}"
     await _log_in(page, cluster, screenshot=True)
@@ -216,7 +213,7 @@ async def test_an_admin_day_in_the_browser(
     cluster.assert_no_tracebacks()
 
 
-async def test_the_audit_page_lists_the_console_actions(cluster: Cluster, page: playwright_api.Page) -> None:
+async def test_the_audit_page_lists_the_console_actions(cluster: Cluster, page: Page) -> None:
     """Needs db_proxy's audit.record and audit.list (H4's side of issue 13)."""
     base = _base(cluster)
     await _log_in(page, cluster)

@@ -94,6 +94,8 @@ async def test_users_search_create_show_edit_and_delete(logged_in: Browser) -> N
     assert "<h1>User zoe</h1>" in page
     page = await logged_in.act("/console/users", {"name": "zoe", "password": "pw"})
     assert flash(page) == ["Could not create user: a user named 'zoe' exists (HTTP 409)"]
+    created = next(e for e in backends.audit if e["action"] == "console: create user")
+    assert created["detail"] == {"name": "zoe", "password": "(redacted)", "nick": "Zoe", "email": ""}
 
     form = {"nick": "Zoë", "gender": "2", "department_id": "1", "email": "z@example.com", "real_name": "",
             "tel": "", "sign_info": ""}  # fmt: skip
@@ -291,3 +293,28 @@ async def test_an_overlong_field_is_refused_with_a_message(logged_in: Browser, f
         else await logged_in.page(response.headers["Location"])
     )
     assert "longer than 10000 characters" in text
+
+
+async def test_no_page_has_script_or_inline_style(logged_in: Browser) -> None:
+    """The CSP allows neither: a page that used them would break in the browser."""
+    backends = logged_in.backends
+    backends.add_user("alice")
+    group = backends._groups_create({"name": "g", "creator": "alice", "members": []})["group"]
+    for path in (
+        "/console/",
+        "/console/users",
+        "/console/users/alice",
+        "/console/users/alice/delete",
+        "/console/departments",
+        "/console/departments/1/delete",
+        "/console/groups",
+        f"/console/groups/{group['id']}",
+        f"/console/groups/{group['id']}/dismiss",
+        "/console/online",
+        "/console/send",
+        "/console/audit",
+    ):
+        page = await logged_in.page(path)
+        assert "<script" not in page and " style=" not in page, path
+        assert not re.search(r"\son[a-z]+=", page), path  # no event handler attributes
+        assert f'name="csrf" value="{logged_in.csrf}"' in page, path  # the logout form at least
