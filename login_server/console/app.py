@@ -218,7 +218,8 @@ class Console:
             return self.refuse(request, http_status(exc), error_text(exc))
 
     def refuse(self, request: web.Request, status: int, message: str) -> web.Response:
-        return self.render(request, "error.html", status=status, title="Refused", message=message)
+        title = {403: "Refused", 404: "Not found", 503: "Unavailable"}.get(status, "Error")
+        return self.render(request, "error.html", status=status, title=title, message=message)
 
     def render(
         self, request: web.Request, template: str, *, status: int = 200, **context: Any

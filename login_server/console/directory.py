@@ -13,13 +13,14 @@ from typing import Any
 from aiohttp import web
 
 from common.errors import ImError, InvalidArgument
-from login_server.admin.api import user_ref
+from login_server.admin.api import error_text, http_status, user_ref
 from login_server.console.app import ROOT, Console, Form, page_number, page_read, path_part
 
 PAGE = 50  # rows per page of users and groups
 MEMBERS_PAGE = 100  # members of a group shown (and looked up by id) per page
 PROFILE = ("nick", "gender", "department_id", "email", "real_name", "tel", "sign_info")
 GENDERS = {0: "not set", 1: "male", 2: "female"}
+NUMBERS = ("gender", "department_id")
 _NAMES = re.compile(r"[\s,]+")
 
 
@@ -134,16 +135,18 @@ class DirectoryPages:
         )
 
     async def user(self, request: web.Request) -> web.Response:
-        name = request.match_info["user"]
-        result, error = await page_read(self.ops.show_user(user_ref(name)))
-        if error and not result:
-            return self.console.render(request, "error.html", status=404, title="User", message=error)
+        try:
+            user = (await self.ops.show_user(user_ref(request.match_info["user"])))["user"]
+        except Exception as exc:
+            return self.console.refuse(request, http_status(exc), error_text(exc))
+        genders = dict(GENDERS)
+        genders.setdefault(user["gender"], str(user["gender"]))  # one set through the API stays as it is
         return self.console.render(
             request,
             "user.html",
-            title=f"User {result['user']['name']}",
-            user=result["user"],
-            genders=GENDERS,
+            title=f"User {user['name']}",
+            user=user,
+            genders=genders,
             departments=department_tree(await self._departments()),
         )
 
@@ -157,7 +160,13 @@ class DirectoryPages:
             current = (await self.ops.show_user(user_ref(name)))["user"]
             fields: dict[str, Any] = {}
             for key in PROFILE:
-                value: Any = form.number(key, 0) if key in ("gender", "department_id") else form.text(key)
+                if key not in form.data:
+                    continue  # not on the form (a picker whose list could not be loaded): unchanged
+                value: Any = form.text(key)
+                if key in NUMBERS:
+                    if value == "":
+                        continue
+                    value = form.number(key)
                 if value != current.get(key):
                     fields[key] = value
             return await self.ops.update_user(user_ref(name), fields)
@@ -354,9 +363,10 @@ class DirectoryPages:
 
     async def group(self, request: web.Request) -> web.Response:
         group_id, number = int(request.match_info["id"]), page_number(request)
-        result, error = await page_read(self.ops.show_group(group_id))
-        if error and not result:
-            return self.console.render(request, "error.html", status=404, title="Group", message=error)
+        try:
+            result = await self.ops.show_group(group_id)
+        except Exception as exc:
+            return self.console.refuse(request, http_status(exc), error_text(exc))
         group = result["group"]
         shown = group.get("members", [])[(number - 1) * MEMBERS_PAGE : number * MEMBERS_PAGE]
         try:

@@ -318,3 +318,16 @@ async def test_no_page_has_script_or_inline_style(logged_in: Browser) -> None:
         assert "<script" not in page and " style=" not in page, path
         assert not re.search(r"\son[a-z]+=", page), path  # no event handler attributes
         assert f'name="csrf" value="{logged_in.csrf}"' in page, path  # the logout form at least
+
+
+async def test_saving_a_profile_keeps_what_the_form_could_not_show(logged_in: Browser) -> None:
+    backends = logged_in.backends
+    sales = backends._depts_create({"name": "Sales"})["department"]
+    backends.add_user("alice", gender=7, department_id=sales["id"])
+    backends.failing["depts.list"] = Unavailable("storage failed")
+    page = await logged_in.page("/console/users/alice")
+    assert 'name="department_id"' not in page and '<option value="7" selected>7</option>' in page
+    form = {"nick": "Al", "gender": "7", "email": "", "real_name": "", "tel": "", "sign_info": ""}
+    await logged_in.act("/console/users/alice", form)
+    alice = backends.find("alice")
+    assert (alice["nick"], alice["gender"], alice["department_id"]) == ("Al", 7, sales["id"])
