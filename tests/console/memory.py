@@ -98,6 +98,11 @@ class MemoryBackends:
     def _users_show(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"user": dict(self.find(args.get("user")))}
 
+    def _users_names(self, args: dict[str, Any]) -> dict[str, Any]:
+        """issue 13 H6's method (the API's /online names its sessions with it once merged)."""
+        found = [self.users[i] for i in args["ids"] if i in self.users]
+        return {"users": [{"id": u["id"], "name": u["name"], "nick": u["nick"] or u["name"]} for u in found]}
+
     def _users_update(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self.find(args["user"])
         unknown = set(args["fields"]) - set(PROFILE)

@@ -334,9 +334,10 @@ async def test_saving_a_profile_keeps_what_the_form_could_not_show(logged_in: Br
 
 
 async def test_online_uses_the_names_the_sessions_come_with(logged_in: Browser) -> None:
+    dora = logged_in.backends.add_user("dora", nick="Dora")
     logged_in.backends.sessions.append(
-        {"user_id": 41, "name": "dora", "nick": "Dora", "gateway": "msg-1", "conn_id": 1, "client_type": 18,
-         "status": 1, "since": 0}
+        {"user_id": dora["id"], "name": "dora", "nick": "Dora", "gateway": "msg-1", "conn_id": 1,
+         "client_type": 18, "status": 1, "since": 0}
     )  # fmt: skip
     page = await logged_in.page("/console/online")
     assert '<a href="/console/users/dora">dora</a></td><td>Dora</td>' in page
