@@ -6,7 +6,9 @@ this way no command needs an event loop.
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,7 +26,18 @@ EXIT_UNREACHABLE = 3  # the login_server, or a server behind it, cannot be reach
 EXIT_UNAUTHORIZED = 4  # no token, or a wrong one
 
 API_PATH = "/admin/v1"
+OPERATOR_HEADER = "X-Imcluster-Operator"  # who the audit trail names (login_server/admin/audit.py)
 TIMEOUT = 30.0
+
+
+def operator() -> str:
+    """``user@host`` of whoever runs imctl, for the audit trail (as claimed: the token is the credential)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor in the password database
+        user = "unknown"
+    # ASCII: a header is latin-1 on the wire (the server keeps [A-Za-z0-9_.@+-] of it anyway).
+    return f"{user}@{socket.gethostname()}".encode("ascii", "replace").decode()
 
 
 class CliError(click.ClickException):
@@ -81,7 +94,7 @@ class ApiClient:
         url = f"{self.url}{API_PATH}{path}"
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", OPERATOR_HEADER: operator()}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         data = None

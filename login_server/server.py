@@ -30,6 +30,7 @@ from login_server.admin.api import setup_admin
 from login_server.admin.backends import Backends, LinkBackends
 from login_server.balancer import Balancer, Gateway, PickError
 from login_server.config import LoginServerConfig
+from login_server.console import setup_console
 from login_server.metrics import DISCOVERIES, GATEWAYS
 
 log = logging.getLogger("login_server")
@@ -147,7 +148,7 @@ ADMIN_MAX_BODY = 4 << 20  # a chunk of 1,000 imported users with long profiles
 def build_app(
     config: LoginServerConfig, balancer: Balancer, admin: Backends | None = None
 ) -> web.Application:
-    """The HTTP app; the admin API is on only with a token and its backends."""
+    """The HTTP app; the admin API and the web console are on only with a token and its backends."""
     enabled = bool(config.admin_token) and admin is not None
     app = web.Application(client_max_size=ADMIN_MAX_BODY if enabled else 1 << 20)
     app[CONFIG_KEY] = config
@@ -162,7 +163,8 @@ def build_app(
     GATEWAYS.set_function(lambda: len(balancer))
     if enabled:
         assert admin is not None
-        setup_admin(app, config.admin_token, admin, balancer)
+        api = setup_admin(app, config.admin_token, admin, balancer)
+        setup_console(app, config.admin_token, api)
     return app
 
 
@@ -304,7 +306,7 @@ async def serve(
         if admin is None:
             log.info("admin API off (login_server.admin_token is not set)")
         else:
-            log.info("admin API on at /admin/v1")
+            log.info("admin API on at /admin/v1, web console at /console")
         # /metrics apart from the client-facing port: clients need not see it.
         exposed = await start_metrics_server(
             config.metrics_host, config.metrics_port, lambda: {"ok": True, "gateways": len(balancer)}

@@ -1,24 +1,21 @@
 """The admin HTTP API, ``/admin/v1`` (docs/admin-api.md).
 
-Each endpoint is a thin translation of HTTP into one AdminCall (or two:
-disabling or deleting a user also kicks its sessions through a
-route_server), so the servers that own the data validate it, and a change
-reaches connected clients by the same code paths as a client's change.
-Bodies answered are the internal methods' results, unchanged.
+Each endpoint translates HTTP into one call of AdminOps (login_server/admin/ops.py),
+the operations the web console calls too, and its result back into JSON.
 
 The API exists only when ``login_server.admin_token`` is set; then every
 ``/admin/...`` request needs ``Authorization: Bearer <token>``, checked
 before anything else so that nothing (not even which paths exist) is
-visible without it.
+visible without it. Every authorized request that may change something
+(any method but GET and HEAD) is recorded in the audit trail, once, by the
+middleware, after it is answered.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,25 +33,27 @@ from common.errors import (
     describe,
 )
 from common.throttle import Throttle
-from login_server.admin.backends import DB_PROXY, ROUTE_SERVER, Answer, Backends
-from login_server.admin.online import online_sessions
+from login_server.admin.audit import OPERATOR_HEADER, Actor, AuditEntry, AuditTrail, operator_name
+from login_server.admin.backends import Backends
+from login_server.admin.ops import AdminOps
 from login_server.balancer import Balancer
 
 log = logging.getLogger("login_server.admin")
 
 PREFIX = "/admin/v1"
-IMPORT_MAX_ROWS = 1000
-# Importing hashes every password (scrypt, ~50 ms each at the default cost,
-# on db_proxy's few hashing threads): a full chunk takes tens of seconds.
-IMPORT_TIMEOUT = 120.0
-STATUS_TIMEOUT = 3.0  # /status is for humans watching: a slow server shows as unreachable
 AUTH_LOG_INTERVAL = 10.0  # seconds; someone guessing tokens
+READ_ONLY = frozenset({"GET", "HEAD"})
+# What of a request body an audit entry keeps: an import's 1,000 rows are a count.
+DETAIL_LIST_ITEMS = 20
+DETAIL_TEXT_CHARS = 200
+TARGET_KEYS = ("user", "name", "to_user", "to_group")  # a body's words for what is acted on
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def http_status(exc: BaseException) -> int:
-    """The admin HTTP boundary's mapping of the error taxonomy (the only one)."""
+    """The admin HTTP boundary's mapping of the error taxonomy (the only one;
+    the console shows the same status next to the message)."""
     if isinstance(exc, InvalidArgument):
         return 400
     if isinstance(exc, Forbidden):
@@ -68,6 +67,20 @@ def http_status(exc: BaseException) -> int:
     return 500  # Bug, or anything outside the taxonomy
 
 
+def error_text(exc: Exception) -> str:
+    """What a caller is told of ``exc``: an ImError's message, or for anything
+    unexpected only that it happened (logged here, with the traceback if it
+    happened in this process; a Bug from a server was logged there)."""
+    if http_status(exc) != 500:
+        return describe(exc)
+    # Its text (SQL, a traceback's last line) is for the log, not for callers.
+    if isinstance(exc, ImError):
+        log.warning("admin call failed inside a server: %s", exc)
+    else:
+        log.error("admin request failed", exc_info=exc)
+    return "internal server error (see the server logs)"
+
+
 def error_response(status: int, message: str) -> web.Response:
     headers = {"Retry-After": "1"} if status == 503 else None
     return web.json_response({"error": message}, status=status, headers=headers)
@@ -75,17 +88,7 @@ def error_response(status: int, message: str) -> web.Response:
 
 def map_error(exc: Exception) -> web.Response:
     """The HTTP answer for an exception out of an endpoint."""
-    status = http_status(exc)
-    if status != 500:
-        return error_response(status, describe(exc))
-    # An unexpected failure: its text (SQL, a traceback's last line) is for
-    # the log, not for API clients. A Bug from a server was logged with its
-    # traceback there; anything else happened here.
-    if isinstance(exc, ImError):
-        log.warning("admin call failed inside a server: %s", exc)
-    else:
-        log.error("admin request failed", exc_info=exc)
-    return error_response(500, "internal server error (see the server logs)")
+    return error_response(http_status(exc), error_text(exc))
 
 
 def authorized(header: str, token: str) -> bool:
@@ -96,7 +99,7 @@ def authorized(header: str, token: str) -> bool:
     return hmac.compare_digest(supplied.strip().encode(), token.encode())
 
 
-def admin_middleware(token: str) -> Middleware:
+def admin_middleware(token: str, audit: AuditTrail) -> Middleware:
     failures = Throttle(AUTH_LOG_INTERVAL)
 
     @web.middleware
@@ -119,17 +122,58 @@ def admin_middleware(token: str) -> Middleware:
             response = error_response(exc.status, exc.reason.lower())
         except Exception as exc:
             response = map_error(exc)
-        if request.method != "GET":
-            # The audit trail of administrative changes.
-            log.info("admin %s %s from %s: %d", request.method, request.path, request.remote, response.status)
+        if request.method not in READ_ONLY:
+            await audit.record(await audit_entry(request, response))
         return response
 
     return guard
 
 
+async def audit_entry(request: web.Request, response: web.StreamResponse) -> AuditEntry:
+    """The audit entry of an answered API request: the operator its caller
+    names in ``X-Imcluster-Operator`` (imctl sends user@host), the path, the
+    user or id it acts on, the status, and the body it sent (bounded; the
+    trail redacts secrets) with the error it got."""
+    body: Any = {}
+    if request.body_exists:
+        try:
+            body = await request.json()  # read once already by the handler: aiohttp keeps it
+        except (ValueError, UnicodeDecodeError, web.HTTPException):
+            body = {}
+    detail: dict[str, Any] = bounded(body) if isinstance(body, dict) else {}
+    if response.status >= 400 and isinstance(response, web.Response) and isinstance(response.body, bytes):
+        try:
+            detail["error"] = json.loads(response.body).get("error", "")
+        except (ValueError, AttributeError):
+            pass
+    target = request.match_info.get("user") or request.match_info.get("id") or ""
+    if not target and isinstance(body, dict):
+        target = next((str(body[k]) for k in TARGET_KEYS if body.get(k) not in (None, "")), "")
+    actor = Actor(operator_name(request.headers.get(OPERATOR_HEADER)), "api", request.remote or "")
+    action = f"{request.method} {request.path}"
+    return AuditEntry(actor, action, target[:DETAIL_TEXT_CHARS], response.status, detail)
+
+
+def bounded(value: Any) -> Any:
+    """``value`` small enough for an audit entry: long lists become a count, long texts are cut."""
+    if isinstance(value, dict):
+        return {str(k)[:DETAIL_TEXT_CHARS]: bounded(v) for k, v in list(value.items())[:DETAIL_LIST_ITEMS]}
+    if isinstance(value, list):
+        if len(value) > DETAIL_LIST_ITEMS:
+            return f"({len(value)} items)"
+        return [bounded(v) for v in value]
+    if isinstance(value, str) and len(value) > DETAIL_TEXT_CHARS:
+        return value[:DETAIL_TEXT_CHARS] + "..."
+    return value
+
+
 def user_ref(value: str) -> int | str:
     """A user in a path: an id if it is all digits, else a login name."""
     return int(value) if value.isdecimal() else value
+
+
+def _user(request: web.Request) -> int | str:
+    return user_ref(request.match_info["user"])
 
 
 def _path_id(request: web.Request, key: str = "id") -> int:
@@ -166,12 +210,12 @@ def _json(value: dict[str, Any], status: int = 200) -> web.Response:
 
 
 class AdminApi:
-    """The endpoints; each method is one aiohttp handler."""
+    """The endpoints: each method is one aiohttp handler, HTTP in and out of
+    one AdminOps operation."""
 
-    def __init__(self, backends: Backends, balancer: Balancer) -> None:
-        self.backends = backends
-        self.balancer = balancer
-        self.started_at = time.time()
+    def __init__(self, ops: AdminOps, audit: AuditTrail) -> None:
+        self.ops = ops
+        self.audit = audit
 
     def routes(self) -> list[web.RouteDef]:
         p = PREFIX
@@ -201,177 +245,102 @@ class AdminApi:
             web.get(f"{p}/status", self.status),
         ]
 
-    async def _db(self, method: str, args: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        if timeout is None:
-            return await self.backends.call(DB_PROXY, method, args)
-        return await self.backends.call(DB_PROXY, method, args, timeout)
-
     # -- users -------------------------------------------------------------------
 
     async def create_user(self, request: web.Request) -> web.Response:
-        return _json(await self._db("users.create", await _body(request)), 201)
+        return _json(await self.ops.create_user(await _body(request)), 201)
 
     async def list_users(self, request: web.Request) -> web.Response:
-        args = {
-            "offset": _query_int(request, "offset", 0),
-            "limit": _query_int(request, "limit", 50),
-            "search": request.query.get("search", ""),
-        }
-        return _json(await self._db("users.list", args))
+        return _json(
+            await self.ops.list_users(
+                _query_int(request, "offset", 0),
+                _query_int(request, "limit", 50),
+                request.query.get("search", ""),
+            )
+        )
 
     async def show_user(self, request: web.Request) -> web.Response:
-        return _json(await self._db("users.show", {"user": user_ref(request.match_info["user"])}))
+        return _json(await self.ops.show_user(_user(request)))
 
     async def update_user(self, request: web.Request) -> web.Response:
-        fields = await _body(request)
-        if not fields:
-            raise InvalidArgument("nothing to change: send the fields to set")
-        args = {"user": user_ref(request.match_info["user"]), "fields": fields}
-        return _json(await self._db("users.update", args))
+        return _json(await self.ops.update_user(_user(request), await _body(request)))
 
     async def set_password(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        args = {"user": user_ref(request.match_info["user"]), "password": body.get("password")}
-        return _json(await self._db("users.passwd", args))
+        return _json(await self.ops.set_password(_user(request), body.get("password")))
 
     async def disable_user(self, request: web.Request) -> web.Response:
-        result = await self._db("users.disable", {"user": user_ref(request.match_info["user"])})
-        return _json(await self._kick_sessions(result))
+        return _json(await self.ops.disable_user(_user(request)))
 
     async def enable_user(self, request: web.Request) -> web.Response:
-        return _json(await self._db("users.enable", {"user": user_ref(request.match_info["user"])}))
+        return _json(await self.ops.enable_user(_user(request)))
 
     async def unlock_user(self, request: web.Request) -> web.Response:
-        return _json(await self._db("users.unlock", {"user": user_ref(request.match_info["user"])}))
+        return _json(await self.ops.unlock_user(_user(request)))
 
     async def delete_user(self, request: web.Request) -> web.Response:
-        result = await self._db("users.delete", {"user": user_ref(request.match_info["user"])})
-        return _json(await self._kick_sessions(result))
-
-    async def _kick_sessions(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Close the sessions of the user in ``result`` (just disabled or deleted).
-
-        The change itself is done and stays done, so a failing kick is not
-        an error status (a retried delete would only answer 404): the answer
-        says ``kicked: null`` and why.
-        """
-        user_id = (result.get("user") or {}).get("id")
-        try:
-            kicked = await self.backends.call(ROUTE_SERVER, "kick", {"user_id": user_id})
-        except ImError as exc:
-            log.warning("user %s changed but its sessions were not kicked: %s", user_id, exc)
-            return {**result, "kicked": None, "warning": f"its sessions were not closed: {exc}"}
-        return {**result, "kicked": kicked.get("kicked", 0)}
+        return _json(await self.ops.delete_user(_user(request)))
 
     async def import_users(self, request: web.Request) -> web.Response:
-        rows = (await _body(request)).get("rows")
-        if not isinstance(rows, list):
-            raise InvalidArgument("rows must be a list")
-        if len(rows) > IMPORT_MAX_ROWS:
-            raise InvalidArgument(f"at most {IMPORT_MAX_ROWS} rows a request, got {len(rows)}")
-        return _json(await self._db("users.import", {"rows": rows}, IMPORT_TIMEOUT))
+        return _json(await self.ops.import_users((await _body(request)).get("rows")))
 
     # -- departments -----------------------------------------------------------------
 
     async def list_departments(self, request: web.Request) -> web.Response:
-        return _json(await self._db("depts.list", {}))
+        return _json(await self.ops.list_departments())
 
     async def create_department(self, request: web.Request) -> web.Response:
-        return _json(await self._db("depts.create", await _body(request)), 201)
+        return _json(await self.ops.create_department(await _body(request)), 201)
 
     async def update_department(self, request: web.Request) -> web.Response:
-        args = {**(await _body(request)), "id": _path_id(request)}
-        return _json(await self._db("depts.update", args))
+        dept_id = _path_id(request)
+        return _json(await self.ops.update_department(dept_id, await _body(request)))
 
     async def delete_department(self, request: web.Request) -> web.Response:
-        return _json(await self._db("depts.delete", {"id": _path_id(request)}))
+        return _json(await self.ops.delete_department(_path_id(request)))
 
     # -- groups ---------------------------------------------------------------------
 
     async def list_groups(self, request: web.Request) -> web.Response:
-        args = {"offset": _query_int(request, "offset", 0), "limit": _query_int(request, "limit", 50)}
-        return _json(await self._db("groups.list", args))
+        offset, limit = _query_int(request, "offset", 0), _query_int(request, "limit", 50)
+        return _json(await self.ops.list_groups(offset, limit))
 
     async def create_group(self, request: web.Request) -> web.Response:
-        return _json(await self._db("groups.create", await _body(request)), 201)
+        return _json(await self.ops.create_group(await _body(request)), 201)
 
     async def show_group(self, request: web.Request) -> web.Response:
-        return _json(await self._db("groups.show", {"id": _path_id(request)}))
+        return _json(await self.ops.show_group(_path_id(request)))
 
     async def dismiss_group(self, request: web.Request) -> web.Response:
-        return _json(await self._db("groups.dismiss", {"id": _path_id(request)}))
+        return _json(await self.ops.dismiss_group(_path_id(request)))
 
     async def change_members(self, request: web.Request) -> web.Response:
+        group_id = _path_id(request)
         body = await _body(request)
-        args = {"id": _path_id(request), "add": body.get("add", []), "remove": body.get("remove", [])}
-        return _json(await self._db("groups.members", args))
+        return _json(await self.ops.change_members(group_id, body.get("add"), body.get("remove")))
 
     # -- the live cluster -------------------------------------------------------------
 
     async def online(self, request: web.Request) -> web.Response:
-        return _json(await online_sessions(self.backends))
+        return _json(await self.ops.online())
 
     async def kick(self, request: web.Request) -> web.Response:
-        body = await _body(request)
-        if body.get("user") in (None, ""):
-            raise InvalidArgument("user is required")
-        # Resolved first so that an unknown user is a 404, not "0 kicked".
-        user = (await self._db("users.show", {"user": body["user"]}))["user"]
-        kicked = await self.backends.call(ROUTE_SERVER, "kick", {"user_id": user["id"]})
-        return _json({"user": user, "kicked": kicked.get("kicked", 0)})
+        return _json(await self.ops.kick((await _body(request)).get("user")))
 
     async def send(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        targets = [key for key in ("to_user", "to_group") if body.get(key) not in (None, "")]
-        if len(targets) != 1:
-            raise InvalidArgument("give exactly one of to_user and to_group")
-        if not isinstance(body.get("text"), str) or not body["text"]:
-            raise InvalidArgument("text must be a non-empty string")
-        if body.get("from") in (None, ""):
-            raise InvalidArgument('from is required (a user, or "system")')
-        # Only the target given: db_proxy refuses a call naming both, even if one is null.
-        args = {"from": body["from"], "text": body["text"], targets[0]: body[targets[0]]}
-        return _json(await self._db("send", args))
+        return _json(
+            await self.ops.send(body.get("from"), body.get("text"), body.get("to_user"), body.get("to_group"))
+        )
 
     async def status(self, request: web.Request) -> web.Response:
-        now, wall = time.monotonic(), time.time()
-        gateways = [
-            {
-                "node_id": g.node_id,
-                "address": g.prior_ip,
-                "port": g.port,
-                "connections": g.connections,
-                "max_connections": g.max_connections,
-                "uptime": g.uptime(now, wall),
-            }
-            for g in self.balancer.gateways()
-        ]
-        routes, dbs = await asyncio.gather(
-            self.backends.call_each(ROUTE_SERVER, "status", {}, STATUS_TIMEOUT),
-            self.backends.call_each(DB_PROXY, "status", {}, STATUS_TIMEOUT),
-        )
-        return _json(
-            {
-                "login_server": {"uptime": max(0, round(wall - self.started_at))},
-                "gateways": gateways,
-                "connections": sum(g["connections"] for g in gateways),
-                "route_servers": [_server_status(a) for a in routes],
-                "db_proxies": [_server_status(a) for a in dbs],
-            }
-        )
-
-
-def _server_status(answer: Answer) -> dict[str, Any]:
-    roles = {"roles": list(answer.roles)} if answer.roles else {}
-    if answer.result is not None:
-        return {**answer.result, **roles, "address": answer.address, "status": "ok"}
-    state = "unreachable" if not answer.reachable else "error"
-    return {"address": answer.address, "status": state, "error": answer.error, **roles}
+        return _json(await self.ops.status())
 
 
 def setup_admin(app: web.Application, token: str, backends: Backends, balancer: Balancer) -> AdminApi:
-    """Add the admin API to ``app`` (call before the app is frozen)."""
-    api = AdminApi(backends, balancer)
-    app.middlewares.append(admin_middleware(token))
+    """Add the admin API to ``app`` (call before the app is frozen); its
+    operations and audit trail are the web console's too."""
+    api = AdminApi(AdminOps(backends, balancer), AuditTrail(backends))
+    app.middlewares.append(admin_middleware(token, api.audit))
     app.router.add_routes(api.routes())
     return api

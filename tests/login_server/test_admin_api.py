@@ -41,16 +41,20 @@ ALICE = {"id": 7, "name": "alice", "nick": "Alice"}
 
 
 class FakeBackends:
-    """Answers from a table; records every call."""
+    """Answers from a table; records every call (audit entries apart: tests/console/ checks them)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.audited: list[dict[str, Any]] = []
         self.answers: dict[tuple[str, str], dict[str, Any] | Exception] = {}
         self.each: dict[str, list[Answer]] = {DB_PROXY: [], ROUTE_SERVER: []}
 
     async def call(
         self, service: str, method: str, args: dict[str, Any], timeout: float = 10.0
     ) -> dict[str, Any]:
+        if method == "audit.record":
+            self.audited.append(args)
+            return {"id": len(self.audited)}
         self.calls.append((service, method, args))
         answer = self.answers.get((service, method), {})
         if isinstance(answer, Exception):
