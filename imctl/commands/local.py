@@ -167,7 +167,7 @@ def up(
     try:
         asyncio.run(init_database(db.database_url))
     except Exception as exc:
-        raise Unreachable(f"cannot initialise {db.database_url}: {exc}") from None
+        raise Unreachable(f"cannot initialise {redact_urls(db.database_url)}: {exc}") from None
     if not configured_token:
         cluster.environ = {"login": {TOKEN_ENV: token}}
     made_secret = None if configured_secret else write_secret_file(run_dir / SECRET_FILE)
@@ -189,7 +189,7 @@ def up(
     login = cluster.by_name("login-1").info
     admin_url = f"http://127.0.0.1:{login['http_port']}"
     written = _write_access_files(run_dir, admin_url, None if configured_token else token)
-    click.echo(f"imcluster is up ({gateways} gateways, storage {db.database_url}).")
+    click.echo(f"imcluster is up ({gateways} gateways, storage {redact_urls(db.database_url)}).")
     click.echo(f"  discovery (TeamTalk login URL): http://{advertise_ip}:{login['http_port']}/msg_server")
     file_server, msfs = cluster.by_name("file-1").info, cluster.by_name("msfs-1").info
     click.echo(
@@ -211,6 +211,7 @@ def up(
         token_file = run_dir / TOKEN_FILE
         click.echo(f"Admin API: {admin_url}/admin/v1, token in {token_file} (imctl reads it there);")
         click.echo(f'  curl -H "Authorization: Bearer $(cat {token_file})" {admin_url}/admin/v1/status')
+    click.echo(f"Web console: {admin_url}/console/ (log in with the admin token).")
     secret_source = f"made for this run in {made_secret}" if made_secret else "the configured one"
     click.echo(f"Internal links: on 127.0.0.1, cluster secret {secret_source}, TLS {'on' if tls else 'off'}.")
     click.echo("Add a user in another terminal:  imctl user add alice --password secret")
@@ -275,7 +276,7 @@ def db_init(config_path: str | None, database_url: str | None) -> None:
     try:
         version = asyncio.run(init_database(config.database_url))
     except Exception as exc:
-        raise Unreachable(f"cannot initialise {config.database_url}: {exc}") from None
+        raise Unreachable(f"cannot initialise {redact_urls(config.database_url)}: {exc}") from None
     click.echo(f"{redact_urls(config.database_url)}: schema version {version}")
 
 
