@@ -28,7 +28,7 @@ from db_proxy.user_rows import UserRows
 UNUSABLE_PASSWORD = "!"
 #: Fields whose change the other db_proxies hear of at once (DbInvalidate): what a login checks.
 LOGIN_FIELDS = frozenset(
-    {"password_hash", "disabled"}
+    {"password_hash", "disabled", "name"}
 )  # no scrypt hash: verify_password never accepts anything
 
 

@@ -36,6 +36,9 @@ class User:
     # Deleted by an administrator: kept (old messages name it) but disabled,
     # its login name freed, out of admin lists and groups.
     deleted: bool = False
+    # The user's id in the company directory (LDAP entryUUID, AD objectGUID), set
+    # by `imctl sync ldap`; empty for a user made here.
+    external_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
