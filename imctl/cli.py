@@ -18,6 +18,7 @@ from imctl.commands.certs import certs, secret
 from imctl.commands.directory import dept, group
 from imctl.commands.live import kick, online, send, status
 from imctl.commands.local import db, up
+from imctl.commands.sync import sync
 from imctl.commands.users import user
 from imctl.context import admin_options
 from imctl.context import config_path as config_path_of
@@ -88,7 +89,17 @@ def run(server: str, config_path: str | None, assignments: tuple[str, ...], read
     "section",
     required=False,
     type=click.Choice(
-        ["login_server", "msg_server", "route_server", "db_proxy", "file_server", "msfs", "cluster", "imctl"]
+        [
+            "login_server",
+            "msg_server",
+            "route_server",
+            "db_proxy",
+            "file_server",
+            "msfs",
+            "cluster",
+            "imctl",
+            "ldap",
+        ]
     ),
 )
 @click.option("--markdown", is_flag=True, help="Print the reference as Markdown (docs/configuration.md).")
@@ -115,6 +126,7 @@ def _config_classes() -> dict[str, type]:
     from common.cluster_config import ClusterConfig
     from db_proxy.config import DbProxyConfig
     from file_server.config import FileServerConfig
+    from imctl.ldap_sync.config import LdapConfig
     from imctl.settings import ImctlConfig
     from login_server.config import LoginServerConfig
     from msfs.config import MsfsConfig
@@ -130,8 +142,9 @@ def _config_classes() -> dict[str, type]:
         "msfs": MsfsConfig,
         "cluster": ClusterConfig,
         "imctl": ImctlConfig,
+        "ldap": LdapConfig,
     }
 
 
-for command in (up, db, user, dept, group, online, kick, send, status, secret, certs):
+for command in (up, db, user, dept, group, online, kick, send, status, secret, certs, sync):
     main.add_command(command)
