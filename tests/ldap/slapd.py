@@ -8,11 +8,13 @@ the core/cosine/inetorgperson/nis schemas and the ppolicy overlay (for
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +69,16 @@ class Slapd:
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
 
-    def admin(self) -> ldap3.Connection:
-        """A connection bound as the root DN (to change the data during a test)."""
+    @contextlib.contextmanager
+    def admin(self) -> Iterator[ldap3.Connection]:
+        """A connection bound as the root DN (to change the data during a test), closed after.
+        (ldap3's own ``with`` leaves a connection bound before it open.)"""
         server = ldap3.Server("127.0.0.1", port=self.port, get_info=ldap3.NONE, connect_timeout=5)
-        return ldap3.Connection(server, ROOT_DN, ROOT_PASSWORD, auto_bind=True, receive_timeout=5)
+        conn = ldap3.Connection(server, ROOT_DN, ROOT_PASSWORD, auto_bind=True, receive_timeout=5)
+        try:
+            yield conn
+        finally:
+            conn.unbind()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -108,7 +116,8 @@ def start(root: Path, ldif: str) -> Slapd:
             # A plain connect first: ldap3 leaks the socket of a refused connect.
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 pass
-            started.admin().unbind()
+            with started.admin():
+                pass
             return started
         except (OSError, ldap3.core.exceptions.LDAPException):
             if time.monotonic() > deadline:
