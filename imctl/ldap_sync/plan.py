@@ -240,6 +240,27 @@ def _usable(entries: Iterable[DirectoryEntry]) -> tuple[list[DirectoryEntry], li
     return usable, skipped
 
 
+def _renames(matched: Mapping[int, str], users: Mapping[int, ClusterUser]) -> list[int]:
+    """The users whose rename to ``matched[id]`` can be done, in an order that works:
+    one whose new name another user keeps is not (the caller skips it), a chain
+    a -> b, b -> c is ordered b -> c first, a cycle (a swap) is not done at all."""
+    by_name = {u.name: u.id for u in users.values()}
+    pending = {uid: name for uid, name in matched.items() if users[uid].name != name}
+    ordered: list[int] = []
+    for _ in range(len(pending) + 1):  # each round orders at least one, or stops
+        ready = [
+            uid
+            for uid, name in pending.items()
+            if by_name.get(name) in (None, uid) or by_name[name] in ordered
+        ]
+        for uid in sorted(ready):
+            ordered.append(uid)
+            del pending[uid]
+        if not ready:
+            break
+    return ordered  # what is left in pending waits on a user that keeps its name, or is a cycle
+
+
 def plan(
     entries: Iterable[DirectoryEntry],
     users: Iterable[ClusterUser],
@@ -252,15 +273,22 @@ def plan(
     tree = DepartmentTree(departments)
     by_external = {u.external_id: u for u in users if u.external_id}
     by_name = {u.name: u for u in users}
+    by_id = {u.id: u for u in users}
     entries = list(entries)
     present = {e.external_id for e in entries if e.external_id}  # skipped ones too: not "gone"
     usable, skipped = _usable(entries)
-    # Names that renames (run before creates) free: a new entry may take one.
-    freed = {
-        by_external[e.external_id].name
-        for e in usable
-        if e.external_id in by_external and by_external[e.external_id].name != e.login
-    }
+
+    # Each entry's user: by external id, else (made before the first sync) by name.
+    matched: dict[str, ClusterUser | None] = {}
+    for entry in usable:
+        user = by_external.get(entry.external_id)
+        if user is None:
+            local = by_name.get(entry.login)
+            user = local if local is not None and not local.external_id else None
+        matched[entry.external_id] = user
+    renames = _renames({u.id: e.login for e in usable if (u := matched[e.external_id]) is not None}, by_id)
+    rank = {uid: n for n, uid in enumerate(renames)}
+    freed = {by_id[uid].name for uid in renames}  # renames run before creates: a new entry may take one
 
     new_departments: dict[Path, None] = {}
     creates: list[NewUser] = []
@@ -276,36 +304,27 @@ def plan(
         return path
 
     for entry in usable:
-        user = by_external.get(entry.external_id)
-        if user is None:
-            local = by_name.get(entry.login)
-            if local is not None and local.external_id:
-                if local.name not in freed:
-                    skipped.append(Skipped(entry.dn, entry.login, f"login name taken by user {local.id}"))
-                    continue
-                local = None
-            user = local
+        user = matched[entry.external_id]
         fields = wanted_fields(entry, options)
         if user is None:
-            if entry.disabled:
+            holder = by_name.get(entry.login)
+            if holder is not None and holder.name not in freed:
+                skipped.append(Skipped(entry.dn, entry.login, f"login name taken by user {holder.id}"))
+            elif entry.disabled:
                 not_created += 1
-                continue
-            path = department_of(entry) if options.departments else None
-            creates.append(NewUser(entry.login, entry.external_id, fields, path))
+            else:
+                path = department_of(entry) if options.departments else None
+                creates.append(NewUser(entry.login, entry.external_id, fields, path))
             continue
         changed = {k: v for k, v in fields.items() if getattr(user, k) != v}
         if user.external_id != entry.external_id:
             changed["external_id"] = entry.external_id
-        if entry.login != user.name:
+        if user.id in rank:
+            changed["name"] = entry.login
+        elif entry.login != user.name:
             holder = by_name.get(entry.login)
-            if holder is not None and holder.id != user.id and holder.name not in freed:
-                skipped.append(
-                    Skipped(
-                        entry.dn, entry.login, f"renamed, but user {holder.id} has the name: kept {user.name}"
-                    )
-                )
-            else:
-                changed["name"] = entry.login
+            why = f"user {holder.id} has the name" if holder is not None else "a rename cycle"
+            skipped.append(Skipped(entry.dn, entry.login, f"renamed, but {why}: kept {user.name}"))
         move: Path | None = None
         if options.departments:
             path = clean_path(entry.department)
@@ -319,10 +338,12 @@ def plan(
         elif not entry.disabled and user.disabled:
             enables.append(StateChange(user.id, entry.login, ENABLED))
 
-    for user in sorted(by_external.values(), key=lambda u: u.id):
+    for user in sorted((u for u in users if u.external_id), key=lambda u: u.id):
         if user.external_id not in present and not user.disabled:
             disables.append(StateChange(user.id, user.name, GONE))
 
+    # Renames in their working order, after the other updates.
+    updates.sort(key=lambda u: rank.get(u.user_id, -1))
     ordered = sorted(new_departments, key=lambda p: (len(p), p))
     return Plan(
         tuple(ordered),
