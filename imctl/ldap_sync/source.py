@@ -11,7 +11,9 @@ bind password appears in none of them.
 from __future__ import annotations
 
 import math
+import re
 import ssl
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -90,9 +92,13 @@ class LdapSource:
     def _open(self, conn: ldap3.Connection) -> ldap3.Connection:
         config = self.config
         try:
-            conn.open()
-            if config.start_tls and not conn.start_tls():
-                raise Unavailable(f"StartTLS refused by {config.url}: {conn.result.get('description')}")
+            # ldap3 checks the certificate's name with ssl.match_hostname, which Python 3.11
+            # deprecates (3.12 drops it, and ldap3 then uses its own copy): the check still runs.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                conn.open()
+                if config.start_tls and not conn.start_tls():
+                    raise Unavailable(f"StartTLS refused by {config.url}: {conn.result.get('description')}")
             if not conn.bind():
                 description = conn.result.get("description", "refused")
                 raise Forbidden(f"LDAP bind as {config.bind_dn or '(anonymous)'} refused: {description}")
@@ -100,8 +106,8 @@ class LdapSource:
             raise Unavailable(f"cannot reach the LDAP server at {config.url}: {_reason(exc)}") from None
         except (ldap_errors.LDAPSocketReceiveError, ldap_errors.LDAPSessionTerminatedByServerError) as exc:
             raise Unavailable(f"the LDAP server at {config.url} did not answer: {_reason(exc)}") from None
-        except ldap_errors.LDAPStartTLSError as exc:
-            raise Unavailable(f"StartTLS with {config.url} failed: {_reason(exc)}") from None
+        except (ldap_errors.LDAPStartTLSError, ldap_errors.LDAPCertificateError) as exc:
+            raise Unavailable(f"TLS with {config.url} failed: {_reason(exc)}") from None
         return conn
 
     def _pages(self, search_filter: str, attributes: list[str]) -> Iterator[list[dict[str, Any]]]:
@@ -188,4 +194,10 @@ def _wrapped(search_filter: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    return str(exc).split(" - ")[-1] or type(exc).__name__
+    """ldap3's message without its nesting: "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed
+    ..." rather than the repr of a tuple of the repr of an exception."""
+    text = str(exc)
+    ssl_error = re.search(r"\[SSL: [^\]]+\][^'\"(]*", text)
+    if ssl_error:
+        return ssl_error.group(0).strip()
+    return text.split(" - ")[-1] or type(exc).__name__

@@ -39,7 +39,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def slapd_conf(root: Path) -> str:
+def slapd_conf(root: Path, tls_dir: Path | None = None) -> str:
     schemas = "\n".join(
         f"include {SCHEMAS / name}.schema" for name in ("core", "cosine", "inetorgperson", "nis")
     )
@@ -56,7 +56,13 @@ rootpw {ROOT_PASSWORD}
 directory {root}/db
 maxsize 33554432
 overlay ppolicy
-"""
+""" + (
+        f"TLSCACertificateFile {tls_dir}/ca.pem\n"
+        f"TLSCertificateFile {tls_dir}/127.0.0.1.pem\n"
+        f"TLSCertificateKeyFile {tls_dir}/127.0.0.1.key\n"
+        if tls_dir
+        else ""
+    )
 
 
 @dataclass
@@ -64,6 +70,11 @@ class Slapd:
     root: Path
     port: int
     process: subprocess.Popen[bytes]
+    tls_port: int = 0  # ldaps://, when started with a tls_dir
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.tls_port}"
 
     @property
     def url(self) -> str:
@@ -91,23 +102,24 @@ class Slapd:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start(root: Path, ldif: str) -> Slapd:
-    """slapd on a free port with ``ldif`` loaded; answers a bind when this returns."""
+def start(root: Path, ldif: str, tls_dir: Path | None = None) -> Slapd:
+    """slapd on a free port with ``ldif`` loaded; answers a bind when this returns.
+    With ``tls_dir`` (imctl.certs' ca.pem and 127.0.0.1.pem/.key) it offers
+    StartTLS, and ldaps:// on a second port."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "db").mkdir()
     conf = root / "slapd.conf"
-    conf.write_text(slapd_conf(root))
+    conf.write_text(slapd_conf(root, tls_dir))
     (root / "data.ldif").write_text(ldif)
     subprocess.run(
         [SLAPADD, "-f", str(conf), "-l", str(root / "data.ldif")], check=True, capture_output=True, timeout=30
     )
-    port = free_port()
+    port, tls_port = free_port(), free_port() if tls_dir else 0
+    urls = f"ldap://127.0.0.1:{port}/" + (f" ldaps://127.0.0.1:{tls_port}/" if tls_port else "")
     log = (root / "slapd.log").open("wb")
-    process = subprocess.Popen(
-        [SLAPD, "-f", str(conf), "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"], stdout=log, stderr=log
-    )
+    process = subprocess.Popen([SLAPD, "-f", str(conf), "-h", urls, "-d", "0"], stdout=log, stderr=log)
     log.close()
-    started = Slapd(root, port, process)
+    started = Slapd(root, port, process, tls_port)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if process.poll() is not None:

@@ -185,7 +185,9 @@ def test_long_values_are_cut_to_their_columns_the_same_way_every_time() -> None:
 
 
 def test_unmapped_fields_and_departments_are_left_alone() -> None:
-    cluster = FakeCluster([ClusterUser(1, "ann", nick="ann", external_id="u1", tel="123", department_id=DEFAULT_ID)])
+    cluster = FakeCluster(
+        [ClusterUser(1, "ann", nick="ann", external_id="u1", tel="123", department_id=DEFAULT_ID)]
+    )
     options = SyncOptions(fields=frozenset({"nick"}), departments=False)
     the_plan = cluster.plan([entry("ann", "u1", nick="ann", tel="", department=("x",))], options)
     assert the_plan.changes == 0

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from common.commands import Cmd
+from imctl.certs import issue
 from imctl.ldap_sync.ldap3_import import ldap3
 from tests.ldap import slapd
-from tests.ldap.conftest import DEV, PEOPLE, SALES, SyncCluster, write_config
+from tests.ldap.conftest import DEV, DIRECTORY, PEOPLE, SALES, SyncCluster, write_config
 from tests.support.ttclient import TTClient
 
 pytestmark = [pytest.mark.ldap, pytest.mark.e2e]
@@ -185,3 +186,22 @@ def test_directory_errors_are_one_line_and_an_exit_code(
     env_password = write_config(tmp_path / "f.toml", directory, bind_password_file="")
     result = cluster.imctl("sync", "ldap", config=env_password, IMCLUSTER_LDAP_PASSWORD="sync-reader-secret")
     assert result.exit_code == 0, result.output
+
+
+def test_start_tls_and_ldaps_verify_the_server(cluster: SyncCluster, tmp_path: Path) -> None:
+    if not slapd.available():
+        pytest.skip("Debian's slapd is not installed")
+    issue(tmp_path / "tls", ["127.0.0.1"])
+    ca = str(tmp_path / "tls" / "ca.pem")
+    server = slapd.start(tmp_path / "slapd", DIRECTORY, tls_dir=tmp_path / "tls")
+    try:
+        start_tls = write_config(tmp_path / "a.toml", server, start_tls=True, ca_file=ca)
+        assert cluster.json("sync", "ldap", config=start_tls)["entries"] == 6
+        ldaps = write_config(tmp_path / "b.toml", server, url=server.ldaps_url, ca_file=ca)
+        assert cluster.json("sync", "ldap", config=ldaps)["entries"] == 6
+        # Not signed by a CA the system trusts: refused, in one line.
+        untrusted = write_config(tmp_path / "c.toml", server, url=server.ldaps_url)
+        result = cluster.imctl("sync", "ldap", config=untrusted)
+        assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    finally:
+        server.stop()
