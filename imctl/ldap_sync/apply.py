@@ -6,13 +6,13 @@ fails on its own (:class:`Refused`: a name taken meanwhile, a value the
 server refuses) and the rest goes on; any other exception (the cluster
 unreachable) stops the run, and the next run plans what is left.
 
-A user made here gets a random password nobody knows: it logs in once an
-administrator sets one (``imctl user passwd``), see README.md.
+A user made here has no password that works (users.create without one, for
+a user with an external id, stores none a login accepts, and costs no hash):
+it logs in once an administrator sets one (``imctl user passwd``), see README.md.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -90,12 +90,8 @@ def apply(plan: Plan, departments: Iterable[ClusterDepartment], writer: Writer) 
             outcome.fail("update user", name, str(exc))
 
     for new in plan.creates:
-        body: dict[str, Any] = {
-            "name": new.login,
-            "password": secrets.token_urlsafe(24),  # nobody knows it: see the module docstring
-            "external_id": new.external_id,
-            **new.fields,
-        }
+        # No password: the user gets none that works (see the module docstring).
+        body: dict[str, Any] = {"name": new.login, "external_id": new.external_id, **new.fields}
         if new.department is not None:
             target = department_id(new.department)
             if target is None:

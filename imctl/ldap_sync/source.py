@@ -138,7 +138,14 @@ class LdapSource:
                 message = (
                     f"LDAP search under {config.base_dn!r} failed: {description} {result.get('message', '')}"
                 )
-                raise (InvalidArgument if description in BAD_REQUEST else Unavailable)(message.strip())
+                if description == "sizeLimitExceeded":
+                    message += (
+                        " (the server's limit for this account is below the directory's size; "
+                        "OpenLDAP: limits dn.exact=BIND_DN size.prtotal=unlimited)"
+                    )
+                raise (
+                    InvalidArgument if description in BAD_REQUEST | {"sizeLimitExceeded"} else Unavailable
+                )(message.strip())
             page = [r for r in self.conn.response or [] if r.get("type") == "searchResEntry"]
             seen += len(page)
             if seen > config.max_entries:

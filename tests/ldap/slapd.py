@@ -44,6 +44,8 @@ def slapd_conf(root: Path, tls_dir: Path | None = None) -> str:
         f"include {SCHEMAS / name}.schema" for name in ("core", "cosine", "inetorgperson", "nis")
     )
     return f"""{schemas}
+# A directory's usual limits: 500 entries a plain search, paged searches to the end.
+sizelimit size.soft=500 size.prtotal=unlimited
 modulepath /usr/lib/ldap
 moduleload back_mdb
 moduleload ppolicy

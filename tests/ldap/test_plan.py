@@ -54,8 +54,8 @@ class FakeCluster:
         name = fields["name"]
         if any(u.name == name for u in self.users.values()):
             raise Refused(f"a user named {name!r} exists")
-        assert fields["password"] and fields["external_id"]
-        values = {k: v for k, v in fields.items() if k != "password"}
+        assert "password" not in fields and fields["external_id"]  # none that works
+        values = dict(fields)
         values.setdefault("nick", name)
         values["department_id"] = values.get("department_id") or DEFAULT_ID
         user = ClusterUser(self._id(), **values)

@@ -15,9 +15,10 @@ import pytest
 
 from common.commands import Cmd
 from imctl.certs import issue
+from imctl.client import ApiClient, CliError
 from imctl.ldap_sync.ldap3_import import ldap3
 from tests.ldap import slapd
-from tests.ldap.conftest import DEV, DIRECTORY, PEOPLE, SALES, SyncCluster, write_config
+from tests.ldap.conftest import DEV, DIRECTORY, PEOPLE, SALES, TOKEN, SyncCluster, write_config
 from tests.support.ttclient import TTClient
 
 pytestmark = [pytest.mark.ldap, pytest.mark.e2e]
@@ -119,6 +120,10 @@ async def test_changes_in_the_directory_reach_the_cluster(
     clients.append(again)
     await again.connect("127.0.0.1", cluster.gateway_port())
     assert (await again.login("erin", PASSWORD)).result_code != 0
+    anne = TTClient()
+    clients.append(anne)
+    await anne.connect("127.0.0.1", cluster.gateway_port())
+    assert (await anne.login("anne", "")).result_code != 0  # made by sync: no password works
     cluster.json("user", "passwd", "anne", "--password", PASSWORD)
     anne = TTClient()
     clients.append(anne)
@@ -205,3 +210,14 @@ def test_start_tls_and_ldaps_verify_the_server(cluster: SyncCluster, tmp_path: P
         assert result.exit_code == 3 and "Traceback" not in result.output, result.output
     finally:
         server.stop()
+
+
+def test_only_a_directory_user_may_come_without_a_password(cluster: SyncCluster) -> None:
+    # Last in the module: the user made here would be "gone" for the syncs above.
+    api = ApiClient(cluster.url, TOKEN)
+    with pytest.raises(CliError, match="password is required"):
+        api.request("POST", "/users", {"name": "nopw"})
+    made = api.request("POST", "/users", {"name": "nopw", "external_id": "x-1"})["user"]
+    assert made["external_id"] == "x-1" and api.request("GET", "/users/nopw")["user"] == made
+    changed = api.request("PATCH", "/users/nopw", {"external_id": "x-2", "name": "withpw"})["user"]
+    assert (changed["id"], changed["name"], changed["external_id"]) == (made["id"], "withpw", "x-2")
