@@ -247,14 +247,14 @@ def _renames(matched: Mapping[int, str], users: Mapping[int, ClusterUser]) -> li
     by_name = {u.name: u.id for u in users.values()}
     pending = {uid: name for uid, name in matched.items() if users[uid].name != name}
     ordered: list[int] = []
+    done: set[int] = set()
     for _ in range(len(pending) + 1):  # each round orders at least one, or stops
         ready = [
-            uid
-            for uid, name in pending.items()
-            if by_name.get(name) in (None, uid) or by_name[name] in ordered
+            uid for uid, name in pending.items() if by_name.get(name) in (None, uid) or by_name[name] in done
         ]
         for uid in sorted(ready):
             ordered.append(uid)
+            done.add(uid)
             del pending[uid]
         if not ready:
             break
