@@ -94,3 +94,19 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     assert LdapConfig().password({"IMCLUSTER_LDAP_PASSWORD": "from-env"}) == "from-env"
     with pytest.raises(ConfigError, match="bind_password_file"):
         LdapConfig(bind_password_file=str(tmp_path / "missing")).password()
+
+
+def test_the_readme_examples_are_valid_configs(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Directory sync (LDAP / Active Directory)", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```toml\n")[1:]]
+    assert len(blocks) == 2
+    configs = []
+    for n, block in enumerate(blocks):
+        path = tmp_path / f"{n}.toml"
+        path.write_text(block)
+        configs.append(load_config(LdapConfig, "ldap", path))
+    openldap, ad = configs
+    assert openldap.start_tls and openldap.external_id_attribute == "entryUUID"
+    assert ad.url.startswith("ldaps://") and ad.external_id_attribute == "objectGUID"
+    assert ad.disabled_attribute == "userAccountControl"
