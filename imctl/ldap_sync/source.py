@@ -80,6 +80,9 @@ class LdapSource:
             authentication=ldap3.SIMPLE if config.bind_dn else ldap3.ANONYMOUS,
             auto_bind=ldap3.AUTO_BIND_NONE,
             read_only=True,
+            # AD answers a search from the domain's top with referrals to its DNS zones:
+            # chasing them would bind elsewhere with these credentials; they hold no users.
+            auto_referrals=False,
             receive_timeout=math.ceil(config.timeout),  # ldap3 packs it as whole seconds
             raise_exceptions=False,
         )
