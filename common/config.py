@@ -62,6 +62,7 @@ SECTIONS: dict[str, str] = {
     "cluster": "common.cluster_config:ClusterConfig",
     "log": "common.log:LogConfig",
     "imctl": "imctl.settings:ImctlConfig",
+    "ldap": "imctl.ldap_sync.config:LdapConfig",
 }
 
 

@@ -18,6 +18,7 @@ from imctl.commands.certs import certs, secret
 from imctl.commands.directory import dept, group
 from imctl.commands.live import kick, online, send, status
 from imctl.commands.local import db, up
+from imctl.commands.sync import sync
 from imctl.commands.users import user
 from imctl.context import admin_options, wants_json
 from imctl.context import config_path as config_path_of
@@ -134,5 +135,5 @@ def _config_classes() -> dict[str, type]:
     return section_classes()
 
 
-for command in (up, db, user, dept, group, online, kick, send, status, secret, certs):
+for command in (up, db, user, dept, group, online, kick, send, status, secret, certs, sync):
     main.add_command(command)

@@ -121,7 +121,12 @@ class DbAdmin:
         fields = {k: v for k, v in args.items() if k not in ("name", "password")}
         values = a.profile(fields, a.CREATE_FIELDS, "users.create")
         name = a.login_name(args.get("name"))
-        password = a.password(args.get("password"))
+        # A directory's user (imctl sync ldap) may come without one: it gets none that works.
+        password = (
+            None
+            if args.get("password") is None and values.get("external_id")
+            else a.password(args.get("password"))
+        )
         values.setdefault("nick", name)
         return {"user": a.user_json(await self.users.create(name, password, **values))}
 

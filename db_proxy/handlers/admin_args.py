@@ -25,9 +25,12 @@ PROFILE_TEXTS = {
     key: schema.USER_TEXT_LIMITS[key]
     for key in ("nick", "avatar", "email", "real_name", "tel", "domain", "sign_info")
 }
+# The user's id in the company directory (`imctl sync ldap` sets it).
+PROFILE_TEXTS["external_id"] = schema.EXTERNAL_ID_LIMIT
 PROFILE_INTS = {"gender": I32, "department_id": (0, U32_MAX), "status": I32}
 CREATE_FIELDS = frozenset(PROFILE_TEXTS) | {"gender", "department_id"}
-UPDATE_FIELDS = frozenset(PROFILE_TEXTS) | frozenset(PROFILE_INTS)
+# "name" renames the user (its id, messages and groups stay).
+UPDATE_FIELDS = frozenset(PROFILE_TEXTS) | frozenset(PROFILE_INTS) | {"name"}
 
 
 def check_keys(args: Mapping[str, Any], allowed: frozenset[str] | set[str], what: str) -> None:
@@ -101,7 +104,9 @@ def profile(fields: Mapping[str, Any], allowed: frozenset[str], what: str) -> di
     check_keys(fields, allowed, what)
     values: dict[str, object] = {}
     for key, value in fields.items():
-        if key in PROFILE_TEXTS:
+        if key == "name":
+            values[key] = login_name(value)
+        elif key in PROFILE_TEXTS:
             values[key] = text(value, key, PROFILE_TEXTS[key])
         else:
             values[key] = integer(value, key, *PROFILE_INTS[key])
@@ -147,6 +152,7 @@ def user_json(user: User) -> dict[str, Any]:
         "sign_info": user.sign_info,
         "disabled": user.disabled,
         "updated": user.updated,
+        "external_id": user.external_id,
     }
 
 

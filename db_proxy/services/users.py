@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 UNUSABLE_PASSWORD = "!"
 #: Fields whose change the other db_proxies hear of at once (DbInvalidate): what a login checks.
 LOGIN_FIELDS = frozenset(
-    {"password_hash", "disabled"}
+    {"password_hash", "disabled", "name"}
 )  # no scrypt hash: verify_password never accepts anything
 
 
@@ -75,13 +75,17 @@ class UserService:
         """A password as stored (scrypt of its md5, as TeamTalk clients send it), in a thread."""
         return await asyncio.to_thread(hash_password, md5_hex(password), self.password_log2_n)
 
-    async def create(self, name: str, password: str, **profile: Any) -> User:
+    async def create(self, name: str, password: str | None, **profile: Any) -> User:
+        """A new user; ``password`` None: none that works (no hash to compute or crack)."""
         department_id = profile.get("department_id", 0)
         if isinstance(department_id, int) and department_id:
             await self.departments.get(department_id)
         if await self.directory.user_by_name(name) is not None:  # known before paying for a hash
             raise Conflict(f"a user named {name!r} exists")
-        (user_id,) = await self.create_many([(name, password, profile)])
+        if password is None:
+            (user_id,) = await self.directory.create_users([(name, UNUSABLE_PASSWORD, profile)])
+        else:
+            (user_id,) = await self.create_many([(name, password, profile)])
         if user_id is None:
             raise Conflict(f"a user named {name!r} exists")
         return await self.get(user_id)

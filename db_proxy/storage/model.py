@@ -39,6 +39,9 @@ class User:
     # schema.USER_KIND_PERSON, or USER_KIND_SYSTEM: the sender of admin
     # notices, out of every list and search but found by id (clients show it).
     kind: int = 0
+    # The user's id in the company directory (LDAP entryUUID, AD objectGUID), set
+    # by `imctl sync ldap`; empty for a user made here.
+    external_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

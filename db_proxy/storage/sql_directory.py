@@ -46,8 +46,10 @@ _DEPARTMENT_COLUMNS = ", ".join(f.name for f in dataclasses.fields(Department))
 # outside it, SQLite would store them).
 _PROFILE_INTS = {"gender": I32, "department_id": (0, U32_MAX), "status": I32}
 _PROFILE_TEXTS = frozenset(schema.USER_TEXT_LIMITS) - {"name"}
-# What update_user_profile may change: everything but the id and the name.
-_UPDATABLE = _PROFILE_TEXTS | _PROFILE_INTS.keys() | {"disabled"}
+# What update_user_profile may change: everything but the id. A new name is
+# a rename (the directory's login changed): the id, and so every message and
+# group membership, stays.
+_UPDATABLE = _PROFILE_TEXTS | _PROFILE_INTS.keys() | {"disabled", "external_id", "name"}
 _SEARCH_LIMIT = 255  # characters of a list_users search
 _DOMAIN_LIMIT = schema.USER_TEXT_LIMITS["domain"]
 SYSTEM_PASSWORD_HASH = "!"  # not scrypt$...: the login refuses it whatever is typed
@@ -171,7 +173,8 @@ class DirectoryQueries:
         return [_user(row) for row in rows]
 
     async def update_user_profile(self, user_id: int, **fields: object) -> User | None:
-        """Change any profile field but the name (StoreError for an unknown one).
+        """Change any profile field, or the name (StoreError for an unknown one;
+        DuplicateName for a name another user has).
 
         ``updated`` becomes now, or one more than before if that is not
         older: every change moves it on, even two in the same second.
@@ -180,30 +183,35 @@ class DirectoryQueries:
         if unknown:
             raise InvalidValue(f"unknown or unchangeable user profile field(s) {', '.join(unknown)}")
         values = _profile_values(fields)
+        if values.get("name") == "":
+            raise InvalidValue("a user name must not be empty")
         now = int(time.time())
         d = self.db.dialect
-        async with self.db.transaction() as tx:
-            rows = await tx.fetchall(
-                f"SELECT name, nick, domain FROM users WHERE id = ?{d.for_update}", (user_id,)
-            )
-            if not rows:
-                return None
-            name, nick, domain = rows[0]
-            if values.get("department_id") == 0:
-                values["department_id"] = await _default_department_id(tx, self.db.dialect)
-            # An empty domain means "the computed key"; a computed one
-            # follows the nick, one an administrator chose stays.
-            if values.get("domain") == "" or (
-                "nick" in values and "domain" not in values and domain in ("", search_key(name, nick))
-            ):
-                values["domain"] = search_key(name, str(values.get("nick", nick)), _DOMAIN_LIMIT)
-            # BUMP_UPDATED first: the other assignments do not read "updated".
-            assignments = "".join(f", {column} = ?" for column in values)
-            await tx.execute(
-                f"UPDATE users SET {BUMP_UPDATED}{assignments} WHERE id = ?",
-                (now, now, *values.values(), user_id),
-            )
-            rows = await tx.fetchall(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        try:
+            async with self.db.transaction() as tx:
+                rows = await tx.fetchall(
+                    f"SELECT name, nick, domain FROM users WHERE id = ?{d.for_update}", (user_id,)
+                )
+                if not rows:
+                    return None
+                name, nick, domain = rows[0]
+                if values.get("department_id") == 0:
+                    values["department_id"] = await _default_department_id(tx, self.db.dialect)
+                # An empty domain means "the computed key"; a computed one
+                # follows the name and nick, one an administrator chose stays.
+                follows = ("nick" in values or "name" in values) and "domain" not in values
+                if values.get("domain") == "" or (follows and domain in ("", search_key(name, nick))):
+                    new_name, new_nick = str(values.get("name", name)), str(values.get("nick", nick))
+                    values["domain"] = search_key(new_name, new_nick, _DOMAIN_LIMIT)
+                # BUMP_UPDATED first: the other assignments do not read "updated".
+                assignments = "".join(f", {column} = ?" for column in values)
+                await tx.execute(
+                    f"UPDATE users SET {BUMP_UPDATED}{assignments} WHERE id = ?",
+                    (now, now, *values.values(), user_id),
+                )
+                rows = await tx.fetchall(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        except UniqueViolation as exc:
+            raise DuplicateName(f"a user named {values.get('name')!r} exists") from exc
         return _user(rows[0]) if rows else None
 
     # departments
@@ -483,6 +491,8 @@ def _profile_values(profile: Mapping[str, object]) -> dict[str, object]:
             values[key] = check_text(f"user {key}", value, schema.USER_TEXT_LIMITS[key])
         elif key in _PROFILE_INTS:
             values[key] = check_int(f"user {key}", value, *_PROFILE_INTS[key])
+        elif key == "external_id":
+            values[key] = check_text("user external_id", value, schema.EXTERNAL_ID_LIMIT)
         elif key == "disabled":
             if not isinstance(value, bool):
                 raise InvalidValue(f"user disabled must be a bool, not {type(value).__name__}")

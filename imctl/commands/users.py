@@ -36,6 +36,7 @@ USER_KEYS = [
     "avatar",
     "disabled",
     "updated",
+    "external_id",
 ]
 LIST_PAGE = 1000  # the most users.list gives at once
 
