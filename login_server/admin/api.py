@@ -37,6 +37,7 @@ from common.errors import (
 )
 from common.throttle import Throttle
 from login_server.admin.backends import DB_PROXY, ROUTE_SERVER, Answer, Backends
+from login_server.admin.export import export_routes
 from login_server.balancer import Balancer
 
 log = logging.getLogger("login_server.admin")
@@ -373,4 +374,5 @@ def setup_admin(app: web.Application, token: str, backends: Backends, balancer: 
     api = AdminApi(backends, balancer)
     app.middlewares.append(admin_middleware(token))
     app.router.add_routes(api.routes())
+    app.router.add_routes(export_routes(backends))  # audit, message export, retention
     return api
