@@ -17,6 +17,7 @@ ordinary error status; an error after that is the stream's last line,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -137,7 +138,7 @@ class ExportApi:
         response = web.StreamResponse(headers={"Content-Type": f"{JSON_LINES}; charset=utf-8"})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        count, complete, gone = 0, False, False
+        count, complete = 0, False
         outcome: dict[str, Any] = {}
         try:
             while True:
@@ -153,22 +154,19 @@ class ExportApi:
                 page = await self.backends.call(
                     DB_PROXY, "messages.export", {**args, "cursor": cursor}, PAGE_TIMEOUT
                 )
-            await response.write_eof()
         except ImError as exc:
             outcome["error"] = describe(exc)
             log.warning("message export of %s stopped after %d messages: %s", target, count, outcome["error"])
-            try:
-                await response.write((json.dumps(outcome) + "\n").encode())
-                await response.write_eof()
-            except ConnectionError:
-                gone = True
         except ConnectionError:
-            gone = True
-        if gone:
             outcome["error"] = "the reader went away"
+        # Recorded before the stream ends: whoever reads it to the end finds the entry.
         await self._record(
             request, target, 200, {**detail, "messages": count, "complete": complete, **outcome}
         )
+        with contextlib.suppress(ConnectionError):
+            if "error" in outcome:
+                await response.write((json.dumps(outcome) + "\n").encode())
+            await response.write_eof()
         return response
 
     async def _record(self, request: web.Request, target: str, status: int, detail: dict[str, Any]) -> None:

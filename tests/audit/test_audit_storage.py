@@ -63,7 +63,9 @@ async def test_filters_who_action_prefix_and_time(audit_admin: AuditAdmin) -> No
     assert {e["target"] for e in deletes} == {f"user{i}" for i in range(12) if i % 3 == 0}
     window = (await audit_admin.list({"since_ms": BASE_MS + 3000, "until_ms": BASE_MS + 6000}))["entries"]
     assert [e["target"] for e in window] == ["user5", "user4", "user3"]  # since inclusive, until not
-    both = (await audit_admin.list({"who": "ops@host", "action": "POST", "since_ms": BASE_MS + 4000}))["entries"]
+    both = (await audit_admin.list({"who": "ops@host", "action": "POST", "since_ms": BASE_MS + 4000}))[
+        "entries"
+    ]
     assert [e["target"] for e in both] == ["user11", "user7", "user5"]
 
 

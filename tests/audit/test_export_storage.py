@@ -148,12 +148,16 @@ async def test_a_user_without_messages_exports_nothing(audit_admin: AuditAdmin, 
         {"user": 1, "extra": True},
     ],
 )
-async def test_bad_arguments_are_refused(audit_admin: AuditAdmin, talk: dict[str, Any], args: dict[str, Any]) -> None:
+async def test_bad_arguments_are_refused(
+    audit_admin: AuditAdmin, talk: dict[str, Any], args: dict[str, Any]
+) -> None:
     with pytest.raises(InvalidArgument):
         await audit_admin.export.export(args)
 
 
-async def test_a_cursor_of_another_conversation_is_refused(audit_admin: AuditAdmin, talk: dict[str, Any]) -> None:
+async def test_a_cursor_of_another_conversation_is_refused(
+    audit_admin: AuditAdmin, talk: dict[str, Any]
+) -> None:
     page = await audit_admin.export.export({"user": talk["a"], "limit": 1})
     with pytest.raises(InvalidArgument):
         group = {"type": "group", "id": talk["group"]}

@@ -81,9 +81,15 @@ async def fill(store: SqlStore) -> dict[str, Any]:
     a, b, c = await make_users(store, 3)
     group = await store.create_group("g", "", a, 1, [a, b, c])
     old, new = NOW - 40 * DAY, NOW - 10 * DAY
-    await store.save_messages([msg(a, b, b"old%d" % i, client_msg_id=i + 1, create_time=old + i) for i in range(10)])
-    await store.save_messages([msg(b, c, b"old%d" % i, client_msg_id=i + 1, create_time=old + i) for i in range(7)])
-    await store.save_messages([msg(a, b, b"new%d" % i, client_msg_id=100 + i, create_time=new) for i in range(4)])
+    await store.save_messages(
+        [msg(a, b, b"old%d" % i, client_msg_id=i + 1, create_time=old + i) for i in range(10)]
+    )
+    await store.save_messages(
+        [msg(b, c, b"old%d" % i, client_msg_id=i + 1, create_time=old + i) for i in range(7)]
+    )
+    await store.save_messages(
+        [msg(a, b, b"new%d" % i, client_msg_id=100 + i, create_time=new) for i in range(4)]
+    )
     await store.save_messages([gmsg(c, group.id, b"g%d" % i, create_time=old) for i in range(6)])
     return {"a": a, "b": b, "c": c, "group": group.id}
 
@@ -97,7 +103,9 @@ async def count(store: SqlStore, sql: str) -> int:
 async def test_a_run_deletes_exactly_the_old_messages_of_the_type_in_batches(store: SqlStore) -> None:
     ids = await fill(store)
     counting = Counting(store)
-    retention = Retention(Policy(single_days=30, audit_days=0, batch_rows=4), store, counting, clock=lambda: NOW)  # type: ignore[arg-type]
+    retention = Retention(
+        Policy(single_days=30, audit_days=0, batch_rows=4), store, counting, clock=lambda: NOW
+    )
     before = r.DELETED.labels(SINGLE)._value.get()
     plan = await retention.run()
     assert plan.deleted == {SINGLE: 17, GROUP: 0, AUDIT: 0, DEDUP: 17}
@@ -121,7 +129,9 @@ async def test_a_run_deletes_exactly_the_old_messages_of_the_type_in_batches(sto
 
 async def test_group_retention_leaves_1to1_messages(store: SqlStore) -> None:
     ids = await fill(store)
-    retention = Retention(Policy(group_days=30, audit_days=0, batch_rows=2000), store, store, clock=lambda: NOW)
+    retention = Retention(
+        Policy(group_days=30, audit_days=0, batch_rows=2000), store, store, clock=lambda: NOW
+    )
     assert (await retention.run()).deleted[GROUP] == 6
     assert await count(store, "SELECT COUNT(*) FROM messages WHERE session_type = 1") == 21
     assert await store.message_list(ids["b"], SESSION_GROUP, ids["group"], 0, 50) == []
@@ -155,6 +165,6 @@ async def test_batch_size_bounds_every_delete(store: SqlStore, rows: int) -> Non
     await fill(store)
     counting = Counting(store)
     policy = Policy(single_days=30, group_days=30, audit_days=0, batch_rows=rows)
-    await Retention(policy, store, counting, clock=lambda: NOW).run()  # type: ignore[arg-type]
+    await Retention(policy, store, counting, clock=lambda: NOW).run()
     assert max(n for _, _, n in counting.batches) == rows
     assert await count(store, "SELECT COUNT(*) FROM messages") == 4
