@@ -168,3 +168,20 @@ async def test_batch_size_bounds_every_delete(store: SqlStore, rows: int) -> Non
     await Retention(policy, store, counting, clock=lambda: NOW).run()
     assert max(n for _, _, n in counting.batches) == rows
     assert await count(store, "SELECT COUNT(*) FROM messages") == 4
+
+
+async def test_the_background_loop_runs_on_its_interval(store: SqlStore) -> None:
+    await fill(store)
+    retention = Retention(
+        Policy(single_days=30, group_days=30, audit_days=0, interval=0.05), store, store, clock=lambda: NOW
+    )
+    runs_before = r.LAST_RUN._value.get()
+    retention.start()
+    try:
+        for _ in range(500):  # bounded: 10 s at most
+            if r.LAST_RUN._value.get() > runs_before:  # a run ended
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await retention.stop()
+    assert await count(store, "SELECT COUNT(*) FROM messages") == 4
