@@ -47,7 +47,8 @@ def operator() -> str:
         name = getpass.getuser()
     except (KeyError, OSError):
         name = "unknown"
-    return f"{name}@{socket.gethostname()}"
+    # ASCII: a header is latin-1 on the wire (the server keeps [A-Za-z0-9_.@+-] of it anyway).
+    return f"{name}@{socket.gethostname()}".encode("ascii", "replace").decode()
 
 
 def _time_option(value: str | None, option: str) -> str | None:
