@@ -26,8 +26,8 @@ NOW = int(time.time())
 OLD = NOW - 100 * 86400
 
 
-async def fill(store: SqlStore, rows: int) -> tuple[int, int]:
-    users = [await store.create_user(f"u{i}", "h") for i in range(40)]
+async def fill(store: SqlStore, rows: int, apart: bool) -> tuple[int, int]:
+    users = [await store.create_user(f"u{i}", "h") for i in range(42)]
     pairs = [(a, b) for a in users[:25] for b in users[25:]][:1000]
     batch: list[NewMessage] = []
     for i in range(rows):
@@ -38,7 +38,8 @@ async def fill(store: SqlStore, rows: int) -> tuple[int, int]:
             batch = []
     if batch:
         await store.save_messages(batch)
-    return users[0], users[-1]
+    # The writer's conversation: one being pruned, or (``apart``) one that is not.
+    return (users[40], users[41]) if apart else (users[0], users[39])
 
 
 async def writer(store: SqlStore, pair: tuple[int, int], stop: asyncio.Event) -> list[float]:
@@ -52,8 +53,10 @@ async def writer(store: SqlStore, pair: tuple[int, int], stop: asyncio.Event) ->
 
 def summary(latencies: list[float]) -> str:
     ms = sorted(x * 1000 for x in latencies)
+    slow = sum(1 for x in ms if x > 100)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-    return f"{len(ms)} saves, median {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms"
+    median = statistics.median(ms)
+    return f"{len(ms)} saves, median {median:.2f} ms, p99 {p99:.2f}, max {ms[-1]:.2f} ms, {slow} over 100 ms"
 
 
 async def main() -> None:
@@ -61,13 +64,14 @@ async def main() -> None:
     parser.add_argument("--url", default="")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--apart", action="store_true", help="The writer in a conversation not pruned.")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = options.url or f"sqlite:///{tmp}/bench.db"
         await create_database_if_missing(url)
         async with open_store(url) as store:
             await store.migrate()
-            pair = await fill(store, options.rows)
+            pair = await fill(store, options.rows, options.apart)
             stop = asyncio.Event()
             alone = asyncio.create_task(writer(store, pair, stop))
             await asyncio.sleep(2)
