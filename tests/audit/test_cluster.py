@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from common.commands import Cmd
+from common.pb import buddy_pb2
 from common.teamtalk_text import encode_text
 from db_proxy.storage import open_store
 from db_proxy.storage.model import SESSION_GROUP, SESSION_SINGLE, NewMessage
@@ -195,11 +197,12 @@ async def test_a_retention_run_deletes_only_old_1to1_messages(cluster: AdminClus
         ]
         + [NewMessage(grace, SESSION_SINGLE, frank, 1, encode_text(f"new{i}"), now, 0) for i in range(3)]
         + [NewMessage(heidi, SESSION_GROUP, group.id, 17, encode_text(f"g{i}"), old, 0) for i in range(4)]
+        + [NewMessage(heidi, SESSION_SINGLE, frank, 1, encode_text("gone"), old, 0)]  # all of that pair's
     )
     shown = cluster.ok("retention", "show")
     assert "30 days" in shown and "forever" in shown
     result = json.loads(cluster.ok("--json", "retention", "run"))
-    assert result["deleted"] == {"single": 9, "group": 0, "audit": 0, "dedup": 9}
+    assert result["deleted"] == {"single": 10, "group": 0, "audit": 0, "dedup": 9}
     assert result["batches"] >= 2 and result["more"] is False  # batches of at most 7
     assert "deleted 0 single" in cluster.ok("retention", "run")
     # A real client's history: the new messages only; the group keeps its old ones.
@@ -210,11 +213,19 @@ async def test_a_retention_run_deletes_only_old_1to1_messages(cluster: AdminClus
             m.msg_data for m in history.msg_list
         )
         assert [m.msg_id for m in history.msg_list] == [12, 11, 10]
+        assert list((await client.msg_list(heidi, 0, 50)).msg_list) == []
+        # The recent-session list still names the pair whose every message went.
+        res = await client.call(
+            Cmd.RECENT_SESSION_REQ, buddy_pb2.IMRecentContactSessionReq(user_id=0, latest_update_time=0)
+        )
+        sessions = {(x.session_type, x.session_id): x for x in res.contact_session_list}
+        assert sessions[(SESSION_SINGLE, heidi)].latest_msg_id == 1
+        assert sessions[(SESSION_SINGLE, grace)].latest_msg_data == encode_text("new2")
     finally:
         await client.close()
     assert len(cluster.lines(group=str(group.id))) == 4
     metrics = cluster.metrics()
-    assert 'imcluster_db_retention_deleted_total{kind="single"} 9.0' in metrics
+    assert 'imcluster_db_retention_deleted_total{kind="single"} 10.0' in metrics
     assert "imcluster_db_retention_last_run_timestamp_seconds" in metrics
 
 
