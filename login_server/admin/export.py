@@ -95,7 +95,8 @@ class ExportApi:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get(f"{PREFIX}/audit", self.audit),
-            web.get(f"{PREFIX}/messages/export", self.export),
+            # No HEAD: it would run (and audit) a whole export for nothing.
+            web.get(f"{PREFIX}/messages/export", self.export, allow_head=False),
             web.get(f"{PREFIX}/retention", self.retention_policy),
             web.post(f"{PREFIX}/retention/run", self.retention_run),
         ]
