@@ -137,6 +137,25 @@ class DbProxyConfig:
         14, "scrypt cost (log2 N) of passwords set through the admin API; below 14 for tests only."
     )
     log_level: str = setting("INFO", "Logging level.")
+    # -- retention (issue 13): old messages and audit entries deleted (db_proxy/retention.py) --
+    retention_single_days: int = setting(
+        0, "Days 1:1 messages are kept (by their create time); older ones are deleted. 0: kept forever."
+    )
+    retention_group_days: int = setting(
+        0, "Days group messages are kept (by their create time); older ones are deleted. 0: kept forever."
+    )
+    retention_audit_days: int = setting(365, "Days admin audit entries are kept (0: forever).")
+    retention_batch_rows: int = setting(
+        2000,
+        "Rows deleted per transaction by retention; between two batches it pauses as long as the "
+        "batch took, so message saves never wait long on it.",
+    )
+    retention_interval: float = setting(
+        3600.0,
+        "Seconds between retention runs, on every db_proxy serving messages (the first a minute after "
+        "start, or sooner if this is shorter). Runs on two db_proxies at once are safe.",
+    )
+    # -- end of the retention block --
     # -- login (issue 12): the login's kept user rows (db_proxy/user_rows.py) --
     login_user_rows_ttl: float = setting(
         30.0,
@@ -204,5 +223,11 @@ class DbProxyConfig:
             raise ConfigError("db_proxy.push_timeout must be above 0 and at most 60 seconds")
         if not self.push_timeout <= self.push_give_up <= 3600:
             raise ConfigError("db_proxy.push_give_up must be at least push_timeout and at most 3600 seconds")
+        if self.retention_single_days < 0 or self.retention_group_days < 0 or self.retention_audit_days < 0:
+            raise ConfigError("db_proxy.retention_*_days must not be negative (0: keep forever)")
+        if not 1 <= self.retention_batch_rows <= 100_000:
+            raise ConfigError("db_proxy.retention_batch_rows must be between 1 and 100000")
+        if not 0.1 <= self.retention_interval <= 7 * 86400:
+            raise ConfigError("db_proxy.retention_interval must be between 0.1 seconds and 7 days")
         self.cluster.require_secret("db_proxy.host", self.host)
         self.cluster.require_secret_for_peers("db_proxy.route_servers", self.route_servers)

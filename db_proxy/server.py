@@ -31,6 +31,7 @@ from db_proxy.offline_push.factory import build_offline_push
 from db_proxy.passwords import dummy_hash
 from db_proxy.push import LogAppender, PushDispatcher, RouteLinks
 from db_proxy.recipients import KnownUsers
+from db_proxy.retention import retention_loop
 from db_proxy.services.registry import Services
 from db_proxy.storage import open_store
 from db_proxy.user_rows import UserRows
@@ -184,6 +185,7 @@ async def _serve(
     if DbRole.MESSAGES in roles:  # the delivery log's partitions are pushed where messages are stored
         dispatcher.start()
         resources.push_async_callback(dispatcher.stop)
+        await resources.enter_async_context(retention_loop(config, directory, store))  # and pruned
     appender.start()
     resources.push_async_callback(appender.stop, 2.0)
     workers.start()

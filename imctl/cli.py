@@ -14,6 +14,7 @@ import click
 
 from common.config import SECTIONS, ConfigError, parse_assignments
 from imctl.client import BadUsage
+from imctl.commands.audit import audit, export, retention
 from imctl.commands.certs import certs, secret
 from imctl.commands.directory import dept, group
 from imctl.commands.live import kick, online, send, status
@@ -136,4 +137,6 @@ def _config_classes() -> dict[str, type]:
 
 
 for command in (up, db, user, dept, group, online, kick, send, status, secret, certs, sync):
+    main.add_command(command)
+for command in (audit, export, retention):  # the audit trail, message export, retention
     main.add_command(command)

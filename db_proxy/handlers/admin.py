@@ -24,6 +24,7 @@ from common.teamtalk_text import encode_text
 from db_proxy.cache import ThrottleCounters
 from db_proxy.config import DbProxyConfig
 from db_proxy.handlers import admin_args as a
+from db_proxy.handlers.admin_audit import audit_methods
 from db_proxy.handlers.admin_import import UserImport
 from db_proxy.notices import ADMIN_ORIGIN, Notices
 from db_proxy.services.outcome import Outcome
@@ -81,6 +82,7 @@ class DbAdmin:
             "groups.dismiss": self.dismiss_group,
             "send": self.send,
             "status": self.status,
+            **audit_methods(self.config, self.services),  # audit, export, retention
         }
         return table
 

@@ -153,6 +153,35 @@ class Group:
     dismissed: bool = False  # dismissed by an administrator: no members, no changes
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One admin action in the audit trail (table ``admin_audit``); ``detail`` is JSON text."""
+
+    id: int  # 0 for one not yet stored
+    at_ms: int
+    who: str
+    via: str
+    remote: str
+    action: str
+    target: str
+    status: int
+    detail: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedMessage:
+    """A stored message as an export walks it: its conversation's key and the message."""
+
+    session_type: int
+    conv_id: int  # as stored (see Dialect.u64)
+    msg_id: int
+    from_user_id: int
+    to_id: int  # the peer (1:1, as sent) or the group
+    msg_type: int
+    msg_data: bytes
+    create_time: int
+
+
 def is_text(value: object) -> TypeGuard[str]:
     """True for a str both engines can store: one that encodes as UTF-8.
 
@@ -446,4 +475,54 @@ class Store(Protocol):
 
     async def delete_offline_file(self, user_id: int, task_key: str) -> OfflineFile | None:
         """Unlist a file if ``user_id`` is its receiver or its sender; the row removed, or None."""
+        ...
+
+    # audit trail (the directory database; db_proxy.handlers.admin_audit)
+    async def add_audit(self, record: AuditRecord) -> int:
+        """Store an entry whose values fit their columns (the caller bounds them); its id."""
+        ...
+
+    async def audit_entries(
+        self,
+        limit: int,
+        before_id: int = 0,
+        who: str = "",
+        action_prefix: str = "",
+        since_ms: int = 0,
+        until_ms: int = 0,
+    ) -> list[AuditRecord]:
+        """Newest first (by id): ids below ``before_id`` (0: any), ``who`` exactly,
+        ``action`` starting with ``action_prefix``, ``since_ms <= at_ms < until_ms`` (0: open)."""
+        ...
+
+    # export and retention (the messages database; db_proxy.handlers.admin_audit, db_proxy.retention)
+    def conversation_id(self, session_type: int, a: int, b: int) -> int:
+        """The conversation's id as stored: of users ``a`` and ``b`` (1:1), or of group ``b``."""
+        ...
+
+    async def user_conversations(
+        self, user_id: int, after: tuple[int, int], limit: int
+    ) -> list[tuple[int, int]]:
+        """(session_type, conv_id as stored) of the user's sessions (removed ones too)
+        after ``after`` in that order, at most ``limit``."""
+        ...
+
+    async def export_messages(
+        self, session_type: int, conv_id: int, after_msg_id: int, since: int, until: int, limit: int
+    ) -> list[ExportedMessage]:
+        """The conversation's messages with ids above ``after_msg_id`` and
+        ``since <= create_time < until`` (unix s; 0: open), ascending, at most ``limit``."""
+        ...
+
+    async def delete_messages_before(self, session_type: int, before: int, limit: int) -> int:
+        """Delete at most ``limit`` of the oldest messages of that type created before
+        ``before`` (unix s), in one short transaction; how many went."""
+        ...
+
+    async def delete_dedup_before(self, session_type: int, before: int, limit: int) -> int:
+        """The same for the resend-detection rows (message_dedup) of that type."""
+        ...
+
+    async def delete_audit_before(self, before_ms: int, limit: int) -> int:
+        """The same for audit entries older than ``before_ms``."""
         ...

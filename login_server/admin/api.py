@@ -35,6 +35,7 @@ from common.errors import (
 from common.throttle import Throttle
 from login_server.admin.audit import OPERATOR_HEADER, Actor, AuditEntry, AuditTrail, operator_name
 from login_server.admin.backends import Backends
+from login_server.admin.export import export_routes
 from login_server.admin.ops import AdminOps
 from login_server.balancer import Balancer
 
@@ -343,4 +344,5 @@ def setup_admin(app: web.Application, token: str, backends: Backends, balancer: 
     api = AdminApi(AdminOps(backends, balancer), AuditTrail(backends))
     app.middlewares.append(admin_middleware(token, api.audit))
     app.router.add_routes(api.routes())
+    app.router.add_routes(export_routes(backends))  # audit, message export, retention
     return api
