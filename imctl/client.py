@@ -7,6 +7,7 @@ this way no command needs an event loop.
 from __future__ import annotations
 
 import getpass
+import http.client
 import json
 import socket
 import urllib.error
@@ -91,26 +92,12 @@ class ApiClient:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """``method`` on ``/admin/v1<path>``; the JSON answer, or CliError."""
-        url = f"{self.url}{API_PATH}{path}"
-        if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-        headers = {"Accept": "application/json", OPERATOR_HEADER: operator()}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+        data = None if body is None else json.dumps(body).encode()
+        with self._open(method, path, query, data, "application/json", timeout) as response:
+            try:
                 raw = response.read()
-        except urllib.error.HTTPError as exc:
-            raise self._refused(exc.code, exc.read()) from None
-        except urllib.error.URLError as exc:
-            raise Unreachable(f"cannot reach the cluster at {self.url}: {exc.reason}") from None
-        except (OSError, TimeoutError) as exc:  # a reset or a read timeout after connecting
-            raise Unreachable(f"cannot reach the cluster at {self.url}: {exc or 'timed out'}") from None
+            except (OSError, TimeoutError) as exc:  # a reset or a read timeout after the headers
+                raise Unreachable(f"cannot reach the cluster at {self.url}: {exc or 'timed out'}") from None
         try:
             value = json.loads(raw)
         except ValueError:
@@ -118,6 +105,43 @@ class ApiClient:
         if not isinstance(value, dict):
             raise Unreachable(f"{self.url} did not answer like an imcluster admin API")
         return value
+
+    def stream(
+        self, path: str, query: dict[str, Any], timeout: float | None = None
+    ) -> http.client.HTTPResponse:
+        """``GET /admin/v1<path>`` answered in JSON lines: the open response, to be read
+        line by line and closed by the caller (``timeout`` is per read)."""
+        return self._open("GET", path, query, None, "application/x-ndjson", timeout)
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None,
+        data: bytes | None,
+        accept: str,
+        timeout: float | None,
+    ) -> http.client.HTTPResponse:
+        url = f"{self.url}{API_PATH}{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        headers = {"Accept": accept, OPERATOR_HEADER: operator()}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            response: http.client.HTTPResponse = urllib.request.urlopen(
+                request, timeout=timeout or self.timeout
+            )
+        except urllib.error.HTTPError as exc:
+            raise self._refused(exc.code, exc.read()) from None
+        except urllib.error.URLError as exc:
+            raise Unreachable(f"cannot reach the cluster at {self.url}: {exc.reason}") from None
+        except (OSError, TimeoutError) as exc:  # a reset or a read timeout after connecting
+            raise Unreachable(f"cannot reach the cluster at {self.url}: {exc or 'timed out'}") from None
+        return response
 
     def _refused(self, status: int, body: bytes) -> CliError:
         text = _error_text(body)

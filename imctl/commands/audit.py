@@ -4,23 +4,18 @@ policy, through the admin API (docs/admin-api.md)."""
 
 from __future__ import annotations
 
-import getpass
 import http.client
 import json
 import os
-import socket
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
 from common.times import parse_time
-from imctl.client import API_PATH, BadUsage, CliError, Unreachable
+from imctl.client import BadUsage, CliError, Unreachable
 from imctl.context import Admin, admin, admin_options
 from imctl.output import key_values, table
 
@@ -35,20 +30,9 @@ AUDIT_COLUMNS = [
     ("status", "status"),
 ]
 AUDIT_PAGE = 500  # the most audit.list gives at once
-OPERATOR_HEADER = "X-Imcluster-Operator"  # as login_server/admin/audit.py reads it
 READ_SIZE = 64 * 1024
 EXPORT_TIMEOUT = 60.0  # per read: one db_proxy page may take a while to come
 RETENTION_TIMEOUT = 70.0  # the server stops a run after 50 s
-
-
-def operator() -> str:
-    """Who runs this imctl, for the audit trail: user@host."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = "unknown"
-    # ASCII: a header is latin-1 on the wire (the server keeps [A-Za-z0-9_.@+-] of it anyway).
-    return f"{name}@{socket.gethostname()}".encode("ascii", "replace").decode()
 
 
 def _time_option(value: str | None, option: str) -> str | None:
@@ -115,23 +99,7 @@ def audit(who: str | None, action: str | None, since: str | None, until: str | N
 
 
 def _stream_request(adm: Admin, path: str, query: dict[str, Any]) -> http.client.HTTPResponse:
-    client = adm.client
-    url = f"{client.url}{API_PATH}{path}?" + urllib.parse.urlencode(
-        {k: v for k, v in query.items() if v is not None}
-    )
-    headers = {"Accept": "application/x-ndjson", OPERATOR_HEADER: operator()}
-    if client.token:
-        headers["Authorization"] = f"Bearer {client.token}"
-    request = urllib.request.Request(url, headers=headers, method="GET")
-    try:
-        response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=EXPORT_TIMEOUT)
-    except urllib.error.HTTPError as exc:
-        raise client._refused(exc.code, exc.read()) from None
-    except urllib.error.URLError as exc:
-        raise Unreachable(f"cannot reach the cluster at {client.url}: {exc.reason}") from None
-    except (OSError, TimeoutError) as exc:
-        raise Unreachable(f"cannot reach the cluster at {client.url}: {exc or 'timed out'}") from None
-    return response
+    return adm.client.stream(path, query, EXPORT_TIMEOUT)
 
 
 def copy_lines(response: IO[bytes], out: IO[bytes]) -> int:
