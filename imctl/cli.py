@@ -14,6 +14,7 @@ import click
 
 from common.config import ConfigError, parse_assignments
 from imctl.client import BadUsage
+from imctl.commands.backup import backup, restore
 from imctl.commands.certs import certs, secret
 from imctl.commands.directory import dept, group
 from imctl.commands.live import kick, online, send, status
@@ -133,5 +134,5 @@ def _config_classes() -> dict[str, type]:
     }
 
 
-for command in (up, db, user, dept, group, online, kick, send, status, secret, certs):
+for command in (up, db, user, dept, group, online, kick, send, status, secret, certs, backup, restore):
     main.add_command(command)
