@@ -14,6 +14,7 @@ import json
 import shutil
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,74 @@ def wipe(store: Path, sqlite_file: Path) -> None:
         Path(f"{sqlite_file}{suffix}").unlink(missing_ok=True)
 
 
+@dataclass
+class Before:
+    state: dict[str, Any]
+    group_id: int
+    picture_path: str
+    sent: list[tuple[int, bytes]]  # (msg id, body) acked to alice -> dave while the backup ran
+    acked_before: int  # how many of them before it began
+
+
+async def run_and_back_up(cluster: Cluster, archive: Path, url: str, store: Path, picture: bytes) -> Before:
+    users = await login(cluster, ["alice", "bob", "carol", "dave"])
+    group_id = await talk(users)
+    path = await upload_picture(cluster, picture)
+    before = await state(users, group_id)
+    alice, dave_id = users["alice"], users["dave"].user_id
+    for name in ("bob", "carol", "dave"):
+        await users.pop(name).close()
+    # A sender that keeps going while the backup runs.
+    sent: list[tuple[int, bytes]] = []
+    stop, going = asyncio.Event(), asyncio.Event()
+
+    async def keep_sending() -> None:
+        for i in range(2000):
+            if stop.is_set():
+                return
+            body = f"during backup {i}".encode()
+            sent.append(((await alice.send_text(dave_id, body)).msg_id, body))
+            if len(sent) >= 5:
+                going.set()
+
+    sender = asyncio.create_task(keep_sending())
+    await asyncio.wait_for(going.wait(), 30)
+    acked_before = len(sent)
+    code, out, err = await imctl(
+        "backup", str(archive), "--database-url", url, "--store", str(store), "--json"
+    )
+    stop.set()
+    await sender
+    await alice.close()
+    assert code == 0, err
+    assert json.loads(out)["files"]["count"] == 1
+    return Before(before, group_id, path, sent, acked_before)
+
+
+async def check_restored(cluster: Cluster, was: Before, picture: bytes) -> None:
+    users = await login(cluster, ["alice", "bob", "carol", "dave"])
+    group_id = was.group_id
+    after = await state(users, group_id)
+    for key in ("ids", "alice-bob", "bob-carol", "group", "members"):
+        assert after[key] == was.state[key], key
+    for name in ("alice", "bob", "carol"):
+        assert after["unread"][name] == was.state["unread"][name], name
+    assert [m for m, _, _ in after["alice-bob"]] == list(range(1, 6))
+    assert [b for _, _, b in after["group"]] == [b"all", b"of", b"us", b"\x00\xff binary"]
+    # What the backup holds of the conversation written during it: a prefix of what was
+    # acked, without a gap, and at least what was acked before it began.
+    during = [(m, b) for m, _, b in after["alice-dave"]]
+    assert during == was.sent[: len(during)] and len(during) >= was.acked_before
+    assert await download(cluster, was.picture_path) == picture
+    # New messages continue the ids.
+    assert (await users["alice"].send_text(users["bob"].user_id, b"after the restore")).msg_id == 6
+    assert (await users["bob"].send_group_text(group_id, b"still here")).msg_id == 5
+    for client in users.values():
+        await client.close()
+
+
 @pytest.mark.parametrize(("source", "target"), CASES)
-async def test_backup_of_a_running_cluster_restores_everything(
-    tmp_path: Path, source: str, target: str
-) -> None:
+def test_backup_of_a_running_cluster_restores_everything(tmp_path: Path, source: str, target: str) -> None:
     store = tmp_path / "files"
     archive = tmp_path / "backup.tar.gz"
     picture = msfs_clients.jpeg(40_000)
@@ -177,63 +242,19 @@ async def test_backup_of_a_running_cluster_restores_everything(
         )
         # sqlite-to-mysql: into a new MariaDB database; otherwise into the wiped source.
         target_url = source_url if target == source else dbs.enter_context(fresh_mysql_url())
-        await create_users(source_url, USERS, [])
+        asyncio.run(create_users(source_url, USERS, []))
         with cluster_on(tmp_path / "run1", source_url, store) as first:
-            users = await login(first, ["alice", "bob", "carol", "dave"])
-            group_id = await talk(users)
-            path = await upload_picture(first, picture)
-            before = await state(users, group_id)
-            alice, dave_id = users["alice"], users["dave"].user_id
-            for name in ("bob", "carol", "dave"):
-                await users.pop(name).close()
-
-            # A sender that keeps going while the backup runs.
-            sent: list[tuple[int, bytes]] = []
-            stop = asyncio.Event()
-
-            async def keep_sending() -> None:
-                for i in range(2000):
-                    if stop.is_set():
-                        return
-                    body = f"during backup {i}".encode()
-                    sent.append(((await alice.send_text(dave_id, body)).msg_id, body))
-
-            sender = asyncio.create_task(keep_sending())
-            acked_before = len(sent)
-            code, out, err = await imctl(
-                "backup", str(archive), "--database-url", source_url, "--store", str(store), "--json"
-            )
-            stop.set()
-            await sender
-            assert code == 0, err
-            assert json.loads(out)["files"]["count"] == 1
-            await alice.close()
+            was = asyncio.run(run_and_back_up(first, archive, source_url, store, picture))
         # The cluster is stopped: wipe the database and the store, then restore.
         wipe(store, sqlite_file)
         if target_url == source_url and source == "mysql":
-            await drop_database(source_url)
-        code, out, err = await imctl(
-            "restore", str(archive), "--database-url", target_url, "--store", str(store), "--json"
+            asyncio.run(drop_database(source_url))
+        code, out, err = asyncio.run(
+            imctl("restore", str(archive), "--database-url", target_url, "--store", str(store), "--json")
         )
         assert code == 0, err
         restored = json.loads(out)
-        assert restored["files"]["count"] == 1 and restored["rows"]["messages"] >= 11
+        assert restored["files"]["count"] == 1 and restored["rows"]["messages"] >= 10
+        assert restored["engine"] == source
         with cluster_on(tmp_path / "run2", target_url, store) as second:
-            users = await login(second, ["alice", "bob", "carol", "dave"])
-            after = await state(users, group_id)
-            for key in ("ids", "alice-bob", "bob-carol", "group", "members"):
-                assert after[key] == before[key], key
-            for name in ("alice", "bob", "carol"):
-                assert after["unread"][name] == before["unread"][name], name
-            assert [m for m, _, _ in after["alice-bob"]] == list(range(1, 6))
-            assert [b for _, _, b in after["group"]] == [b"all", b"of", b"us", b"\x00\xff binary"]
-            # What the backup holds of the conversation written during it: a prefix of what was
-            # acked, without a gap, and at least what was acked before it began.
-            during = [(m, b) for m, _, b in after["alice-dave"]]
-            assert during == sent[: len(during)] and len(during) >= acked_before
-            assert await download(second, path) == picture
-            # New messages continue the ids.
-            assert (await users["alice"].send_text(users["bob"].user_id, b"after the restore")).msg_id == 6
-            assert (await users["bob"].send_group_text(group_id, b"still here")).msg_id == 5
-            for client in users.values():
-                await client.close()
+            asyncio.run(check_restored(second, was, picture))
