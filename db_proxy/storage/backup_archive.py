@@ -223,9 +223,15 @@ class ArchiveReader:
         try:
             self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close() / __exit__
             self.members = {m.name: m for m in self.tar.getmembers()}
-        except (OSError, tarfile.TarError, EOFError) as exc:
+        except (OSError, tarfile.TarError, EOFError, _zlib_error()) as exc:
+            if hasattr(self, "tar"):
+                self.tar.close()
             raise BadArchive(f"{path} is not a readable backup archive: {exc}") from None
-        self.manifest = self._manifest()
+        try:
+            self.manifest = self._manifest()
+        except BaseException:
+            self.tar.close()
+            raise
 
     def close(self) -> None:
         self.tar.close()
