@@ -1,7 +1,7 @@
 """``imctl user import`` speed: N users with passwords into a local cluster on SQLite.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/user_import.py [--users 2000] [--repeat 3]
-        [--hash-threads 0] [--chunk-size 1000]
+        [--hash-threads 0] [--chunk-size N] [--log2-n N]
 
 Starts a LocalCluster (SQLite, file servers off, an admin token), then per run writes a
 CSV of N new users (each with a password: one production-cost scrypt per row) and times
@@ -47,11 +47,12 @@ def write_csv(path: Path, prefix: str, count: int) -> None:
             writer.writerow([f"{prefix}{i:06d}", f"pw-{prefix}-{i}", f"User {i}", "Bench/Import"])
 
 
-async def run_import(url: str, csv_path: Path, chunk_size: int) -> float:
+async def run_import(url: str, csv_path: Path, chunk_size: int = 0) -> float:
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "imctl", "user", "import", str(csv_path), "--url", url, "--token", TOKEN),
-        *("--chunk-size", str(chunk_size), "--strict"),
+        *(("--chunk-size", str(chunk_size)) if chunk_size else ()),
+        "--strict",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -90,7 +91,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--hash-threads", type=int, default=0, help="db_proxy.hash_threads (0: one per core)")
-    parser.add_argument("--chunk-size", type=int, default=1000)
+    parser.add_argument("--chunk-size", type=int, default=0, help="rows per request (0: imctl's default)")
     parser.add_argument(
         "--log2-n",
         type=int,
@@ -146,7 +147,8 @@ def main() -> None:
     print(
         f"median of {args.repeat}: {statistics.median(rates):.1f} users/s, a login during the import "
         f"median {statistics.median(medians):.0f} ms, max {statistics.median(worst):.0f} ms "
-        f"({args.users} users, chunks of {args.chunk_size}, hash_threads {args.hash_threads}, "
+        f"({args.users} users, chunks of {args.chunk_size or 'the default'}, "
+        f"hash_threads {args.hash_threads}, "
         f"{os.cpu_count()} cores)"
     )
 
