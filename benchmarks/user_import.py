@@ -76,7 +76,11 @@ async def probe_logins(port: int, done: asyncio.Event) -> list[float]:
     return latencies
 
 
-async def measured_run(url: str, gateway: int, csv_path: Path, chunk_size: int) -> tuple[float, list[float]]:
+async def measured_run(
+    url: str, gateway: int, csv_path: Path, chunk_size: int, with_logins: bool = True
+) -> tuple[float, list[float]]:
+    if not with_logins:
+        return await run_import(url, csv_path, chunk_size), [0.0]
     done = asyncio.Event()
     probe = asyncio.create_task(probe_logins(gateway, done))
     try:
@@ -98,6 +102,7 @@ def main() -> None:
         default=0,
         help="db_proxy.password_log2_n (0: the production cost); low: the overhead",
     )
+    parser.add_argument("--no-logins", action="store_true", help="the import alone, no login meanwhile")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
         run_dir = Path(tmp)
@@ -133,7 +138,9 @@ def main() -> None:
             for run in range(args.repeat):
                 csv_path = run_dir / f"run{run}.csv"
                 write_csv(csv_path, f"r{run}u", args.users)
-                elapsed, logins = asyncio.run(measured_run(url, gateway, csv_path, args.chunk_size))
+                elapsed, logins = asyncio.run(
+                    measured_run(url, gateway, csv_path, args.chunk_size, not args.no_logins)
+                )
                 rates.append(args.users / elapsed)
                 medians.append(statistics.median(logins) * 1000)
                 worst.append(max(logins) * 1000)
