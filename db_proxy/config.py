@@ -63,7 +63,8 @@ class DbProxyConfig:
     # -- end of the overload block --
     hash_threads: int = setting(
         0,
-        "Threads for password hashing (scrypt releases the GIL: one per core uses all); 0: one per core.",
+        "Threads for password hashing (scrypt releases the GIL: one per core uses all); 0: one per core. "
+        "Logins go first on all but one, which prefers bulk hashing (user imports).",
     )
     max_pending_logins: int = setting(
         1024, "Logins waiting for a hashing thread before new ones are refused."

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from common.admin import admin_handler
@@ -25,6 +24,7 @@ from db_proxy.config import DbProxyConfig
 from db_proxy.handlers.admin import DbAdmin
 from db_proxy.handlers.login import LoginHandlers
 from db_proxy.handlers.table import gateway_commands as all_gateway_commands
+from db_proxy.hash_pool import HashPool
 from db_proxy.login_throttle import Limits, LoginThrottle, derive_key
 from db_proxy.notices import Notices
 from db_proxy.offline_push.factory import build_offline_push
@@ -133,7 +133,7 @@ async def _serve(
         give_up=config.push_give_up,
         offline=offline,
     )
-    hash_pool = ThreadPoolExecutor(hash_threads(config), thread_name_prefix="hash")
+    hash_pool = HashPool(hash_threads(config))
     resources.callback(hash_pool.shutdown, wait=False, cancel_futures=True)
     cache = LoginCache.for_cluster(redis, config.login_cache_ttl, config.cluster.secrets())
     throttle = ThrottleCounters(
@@ -141,7 +141,7 @@ async def _serve(
     )
     resources.callback(throttle.close)
     await asyncio.get_running_loop().run_in_executor(hash_pool, dummy_hash)  # made once, before any login
-    services = Services.over(directory, store, workers, config.password_log2_n, rows)
+    services = Services.over(directory, store, workers, config.password_log2_n, rows, hash_pool)
     # An account of that name made before users had kinds (or by hand) is
     # hidden from the directory from now on, as the one made here would be.
     await services.users.mark_system_user(config.system_user)

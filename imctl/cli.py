@@ -15,6 +15,7 @@ import click
 from common.config import SECTIONS, ConfigError, parse_assignments
 from imctl.client import BadUsage
 from imctl.commands.audit import audit, export, retention
+from imctl.commands.backup import backup, restore
 from imctl.commands.certs import certs, secret
 from imctl.commands.directory import dept, group
 from imctl.commands.live import kick, online, send, status
@@ -136,7 +137,7 @@ def _config_classes() -> dict[str, type]:
     return section_classes()
 
 
-for command in (up, db, user, dept, group, online, kick, send, status, secret, certs, sync):
+for command in (up, db, user, dept, group, online, kick, send, status, secret, certs, sync, backup, restore):
     main.add_command(command)
 for command in (audit, export, retention):  # the audit trail, message export, retention
     main.add_command(command)

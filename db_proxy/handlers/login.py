@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 from common.commands import Rpcs
 from common.errors import Overloaded
@@ -39,7 +39,7 @@ class LoginHandlers:
         directory: Store,
         known: KnownUsers,
         cache: LoginCache,
-        hash_pool: ThreadPoolExecutor,
+        hash_pool: Executor,
         max_pending_logins: int,
         throttle: ThrottleCounters,
         rows: UserRows | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from db_proxy.hash_pool import HashPool
 from db_proxy.recipients import KnownUsers
 from db_proxy.services.departments import DepartmentService
 from db_proxy.services.groups import GroupService
@@ -32,11 +33,12 @@ class Services:
         workers: MessageWorkers,
         password_log2_n: int,
         rows: UserRows | None = None,
+        hash_pool: HashPool | None = None,
     ) -> Services:
         """The services of a db_proxy; the workers' cache of known users is the one
         every service shares (a deleted user is forgotten once, everywhere)."""
         known = workers.recipients
         departments = DepartmentService(directory)
         groups = GroupService(store, known)
-        users = UserService(directory, known, groups, departments, password_log2_n, rows)
+        users = UserService(directory, known, groups, departments, password_log2_n, rows, hash_pool)
         return cls(directory, store, known, departments, groups, users, MessageService(workers))

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from common.commands import Cmd
 from common.errors import Conflict, NotFound, Unavailable
 from common.pb import buddy_pb2
-from db_proxy.passwords import hash_password, md5_hex
+from db_proxy.hash_pool import HashPool, hash_in_bulk
 from db_proxy.recipients import KnownUsers
 from db_proxy.services.departments import DepartmentService
 from db_proxy.services.groups import GroupService
@@ -62,8 +62,10 @@ class UserService:
         departments: DepartmentService,
         password_log2_n: int,
         rows: UserRows | None = None,
+        hash_pool: HashPool | None = None,
     ) -> None:
         self.directory = directory
+        self.hash_pool = hash_pool  # its bulk lane: an import never holds up the logins
         self.known = known
         # The login's kept rows (db_proxy/user_rows.py): every change here drops the user's.
         self.rows = rows if rows is not None else UserRows(directory, ttl=0)
@@ -72,8 +74,8 @@ class UserService:
         self.password_log2_n = password_log2_n
 
     async def hash(self, password: str) -> str:
-        """A password as stored (scrypt of its md5, as TeamTalk clients send it), in a thread."""
-        return await asyncio.to_thread(hash_password, md5_hex(password), self.password_log2_n)
+        """A password as stored (scrypt of its md5, as TeamTalk clients send it), in a hashing thread."""
+        return await hash_in_bulk(self.hash_pool, password, self.password_log2_n)
 
     async def create(self, name: str, password: str | None, **profile: Any) -> User:
         """A new user; ``password`` None: none that works (no hash to compute or crack)."""
@@ -92,7 +94,7 @@ class UserService:
 
     async def create_many(self, accounts: Sequence[NewAccount]) -> list[int | None]:
         """The new users' ids (None for a name taken), written in one transaction;
-        the passwords are hashed concurrently in threads (scrypt releases the GIL)."""
+        the passwords are hashed concurrently on the hashing threads (scrypt releases the GIL)."""
         if not accounts:
             return []
         hashes = await asyncio.gather(*(self.hash(password) for _, password, _ in accounts))

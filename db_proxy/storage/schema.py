@@ -355,8 +355,9 @@ MIGRATIONS: Sequence[Migration] = (
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-async def migrate(db: Database) -> int:
-    """Apply the migrations not yet recorded; returns the version now in place."""
+async def migrate(db: Database, upto: int = LATEST_VERSION) -> int:
+    """Apply the migrations not yet recorded, up to ``upto`` (a restore loads an
+    older backup into its own version before the rest); returns the version now in place."""
     d = db.dialect
     async with db.transaction() as tx:
         for statement in _table(
@@ -377,7 +378,7 @@ async def migrate(db: Database) -> int:
                 f"{LATEST_VERSION}; upgrade imcluster"
             )
         for version, description, steps in MIGRATIONS:
-            if version <= current:
+            if version <= current or version > upto:
                 continue
             for step in steps(d):
                 await _run(tx, d, step)
@@ -388,7 +389,7 @@ async def migrate(db: Database) -> int:
                 f"{d.upsert('version')} version = version",
                 (version, description, int(time.time())),
             )
-        return LATEST_VERSION
+        return max(current, min(upto, LATEST_VERSION))
 
 
 async def _current_version(tx: Tx) -> int:
