@@ -137,7 +137,7 @@ def _config_classes() -> dict[str, type]:
     return section_classes()
 
 
-for command in (up, db, user, dept, group, online, kick, send, status, secret, certs, sync, backup, restore):
-    main.add_command(command)
-for command in (audit, export, retention):  # the audit trail, message export, retention
+COMMANDS = (up, db, user, dept, group, online, kick, send, status, audit, export, retention)
+COMMANDS += (sync, backup, restore, secret, certs)
+for command in COMMANDS:
     main.add_command(command)

@@ -129,11 +129,13 @@ def up(
     from imctl.cluster import LocalCluster, write_secret_file
     from imctl.ports import PortError, check_free
     from login_server.config import LoginServerConfig
+    from msfs.config import MsfsConfig
 
     config = config_path_of(config_path)
     db = db_config(config, database_url)
     run_dir = run_dir or Path(_load_imctl(config).run_dir)
-    store_dir = run_dir.parent / "files"
+    # The config's store, as file_server, msfs and imctl backup read it.
+    store_dir = Path(_load(MsfsConfig, "msfs", config).store)
     configured_token = _load(LoginServerConfig, "login_server", config).admin_token
     token = configured_token or secrets.token_urlsafe(32)
     configured_secret = bool(_load(ClusterConfig, "cluster", config).secrets())
