@@ -137,7 +137,7 @@ def _config_classes() -> dict[str, type]:
     return section_classes()
 
 
-COMMANDS = (up, db, user, dept, group, online, kick, send, status, audit, export, retention)
-COMMANDS += (sync, backup, restore, secret, certs)
+COMMANDS: tuple[click.Command, ...] = (up, db, user, dept, group, online, kick, send, status)
+COMMANDS += (audit, export, retention, sync, backup, restore, secret, certs)
 for command in COMMANDS:
     main.add_command(command)
