@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,12 +112,3 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminCluster]:
             yield started
         finally:
             local.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[TTClient]]:
-    """Collects clients a test opens and closes them afterwards."""
-    opened: list[TTClient] = []
-    yield opened
-    for client in opened:
-        await client.close()

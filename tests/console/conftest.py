@@ -16,7 +16,6 @@ from login_server.admin.api import setup_admin
 from login_server.balancer import Balancer
 from login_server.console import Console, setup_console
 from tests.console.memory import MemoryBackends
-from tests.support.ttclient import TTClient
 
 TOKEN = "console-test-token"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -95,12 +94,3 @@ async def logged_in(browser: Browser) -> Browser:
     response = await browser.login()
     assert response.status == 303
     return browser
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[TTClient]]:
-    """Collects TeamTalk clients a test opens and closes them afterwards."""
-    opened: list[TTClient] = []
-    yield opened
-    for client in opened:
-        await client.close()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,12 +270,3 @@ def no_server_tracebacks(request: pytest.FixtureRequest) -> Iterator[None]:
     for value in request.node.funcargs.values():
         if isinstance(value, Cluster):
             value.assert_no_tracebacks()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[TTClient]]:
-    """Collects clients a test opens and closes them afterwards."""
-    opened: list[TTClient] = []
-    yield opened
-    for client in opened:
-        await client.close()

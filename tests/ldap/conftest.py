@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from imctl.cli import main
 from imctl.cluster import LocalCluster
 from tests.ldap import slapd
 from tests.support.databases import fresh_mysql_url
-from tests.support.ttclient import TTClient
 
 REDIS_URL = os.environ.get("IMCLUSTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 TOKEN = "ldap-test-token-0123456789"
@@ -165,11 +164,3 @@ def write_config(path: Path, server: slapd.Slapd, **settings: str | int | bool) 
     lines = ["[ldap]"] + [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[TTClient]]:
-    opened: list[TTClient] = []
-    yield opened
-    for client in opened:
-        await client.close()
