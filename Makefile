@@ -25,8 +25,9 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
+# Two workers: most of a test's time is spent waiting on server processes.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 proto: $(BIN)/.installed
 	$(BIN)/python scripts/gen_proto.py

@@ -16,3 +16,16 @@ async def clients() -> AsyncIterator[list[TTClient]]:
     yield opened
     for client in opened:
         await client.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) the
+    tests of one file stay on one worker, so a module's cluster fixture starts
+    once, and every test of tests/multihost on the same one: they share the
+    root namespace's bridge."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        path = item.nodeid.split("::", 1)[0]
+        group = "multihost" if path.startswith("tests/multihost/") else path
+        item.add_marker(pytest.mark.xdist_group(group))
