@@ -25,9 +25,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-# Two workers: most of a test's time is spent waiting on server processes.
+# Two workers for most tests (their time is mostly spent waiting on server
+# processes), then the serial ones alone (tests/conftest.py says which).
 test: lint
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not serial"
+	$(BIN)/pytest -m serial
 
 proto: $(BIN)/.installed
 	$(BIN)/python scripts/gen_proto.py

@@ -18,14 +18,23 @@ async def clients() -> AsyncIterator[list[TTClient]]:
         await client.close()
 
 
+SERIAL_DIRECTORIES = ("tests/multihost/",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) the
-    tests of one file stay on one worker, so a module's cluster fixture starts
-    once, and every test of tests/multihost on the same one: they share the
-    root namespace's bridge."""
+    """``make test`` runs the suite in two passes: ``-m "not serial"`` on two
+    pytest-xdist workers (``--dist loadgroup``), then ``-m serial`` alone.
+
+    Serial are the tests that load the whole machine or time what they
+    measure (marked ``serial`` where they are) and all of tests/multihost
+    (they share the root namespace's bridge, and time outages). In the
+    parallel pass the tests of one file stay on one worker, so that a
+    module's cluster fixture starts once.
+    """
     for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
         path = item.nodeid.split("::", 1)[0]
-        group = "multihost" if path.startswith("tests/multihost/") else path
-        item.add_marker(pytest.mark.xdist_group(group))
+        if path.startswith(SERIAL_DIRECTORIES):
+            item.add_marker(pytest.mark.serial)
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(path))

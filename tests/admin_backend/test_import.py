@@ -79,6 +79,7 @@ async def test_rows_are_checked_one_by_one(harness: Harness) -> None:
     assert again["created"] == 0 and [s["row"] for s in again["skipped"]] == [0, 1, 2, 3]
 
 
+@pytest.mark.serial  # timed
 async def test_a_thousand_rows_in_a_few_seconds(harness: Harness) -> None:
     h = harness
     rows = [{"name": f"bulk{i:04d}", "password": f"pw{i}"} for i in range(1000)]

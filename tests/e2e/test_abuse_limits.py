@@ -21,11 +21,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from common.commands import Cmd
 from common.pb import buddy_pb2
 from db_proxy.passwords import md5_hex
 from tests.e2e.conftest import PASSWORD, Cluster
 from tests.support.ttclient import TTClient
+
+# Floods of connections and frames, with the victims' latency timed: alone on the machine.
+pytestmark = pytest.mark.serial
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LIMITS = True  # the module's cluster runs msg_server's default limits (see conftest)

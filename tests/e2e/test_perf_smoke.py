@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("closed", "open", "logins", "connections", "groups")
 
 
+@pytest.mark.serial  # loads both cores
 @pytest.mark.timeout(480)
 def test_quick_perf_runs_clean(tmp_path: Path) -> None:
     result = subprocess.run(

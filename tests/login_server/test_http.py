@@ -125,6 +125,7 @@ async def cluster(heartbeat_interval: float) -> AsyncIterator[Cluster]:
         host="127.0.0.1",
         http_port=0,
         gateway_port=0,
+        metrics_port=-1,  # the default port would collide with another test's server
         msfs_prior=MSFS,
         discovery_url=DISCOVERY,
         cluster=ClusterConfig(heartbeat_interval=heartbeat_interval),
