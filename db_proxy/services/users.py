@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,11 +27,13 @@ from db_proxy.services.groups import GroupService
 from db_proxy.services.outcome import Notice, Outcome, ProfileNotice, UsersGone
 from db_proxy.storage.model import DuplicateName, Store, User
 from db_proxy.storage.schema import USER_KIND_SYSTEM
+from db_proxy.storage.sql_base import TransientError
 from db_proxy.user_rows import UserRows
 
 log = logging.getLogger(__name__)
 
 UNUSABLE_PASSWORD = "!"
+CREATE_ATTEMPTS = 4  # a batch of new users that loses a deadlock is run again this often in all
 #: Fields whose change the other db_proxies hear of at once (DbInvalidate): what a login checks.
 LOGIN_FIELDS = frozenset(
     {"password_hash", "disabled", "name"}
@@ -98,9 +101,19 @@ class UserService:
         if not accounts:
             return []
         hashes = await asyncio.gather(*(self.hash(password) for _, password, _ in accounts))
-        return await self.directory.create_users(
-            [(name, h, profile) for (name, _, profile), h in zip(accounts, hashes, strict=True)]
-        )
+        rows = [(name, h, profile) for (name, _, profile), h in zip(accounts, hashes, strict=True)]
+        # Two imports at once (imctl keeps two chunks in flight) can deadlock in
+        # InnoDB's unique-name index; the loser's transaction was rolled back
+        # whole, so it is run again (names taken meanwhile come back as None).
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                return await self.directory.create_users(rows)
+            except TransientError:
+                if attempt == CREATE_ATTEMPTS:
+                    raise
+                log.info("creating %d users lost a lock race (attempt %d); again", len(rows), attempt)
+                await asyncio.sleep(random.uniform(0.01, 0.05) * attempt)
+        raise AssertionError("unreachable")
 
     async def get(self, user_id: int) -> User:
         found = [u for u in await self.directory.users_by_id([user_id]) if not u.deleted]

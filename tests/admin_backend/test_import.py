@@ -3,12 +3,14 @@ rest hashed concurrently and created together."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 
 from common.pb import base_pb2, internal_pb2
+from db_proxy.storage.sql import SqlStore, TransientError
 from tests.admin_backend.conftest import Harness
 
 
@@ -100,3 +102,34 @@ async def test_call_limits(harness: Harness) -> None:
     for bad in ({"rows": too_many}, {"rows": {"name": "x"}}, {}, {"rows": [], "dry_run": True}):
         assert await h.error("users.import", **bad) == internal_pb2.ERR_BAD_REQUEST
     assert await h.call("users.import", rows=[]) == {"created": 0, "skipped": []}
+
+
+async def test_imports_at_once_all_complete(harness: Harness) -> None:
+    """imctl keeps two chunks in flight: on MariaDB their inserts can deadlock
+    (InnoDB's unique-name index), and the loser is run again, never refused."""
+    h = harness
+    # Interleaved names: each chunk's locking read of absent names holds gaps the others insert into.
+    chunks = [[{"name": f"at{i * 4 + c:04d}", "password": "pw"} for i in range(200)] for c in range(4)]
+    results = await asyncio.gather(*(h.call("users.import", rows=rows) for rows in chunks))
+    assert results == [{"created": 200, "skipped": []}] * 4
+    assert (await h.call("users.list", limit=0))["total"] == 800
+
+
+async def test_a_batch_that_loses_a_deadlock_is_run_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the engine says of a deadlock (TransientError: its transaction was
+    rolled back whole) makes the import run the batch's transaction again."""
+    real = SqlStore.create_users
+    lost = 0
+
+    async def loses_once(self: SqlStore, users: Any) -> list[int | None]:
+        nonlocal lost
+        if lost == 0:
+            lost += 1
+            raise TransientError("MySQL: (1213, 'Deadlock found when trying to get lock')")
+        return await real(self, users)
+
+    monkeypatch.setattr(SqlStore, "create_users", loses_once)
+    result = await harness.call("users.import", rows=[{"name": "again1", "password": "pw"}])
+    assert result == {"created": 1, "skipped": []} and lost == 1
