@@ -186,14 +186,17 @@ class DbAdmin:
         return {"user": a.user_json(self._pushed(await self.users.delete(user.id)))}
 
     async def user_names(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The name and nick of each user id given that exists (for lists of ids: who is online)."""
+        """The name and nick of each user id given that exists, not deleted (for lists of ids:
+        who is online, a group's members)."""
         a.check_keys(args, {"ids"}, "users.names")
         ids = args.get("ids")
         if not isinstance(ids, list) or len(ids) > MAX_NAME_IDS:
             raise InvalidArgument(f"ids must be a list of at most {MAX_NAME_IDS} user ids")
         wanted = [a.integer(i, "ids", 1, U32_MAX) for i in ids]
         users = await self.services.directory.users_by_id(wanted)
-        return {"users": [{"id": u.id, "name": u.name, "nick": u.nick or u.name} for u in users]}
+        return {
+            "users": [{"id": u.id, "name": u.name, "nick": u.nick or u.name} for u in users if not u.deleted]
+        }
 
     async def import_users(self, args: dict[str, Any]) -> dict[str, Any]:
         a.check_keys(args, {"rows"}, "users.import")

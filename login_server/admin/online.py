@@ -19,19 +19,27 @@ log = logging.getLogger("login_server.admin")
 NAMES_BATCH = 5000  # db_proxy's users.names answers at most this many ids a call
 
 
+async def user_names(backends: Backends, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """``{"id", "name", "nick"}`` of each of ``ids`` that is a user (not deleted), by id:
+    one ``users.names`` call per NAMES_BATCH ids. Raises what the call raised."""
+    wanted = sorted(set(ids))
+    users: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(wanted), NAMES_BATCH):
+        answer = await backends.call(DB_PROXY, "users.names", {"ids": wanted[start : start + NAMES_BATCH]})
+        users.update({u["id"]: u for u in answer.get("users", [])})
+    return users
+
+
 async def online_sessions(backends: Backends) -> dict[str, Any]:
     result = await backends.call(ROUTE_SERVER, "online", {})
     sessions: list[dict[str, Any]] = result.get("sessions") or []
-    ids = sorted({s["user_id"] for s in sessions if type(s.get("user_id")) is int})
-    users: dict[Any, dict[str, Any]] = {}
+    users: dict[int, dict[str, Any]] = {}
     try:
-        for start in range(0, len(ids), NAMES_BATCH):
-            answer = await backends.call(DB_PROXY, "users.names", {"ids": ids[start : start + NAMES_BATCH]})
-            users.update({u["id"]: u for u in answer.get("users", [])})
+        users = await user_names(backends, [s["user_id"] for s in sessions if type(s.get("user_id")) is int])
     except ImError as exc:
         log.warning("online: user names not looked up: %s", exc)
         result = {**result, "warning": f"user names not shown: {exc}"}
     for session in sessions:
-        user = users.get(session.get("user_id"), {})
+        user = users.get(session.get("user_id", 0), {})
         session["name"], session["nick"] = user.get("name"), user.get("nick")
     return result

@@ -22,7 +22,7 @@ from typing import Any
 
 from common.errors import ImError, InvalidArgument
 from login_server.admin.backends import DB_PROXY, ROUTE_SERVER, Answer, Backends
-from login_server.admin.online import online_sessions
+from login_server.admin.online import online_sessions, user_names
 from login_server.balancer import Balancer
 
 log = logging.getLogger("login_server.admin")
@@ -33,7 +33,6 @@ IMPORT_MAX_ROWS = 1000
 IMPORT_TIMEOUT = 120.0
 STATUS_TIMEOUT = 3.0  # status is for humans watching: a slow server shows as unreachable
 LOOKUP_LIMIT = 200  # users looked up by id for one page (online, group members)
-LOOKUP_CONCURRENCY = 16  # users.show calls in flight at once for such a page
 
 UserRef = int | str
 
@@ -105,23 +104,13 @@ class AdminOps:
         return await self._db("users.import", {"rows": rows}, IMPORT_TIMEOUT)
 
     async def users_by_id(self, ids: list[int]) -> dict[int, dict[str, Any] | None]:
-        """The users of a page (at most LOOKUP_LIMIT ids), by id; None for one
-        that is gone (deleted since) or could not be looked up."""
+        """Name and nick of the users of a page (at most LOOKUP_LIMIT ids), by
+        id, in one db_proxy call; None for one that is gone (deleted since)."""
         wanted = list(dict.fromkeys(ids))
         if len(wanted) > LOOKUP_LIMIT:
             raise InvalidArgument(f"at most {LOOKUP_LIMIT} users at once, got {len(wanted)}")
-        gate = asyncio.Semaphore(LOOKUP_CONCURRENCY)
-
-        async def one(user_id: int) -> dict[str, Any] | None:
-            async with gate:
-                try:
-                    user: dict[str, Any] = (await self.show_user(user_id))["user"]
-                except ImError:
-                    return None  # the page is still useful without this one's name
-                return user
-
-        found = await asyncio.gather(*(one(user_id) for user_id in wanted))
-        return dict(zip(wanted, found, strict=True))
+        found = await user_names(self.backends, wanted)
+        return {user_id: found.get(user_id) for user_id in wanted}
 
     # -- departments -----------------------------------------------------------------
 

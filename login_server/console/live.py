@@ -3,12 +3,10 @@ online (and kick), sending a notice, and the audit log."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from aiohttp import web
 
-from common.errors import ImError
 from login_server.admin.api import user_ref
 from login_server.admin.audit import operator_name
 from login_server.console.app import ROOT, Console, Form, page_number, page_read
@@ -46,13 +44,10 @@ class LivePages:
         result, error = await page_read(self.ops.online())
         sessions: list[dict[str, Any]] = result.get("sessions", [])
         shown = sessions[(number - 1) * ONLINE_PAGE : number * ONLINE_PAGE]
-        known: dict[int, dict[str, Any] | None] = {}
-        if all(s.get("name") for s in shown):
-            # Named already (the API's /online adds names and nicks from db_proxy in one call).
-            known = {s["user_id"]: {"name": s["name"], "nick": s.get("nick") or ""} for s in shown}
-        else:
-            with contextlib.suppress(ImError):
-                known = await self.ops.users_by_id([s["user_id"] for s in shown])
+        # Named already: the API's /online adds names and nicks from db_proxy in one call.
+        known = {
+            s["user_id"]: {"name": s["name"], "nick": s.get("nick") or ""} for s in shown if s.get("name")
+        }
         return self.console.render(
             request,
             "online.html",
