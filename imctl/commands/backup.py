@@ -23,8 +23,8 @@ from common.errors import Conflict, InvalidArgument
 from db_proxy.storage.model import StoreError
 from imctl.client import BadUsage, CliError, Unreachable
 from imctl.commands.local import _load, config_option, db_config
-from imctl.context import META
 from imctl.context import config_path as config_path_of
+from imctl.context import wants_json
 from imctl.output import echo_json, key_values
 
 database_option = click.option("--database-url", default=None, help="Override db_proxy.database_url.")
@@ -44,11 +44,6 @@ def _store_dir(config: Path | None, given: Path | None) -> Path:
     return given if given is not None else Path(_load(MsfsConfig, "msfs", config).store)
 
 
-def _wants_json(flag: bool) -> bool:
-    ctx = click.get_current_context(silent=True)
-    return flag or bool(ctx is not None and ctx.meta.get(META, {}).get("as_json"))
-
-
 def _run(what: str, work: Callable[[], Any]) -> Any:
     """``work()``, its failures as one line and the documented exit code."""
     try:
@@ -64,7 +59,7 @@ def _run(what: str, work: Callable[[], Any]) -> Any:
 
 
 def _show(summary: dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:
-    if _wants_json(as_json):
+    if as_json or wants_json():
         echo_json(summary)
     else:
         human()
